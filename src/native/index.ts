@@ -1,0 +1,327 @@
+/**
+ * The few Linux syscalls Node lacks for a drain that cuts no connection (see DRAIN.md), through
+ * koffi and libc. Loaded on demand: `loadNative()` never throws, it says why when unavailable.
+ */
+import { createRequire } from 'node:module';
+import { endianness } from 'node:os';
+import { NativeError } from './errors.js';
+import { procTcpCounts } from './proc-tcp.js';
+import { AF_NETLINK, NETLINK_SOCK_DIAG, TCP_SYN_RECV, diagRequest, scanDiagChunk } from './sock-diag.js';
+
+export { NativeError, errnoName } from './errors.js';
+export { procTcpCounts } from './proc-tcp.js';
+
+export type Native = {
+  /** Attach the SYN-drop gate to a listening TCP socket. Throws NativeError (with errno) on failure. */
+  gate(fd: number): void;
+  /** Attach a pass-all filter (used at start to test that filters work). */
+  passAll(fd: number): void;
+  /** Detach any socket filter (SO_DETACH_FILTER); ENOENT (no filter) is not an error. */
+  ungate(fd: number): void;
+  /** Current accept-queue length and backlog of a LISTEN TCP socket (TCP_INFO). */
+  acceptQueue(fd: number): { queued: number; backlog: number };
+  /**
+   * accept4 non-blocking + cloexec: the new fd, -1 when the queue is empty (EAGAIN), -2 for
+   * "try again" (ECONNABORTED, EINTR, network errors accept(2) says to treat like EAGAIN).
+   * Throws NativeError on anything else (EMFILE, EBADF, EINVAL…).
+   */
+  accept(fd: number): number;
+  /** listen(fd, backlog) */
+  listen(fd: number, backlog: number): void;
+  /** fcntl(fd, F_DUPFD_CLOEXEC, 0): a duplicate that exec'd children do not inherit. */
+  dupCloexec(fd: number): number;
+  close(fd: number): void;
+  /**
+   * Number of TCP handshakes in progress (SYN_RECV) whose local port is `port`, IPv4 and IPv6,
+   * from sock_diag netlink; from /proc/net/tcp{,6} if netlink fails. Each family costs one walk
+   * of the kernel's whole established hash (~0.15-0.3 ms at 262144 buckets), so pass the
+   * listener's own family when known: a handshake carries the family of its listening socket,
+   * so 4 for an AF_INET listener, 6 for any AF_INET6 one, dual-stack `::` included (its IPv4
+   * handshakes are listed as AF_INET6). Without `family` both are asked.
+   */
+  halfOpen(port: number, family?: 4 | 6): number;
+  /** initgroups + setgid + setuid to `user` (name or numeric id), group default: the user's. */
+  dropPrivileges(user: string, group?: string): void;
+};
+
+export type LoadResult = { ok: true; native: Native } | { ok: false; reason: string };
+
+let loaded: LoadResult | undefined;
+
+/** Load libc through koffi once; later calls return the same result. Never throws. */
+export function loadNative(): LoadResult {
+  if (loaded === undefined) {
+    try {
+      loaded = { ok: true, native: bind() };
+    } catch (err) {
+      loaded = { ok: false, reason: err instanceof Error ? err.message : String(err) };
+    }
+  }
+  return loaded;
+}
+
+// Linux constants (same on every Linux architecture koffi supports, unless noted).
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20; // not on ppc64/mips (18/4102): only used for a safety timeout
+const SO_ATTACH_FILTER = 26;
+const SO_DETACH_FILTER = 27;
+const IPPROTO_TCP = 6;
+const TCP_INFO = 11;
+const TCP_LISTEN = 10;
+const F_DUPFD_CLOEXEC = 1030;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+/** classic BPF opcodes */
+const BPF_LD_B_ABS = 0x30;
+const BPF_ALU_AND_K = 0x54;
+const BPF_JMP_JEQ_K = 0x15;
+const BPF_RET_K = 0x06;
+
+type SockFilter = { code: number; jt: number; jf: number; k: number };
+
+/** Drop TCP segments with SYN set and ACK clear (new connections); accept everything else. */
+const GATE_PROGRAM: readonly SockFilter[] = [
+  { code: BPF_LD_B_ABS, jt: 0, jf: 0, k: 13 }, // A = TCP flags byte
+  { code: BPF_ALU_AND_K, jt: 0, jf: 0, k: 0x12 }, // A &= SYN|ACK
+  { code: BPF_JMP_JEQ_K, jt: 0, jf: 1, k: 0x02 }, // SYN alone?
+  { code: BPF_RET_K, jt: 0, jf: 0, k: 0 }, //   yes: drop
+  { code: BPF_RET_K, jt: 0, jf: 0, k: 0xffffffff }, // no: keep whole packet
+];
+const PASS_ALL_PROGRAM: readonly SockFilter[] = [{ code: BPF_RET_K, jt: 0, jf: 0, k: 0xffffffff }];
+
+/** accept4 errors that mean "this one is gone, try the next" (accept(2), "Error handling"). */
+const ACCEPT_RETRY = new Set(['ECONNABORTED', 'EINTR', 'EPROTO', 'ENETDOWN', 'ENOPROTOOPT', 'EHOSTDOWN',
+  'ENONET', 'EHOSTUNREACH', 'EOPNOTSUPP', 'ENETUNREACH']);
+
+type KoffiModule = typeof import('koffi');
+/** A C pointer argument: a Buffer/typed array, or a value koffi.as() marshals, or NULL. */
+type Ptr = Buffer | Int32Array | Uint32Array | ReturnType<KoffiModule['as']> | null;
+/** What libc pointer-returning functions give back in koffi 3 */
+type CPointer = bigint | null;
+
+type Libc = {
+  setsockopt(fd: number, level: number, name: number, value: Ptr, len: number): number;
+  getsockopt(fd: number, level: number, name: number, value: Ptr, len: Ptr): number;
+  accept4(fd: number, addr: null, addrlen: null, flags: number): number;
+  listen(fd: number, backlog: number): number;
+  fcntl(fd: number, cmd: number, argType: 'int', arg: number): number;
+  close(fd: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  send(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
+  recv(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
+  getpwnam(name: string): CPointer;
+  getpwuid(uid: number): CPointer;
+  getgrnam(name: string): CPointer;
+  getgrgid(gid: number): CPointer;
+  initgroups(user: string, gid: number): number;
+  setgroups(size: number, list: Ptr): number;
+  setgid(gid: number): number;
+  setuid(uid: number): number;
+  getuid(): number;
+};
+
+function bind(): Native {
+  if (process.platform !== 'linux') throw new Error(`no native drain support on ${process.platform} (Linux only)`);
+  const require = createRequire(import.meta.url);
+  let koffi: KoffiModule;
+  try {
+    koffi = require('koffi') as KoffiModule;
+  } catch (err) {
+    throw new Error(`koffi unavailable (its prebuilt binary comes in an optional dependency): ${(err as Error).message}`);
+  }
+  let lib: ReturnType<KoffiModule['load']>;
+  try {
+    lib = koffi.load('libc.so.6');
+  } catch (err) {
+    try {
+      lib = koffi.load(null); // musl: libc is part of the process image
+    } catch {
+      throw new Error(`cannot load libc.so.6: ${(err as Error).message}`);
+    }
+  }
+
+  const sockFilter = koffi.struct({ code: 'uint16_t', jt: 'uint8_t', jf: 'uint8_t', k: 'uint32_t' });
+  const sockFprog = koffi.struct({ len: 'uint16_t', filter: koffi.pointer(sockFilter) });
+  const timeval = koffi.struct({ tv_sec: 'long', tv_usec: 'long' });
+  const passwd = koffi.struct({ pw_name: 'str', pw_passwd: 'str', pw_uid: 'uint32_t', pw_gid: 'uint32_t' });
+  const group = koffi.struct({ gr_name: 'str', gr_passwd: 'str', gr_gid: 'uint32_t' });
+  if (sockFilter.size !== 8) throw new Error(`unexpected sizeof(struct sock_filter) ${sockFilter.size}`);
+
+  // The casts give koffi's untyped functions the C signatures declared next to them.
+  const c = {
+    setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+    getsockopt: lib.func('int getsockopt(int fd, int level, int name, void *value, void *len)'),
+    accept4: lib.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+    listen: lib.func('int listen(int fd, int backlog)'),
+    fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
+    close: lib.func('int close(int fd)'),
+    socket: lib.func('int socket(int domain, int type, int protocol)'),
+    send: lib.func('long send(int fd, const void *buf, size_t len, int flags)'),
+    recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
+    getpwnam: lib.func('void *getpwnam(const char *name)'),
+    getpwuid: lib.func('void *getpwuid(uint32_t uid)'),
+    getgrnam: lib.func('void *getgrnam(const char *name)'),
+    getgrgid: lib.func('void *getgrgid(uint32_t gid)'),
+    initgroups: lib.func('int initgroups(const char *user, uint32_t gid)'),
+    setgroups: lib.func('int setgroups(size_t size, const uint32_t *list)'),
+    setgid: lib.func('int setgid(uint32_t gid)'),
+    setuid: lib.func('int setuid(uint32_t uid)'),
+    getuid: lib.func('uint32_t getuid()'),
+  } as Libc;
+
+  const fail = (syscall: string, detail?: string): NativeError => new NativeError(syscall, koffi.errno(), detail);
+
+  const attach = (fd: number, program: readonly SockFilter[]): void => {
+    const prog = koffi.as({ len: program.length, filter: program }, koffi.pointer(sockFprog));
+    if (c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, prog, sockFprog.size) !== 0) {
+      throw fail('setsockopt(SO_ATTACH_FILTER)', `fd ${fd}`);
+    }
+  };
+
+  const tcpInfo = Buffer.alloc(256);
+  const tcpInfoLen = new Uint32Array(1);
+
+  const diag = {
+    usable: endianness() === 'LE', // the messages are built little-endian (host order on x86/arm)
+    seq: 0,
+    reply: Buffer.allocUnsafe(64 * 1024), // a dump chunk is at most ~32 KiB: never truncated
+    timeout: koffi.as({ tv_sec: 1, tv_usec: 0 }, koffi.pointer(timeval)),
+  };
+
+  /** SYN_RECV sockets of `port` by sock_diag, one short-lived netlink socket per call. */
+  const halfOpenNetlink = (port: number, families: readonly number[]): number => {
+    const nl = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) {
+      diag.usable = false; // no sock_diag here (seccomp, old kernel): do not ask again
+      throw fail('socket(AF_NETLINK)');
+    }
+    try {
+      // A safety net: the kernel answers a dump at once, never leave the event loop stuck.
+      if (c.setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, diag.timeout, timeval.size) !== 0) {
+        throw fail('setsockopt(SO_RCVTIMEO)');
+      }
+      let count = 0;
+      for (const family of families) {
+        diag.seq = (diag.seq + 1) >>> 0;
+        const req = diagRequest(family, 1 << TCP_SYN_RECV, diag.seq);
+        if (Number(c.send(nl, req, req.length, 0)) !== req.length) throw fail('send(sock_diag)');
+        for (;;) {
+          const n = Number(c.recv(nl, diag.reply, diag.reply.length, 0));
+          if (n < 0) {
+            if (koffi.errno() === 4) continue; // EINTR
+            throw fail('recv(sock_diag)');
+          }
+          const chunk = scanDiagChunk(diag.reply, n, diag.seq, TCP_SYN_RECV, port);
+          count += chunk.count;
+          // ENOENT for AF_INET6: IPv6 (its diag module) absent, so nothing half-open there
+          if (chunk.errno !== 0 && !(family === AF_INET6 && chunk.errno === 2)) {
+            throw new NativeError('sock_diag', chunk.errno);
+          }
+          if (chunk.done) break;
+        }
+      }
+      return count;
+    } finally {
+      c.close(nl);
+    }
+  };
+
+  const lookupUser = (user: string): { name: string | null; uid: number; gid: number | null } => {
+    const numeric = /^\d+$/.test(user);
+    koffi.errno(0);
+    const p = numeric ? c.getpwuid(Number(user)) : c.getpwnam(user);
+    if (p === null) {
+      if (numeric) return { name: null, uid: Number(user), gid: null };
+      throw new NativeError('getpwnam', koffi.errno() || 2, `no user ${JSON.stringify(user)}`);
+    }
+    const pw = koffi.decode(p, passwd) as { pw_name: string; pw_uid: number; pw_gid: number };
+    return { name: pw.pw_name, uid: pw.pw_uid, gid: pw.pw_gid };
+  };
+
+  const lookupGroup = (name: string): number => {
+    if (/^\d+$/.test(name)) return Number(name);
+    koffi.errno(0);
+    const p = c.getgrnam(name);
+    if (p === null) throw new NativeError('getgrnam', koffi.errno() || 2, `no group ${JSON.stringify(name)}`);
+    return (koffi.decode(p, group) as { gr_gid: number }).gr_gid;
+  };
+
+  return {
+    gate: (fd) => attach(fd, GATE_PROGRAM),
+    passAll: (fd) => attach(fd, PASS_ALL_PROGRAM),
+
+    ungate(fd) {
+      if (c.setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, new Int32Array(1), 4) !== 0) {
+        const err = fail('setsockopt(SO_DETACH_FILTER)', `fd ${fd}`);
+        if (err.code !== 'ENOENT') throw err;
+      }
+    },
+
+    acceptQueue(fd) {
+      tcpInfoLen[0] = tcpInfo.length;
+      if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpInfoLen) !== 0) {
+        throw fail('getsockopt(TCP_INFO)', `fd ${fd}`);
+      }
+      if ((tcpInfoLen[0] ?? 0) < 32 || tcpInfo.readUInt8(0) !== TCP_LISTEN) {
+        throw new NativeError('getsockopt(TCP_INFO)', 22, `fd ${fd} is not a listening TCP socket`);
+      }
+      // On a LISTEN socket tcpi_unacked is sk_ack_backlog, tcpi_sacked sk_max_ack_backlog.
+      return { queued: tcpInfo.readUInt32LE(24), backlog: tcpInfo.readUInt32LE(28) };
+    },
+
+    accept(fd) {
+      const conn = c.accept4(fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (conn >= 0) return conn;
+      const err = fail('accept4', `fd ${fd}`);
+      if (err.code === 'EAGAIN') return -1; // EWOULDBLOCK is the same number on Linux
+      if (ACCEPT_RETRY.has(err.code)) return -2;
+      throw err;
+    },
+
+    listen(fd, backlog) {
+      if (c.listen(fd, backlog) !== 0) throw fail('listen', `fd ${fd}`);
+    },
+
+    dupCloexec(fd) {
+      const dup = c.fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0);
+      if (dup < 0) throw fail('fcntl(F_DUPFD_CLOEXEC)', `fd ${fd}`);
+      return dup;
+    },
+
+    close(fd) {
+      // After EINTR Linux has closed the fd already: retrying could close someone else's.
+      if (c.close(fd) !== 0 && koffi.errno() !== 4) throw fail('close', `fd ${fd}`);
+    },
+
+    halfOpen(port, family) {
+      if (diag.usable) {
+        try {
+          return halfOpenNetlink(port, family === 4 ? [AF_INET] : family === 6 ? [AF_INET6] : [AF_INET, AF_INET6]);
+        } catch {
+          // fall through to /proc for this call (and for good if netlink itself is missing)
+        }
+      }
+      return procTcpCounts(port).halfOpen;
+    },
+
+    dropPrivileges(user, groupName) {
+      const pw = lookupUser(user);
+      const gid = groupName !== undefined ? lookupGroup(groupName) : pw.gid;
+      if (gid === null) {
+        throw new NativeError('getpwuid', 2, `uid ${user} has no passwd entry: give a group`);
+      }
+      if (pw.name !== null) {
+        if (c.initgroups(pw.name, gid) !== 0) throw fail('initgroups', pw.name);
+      } else if (c.setgroups(1, new Uint32Array([gid])) !== 0) {
+        throw fail('setgroups', String(gid));
+      }
+      if (c.setgid(gid) !== 0) throw fail('setgid', String(gid));
+      if (c.setuid(pw.uid) !== 0) throw fail('setuid', String(pw.uid));
+      if (c.getuid() !== pw.uid) throw new NativeError('setuid', 1, `still uid ${c.getuid()}`);
+    },
+  };
+}
