@@ -1,0 +1,167 @@
+/** The command line: flags → config, verbs → the running master's control socket. */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { SETTINGS, defaults, loadConfigFile, merge, validate, type Config, type Key, type RawConfig } from '../shared/config.js';
+import { EXIT, QuiesceError, errorMessage } from '../shared/errors.js';
+import { defaultPidfile } from '../master/pidfile.js';
+import { sendControl } from './client.js';
+import { SIGNAL_VERBS } from '../shared/signals.js';
+import type { ControlVerb } from '../shared/control-protocol.js';
+
+const VERBS = ['start', 'stop', 'graceful-stop', 'reload', 'restart', 'reopen-logs', 'status', 'configtest', 'probe', 'help', 'version'] as const;
+type CliVerb = (typeof VERBS)[number];
+
+type ParseOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+
+function optionTable(): NonNullable<ParseOptions> {
+  const opts: NonNullable<ParseOptions> = {
+    config: { type: 'string', short: 'c' },
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
+    force: { type: 'boolean' },
+    json: { type: 'boolean' },
+    watch: { type: 'boolean' },
+  };
+  for (const s of Object.values(SETTINGS)) {
+    opts[s.flag] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+  }
+  opts.listen!.short = 'l';
+  opts.workers!.short = 'w';
+  return opts;
+}
+
+export function usage(): string {
+  const rows = Object.values(SETTINGS).map((s) => {
+    const def = s.kind === 'duration' ? `${(s.default as number) / 1000}s` : JSON.stringify(s.default);
+    return `  --${s.flag.padEnd(24)} ${s.doc} [default ${def}]`;
+  });
+  return [
+    'usage: quiesce [APP] [flags]          serve APP (a module, or a directory of static files; default: the bundled site)',
+    '       quiesce stop [--force]         graceful stop of the running instance (--force: fast stop)',
+    '       quiesce graceful-stop          the same as stop',
+    '       quiesce reload                 new code and config live, nothing refused, nothing cut',
+    '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
+    '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
+    '       quiesce status [--json]        the running instance\'s workers and drains',
+    '       quiesce configtest [APP]       check flags, config file and app path, then exit',
+    '       quiesce probe --target ADDR    load a server and classify every request (see quiesce probe --help)',
+    '',
+    'The instance is named by --pidfile (its control socket is PIDFILE.sock).',
+    '',
+    'flags (a config file given with --config/-c takes the same settings in camelCase; flags win):',
+    '  -c, --config FILE             JSON or JS module default-exporting the settings',
+    ...rows,
+    '',
+    'signals: ' + SIGNAL_VERBS.map((s) => `${s.signal.replace('SIG', '')}=${s.verb}`).join(' ') + '; the same stop signal again after >= 1 s = fast stop',
+  ].join('\n');
+}
+
+/** Flags given on the command line, as raw settings (validated later together with the file). */
+function flagsToRaw(values: Record<string, unknown>, positional: string | undefined): RawConfig {
+  const raw: RawConfig = {};
+  for (const [key, s] of Object.entries(SETTINGS) as Array<[Key, (typeof SETTINGS)[Key]]>) {
+    const v = values[s.flag];
+    if (v !== undefined) raw[key] = v;
+  }
+  if (positional !== undefined) raw.app = positional;
+  return raw;
+}
+
+export async function loadConfig(flags: RawConfig, configPath: string | undefined): Promise<Config> {
+  const file = configPath ? await loadConfigFile(configPath) : {};
+  if (configPath) validate(merge(defaults(), file), `config file ${configPath}`); // name the file when it is at fault
+  return validate(merge(defaults(), file, flags), 'flags');
+}
+
+export async function cliMain(argv: string[]): Promise<number> {
+  const first = argv[0];
+  let verb: CliVerb = 'start';
+  let rest = argv;
+  if (first && (VERBS as readonly string[]).includes(first)) { verb = first as CliVerb; rest = argv.slice(1); }
+  if (verb === 'probe') {
+    const { probeMain } = await import('../probe/index.js');
+    return probeMain(rest);
+  }
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: optionTable(), allowPositionals: true, strict: true });
+    } catch (err) {
+      throw new QuiesceError('USAGE', `${errorMessage(err).replace(/\. To specify.*$/s, '')} (see quiesce --help)`);
+    }
+    const { values, positionals } = parsed;
+    if (values.help || verb === 'help') { process.stdout.write(usage() + '\n'); return EXIT.OK; }
+    if (values.version || verb === 'version') { process.stdout.write(version() + '\n'); return EXIT.OK; }
+    if (positionals.length > 1) throw new QuiesceError('USAGE', `one APP at most, got: ${positionals.join(' ')}`);
+    const flags = flagsToRaw(values, positionals[0]);
+    const configPath = values.config as string | undefined;
+    switch (verb) {
+      case 'start': return await runServer(flags, configPath);
+      case 'configtest': return await configtest(flags, configPath);
+      default: {
+        const pidfile = await pidfileOf(flags, configPath);
+        const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
+        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true });
+      }
+    }
+  } catch (err) {
+    if (err instanceof QuiesceError) {
+      process.stderr.write(`quiesce: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`quiesce: ${errorMessage(err)}\n`);
+    return EXIT.RUNTIME;
+  }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `quiesce ${pkg.version} (node ${process.version})`;
+}
+
+async function pidfileOf(flags: RawConfig, configPath: string | undefined): Promise<string> {
+  if (typeof flags.pidfile === 'string' && flags.pidfile) return flags.pidfile;
+  if (configPath) {
+    const cfg = await loadConfig(flags, configPath);
+    if (cfg.pidfile) return cfg.pidfile;
+  }
+  return defaultPidfile();
+}
+
+async function runServer(flags: RawConfig, configPath: string | undefined): Promise<number> {
+  const cfg = await loadConfig(flags, configPath);
+  const pidfile = cfg.pidfile || defaultPidfile();
+  const { claimPidfile } = await import('./claim.js');
+  await claimPidfile(pidfile);
+  const { Master } = await import('../master/master.js');
+  const master = new Master(cfg, () => loadConfig(flags, configPath), pidfile);
+  try {
+    await master.start();
+  } catch (err) {
+    master.log.error('start-failed', { error: errorMessage(err) });
+    throw err;
+  }
+  return new Promise<number>(() => { /* the master exits the process itself when it stops */ });
+}
+
+async function configtest(flags: RawConfig, configPath: string | undefined): Promise<number> {
+  const cfg = await loadConfig(flags, configPath);
+  const { parseListen } = await import('../master/listeners.js');
+  for (const l of cfg.listen) parseListen(l);
+  if (cfg.admin !== 'off') parseListen(cfg.admin);
+  const { resolveAppSpec } = await import('../worker/app.js');
+  const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex);
+  const what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';
+  process.stdout.write(`quiesce: configuration ok (${what}; listen ${cfg.listen.join(' ')}; ${cfg.workers} workers)\n`);
+  return EXIT.OK;
+}
+
+async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean }): Promise<number> {
+  if (verb === 'status') {
+    const { statusMain } = await import('./status.js');
+    return statusMain(pidfile, o);
+  }
+  const r = await sendControl(pidfile, { verb, force: o.force }, (m) => process.stderr.write(`quiesce: ${m}\n`));
+  (r.ok ? process.stdout : process.stderr).write(`quiesce: ${r.message}\n`);
+  return r.ok ? EXIT.OK : EXIT.RUNTIME;
+}

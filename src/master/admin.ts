@@ -1,0 +1,71 @@
+/**
+ * The admin listener, served by the master itself (never app traffic): /live, /ready, and the
+ * routes other modules add (server-status, metrics). Bound off loopback, every route but /live and
+ * /ready requires the admin token.
+ */
+import http from 'node:http';
+import { QuiesceError } from '../shared/errors.js';
+import { parseListen } from './listeners.js';
+
+export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void | Promise<void>;
+
+export class AdminServer {
+  readonly routes = new Map<string, AdminRoute>();
+  private server?: http.Server;
+  address = '';
+
+  constructor(private readonly isReady: () => boolean, private readonly token: () => string) {
+    this.routes.set('/live', (_req, res) => text(res, 200, 'ok\n'));
+    this.routes.set('/ready', (_req, res) => {
+      const ok = this.isReady();
+      text(res, ok ? 200 : 503, ok ? 'ready\n' : 'not ready\n');
+    });
+  }
+
+  async listen(spec: string): Promise<void> {
+    const l = parseListen(spec);
+    const server = http.createServer((req, res) => void this.handle(req, res));
+    server.keepAliveTimeout = 2_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new QuiesceError('LISTEN_FAILED', `--admin ${spec}: ${err.code === 'EADDRINUSE' ? 'address in use' : err.message}`)));
+      if (l.kind === 'unix') server.listen(l.path, resolve);
+      else server.listen({ host: l.host ?? undefined, port: l.port }, resolve);
+    });
+    const a = server.address();
+    this.address = typeof a === 'string' ? `unix:${a}` : a ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : spec;
+    this.loopback = typeof a === 'string' || (a !== null && (a.address.startsWith('127.') || a.address === '::1'));
+    this.server = server;
+  }
+
+  private loopback = true;
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const route = this.routes.get(url.pathname);
+    if (!route) return text(res, 404, 'not found\n');
+    if (url.pathname !== '/live' && url.pathname !== '/ready' && !this.loopback) {
+      const want = this.token();
+      const got = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('token') || '';
+      if (!want || got !== want) return text(res, 401, want ? 'admin token required\n' : 'admin pages are off: set --admin-token to reach them off loopback\n');
+    }
+    try {
+      await route(req, res, url);
+    } catch (err) {
+      if (!res.headersSent) text(res, 500, `error: ${(err as Error).message}\n`);
+      else res.destroy();
+    }
+  }
+
+  close(): Promise<void> {
+    const s = this.server;
+    if (!s) return Promise.resolve();
+    s.closeAllConnections();
+    return new Promise((r) => s.close(() => r()));
+  }
+}
+
+export function text(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}

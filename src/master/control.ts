@@ -1,0 +1,58 @@
+/** The master's end of the control socket (see shared/control-protocol.ts). */
+import net from 'node:net';
+import { chmodSync, unlinkSync, existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { ControlReply, ControlRequest } from '../shared/control-protocol.js';
+import { QuiesceError } from '../shared/errors.js';
+
+export type ControlHandler = (req: ControlRequest, progress: (message: string) => void) => Promise<Extract<ControlReply, { type: 'result' }>>;
+
+export class ControlServer {
+  private server?: net.Server;
+  private readonly clients = new Set<net.Socket>();
+  constructor(readonly path: string, private readonly handler: ControlHandler) {}
+
+  async listen(): Promise<void> {
+    if (existsSync(this.path)) unlinkSync(this.path); // the pid file check found no live master
+    const server = net.createServer((socket) => this.serve(socket));
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => reject(new QuiesceError('CONTROL_FAILED', `control socket ${this.path}: ${err.message}`)));
+        server.listen(this.path, resolve);
+      });
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(this.path, 0o600);
+    this.server = server;
+  }
+
+  private serve(socket: net.Socket): void {
+    this.clients.add(socket);
+    socket.on('close', () => this.clients.delete(socket));
+    socket.on('error', () => { /* a client that went away */ });
+    const write = (r: ControlReply) => { if (!socket.destroyed) socket.write(JSON.stringify(r) + '\n'); };
+    const rl = createInterface({ input: socket });
+    rl.once('line', (line) => {
+      rl.close();
+      let req: ControlRequest;
+      try {
+        req = JSON.parse(line) as ControlRequest;
+      } catch {
+        write({ type: 'result', ok: false, message: 'bad control request' });
+        socket.end();
+        return;
+      }
+      this.handler(req, (message) => write({ type: 'progress', message }))
+        .then((r) => { write(r); socket.end(); })
+        .catch((err: unknown) => { write({ type: 'result', ok: false, message: (err as Error).message }); socket.end(); });
+    });
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const c of this.clients) c.end();
+    try { unlinkSync(this.path); } catch { /* gone */ }
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * The master's listening sockets. The master binds each one itself and keeps its handle for its
+ * whole life (a reload never closes it); workers receive the handle over IPC and accept from the
+ * same kernel queue. The master never accepts app traffic: its handle is bound and put in LISTEN
+ * state with listen(2) directly (native), so libuv never watches it here.
+ */
+import net from 'node:net';
+import { existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { QuiesceError } from '../shared/errors.js';
+import type { ListenerInfo } from '../shared/ipc.js';
+import type { Native } from '../native/index.js';
+
+/** A bound libuv handle (TCPWrap or PipeWrap). Node keeps these internal; we use fd, close and getsockname. */
+export type ServerHandle = { fd: number; close(cb?: () => void): void; getsockname?(out: Record<string, unknown>): number };
+
+type CreateServerHandle = (address: string | null, port: number, addressType: number, fd?: number, flags?: number) => ServerHandle | number;
+// net._createServerHandle is what node:cluster's primary uses to bind a handle without listening on it.
+const createServerHandle = (net as unknown as { _createServerHandle: CreateServerHandle })._createServerHandle;
+
+export type ListenSpec =
+  | { kind: 'tcp'; host: string | null; port: number; family: 4 | 6 | 0; text: string }
+  | { kind: 'unix'; path: string; text: string };
+
+export type ListenerState = 'open' | 'gated' | 'closed';
+
+export type Listener = {
+  id: number;
+  spec: ListenSpec;
+  handle: ServerHandle;
+  fd: number;
+  /** Actual port (for port 0) or 0 for unix sockets. */
+  port: number;
+  /** "127.0.0.1:8080", "[::]:8080", "/run/app.sock" */
+  address: string;
+  state: ListenerState;
+};
+
+/** The address family of a TCP listener's sockets (a dual-stack listener is an IPv6 socket). */
+export function family(l: Listener): 4 | 6 {
+  return l.address.startsWith('[') ? 6 : 4;
+}
+
+/** Parse one --listen value; throws QuiesceError('USAGE') naming it. */
+export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
+  const bad = (why: string) => new QuiesceError('USAGE', `--listen ${JSON.stringify(text)}: ${why}`);
+  if (text.startsWith('unix:') || text.startsWith('/') || text.startsWith('./') || text.startsWith('../')) {
+    const p = text.startsWith('unix:') ? text.slice(5) : text;
+    if (!p) throw bad('empty unix socket path');
+    return { kind: 'unix', path: isAbsolute(p) ? p : resolve(cwd, p), text };
+  }
+  const port = (s: string): number => {
+    if (!/^\d+$/.test(s)) throw bad(`not a port: ${JSON.stringify(s)}`);
+    const n = Number(s);
+    if (n > 65535) throw bad('port out of range (0-65535)');
+    return n;
+  };
+  if (/^\d+$/.test(text)) return { kind: 'tcp', host: null, port: port(text), family: 0, text };
+  const v6 = /^\[([^\]]+)\]:(\d*)$/.exec(text);
+  if (v6) {
+    if (net.isIPv6(v6[1]!) === false) throw bad(`not an IPv6 address: ${v6[1]}`);
+    return { kind: 'tcp', host: v6[1]!, port: port(v6[2]!), family: 6, text };
+  }
+  const i = text.lastIndexOf(':');
+  if (i <= 0) throw bad('expected HOST:PORT, [V6]:PORT, PORT or a unix socket path');
+  const host = text.slice(0, i);
+  if (host.includes(':')) throw bad('an IPv6 address needs brackets: [::1]:8080');
+  const family = net.isIPv4(host) ? 4 : 0;
+  if (family === 0 && host !== 'localhost') throw bad(`not an IP address: ${host} (names other than localhost are not resolved)`);
+  return { kind: 'tcp', host: host === 'localhost' ? '127.0.0.1' : host, port: port(text.slice(i + 1)), family: 4, text };
+}
+
+function errnoName(code: number): string {
+  for (const [name, n] of Object.entries(osConstants.errno)) if (n === -code) return name;
+  return `errno ${code}`;
+}
+
+/** Bind one listener. TCP listeners are put in LISTEN state at once when `native` is there. */
+export function bindListener(id: number, spec: ListenSpec, backlog: number, native: Native | undefined): Listener {
+  let handle: ServerHandle | number;
+  if (spec.kind === 'unix') {
+    if (existsSync(spec.path)) {
+      if (!statSync(spec.path).isSocket()) throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${spec.path} exists and is not a socket`);
+      // A leftover socket file of a process that is gone: connect() would be refused. A live one
+      // answers: in use. (Checked synchronously through the kernel's own bookkeeping.)
+      if (unixSocketInUse(spec.path)) throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: address in use (another server listens on ${spec.path})`);
+      unlinkSync(spec.path);
+    }
+    handle = createServerHandle(spec.path, -1, -1);
+  } else {
+    handle = createServerHandle(spec.host, spec.port, spec.family === 6 ? 6 : 4);
+  }
+  if (typeof handle === 'number') {
+    const name = errnoName(handle);
+    const why = name === 'EADDRINUSE' ? 'address in use' : name === 'EACCES' ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : name === 'EADDRNOTAVAIL' ? 'address not available on this machine' : name;
+    throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${why}`);
+  }
+  let port = 0;
+  let address = spec.kind === 'unix' ? spec.path : spec.text;
+  if (spec.kind === 'tcp') {
+    // libuv delays EADDRINUSE from bind() to listen(): an unbound socket shows here, and listen()
+    // on it would quietly bind a random port.
+    const out: Record<string, unknown> = {};
+    const err = handle.getsockname?.(out) ?? 0;
+    if (err !== 0 || !out.port || (spec.port !== 0 && out.port !== spec.port)) {
+      handle.close();
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: address in use`);
+    }
+    port = Number(out.port);
+    const host = String(out.address);
+    address = out.family === 'IPv6' || host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  }
+  if (native) native.listen(handle.fd, backlog);
+  return { id, spec, handle, fd: handle.fd, port, address, state: 'open' };
+}
+
+/** Whether a unix socket path has a live listener: read the kernel's table of bound unix sockets. */
+function unixSocketInUse(path: string): boolean {
+  try {
+    const table = readProcNetUnix();
+    return table.some((row) => row.path === path && row.listening);
+  } catch {
+    return false;
+  }
+}
+
+function readProcNetUnix(): Array<{ path: string; listening: boolean }> {
+  const rows = readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1);
+  const out: Array<{ path: string; listening: boolean }> = [];
+  for (const row of rows) {
+    const f = row.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    // Flags 00010000 = __SO_ACCEPTCON (listening); St 01 = unconnected
+    out.push({ path: f[7]!, listening: f[3] === '00010000' });
+  }
+  return out;
+}
+
+export function info(l: Listener): ListenerInfo {
+  return { id: l.id, kind: l.spec.kind, address: l.address, port: l.port, path: l.spec.kind === 'unix' ? l.spec.path : '' };
+}
+
+/** The URL-ish form printed at start and in status. */
+export function describe(l: Listener): string {
+  return l.spec.kind === 'unix' ? `unix:${l.address}` : `http://${l.address}`;
+}
+
+export function closeHandle(l: Listener): void {
+  if (l.state === 'closed') return;
+  l.state = 'closed';
+  l.handle.close();
+  if (l.spec.kind === 'unix') {
+    try { unlinkSync(l.spec.path); } catch { /* unlinked at the gate already */ }
+  }
+}

@@ -1,0 +1,503 @@
+/**
+ * The master: owns the listening sockets, the pool of workers and the lifecycle state. Signals and
+ * control-socket verbs only record a request; `act()` carries requests out one at a time.
+ */
+import { formatLine, LineSink, Logger, type Level } from '../shared/log.js';
+import { EXIT, QuiesceError, WORKER_EXIT, errorMessage } from '../shared/errors.js';
+import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
+import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
+import type { Config } from '../shared/config.js';
+import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import { loadNative, type Native } from '../native/index.js';
+import { bindListener, closeHandle, describe, parseListen, type Listener } from './listeners.js';
+import { WorkerProc, type Generation } from './workers.js';
+import { drainAndClose, type DrainReport } from './drain.js';
+import { AdminServer } from './admin.js';
+import { ControlServer } from './control.js';
+import { writePidfile, removePidfile } from './pidfile.js';
+import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
+import { resolveAppSpec } from '../worker/app.js';
+
+type Result = Extract<ControlReply, { type: 'result' }>;
+export type ConfigLoader = () => Promise<Config>;
+
+export type Totals = {
+  requests: number;
+  forced: number;
+  /** Connections the kernel still held when a listener's last fd was closed: must stay 0. */
+  cut: number;
+  drains: number;
+  reloads: number;
+  reloadsFailed: number;
+  retired: Partial<Record<RetireReason | 'crash', number>>;
+};
+
+export class Master {
+  state: MasterState = { s: 'starting', since: Date.now() };
+  readonly startedAt = Date.now();
+  readonly workers = new Set<WorkerProc>();
+  listeners: Listener[] = [];
+  generation!: Generation;
+  drainMode: 'gate' | 'fallback' = 'fallback';
+  drainModeReason = '';
+  lastDrain?: DrainReport;
+  readonly totals: Totals = { requests: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, retired: {} };
+  readonly admin: AdminServer;
+  private control?: ControlServer;
+  private native: Native | undefined;
+  private readonly errorSink: LineSink;
+  private readonly accessSink: LineSink;
+  readonly log: Logger;
+  private nextGeneration = 1;
+  private readonly crashes = new Map<number, { n: number }>();
+  private stopWaiters: Array<(r: Result) => void> = [];
+  private stopSignal?: { signal: string; at: number };
+  private queuedReload?: Promise<Result>;
+  private running: Promise<unknown> = Promise.resolve();
+  /** Requests counted by workers that have exited (the live ones report their own). */
+  private requestsOfExited = 0;
+
+  constructor(public cfg: Config, private readonly loadConfig: ConfigLoader, readonly pidfile: string) {
+    this.errorSink = new LineSink(cfg.errorLog, process.stderr);
+    this.accessSink = new LineSink(cfg.accessLog === 'off' ? '-' : cfg.accessLog, process.stdout);
+    this.log = new Logger(this.errorSink, `master[${process.pid}]`);
+    this.admin = new AdminServer(() => this.state.s === 'serving' || this.state.s === 'reloading', () => this.cfg.adminToken);
+  }
+
+  private enter(next: MasterState): void {
+    if (!canMove(this.state.s, next.s)) throw new Error(`lifecycle: ${this.state.s} → ${next.s} is not a transition`);
+    this.log.info('state', { from: this.state.s, to: next.s, ...('phase' in next ? { phase: next.phase } : {}) });
+    this.state = next;
+  }
+
+  // ─── start ────────────────────────────────────────────────────────────────
+
+  async start(): Promise<void> {
+    this.pickDrainMode();
+    this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text), this.cfg.backlog, this.native));
+    this.nextListenerId = this.listeners.length;
+    if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
+    this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
+    await this.control.listen();
+    writePidfile(this.pidfile);
+    for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
+    process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
+
+    this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex));
+    const started = this.spawnGeneration(this.generation, this.cfg.workers);
+    const failure = await this.awaitReady(started, this.cfg.readyTimeout);
+    if (failure) {
+      for (const w of started) w.kill();
+      await Promise.all(started.map((w) => w.exited));
+      this.shutdownSockets();
+      throw new QuiesceError('APP_FAILED', failure);
+    }
+    this.enter({ s: 'serving', since: Date.now() });
+    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
+    if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
+    process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
+    this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
+  }
+
+  private nextListenerId = 0;
+
+  /** Test the socket filter for real on a throwaway listener: the drain's gate depends on it. */
+  private pickDrainMode(): void {
+    const n = loadNative();
+    if (!n.ok) {
+      this.drainModeReason = n.reason;
+    } else {
+      try {
+        const probe = bindListener(-1, { kind: 'tcp', host: '127.0.0.1', port: 0, family: 4, text: 'probe' }, 1, n.native);
+        try {
+          n.native.passAll(probe.fd);
+          n.native.ungate(probe.fd);
+          n.native.acceptQueue(probe.fd);
+          n.native.halfOpen(probe.port);
+          this.native = n.native;
+        } finally {
+          closeHandle(probe);
+        }
+      } catch (err) {
+        this.drainModeReason = `socket filter unavailable: ${errorMessage(err)}`;
+      }
+    }
+    this.drainMode = this.native ? 'gate' : 'fallback';
+    if (this.native) this.log.notice('drain-mode', { mode: 'gate' });
+    else this.log.alert('drain-mode', { mode: 'fallback', reason: this.drainModeReason, note: 'a stop will reset what the kernel holds at close; counted in the log' });
+  }
+
+  private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
+    const n = this.nextGeneration++;
+    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, listeners: 0, drainMode: this.drainMode } };
+  }
+
+  private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
+    const out: WorkerProc[] = [];
+    for (let slot = 0; slot < count; slot++) out.push(this.spawn(slot, gen));
+    return out;
+  }
+
+  private spawn(slot: number, gen: Generation): WorkerProc {
+    const open = this.listeners.filter((l) => l.state !== 'closed');
+    const w = new WorkerProc(slot, gen, open,
+      (wp, stream, line) => this.workerLine(wp, stream, line),
+      (chunk) => this.accessSink.write(chunk),
+      (wp, m) => this.onWorkerMessage(wp, m));
+    this.workers.add(w);
+    this.log.info('worker-started', { pid: w.pid, slot, generation: gen.n });
+    void w.exited.then(() => this.onWorkerExit(w));
+    return w;
+  }
+
+  /** Wait until all are ready; returns a failure description, or undefined when all are ready. */
+  private async awaitReady(ws: WorkerProc[], timeoutMs: number): Promise<string | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string>((r) => { timer = setTimeout(() => r(`not ready within --ready-timeout ${timeoutMs / 1000}s`), timeoutMs); });
+    const firstFailure = new Promise<string>((resolve) => {
+      let ready = 0;
+      for (const w of ws) {
+        void w.ready.then((ok) => {
+          if (!ok) resolve(w.fatal ? `the app failed to load: ${w.fatal.message}` : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
+          else if (++ready === ws.length) resolve('');
+        });
+      }
+    });
+    const r = await Promise.race([firstFailure, timeout]);
+    clearTimeout(timer);
+    return r || undefined;
+  }
+
+  // ─── workers ──────────────────────────────────────────────────────────────
+
+  private workerLine(w: WorkerProc, stream: 'stdout' | 'stderr', line: string): void {
+    // the worker's own log lines are already formatted; tag them, and wrap the app's output
+    const m = /^(\S+) \[(\w+)\] worker: (.*)$/.exec(line);
+    if (m) this.errorSink.write(`${m[1]} [${m[2]}] worker[${w.pid} g${w.generation.n}]: ${m[3]}\n`);
+    else this.errorSink.write(formatLine(stream === 'stderr' ? 'warn' : 'info', `worker[${w.pid} g${w.generation.n}]`, stream, { line }));
+  }
+
+  private onWorkerMessage(w: WorkerProc, m: ToMaster): void {
+    if (m.t === 'retire-me') void this.replace(w, m.reason, m.detail);
+    else if (m.t === 'forced' && m.n > 0) this.totals.forced += m.n;
+  }
+
+  private onWorkerExit(w: WorkerProc): void {
+    this.workers.delete(w);
+    this.requestsOfExited += w.stats.requests;
+    const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
+    const level: Level = clean ? 'info' : 'warn';
+    this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: w.stats.requests, forced: w.stats.forced });
+    const reason = w.retireReason ?? 'crash';
+    this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
+    if (this.state.s === 'stopping' || this.state.s === 'draining') {
+      if (this.workers.size === 0 && this.state.s === 'stopping') void this.finish();
+      return;
+    }
+    // exited without being told to retire: a crash (or an app that no longer loads): respawn with backoff
+    const serving = this.state.s === 'serving' || this.state.s === 'reloading';
+    if (serving && w.retireReason === undefined && w.generation === this.generation) this.respawnLater(w);
+  }
+
+  private respawnLater(w: WorkerProc): void {
+    const c = this.crashes.get(w.slot) ?? { n: 0 };
+    if (Date.now() - w.startedAt > 10_000) c.n = 0;
+    c.n++;
+    this.crashes.set(w.slot, c);
+    const delay = backoffMs(this.cfg.respawnBackoff, c.n);
+    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n });
+    setTimeout(() => {
+      if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
+      if (w.generation !== this.generation) return;
+      if ([...this.workers].some((x) => x.slot === w.slot && x.generation === w.generation && x.phase !== 'retiring')) return;
+      this.spawn(w.slot, w.generation);
+    }, delay).unref();
+  }
+
+  /** A worker asked to retire (recycling, an uncaught error): start its replacement first. */
+  private async replace(w: WorkerProc, reason: RetireReason, detail: string): Promise<void> {
+    if (w.phase !== 'ready' || w.generation !== this.generation || this.state.s !== 'serving') return;
+    this.log.notice('worker-replace', { pid: w.pid, reason, detail });
+    const next = this.spawn(w.slot, w.generation);
+    await this.awaitReady([next], this.cfg.readyTimeout);
+    this.retire(w, reason);
+  }
+
+  private retire(w: WorkerProc, reason: RetireReason): void {
+    w.retire(reason, escalation(w.generation.boot.config.gracefulTimeout, w.generation.boot.config.killGrace));
+  }
+
+  // ─── verbs ────────────────────────────────────────────────────────────────
+
+  private onSignal(signal: NodeJS.Signals, verb: Verb): void {
+    this.log.notice('signal', { signal, verb });
+    if (verb === 'stop') {
+      const now = Date.now();
+      if (this.stopSignal) {
+        if (now - this.stopSignal.at < REPEAT_SIGNAL_MS) return; // npm forwards one Ctrl-C twice
+        void this.request('fast-stop');
+        return;
+      }
+      this.stopSignal = { signal, at: now };
+    }
+    void this.request(verb);
+  }
+
+  private async onControl(req: ControlRequest, progress: (m: string) => void): Promise<Result> {
+    switch (req.verb) {
+      case 'ping': return { type: 'result', ok: true, message: 'pong', data: { pid: process.pid } };
+      case 'status': return { type: 'result', ok: true, message: this.state.s, data: this.snapshot() };
+      case 'stop': return this.request(req.force ? 'fast-stop' : 'stop', progress);
+      case 'reload': return this.request('reload', progress);
+      case 'restart': return this.request('restart', progress);
+      case 'reopen-logs': return this.request('reopen-logs', progress);
+      default: return { type: 'result', ok: false, message: `unknown verb ${JSON.stringify((req as { verb: unknown }).verb)}` };
+    }
+  }
+
+  /** Carry out a verb. Reloads run one at a time; a reload asked during one is queued once (later ones coalesce). */
+  request(verb: Verb, progress: (m: string) => void = () => {}): Promise<Result> {
+    const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
+    switch (verb) {
+      case 'reopen-logs':
+        this.reopenLogs();
+        return Promise.resolve({ type: 'result', ok: true, message: 'logs reopened' });
+      case 'stop':
+      case 'fast-stop':
+        return this.stop(verb === 'fast-stop');
+      case 'reload':
+      case 'restart': {
+        if (stopping) return Promise.resolve({ type: 'result', ok: false, message: `cannot ${verb}: the server is stopping` });
+        if (verb === 'reload' && this.state.s === 'reloading') {
+          if (this.queuedReload) { progress('a reload is already queued behind the running one: joined it'); return this.queuedReload; }
+          progress('a reload is running: this one is queued behind it');
+        }
+        const run = this.running.then(() => (verb === 'reload' ? this.reload(progress) : this.restart(progress)));
+        if (verb === 'reload' && this.state.s === 'reloading') {
+          this.queuedReload = run;
+          void run.finally(() => { if (this.queuedReload === run) this.queuedReload = undefined; });
+        }
+        this.running = run.catch(() => undefined);
+        return run;
+      }
+    }
+  }
+
+  private reopenLogs(): void {
+    this.errorSink.reopen();
+    this.accessSink.reopen();
+    this.log.notice('logs-reopened');
+  }
+
+  // ─── stop ─────────────────────────────────────────────────────────────────
+
+  private stop(fast: boolean): Promise<Result> {
+    const done = new Promise<Result>((r) => this.stopWaiters.push(r));
+    if (this.state.s === 'stopping' || this.state.s === 'stopped') {
+      if (fast && this.state.s === 'stopping' && !this.state.fast) this.forceAll();
+      return done;
+    }
+    if (this.state.s === 'draining') {
+      if (fast) this.forceAll();
+      return done;
+    }
+    void this.gracefulStop(fast);
+    return done;
+  }
+
+  private fastRequested = false;
+  private forceAll(): void {
+    this.fastRequested = true;
+    this.log.warn('fast-stop', { workers: this.workers.size });
+    for (const w of this.workers) {
+      w.retire('stop', escalation(0, this.cfg.killGrace));
+      w.send({ t: 'force' });
+    }
+  }
+
+  private async gracefulStop(fast: boolean): Promise<void> {
+    const t0 = Date.now();
+    this.enter({ s: 'draining', since: t0, phase: 'lame-duck' });
+    const live = () => [...this.workers].filter((w) => w.alive);
+    if (fast) {
+      this.fastRequested = true;
+    } else {
+      for (const w of live()) w.send({ t: 'lame-duck' });
+      if (this.cfg.drainDelay > 0) {
+        this.log.notice('lame-duck', { ms: this.cfg.drainDelay });
+        const until = Date.now() + this.cfg.drainDelay;
+        while (Date.now() < until && !this.fastRequested) await sleep(Math.min(50, until - Date.now()));
+      }
+    }
+    this.enter({ s: 'draining', since: t0, phase: 'drain' });
+    const report = await drainAndClose(this.listeners, live(), { native: this.native, log: this.log, capMs: this.fastRequested ? 0 : this.cfg.drainCap });
+    this.lastDrain = report;
+    this.totals.drains++;
+    this.totals.cut += report.leftAtClose;
+    this.enter({ s: 'stopping', since: Date.now(), fast: this.fastRequested });
+    for (const w of live()) {
+      if (this.fastRequested) { this.forceAll(); break; }
+      this.retire(w, 'stop');
+    }
+    if (this.workers.size === 0) await this.finish();
+  }
+
+  private finishing = false;
+  private async finish(): Promise<void> {
+    if (this.finishing) return;
+    this.finishing = true;
+    this.enter({ s: 'stopped', since: Date.now() });
+    const d = this.lastDrain;
+    const message = `stopped: ${d ? `drain ${d.gateToCloseMs} ms, ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced`;
+    this.log.notice('stopped', { forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0, uptime_s: Math.round((Date.now() - this.startedAt) / 1000) });
+    for (const l of this.listeners) closeHandle(l);
+    removePidfile(this.pidfile);
+    for (const w of this.stopWaiters) w({ type: 'result', ok: true, message, data: { forced: this.totals.forced, drain: d } });
+    await sleep(10); // the replies reach the control clients before the socket goes
+    this.control?.close();
+    await this.admin.close();
+    await this.accessSink.close();
+    await this.errorSink.close();
+    // let the control socket replies flush before exiting
+    setTimeout(() => process.exit(EXIT.OK), 20);
+  }
+
+  private shutdownSockets(): void {
+    for (const l of this.listeners) closeHandle(l);
+    this.control?.close();
+    removePidfile(this.pidfile);
+  }
+
+  // ─── reload ───────────────────────────────────────────────────────────────
+
+  private async reload(progress: (m: string) => void): Promise<Result> {
+    if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot reload while ${this.state.s}` };
+    const t0 = Date.now();
+    const old = [...this.workers].filter((w) => w.alive && w.phase !== 'retiring');
+    let cfg: Config;
+    let appSpec: AppSpecWire;
+    try {
+      cfg = await this.loadConfig();
+      appSpec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex);
+    } catch (err) {
+      return this.reloadFailed(`config: ${errorMessage(err)}`);
+    }
+    // listeners: keep those still configured, bind the new ones, drain the removed ones at the end
+    const keep = this.listeners.filter((l) => l.state !== 'closed' && cfg.listen.includes(l.spec.text));
+    const removed = this.listeners.filter((l) => l.state !== 'closed' && !cfg.listen.includes(l.spec.text));
+    const added: Listener[] = [];
+    try {
+      for (const text of cfg.listen) {
+        if (keep.some((l) => l.spec.text === text)) continue;
+        added.push(bindListener(this.nextListenerId++, parseListen(text), this.cfg.backlog, this.native));
+      }
+    } catch (err) {
+      for (const l of added) closeHandle(l);
+      return this.reloadFailed(errorMessage(err));
+    }
+    const gen = this.newGeneration(cfg, appSpec);
+    this.enter({ s: 'reloading', since: t0, to: gen.n });
+    progress(`starting generation ${gen.n} (${cfg.workers} workers)`);
+    const prevListeners = this.listeners;
+    this.listeners = [...keep, ...added];
+    const fresh = this.spawnGeneration(gen, cfg.workers);
+    const rollback = async (why: string): Promise<Result> => {
+      this.listeners = prevListeners;
+      const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
+      if (added.length > 0) await drainAndClose(added, ready, { native: this.native, log: this.log, capMs: this.cfg.drainCap });
+      for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
+      this.enter({ s: 'serving', since: Date.now() });
+      return this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
+    };
+    const failure = await this.awaitReady(fresh, cfg.readyTimeout);
+    if (failure) return rollback(`generation ${gen.n}: ${failure}`);
+    progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s`);
+    const soakFailure = await this.soak(fresh, cfg.reloadSoak);
+    if (soakFailure) return rollback(`generation ${gen.n}: ${soakFailure}`);
+
+    // commit
+    const from = this.generation.n;
+    this.generation = gen;
+    this.cfg = cfg;
+    this.errorSink.reopen(cfg.errorLog);
+    this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
+    if (removed.length > 0) await drainAndClose(removed, old, { native: this.native, log: this.log, capMs: cfg.drainCap });
+    for (const w of old) this.retire(w, 'reload');
+    this.totals.reloads++;
+    this.enter({ s: 'serving', since: Date.now() });
+    const message = `reloaded: generation ${gen.n} serving (${fresh.length} workers), generation ${from} retiring (${old.length} workers)` +
+      `${added.length ? `, opened ${added.map((l) => l.address).join(' ')}` : ''}${removed.length ? `, closed ${removed.map((l) => l.address).join(' ')}` : ''}`;
+    this.log.notice('reloaded', { generation: gen.n, from, workers: fresh.length, ms: Date.now() - t0 });
+    for (const l of added) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
+    return { type: 'result', ok: true, message, data: { generation: gen.n } };
+  }
+
+  private reloadFailed(why: string): Result {
+    this.totals.reloadsFailed++;
+    this.log.error('reload-failed', { reason: why });
+    return { type: 'result', ok: false, message: `reload failed: ${why}` };
+  }
+
+  /** Both generations serve; a new worker exiting meanwhile is a failure. */
+  private async soak(fresh: WorkerProc[], ms: number): Promise<string | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const r = await Promise.race([
+      new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); }),
+      ...fresh.map((w) => w.exited.then(() => `worker ${w.pid} exited during the soak (code ${w.exitCode}, signal ${w.exitSignal})`)),
+    ]);
+    clearTimeout(timer);
+    return r;
+  }
+
+  /** Hard restart: a new generation at once; the old one's connections are closed (in-flight requests are cut). */
+  private async restart(progress: (m: string) => void): Promise<Result> {
+    if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot restart while ${this.state.s}` };
+    let cfg: Config;
+    try {
+      cfg = await this.loadConfig();
+    } catch (err) {
+      return { type: 'result', ok: false, message: `restart failed: ${errorMessage(err)}` };
+    }
+    const old = [...this.workers];
+    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex));
+    for (const w of old) { w.retire('restart', escalation(0, cfg.killGrace)); w.send({ t: 'force' }); }
+    const fresh = this.spawnGeneration(gen, cfg.workers);
+    this.generation = gen;
+    this.cfg = cfg;
+    progress(`generation ${gen.n} starting; old connections closed`);
+    const failure = await this.awaitReady(fresh, cfg.readyTimeout);
+    if (failure) return { type: 'result', ok: false, message: `restart: generation ${gen.n}: ${failure}` };
+    return { type: 'result', ok: true, message: `restarted: generation ${gen.n} serving` };
+  }
+
+  // ─── status ───────────────────────────────────────────────────────────────
+
+  snapshot() {
+    const workers = [...this.workers].sort((a, b) => a.generation.n - b.generation.n || a.slot - b.slot);
+    return {
+      pid: process.pid,
+      state: this.state.s,
+      phase: 'phase' in this.state ? this.state.phase : undefined,
+      stateSinceMs: Date.now() - this.state.since,
+      uptimeMs: Date.now() - this.startedAt,
+      generation: this.generation?.n ?? 0,
+      generations: [...new Set(workers.map((w) => w.generation.n))],
+      drainMode: this.drainMode,
+      drainModeReason: this.drainModeReason || undefined,
+      listeners: this.listeners.map((l) => ({
+        id: l.id, address: l.address, kind: l.spec.kind, state: l.state,
+        queued: l.state !== 'closed' && l.spec.kind === 'tcp' && this.native ? this.native.acceptQueue(l.fd).queued : null,
+      })),
+      workers: workers.map((w) => ({
+        slot: w.slot, pid: w.pid, generation: w.generation.n, phase: w.phase, retireReason: w.retireReason,
+        ageMs: Date.now() - w.startedAt, ...w.stats,
+      })),
+      totals: { ...this.totals, requests: this.requestsOfExited + workers.reduce((a, w) => a + w.stats.requests, 0) },
+      lastDrain: this.lastDrain,
+    };
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

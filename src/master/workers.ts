@@ -1,0 +1,132 @@
+/**
+ * A worker process as the master sees it: one record per process, with its slot, generation and
+ * figures (the scoreboard's worker part), and promises for the moments the lifecycle waits on.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Readable } from 'node:stream';
+import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerStats, type RetireReason } from '../shared/ipc.js';
+import type { Listener } from './listeners.js';
+import { info } from './listeners.js';
+
+export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
+
+export type Generation = {
+  n: number;
+  boot: Omit<WorkerBoot, 'slot' | 'generation'>;
+  startedAt: number;
+};
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+export class WorkerProc {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  phase: WorkerPhase = 'starting';
+  retireReason?: RetireReason;
+  retireStartedAt = 0;
+  readonly startedAt = Date.now();
+  stats: WorkerStats = { requests: 0, bytesSent: 0, connections: 0, inflight: 0, drained: 0, forced: 0, state: 'S' };
+  fatal?: { code: string; message: string };
+  exitCode: number | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  readonly ready: Promise<boolean>;
+  readonly exited: Promise<void>;
+  private readonly waiters = new Map<number, (m: ToMaster) => void>();
+  private timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    readonly slot: number,
+    readonly generation: Generation,
+    listeners: Listener[],
+    onLine: (w: WorkerProc, stream: 'stdout' | 'stderr', line: string) => void,
+    onAccessLog: (chunk: Buffer) => void,
+    onMessage: (w: WorkerProc, m: ToMaster) => void,
+  ) {
+    const boot: WorkerBoot = { ...generation.boot, slot, generation: generation.n, listeners: listeners.length };
+    this.child = fork(CLI, [], {
+      env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc', 'pipe'],
+      serialization: 'json',
+    });
+    this.pid = this.child.pid ?? -1;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const s = this.child[stream];
+      if (s) createInterface({ input: s, crlfDelay: Infinity }).on('line', (line) => onLine(this, stream, line));
+    }
+    (this.child.stdio[4] as Readable | null)?.on('data', onAccessLog);
+    this.ready = new Promise((resolve) => {
+      this.child.on('message', (m: unknown) => {
+        if (!isToMaster(m)) return;
+        if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; resolve(true); }
+        if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
+        if (m.t === 'stats') this.stats = m.stats;
+        if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
+        onMessage(this, m);
+      });
+      this.child.once('exit', () => resolve(false));
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.exitCode = code;
+        this.exitSignal = signal;
+        this.phase = 'exited';
+        for (const t of this.timers) clearTimeout(t);
+        for (const w of this.waiters.values()) w({ t: 'listeners-closed', seq: -1 });
+        this.waiters.clear();
+        resolve();
+      });
+    });
+    this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
+    for (const l of listeners) this.sendListener(l);
+  }
+
+  get alive(): boolean { return this.phase !== 'exited'; }
+
+  send(m: ToWorker, handle?: unknown): boolean {
+    if (!this.alive || !this.child.connected) return false;
+    try {
+      // child_process types want a net.Socket/Server; a raw bound handle is what it sends ('net.Native').
+      this.child.send(m, handle as never);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  sendListener(l: Listener): void {
+    this.send({ t: 'listener', listener: info(l) }, l.handle);
+  }
+
+  private seq = 0;
+  /** Send a message that the worker answers with the same seq; resolves undefined after `ms`. */
+  ask<T extends ToMaster>(make: (seq: number) => ToWorker, ms: number): Promise<T | undefined> {
+    const seq = ++this.seq;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.waiters.delete(seq); resolve(undefined); }, ms);
+      this.waiters.set(seq, (m) => { clearTimeout(timer); resolve((m as { seq?: number }).seq === -1 ? undefined : (m as T)); });
+      if (!this.send(make(seq))) { clearTimeout(timer); this.waiters.delete(seq); resolve(undefined); }
+    });
+  }
+
+  /** Retire, escalating along the table: graceful → force (IPC, the worker ends what is left) → SIGKILL. */
+  retire(reason: RetireReason, escalation: ReadonlyArray<{ afterMs: number; action: 'force' | 'kill' }>): void {
+    if (this.phase === 'retiring' || this.phase === 'exited') return;
+    this.phase = 'retiring';
+    this.retireReason = reason;
+    this.retireStartedAt = Date.now();
+    this.send({ t: 'retire', reason });
+    for (const step of escalation) {
+      this.timers.push(setTimeout(() => {
+        if (!this.alive) return;
+        if (step.action === 'force') this.send({ t: 'force' });
+        else this.child.kill('SIGKILL');
+      }, step.afterMs));
+    }
+  }
+
+  kill(): void {
+    if (this.alive) this.child.kill('SIGKILL');
+  }
+}

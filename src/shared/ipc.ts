@@ -1,0 +1,75 @@
+/**
+ * The master <-> worker protocol, over the child_process IPC channel. Every message has a `t`.
+ * Listener handles travel with `listener` messages (child_process sends the bound socket itself).
+ * See docs/ARCHITECTURE.md, "IPC messages".
+ */
+import type { Config } from './config.js';
+
+/** What a worker is told at fork, in the QUIESCE_WORKER environment variable (JSON). */
+export type WorkerBoot = {
+  slot: number;
+  generation: number;
+  /** The real path of the app at the moment the generation started (deploys swap symlinks). */
+  appSpec: AppSpecWire;
+  config: Config;
+  /** Listener count the worker must receive before it may report ready. */
+  listeners: number;
+  /** Whether the master loaded the native syscalls (the worker then uses them to drain). */
+  drainMode: 'gate' | 'fallback';
+};
+
+export type AppSpecWire = { kind: 'site' } | { kind: 'dir'; root: string; autoindex: boolean } | { kind: 'module'; path: string };
+
+export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string };
+
+export type ToWorker =
+  | { t: 'listener'; listener: ListenerInfo }
+  /** Lame duck: keep serving, but every response carries Connection: close. */
+  | { t: 'lame-duck' }
+  /** Accept up to `max` connections from the kernel queue of listener `id` right now. */
+  | { t: 'drain-accept'; id: number; max: number; seq: number }
+  /** Close these listeners (the master keeps its own fd). */
+  | { t: 'close-listeners'; ids: number[]; seq: number }
+  /** Retire: stop accepting, finish every connection, exit. */
+  | { t: 'retire'; reason: RetireReason }
+  /** Graceful timeout passed: end what is left, count it, exit. */
+  | { t: 'force' }
+  | { t: 'status-request'; seq: number }
+  /** A connection the master accepted itself at the very end of a drain; the socket comes along. */
+  | { t: 'conn'; id: number };
+
+export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down';
+
+export type ToMaster =
+  | { t: 'ready'; pid: number }
+  /** The app could not load or init threw: do not respawn (the error is shown to the operator). */
+  | { t: 'fatal'; code: string; message: string }
+  /** The worker wants to retire (max requests, uncaught error): start a replacement first. */
+  | { t: 'retire-me'; reason: RetireReason; detail: string }
+  | { t: 'accepted'; id: number; n: number; empty: boolean; seq: number }
+  | { t: 'listeners-closed'; seq: number }
+  | { t: 'forced'; n: number }
+  | { t: 'stats'; stats: WorkerStats };
+
+/** Flat, serialisable per-worker figures (the scoreboard slot's worker-side part). */
+export type WorkerStats = {
+  requests: number;
+  bytesSent: number;
+  connections: number;
+  inflight: number;
+  /** Connections emptied from the kernel queue by drain-accept. */
+  drained: number;
+  forced: number;
+  state: WorkerState;
+  current?: { method: string; path: string; sinceMs: number };
+};
+
+/** mod_status keys: _ waiting, S starting, R reading, W writing, K keep-alive, C closing, G gracefully finishing, I idle cleanup. */
+export type WorkerState = '_' | 'S' | 'R' | 'W' | 'K' | 'C' | 'G' | 'I';
+
+export function isToMaster(m: unknown): m is ToMaster {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+export function isToWorker(m: unknown): m is ToWorker {
+  return isToMaster(m);
+}

@@ -1,0 +1,23 @@
+/**
+ * One table for the signals the master acts on, shared with the CLI (`quiesce stop` sends the same
+ * verb over the control socket as SIGTERM does through the signal). Signal handlers only record the
+ * verb; the master's one loop acts on it (see master/lifecycle.ts).
+ */
+export type Verb = 'stop' | 'fast-stop' | 'reload' | 'restart' | 'reopen-logs';
+
+export const SIGNAL_VERBS: ReadonlyArray<{ signal: NodeJS.Signals; verb: Verb; note: string }> = [
+  { signal: 'SIGTERM', verb: 'stop', note: 'graceful stop (systemd, Kubernetes)' },
+  { signal: 'SIGINT', verb: 'stop', note: 'graceful stop (Ctrl-C)' },
+  { signal: 'SIGQUIT', verb: 'stop', note: 'graceful stop (nginx)' },
+  { signal: 'SIGWINCH', verb: 'stop', note: 'graceful stop (httpd graceful-stop)' },
+  { signal: 'SIGHUP', verb: 'reload', note: 'graceful reload' },
+  { signal: 'SIGUSR1', verb: 'reopen-logs', note: 'reopen log files (logrotate)' },
+];
+
+/** Signals a worker ignores: it acts only on its master's messages. */
+export const WORKER_IGNORED_SIGNALS: ReadonlyArray<NodeJS.Signals> = [
+  'SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGWINCH', 'SIGHUP', 'SIGUSR2',
+];
+
+/** The same stop signal again at least this long after the first turns the stop into a fast stop. */
+export const REPEAT_SIGNAL_MS = 1000;

@@ -1,0 +1,82 @@
+/**
+ * Access log lines, formatted in the worker and written in batches to a pipe the master reads
+ * (fd 4). Only the master opens log files, so they stay reopenable after workers drop privileges
+ * and a USR1 reopen needs no worker at all.
+ */
+import { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+export const ACCESS_LOG_FD = 4;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+let clfSecond = -1;
+let clfCached = '';
+/** `10/Oct/2000:13:55:36 +0000`, computed once per second. */
+function clfTime(now: number): string {
+  const sec = Math.floor(now / 1000);
+  if (sec !== clfSecond) {
+    const d = new Date(sec * 1000);
+    const p = (n: number) => String(n).padStart(2, '0');
+    clfCached = `${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+    clfSecond = sec;
+  }
+  return clfCached;
+}
+
+function q(s: string | undefined): string {
+  return s === undefined ? '-' : s.replace(/[\\"\x00-\x1f\x7f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+}
+
+export type AccessEntry = { req: IncomingMessage; res: ServerResponse; bytes: number; startedAt: number };
+
+export function combined({ req, res, bytes }: AccessEntry): string {
+  const host = req.socket.remoteAddress ?? '-';
+  const line = `${req.method ?? '-'} ${req.url ?? '-'} HTTP/${req.httpVersion}`;
+  return `${host} - - [${clfTime(Date.now())}] "${q(line)}" ${res.statusCode} ${bytes > 0 ? bytes : '-'} "${q(req.headers.referer)}" "${q(req.headers['user-agent'])}"\n`;
+}
+
+export function json({ req, res, bytes, startedAt }: AccessEntry, extra: Record<string, number>): string {
+  return JSON.stringify({
+    time: new Date().toISOString(),
+    remote: req.socket.remoteAddress ?? null,
+    method: req.method,
+    url: req.url,
+    protocol: `HTTP/${req.httpVersion}`,
+    status: res.statusCode,
+    bytes,
+    referer: req.headers.referer ?? null,
+    user_agent: req.headers['user-agent'] ?? null,
+    duration_ms: Date.now() - startedAt,
+    ...extra,
+  }) + '\n';
+}
+
+/** Batches lines and writes them once per event-loop turn. */
+export class AccessLogPipe {
+  private readonly out: Socket;
+  private buf: string[] = [];
+  private scheduled = false;
+  constructor(fd = ACCESS_LOG_FD) {
+    this.out = new Socket({ fd, readable: false, writable: true });
+    this.out.on('error', () => { /* master gone: nothing to log to */ });
+    this.out.unref();
+  }
+  write(line: string): void {
+    this.buf.push(line);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+  flush(): void {
+    this.scheduled = false;
+    if (this.buf.length === 0) return;
+    const data = this.buf.join('');
+    this.buf = [];
+    this.out.write(data);
+  }
+  end(): Promise<void> {
+    this.flush();
+    return new Promise((r) => this.out.end(r));
+  }
+}

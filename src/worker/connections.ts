@@ -1,0 +1,166 @@
+/**
+ * Connection tracking in a worker. Node's net.Server does not count sockets injected with
+ * emit('connection') (the drain's accept4 path) nor upgraded ones, so the worker tracks every
+ * connection itself: in-flight requests, idle time, upgrades. Retiring is driven from here:
+ * Connection: close on every response, idle keep-alive connections closed only after an idle
+ * grace, and the end of the last connection reported once.
+ */
+import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { WorkerState } from '../shared/ipc.js';
+
+type Conn = {
+  socket: Socket;
+  inflight: Set<ServerResponse>;
+  idleSince: number;
+  upgraded: boolean;
+  idleTimer?: NodeJS.Timeout;
+};
+
+export const FORCED_HEADER = 'quiesce-forced';
+
+export class Connections {
+  private readonly conns = new Map<Socket, Conn>();
+  private readonly current = new Map<ServerResponse, { method: string; path: string; since: number }>();
+  private retiring = false;
+  private idleGraceMs = 1000;
+  private onEmpty?: () => void;
+  requests = 0;
+  bytesSent = 0;
+  forced = 0;
+
+  get size(): number { return this.conns.size; }
+  get inflight(): number { return this.current.size; }
+  get isRetiring(): boolean { return this.retiring; }
+
+  add(socket: Socket): void {
+    const conn: Conn = { socket, inflight: new Set(), idleSince: Date.now(), upgraded: false };
+    this.conns.set(socket, conn);
+    socket.once('close', () => {
+      clearTimeout(conn.idleTimer);
+      for (const res of conn.inflight) this.current.delete(res);
+      this.conns.delete(socket);
+      this.checkEmpty();
+    });
+    if (this.retiring) this.scheduleIdleClose(conn);
+  }
+
+  /** A request started on its connection. Call before the app's listener runs. */
+  request(req: IncomingMessage, res: ServerResponse): void {
+    const conn = this.conns.get(req.socket as Socket);
+    this.requests++;
+    this.current.set(res, { method: req.method ?? '-', path: req.url ?? '-', since: Date.now() });
+    if (this.retiring) res.shouldKeepAlive = false;
+    if (!conn) return;
+    clearTimeout(conn.idleTimer);
+    conn.inflight.add(res);
+    res.once('close', () => {
+      conn.inflight.delete(res);
+      this.current.delete(res);
+      if (conn.inflight.size === 0) {
+        conn.idleSince = Date.now();
+        if (this.retiring) this.scheduleIdleClose(conn);
+      }
+    });
+  }
+
+  /** The app took over the socket (WebSocket, CONNECT): it leaves HTTP, we keep counting it. */
+  upgrade(req: IncomingMessage, socket: Duplex): void {
+    const conn = this.conns.get(socket as Socket);
+    if (conn) {
+      conn.upgraded = true;
+      clearTimeout(conn.idleTimer);
+    }
+    void req;
+  }
+
+  /**
+   * Start retiring: every response not yet started carries Connection: close; connections idle for
+   * the idle grace are closed (a request arriving meanwhile is answered, with Connection: close).
+   * `onEmpty` runs once, when the last connection is gone.
+   */
+  retire(idleGraceMs: number, onEmpty: () => void): void {
+    this.idleGraceMs = idleGraceMs;
+    this.onEmpty = onEmpty;
+    if (this.retiring) return;
+    this.retiring = true;
+    for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
+    this.checkEmpty();
+  }
+
+  /** Lame duck: Connection: close on every response from now on, without retiring. */
+  lameDuck(): void {
+    for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+  }
+
+  private scheduleIdleClose(conn: Conn): void {
+    if (conn.upgraded || conn.inflight.size > 0) return;
+    clearTimeout(conn.idleTimer);
+    const wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now());
+    conn.idleTimer = setTimeout(() => {
+      if (conn.inflight.size === 0 && !conn.upgraded) conn.socket.destroy();
+    }, wait);
+    conn.idleTimer.unref();
+  }
+
+  private checkEmpty(): void {
+    if (this.retiring && this.conns.size === 0 && this.onEmpty) {
+      const cb = this.onEmpty;
+      this.onEmpty = undefined;
+      cb();
+    }
+  }
+
+  /**
+   * Graceful timeout passed: a request that has not started its response gets a 503 carrying the
+   * quiesce-forced header; one already streaming, and every upgraded connection, is ended. Each
+   * counts as forced. Idle connections are closed uncounted. Returns the number forced.
+   */
+  force(): number {
+    let n = 0;
+    for (const conn of this.conns.values()) {
+      clearTimeout(conn.idleTimer);
+      if (conn.upgraded) {
+        n++;
+        conn.socket.destroy();
+        continue;
+      }
+      if (conn.inflight.size === 0) {
+        conn.socket.destroy();
+        continue;
+      }
+      for (const res of conn.inflight) {
+        n++;
+        if (!res.headersSent) {
+          res.shouldKeepAlive = false;
+          res.writeHead(503, { [FORCED_HEADER]: 'graceful-timeout', 'content-type': 'text/plain', connection: 'close' });
+          res.end('503 Service Unavailable: the server stopped before this request finished\n');
+        } else {
+          conn.socket.destroy();
+          break;
+        }
+      }
+      // a response we just ended may not flush on a stalled socket: do not wait for it forever
+      setTimeout(() => conn.socket.destroy(), 200).unref();
+    }
+    this.forced += n;
+    return n;
+  }
+
+  /** The scoreboard state of this worker (the busiest connection wins). */
+  state(): WorkerState {
+    if (this.retiring) return 'G';
+    for (const res of this.current.keys()) if (res.headersSent) return 'W';
+    if (this.current.size > 0) return 'R';
+    if (this.conns.size > 0) return 'K';
+    return '_';
+  }
+
+  oldest(): { method: string; path: string; sinceMs: number } | undefined {
+    let best: { method: string; path: string; since: number } | undefined;
+    for (const c of this.current.values()) if (!best || c.since < best.since) best = c;
+    return best && { method: best.method, path: best.path.slice(0, 64), sinceMs: Date.now() - best.since };
+  }
+}

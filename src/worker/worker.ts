@@ -1,0 +1,312 @@
+/**
+ * The worker process: loads the app, serves the master's listeners, and retires on the master's
+ * word (or on its own when the master is gone). It ignores signals from outside: Ctrl-C reaches a
+ * whole process group and systemd signals every process of a unit, but only the master decides.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { formatLine, type Fields, type Level } from '../shared/log.js';
+import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
+import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
+import { isToWorker, type ListenerInfo, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { Connections } from './connections.js';
+import { AccessLogPipe, combined, json } from './access-log.js';
+import { loadApp, type LoadedApp } from './app.js';
+import { loadNative, type Native } from '../native/index.js';
+
+type Listener = { info: ListenerInfo; handle: object; server?: net.Server; closed: boolean };
+
+const STATS_INTERVAL_MS = 500;
+
+class Worker {
+  private readonly boot: WorkerBoot;
+  private readonly conns = new Connections();
+  private readonly listeners = new Map<number, Listener>();
+  private readonly native: Native | undefined;
+  private readonly accessLog: AccessLogPipe | undefined;
+  private server!: http.Server;
+  private app!: LoadedApp;
+  private ready = false;
+  private lameDuck = false;
+  private retireStarted = false;
+  private drained = 0;
+  private recycleAt: number;
+  private askedToRetire = false;
+  private onAllListeners?: () => void;
+
+  constructor() {
+    this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
+    const n = loadNative();
+    this.native = n.ok && this.boot.drainMode === 'gate' ? n.native : undefined;
+    this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
+    const max = this.boot.config.maxRequestsPerWorker;
+    this.recycleAt = max > 0 ? max + Math.floor(Math.random() * Math.ceil(max * 0.1)) : Infinity;
+  }
+
+  log(level: Level, event: string, fields?: Fields): void {
+    process.stderr.write(formatLine(level, 'worker', event, fields));
+  }
+
+  send(msg: ToMaster): void {
+    if (process.connected) process.send!(msg);
+  }
+
+  async start(): Promise<void> {
+    for (const sig of WORKER_IGNORED_SIGNALS) process.on(sig, () => { /* only the master decides */ });
+    process.on('message', (m: unknown, handle: unknown) => { if (isToWorker(m)) this.onMessage(m, handle); });
+    process.on('disconnect', () => this.masterGone());
+    process.on('uncaughtException', (err) => this.appError('uncaughtException', err));
+    process.on('unhandledRejection', (err) => this.appError('unhandledRejection', err));
+
+    const cfg = this.boot.config;
+    if (cfg.user) {
+      try {
+        if (!this.native && !loadNative().ok) throw new Error('native syscalls unavailable');
+        const n = loadNative();
+        if (n.ok) n.native.dropPrivileges(cfg.user, cfg.group || undefined);
+      } catch (err) {
+        return this.fatal('PRIVILEGES', `--user ${cfg.user}: cannot drop privileges: ${errorMessage(err)}`);
+      }
+    }
+    try {
+      this.app = await loadApp(this.boot.appSpec, { onError: (err, where) => this.log('error', 'app-error', { where, error: errorMessage(err) }) });
+    } catch (err) {
+      return this.fatal((err as { code?: string }).code ?? 'APP_LOAD_FAILED', errorMessage(err));
+    }
+    this.server = http.createServer({
+      maxHeaderSize: cfg.maxHeaderSize,
+      requestTimeout: cfg.requestTimeout,
+      headersTimeout: cfg.headersTimeout,
+      keepAliveTimeout: cfg.keepAliveTimeout,
+    });
+    this.server.on('connection', (s: net.Socket) => this.conns.add(s));
+    this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res));
+    this.server.on('clientError', (err: Error & { code?: string }, socket: net.Socket) => {
+      if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else socket.destroy();
+      this.log('info', 'bad-request', { remote: socket.remoteAddress, error: err.code ?? err.message });
+    });
+    this.app.attach?.(this.server);
+    if (this.app.upgrade) this.server.on('upgrade', this.app.upgrade);
+    try {
+      await this.app.init?.();
+    } catch (err) {
+      return this.fatal('APP_INIT_FAILED', `init() failed: ${errorMessage(err)}`);
+    }
+    if (this.server.listenerCount('upgrade') > 0) {
+      this.server.prependListener('upgrade', (req: http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
+    }
+    await this.allListeners();
+    for (const l of this.listeners.values()) this.listen(l);
+    this.ready = true;
+    this.send({ t: 'ready', pid: process.pid });
+    setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
+  }
+
+  private fatal(code: string, message: string): void {
+    this.log('error', 'app-failed', { code, error: message });
+    this.send({ t: 'fatal', code, message });
+    setImmediate(() => process.exit(WORKER_EXIT.FATAL));
+  }
+
+  private allListeners(): Promise<void> {
+    if (this.listeners.size >= this.boot.listeners) return Promise.resolve();
+    return new Promise((resolve) => { this.onAllListeners = resolve; });
+  }
+
+  /** The first listener is the http.Server's own handle, the others feed it connections. */
+  private listen(l: Listener): void {
+    const backlog = this.boot.config.backlog;
+    if (!this.server.listening) {
+      this.server.listen(l.handle, backlog);
+      l.server = this.server;
+    } else {
+      const s = net.createServer((socket) => this.server.emit('connection', socket));
+      s.listen(l.handle, backlog);
+      l.server = s;
+    }
+  }
+
+  private closeListener(l: Listener): void {
+    if (l.closed || !l.server) return;
+    l.closed = true;
+    // Close only the listening handle: http.Server#close() would also close idle keep-alive
+    // connections at once, which races the clients' next requests (the worker closes those itself,
+    // after the idle grace).
+    net.Server.prototype.close.call(l.server);
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const startedAt = Date.now();
+    const written = req.socket.bytesWritten;
+    this.conns.request(req, res);
+    const cfg = this.boot.config;
+    if (this.lameDuck) res.shouldKeepAlive = false;
+    if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', String(this.boot.generation));
+    if (this.accessLog) {
+      const log = this.accessLog;
+      res.once('close', () => {
+        const entry = { req, res, bytes: req.socket.bytesWritten - written, startedAt };
+        log.write(cfg.logFormat === 'json' ? json(entry, { pid: process.pid, generation: this.boot.generation }) : combined(entry));
+      });
+    }
+    if (this.conns.requests >= this.recycleAt && !this.askedToRetire) {
+      this.askedToRetire = true;
+      this.send({ t: 'retire-me', reason: 'recycle', detail: `served ${this.conns.requests} requests` });
+    }
+    if (cfg.healthPath && req.url === cfg.healthPath) {
+      const up = !this.lameDuck && !this.conns.isRetiring;
+      res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end(up ? 'ok\n' : 'draining\n');
+      return;
+    }
+    this.app.listener(req, res);
+  }
+
+  private onMessage(m: ToWorker, handle: unknown): void {
+    switch (m.t) {
+      case 'listener':
+        this.listeners.set(m.listener.id, { info: m.listener, handle: handle as object, closed: false });
+        if (this.ready) this.listen(this.listeners.get(m.listener.id)!);
+        else if (this.listeners.size >= this.boot.listeners) this.onAllListeners?.();
+        return;
+      case 'lame-duck':
+        this.lameDuck = true;
+        this.conns.lameDuck();
+        return;
+      case 'drain-accept': {
+        const r = this.drainAccept(m.id, m.max);
+        this.send({ t: 'accepted', id: m.id, n: r.n, empty: r.empty, seq: m.seq });
+        return;
+      }
+      case 'close-listeners':
+        for (const id of m.ids) { const l = this.listeners.get(id); if (l) this.closeListener(l); }
+        this.send({ t: 'listeners-closed', seq: m.seq });
+        return;
+      case 'retire':
+        this.retire(m.reason);
+        return;
+      case 'force':
+        this.force();
+        return;
+      case 'conn':
+        if (handle instanceof net.Socket) this.server.emit('connection', handle);
+        return;
+      case 'status-request':
+        this.sendStats();
+        return;
+    }
+  }
+
+  /**
+   * Empty (part of) the kernel's accept queue now, instead of libuv's one accept per loop turn,
+   * handing each connection to the http.Server. Returns how many and whether the queue read empty.
+   */
+  drainAccept(id: number, max: number): { n: number; empty: boolean } {
+    const l = this.listeners.get(id);
+    if (!l || l.closed || !l.server || !this.native) return { n: 0, empty: true };
+    const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return { n: 0, empty: true };
+    let n = 0;
+    for (let i = 0; i < max; i++) {
+      const cfd = this.native.accept(fd);
+      if (cfd === -1) return { n, empty: true };
+      if (cfd === -2) continue;
+      const socket = new net.Socket({ fd: cfd, readable: true, writable: true });
+      this.server.emit('connection', socket);
+      n++;
+    }
+    this.drained += n;
+    return { n, empty: false };
+  }
+
+  retire(reason: RetireReason): void {
+    if (this.retireStarted) return;
+    this.retireStarted = true;
+    this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.inflight });
+    for (const l of this.listeners.values()) this.closeListener(l);
+    this.conns.retire(this.boot.config.idleGrace, () => void this.exit(WORKER_EXIT.OK));
+    Promise.resolve()
+      .then(() => this.app?.onDrain?.())
+      .catch((err: unknown) => this.log('error', 'app-error', { where: 'onDrain', error: errorMessage(err) }));
+    setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
+    this.sendStats();
+  }
+
+  private force(): void {
+    const n = this.conns.force();
+    this.log(n > 0 ? 'warn' : 'info', 'forced', { n });
+    this.send({ t: 'forced', n });
+    if (!this.retireStarted) this.retire('stop');
+    // leave a moment for the 503s to flush, then go even if some socket is stuck
+    setTimeout(() => void this.exit(WORKER_EXIT.OK), 300).unref();
+  }
+
+  private exiting = false;
+  private async exit(code: number): Promise<void> {
+    if (this.exiting) return;
+    this.exiting = true;
+    const stopTimer = setTimeout(() => process.exit(code), this.boot.config.killGrace / 2);
+    try {
+      await this.app?.onStop?.();
+    } catch (err) {
+      this.log('error', 'app-error', { where: 'onStop', error: errorMessage(err) });
+    }
+    clearTimeout(stopTimer);
+    this.sendStats();
+    await this.accessLog?.end();
+    process.exit(code);
+  }
+
+  /** The master is gone (even by SIGKILL): drain our listeners ourselves, then retire. */
+  private masterGone(): void {
+    if (this.retireStarted) return;
+    this.log('warn', 'master-gone', { pid: process.pid });
+    const deadline = Date.now() + this.boot.config.drainCap;
+    const native = this.native;
+    const open = [...this.listeners.values()].filter((l) => !l.closed && l.server);
+    if (native) {
+      for (const l of open) {
+        const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+        if (l.info.kind === 'tcp' && typeof fd === 'number') {
+          try { native.gate(fd); } catch (err) { this.log('warn', 'gate-failed', { error: errorMessage(err) }); }
+        }
+      }
+    }
+    const step = (): void => {
+      let busy = false;
+      for (const l of open) {
+        if (!native || l.closed) continue;
+        const r = this.drainAccept(l.info.id, 64);
+        if (!r.empty) busy = true;
+        if (l.info.kind === 'tcp') {
+          const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+          if (native.halfOpen(l.info.port) > 0 || (fd >= 0 && native.acceptQueue(fd).queued > 0)) busy = true;
+        }
+      }
+      if (busy && Date.now() < deadline) { setTimeout(step, 2); return; }
+      this.retire('master-gone');
+    };
+    step();
+  }
+
+  private appError(kind: string, err: unknown): void {
+    this.log('error', kind, { error: errorMessage(err), stack: err instanceof Error ? err.stack?.split('\n').slice(1, 3).join(' | ') : undefined });
+    if (!this.askedToRetire && !this.retireStarted) {
+      this.askedToRetire = true;
+      this.send({ t: 'retire-me', reason: 'error', detail: `${kind}: ${errorMessage(err)}` });
+    }
+  }
+
+  private sendStats(): void {
+    const c = this.conns;
+    this.send({ t: 'stats', stats: {
+      requests: c.requests, bytesSent: 0, connections: c.size, inflight: c.inflight, drained: this.drained,
+      forced: c.forced, state: this.ready ? c.state() : 'S', current: c.oldest(),
+    } });
+  }
+}
+
+export async function workerMain(): Promise<void> {
+  await new Worker().start();
+}

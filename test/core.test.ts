@@ -1,0 +1,223 @@
+/** The process core, for real: a master, its workers, signals, CLI verbs, bad input. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { startServer, cleanup, runCli, get, sleep, waitFor, alive, FIXTURES, type Server } from './helpers/server.js';
+
+const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+
+async function stopped(s: Server, ms = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
+  clearTimeout(t);
+  if (!r) { await s.kill(); throw new Error('server did not exit in time'); }
+  return r;
+}
+
+test('requests reach every worker; the welcome site answers by default', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2'] });
+  try {
+    assert.equal(s.workerPids().length, 2);
+    const pids = new Set<string>();
+    for (let round = 0; round < 10 && pids.size < 2; round++) {
+      const rs = await Promise.all(Array.from({ length: 8 }, () => get(s.address, '/?burn=15')));
+      for (const r of rs) { assert.equal(r.status, 200); pids.add(r.body.trim()); }
+    }
+    assert.deepEqual([...pids].map(Number).sort(), s.workerPids().sort());
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stdout, /stopped/);
+    assert.equal((await stopped(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+  const site = await startServer({ args: ['--workers', '1'] });
+  try {
+    const r = await get(site.address, '/');
+    assert.equal(r.status, 200);
+    assert.match(r.body, /It works!/);
+    process.kill(site.pid, 'SIGTERM');
+    assert.equal((await stopped(site)).code, 0);
+  } finally {
+    await cleanup(site);
+  }
+});
+
+test('a worker killed with SIGKILL is replaced and serving goes on', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2', '--respawn-backoff', '50ms'] });
+  try {
+    const [victim] = s.workerPids();
+    process.kill(victim!, 'SIGKILL');
+    await waitFor(() => s.workerPids().length === 2 && !s.workerPids().includes(victim!), 10_000, 'a replacement worker');
+    await waitFor(() => /\[info\] master\[\d+\]: state from=starting to=serving/.test(s.err()), 1000, 'log');
+    await waitFor(async () => (await s.cli('status', '--json')).stdout.includes('"phase": "ready"'), 10_000, 'replacement ready');
+    for (let i = 0; i < 10; i++) assert.equal((await get(s.address, '/')).status, 200);
+    assert.match(s.err(), /worker-respawn/);
+    process.kill(s.pid, 'SIGTERM');
+    assert.equal((await stopped(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('recycling after N requests loses nothing', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2', '--max-requests-per-worker', '20'] });
+  try {
+    const seen = new Set<string>();
+    for (let i = 0; i < 20 && seen.size < 4; i++) {
+      const rs = await Promise.all(Array.from({ length: 10 }, () => get(s.address, '/')));
+      for (const r of rs) { assert.equal(r.status, 200); seen.add(r.body.trim()); }
+      await sleep(150); // a replacement takes a moment to load; the retiring worker serves meanwhile
+    }
+    assert.ok(seen.size >= 4, `workers recycled at 20-22 requests: want >= 4 pids, saw ${seen.size}`);
+    assert.match(s.err(), /worker-replace .*reason=recycle/);
+    process.kill(s.pid, 'SIGTERM');
+    assert.equal((await stopped(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('an app that cannot load stops the start with its error and a non-zero exit', async () => {
+  for (const [app, want] of [['broken-syntax.mjs', /broken-syntax\.mjs.*missing \) after argument list/], ['init-throws.mjs', /database unreachable: init refused/]] as const) {
+    const s = await startServer({ args: [join(FIXTURES, 'core', app)], waitReady: false });
+    try {
+      const r = await stopped(s);
+      assert.equal(r.code, 1, s.err());
+      assert.match(s.err(), want);
+      assert.doesNotMatch(s.err(), /worker-respawn/);
+    } finally {
+      await cleanup(s);
+    }
+  }
+  const missing = await runCli([join(FIXTURES, 'core/nope.mjs'), '--listen', '127.0.0.1:0', '--admin', 'off']);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /nope\.mjs/);
+});
+
+test('master SIGKILL: in-flight requests are answered and the workers leave within the graceful timeout', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2', '--graceful-timeout', '5'] });
+  try {
+    const workers = s.workerPids();
+    const inflight = Promise.all(Array.from({ length: 4 }, () => get(s.address, '/?sleep=700')));
+    await sleep(200);
+    process.kill(s.pid, 'SIGKILL');
+    const rs = await inflight;
+    for (const r of rs) assert.equal(r.status, 200);
+    await waitFor(() => workers.every((p) => !alive(p)), 6_000, 'workers to exit after the master died');
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('Ctrl-C to the whole process group is one graceful stop', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2'], detached: true });
+  try {
+    const inflight = get(s.address, '/?sleep=600');
+    await sleep(150);
+    process.kill(-s.pid, 'SIGINT');
+    await sleep(50);
+    process.kill(-s.pid, 'SIGINT'); // npm forwards one Ctrl-C twice: within 1 s it is the same stop
+    assert.equal((await inflight).status, 200);
+    assert.equal((await stopped(s)).code, 0);
+    assert.equal((s.err().match(/state from=serving to=draining/g) ?? []).length, 1);
+    assert.doesNotMatch(s.err(), /fast-stop/);
+    assert.doesNotMatch(s.err(), /worker-respawn|forced n=[1-9]/);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('the same stop signal again after a second is a fast stop', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--graceful-timeout', '20'] });
+  try {
+    const slow = get(s.address, '/?sleep=10000').then((r) => r, (e: Error) => e);
+    await sleep(200);
+    process.kill(s.pid, 'SIGTERM');
+    await sleep(1200);
+    process.kill(s.pid, 'SIGTERM');
+    const r = await stopped(s, 8_000);
+    assert.equal(r.code, 0);
+    const res = await slow;
+    assert.ok(!(res instanceof Error), String(res));
+    assert.equal(res.status, 503);
+    assert.equal(res.headers['quiesce-forced'], 'graceful-timeout');
+    assert.match(s.err(), /fast-stop/);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('bad flags and config name the fault and exit 2', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--bogus'], /--bogus/],
+    [['--workers', 'many'], /--workers/],
+    [['--graceful-timeout', 'soon'], /--graceful-timeout/],
+    [['--listen', 'example.com:80'], /--listen "example.com:80"/],
+    [['--listen', '127.0.0.1:99999'], /port out of range/],
+    [['--reload-strategy', 'sideways'], /--reload-strategy/],
+    [['a', 'b'], /one APP at most/],
+  ];
+  for (const [args, want] of cases) {
+    const r = await runCli(['configtest', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, want);
+  }
+  const dir = (await import('node:fs')).mkdtempSync('/tmp/quiesce-cfg-');
+  const bad = join(dir, 'bad.json');
+  writeFileSync(bad, JSON.stringify({ workers: 2, gracefulTimeot: 5 }));
+  const r1 = await runCli(['configtest', '--config', bad]);
+  assert.equal(r1.code, 2);
+  assert.match(r1.stderr, /bad\.json.*"gracefulTimeot"/);
+  writeFileSync(bad, '{ "workers": ');
+  const r2 = await runCli(['configtest', '--config', bad]);
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /bad\.json/);
+  const ok = await runCli(['configtest', PID_APP, '--workers', '3']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /configuration ok/);
+});
+
+test('port in use is one clear line and exit 1', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1'] });
+  try {
+    const r = await runCli([PID_APP, '--listen', s.address, '--admin', 'off', '--pidfile', join(s.dir, 'other.pid')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`--listen ${s.address.replace(/[.[\]]/g, '\\$&')}: address in use`));
+    process.kill(s.pid, 'SIGTERM');
+    await stopped(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('CLI verbs against a running server and against none; a second instance on the pid file refuses', async () => {
+  const none = join('/tmp', `quiesce-none-${process.pid}.pid`);
+  for (const verb of ['stop', 'reload', 'restart', 'reopen-logs', 'status']) {
+    const r = await runCli([verb, '--pidfile', none]);
+    assert.equal(r.code, 1, `${verb}: ${r.stderr}`);
+    assert.match(r.stderr, /not running/);
+  }
+  const s = await startServer({ args: [PID_APP, '--workers', '1'] });
+  try {
+    const second = await runCli([PID_APP, '--listen', '127.0.0.1:0', '--admin', 'off', '--pidfile', s.pidfile]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, new RegExp(`already running as pid ${s.pid}`));
+    const status = await s.cli('status');
+    assert.equal(status.code, 0);
+    assert.match(status.stdout, /serving, generation 1/);
+    assert.equal((await s.cli('reopen-logs')).code, 0);
+    const reload = await s.cli('reload');
+    assert.equal(reload.code, 0, reload.stderr);
+    assert.match(reload.stdout, /generation 2 serving/);
+    const restart = await s.cli('restart');
+    assert.equal(restart.code, 0, restart.stderr);
+    assert.match(restart.stdout, /generation 3/);
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal((await stopped(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
