@@ -1,0 +1,53 @@
+/**
+ * Types shared by the app loader modules (re-exported from ./app.js, which is the public entry).
+ */
+import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+export type LoadedApp = {
+  kind: 'static' | 'listener' | 'fetch' | 'fastify' | 'adopted';
+  /**
+   * Handles every request on the worker's http.Server. Never throws: a synchronous throw (or a
+   * rejected promise returned by a listener) answers 500, or destroys the response when headers
+   * were already sent, and is reported through `onError`.
+   */
+  listener: RequestListener;
+  /** 'upgrade' handler if the app has one (known when loadApp resolves). */
+  upgrade?: UpgradeListener;
+  /** Awaited before the worker reports ready. */
+  init?: () => Promise<void>;
+  /** The worker started retiring: the app closes WebSockets, SSE streams, timers. */
+  onDrain?: () => Promise<void> | void;
+  /** Before exit: close pools. */
+  onStop?: () => Promise<void> | void;
+  /** Gets the worker's http.Server (e.g. to add an 'upgrade' handler for ws). */
+  attach?: (server: Server) => void;
+};
+
+export type AppSpec =
+  | { kind: 'site' }
+  | { kind: 'dir'; root: string; autoindex: boolean }
+  | { kind: 'module'; path: string /* absolute real path */ };
+
+export type LoadOptions = {
+  onError: (err: unknown, where: string) => void;
+  /**
+   * How long to wait, after the module was imported, for a first listen() call when the module
+   * exports nothing usable (adoption). Default 2000 ms.
+   */
+  adoptWaitMs?: number;
+};
+
+export type AppErrorCode = 'APP_NOT_FOUND' | 'APP_LOAD_FAILED' | 'APP_BAD_EXPORT' | 'APP_ADOPT_FAILED';
+
+export class AppError extends Error {
+  readonly code: AppErrorCode;
+  constructor(code: AppErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AppError';
+    this.code = code;
+  }
+}
