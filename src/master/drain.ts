@@ -33,7 +33,7 @@ export type DrainReport = {
 };
 
 const ROUND_REPLY_MS = 250;
-const BATCH_MAX = 64;
+const BATCH_MAX = 512;
 /** Before the master's own close: wait a couple of loopback RTTs for a late syncookie handshake. */
 const LAST_CHECK_DELAY_MS = 3;
 
@@ -95,6 +95,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   log.log(level, 'drain-closed', {
     ms: report.gateToCloseMs, queued_at_gate: report.queuedAtGate, accepted_in_drain: report.acceptedInDrain,
     handed_over: report.handedOverByMaster, left_at_close: report.leftAtClose, rounds: report.rounds, mode: report.mode,
+    per_worker: Object.entries(report.perWorker).map(([pid, n]) => `${pid}:${n}`).join(',') || undefined,
   });
   if (!native) log.alert('drain-fallback', { left_at_close: report.leftAtClose, note: 'no socket filter: connections the kernel held at close were reset' });
   return report;

@@ -104,7 +104,9 @@ export class Master {
   /** Test the socket filter for real on a throwaway listener: the drain's gate depends on it. */
   private pickDrainMode(): void {
     const n = loadNative();
-    if (!n.ok) {
+    if (process.env.QUIESCE_DRAIN_MODE === 'fallback') {
+      this.drainModeReason = 'QUIESCE_DRAIN_MODE=fallback';
+    } else if (!n.ok) {
       this.drainModeReason = n.reason;
     } else {
       try {

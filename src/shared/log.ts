@@ -10,7 +10,7 @@ export type Fields = Record<string, string | number | boolean | undefined | null
 
 function fmtValue(v: string | number | boolean): string {
   const s = String(v);
-  return /^[\w.:/@+-]*$/.test(s) && s !== '' ? s : JSON.stringify(s);
+  return /^[\w.:/@+,-]*$/.test(s) && s !== '' ? s : JSON.stringify(s);
 }
 
 export function formatLine(level: Level, who: string, event: string, fields: Fields = {}): string {
