@@ -445,7 +445,7 @@ export class Master {
     let timer: NodeJS.Timeout | undefined;
     const r = await Promise.race([
       new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); }),
-      ...fresh.map((w) => w.exited.then(() => `worker ${w.pid} exited during the soak (code ${w.exitCode}, signal ${w.exitSignal})`)),
+      ...fresh.map((w) => w.failed.then((why) => `${why} during the soak`)),
     ]);
     clearTimeout(timer);
     return r;

@@ -33,6 +33,8 @@ export class WorkerProc {
   exitSignal: NodeJS.Signals | null = null;
   readonly ready: Promise<boolean>;
   readonly exited: Promise<void>;
+  /** Resolves with a description when the worker crashes: an uncaught error it reported, or its exit. */
+  readonly failed: Promise<string>;
   private readonly waiters = new Map<number, (m: ToMaster) => void>();
   private timers: NodeJS.Timeout[] = [];
 
@@ -77,6 +79,12 @@ export class WorkerProc {
         this.waiters.clear();
         resolve();
       });
+    });
+    this.failed = new Promise((resolve) => {
+      this.child.on('message', (m: unknown) => {
+        if (isToMaster(m) && m.t === 'retire-me' && m.reason === 'error') resolve(`worker ${this.pid} failed: ${m.detail}`);
+      });
+      void this.exited.then(() => resolve(`worker ${this.pid} exited (code ${this.exitCode}, signal ${this.exitSignal})`));
     });
     this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
     for (const l of listeners) this.sendListener(l);

@@ -38,7 +38,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-test-'));
   const pidfile = join(dir, 'quiesce.pid');
   const args = [CLI, '--pidfile', pidfile, '--admin', '127.0.0.1:0', '--access-log', 'off', ...(opts.args ?? [])];
-  if (!args.includes('--listen') && !args.some((a) => a.startsWith('--listen='))) args.push('--listen', '127.0.0.1:0');
+  if (!args.includes('--listen') && !args.includes('--config')) args.push('--listen', '127.0.0.1:0');
   if (!args.includes('--workers')) args.push('--workers', '2');
   const proc = spawn(process.execPath, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, detached: opts.detached ?? false });
   let out = '';

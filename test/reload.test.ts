@@ -1,0 +1,174 @@
+/**
+ * Zero-downtime reload: new code and config go live with nothing refused and nothing cut, judged
+ * by the probe under continuous load; a bad deploy never makes things worse.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdtempSync, symlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runProbe, type ProbeResult } from '../src/probe/index.js';
+import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
+
+const F = (name: string) => join(FIXTURES, 'reload', name);
+
+/** A deploy directory with `current.mjs` → the given version (swapped atomically like a deploy tool). */
+function deployDir(version: string): { dir: string; app: string; deploy: (v: string) => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-deploy-'));
+  const app = join(dir, 'current.mjs');
+  const deploy = (v: string) => {
+    const tmp = join(dir, `next-${Date.now()}.mjs`);
+    symlinkSync(F(v), tmp);
+    renameSync(tmp, app);
+  };
+  deploy(version);
+  return { dir, app, deploy };
+}
+
+function summary(p: ProbeResult): string {
+  return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} forced=${p.forced} timeout=${p.timeout} other=${p.other} status=${JSON.stringify(p.ok_by_status)} gens=${JSON.stringify(p.generations)}`;
+}
+
+function assertPerfect(p: ProbeResult): void {
+  for (const k of ['cut', 'ka_race', 'refused', 'timeout', 'other', 'forced'] as const) assert.equal(p[k], 0, `${k}: ${summary(p)}`);
+  assert.deepEqual(Object.keys(p.ok_by_status), ['200'], summary(p));
+  assert.equal(p.ok, p.sent, summary(p));
+}
+
+async function stop(s: Server): Promise<void> {
+  process.kill(s.pid, 'SIGTERM');
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 20_000); })]);
+  clearTimeout(t);
+  assert.ok(r, 'server did not stop');
+}
+
+test('3 reloads in a row under load: 0 cut, 0 refused, all 200, the generation moves forward; killing workers instead cuts', async () => {
+  const d = deployDir('v1.mjs');
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '400ms', '--expose-generation'] });
+  try {
+    const results: string[] = [];
+    const reload = async () => { const r = await s.cli('reload'); results.push(`${r.code} ${r.stdout.trim()} ${r.stderr.trim()}`); };
+    const probe = await runProbe({
+      target: s.address, path: '/?burn=2', rate: 250, keepalive: 6, durationS: 6.5, timeoutS: 15,
+      commands: [{ atS: 1, run: () => { d.deploy('v2.mjs'); return reload(); } }, { atS: 3, run: reload }, { atS: 5, run: reload }],
+    });
+    assert.equal(results.length, 3, results.join('\n'));
+    for (const r of results) assert.match(r, /^0 quiesce: reloaded/, results.join('\n'));
+    assertPerfect(probe);
+    const gens = Object.keys(probe.generations).map(Number).sort();
+    assert.deepEqual(gens, [1, 2, 3, 4], summary(probe));
+    assert.match((await get(s.address, '/')).body, /^v2 /);
+    // the control: workers that exit without retiring (SIGKILL) under the same load cut connections
+    const control = await runProbe({
+      target: s.address, path: '/?burn=2', rate: 250, keepalive: 6, durationS: 2.5, timeoutS: 15,
+      commands: [{ atS: 1, run: () => { for (const pid of s.workerPids()) process.kill(pid, 'SIGKILL'); } }],
+    });
+    assert.ok(control.cut + control.ka_race > 0, `killing workers must show cuts: ${summary(control)}`);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a reload to a broken version or one crashing in the soak rolls back: 0 failed requests, the CLI says why', async () => {
+  const d = deployDir('v1.mjs');
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '1s'] });
+  try {
+    const outcomes: Array<{ code: number | null; out: string }> = [];
+    const probe = await runProbe({
+      target: s.address, rate: 150, keepalive: 4, durationS: 5, timeoutS: 15,
+      commands: [
+        { atS: 0.5, run: async () => { d.deploy('broken.mjs'); const r = await s.cli('reload'); outcomes.push({ code: r.code, out: r.stderr + r.stdout }); } },
+        { atS: 2.2, run: async () => { d.deploy('crash-soon.mjs'); const r = await s.cli('reload'); outcomes.push({ code: r.code, out: r.stderr + r.stdout }); } },
+      ],
+    });
+    assert.equal(outcomes.length, 2);
+    assert.equal(outcomes[0]!.code, 1, outcomes[0]!.out);
+    assert.match(outcomes[0]!.out, /reload failed: .*app failed to load.*broken\.mjs.*rolled back, generation 1 keeps serving/);
+    assert.equal(outcomes[1]!.code, 1, outcomes[1]!.out);
+    assert.match(outcomes[1]!.out, /reload failed: .*crash-soon: boom after start during the soak; rolled back/);
+    assertPerfect(probe);
+    assert.match((await get(s.address, '/')).body, /^v1 /);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a respawned worker loads its own generation\'s code, not what was deployed later', async () => {
+  const d = deployDir('v1.mjs');
+  const s = await startServer({ args: [d.app, '--workers', '1', '--respawn-backoff', '50ms'] });
+  try {
+    d.deploy('v2.mjs'); // deployed, not reloaded
+    const [w] = s.workerPids();
+    process.kill(w!, 'SIGKILL');
+    await waitFor(() => s.workerPids().length === 1 && s.workerPids()[0] !== w, 10_000, 'respawn');
+    const body = await waitFor(async () => { try { return (await get(s.address, '/')).body; } catch { return ''; } }, 10_000, 'respawned worker answers');
+    assert.match(body, /^v1 /);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('reload adds and removes listeners: the new one serves, the removed one drains with 0 cut', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-cfg-'));
+  const cfg = join(dir, 'quiesce.json');
+  const a = join(dir, 'a.sock');
+  const b = join(dir, 'b.sock');
+  writeFileSync(cfg, JSON.stringify({ listen: [a], app: F('v1.mjs'), workers: 2, reloadSoak: '300ms' }));
+  const s = await startServer({ args: ['--config', cfg] });
+  try {
+    writeFileSync(cfg, JSON.stringify({ listen: [b], app: F('v1.mjs'), workers: 2, reloadSoak: '300ms' }));
+    let reloadOut = '';
+    const probe = await runProbe({
+      target: `unix:${a}`, path: '/?burn=3', rate: 500, durationS: 2.5, timeoutS: 15,
+      commands: [{ atS: 1, run: async () => { const r = await s.cli('reload'); reloadOut = `${r.code} ${r.stdout}${r.stderr}`; } }],
+    });
+    assert.match(reloadOut, /^0 .*opened .*b\.sock.*closed .*a\.sock/s);
+    assert.equal(probe.cut, 0, summary(probe));
+    assert.equal(probe.timeout + probe.other + probe.ka_race, 0, summary(probe));
+    assert.ok(probe.refused > 0, `the removed listener refuses afterwards: ${summary(probe)}`);
+    const after = await runProbe({ target: `unix:${b}`, rate: 50, durationS: 0.5 });
+    assert.equal(after.ok, after.sent, summary(after));
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a reload asked during a reload is queued once, later ones join it', async () => {
+  const s = await startServer({ args: [F('v1.mjs'), '--workers', '1', '--reload-soak', '800ms'] });
+  try {
+    const rs = await Promise.all([s.cli('reload'), sleep(150).then(() => s.cli('reload')), sleep(300).then(() => s.cli('reload'))]);
+    for (const r of rs) assert.equal(r.code, 0, r.stderr);
+    assert.match(rs[0]!.stdout, /generation 2 serving/);
+    assert.match(rs[1]!.stderr, /queued behind/);
+    assert.match(rs[1]!.stdout, /generation 3 serving/);
+    assert.match(rs[2]!.stderr, /already queued/);
+    assert.match(rs[2]!.stdout, /generation 3 serving/);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a long request in the old generation finishes; an SSE stream ends through onDrain()', async () => {
+  const s = await startServer({ args: [F('sse.mjs'), '--workers', '1', '--reload-soak', '200ms'] });
+  try {
+    const long = get(s.address, '/?sleep=2500');
+    const sse = get(s.address, '/events');
+    await sleep(300);
+    const r = await s.cli('reload');
+    assert.equal(r.code, 0, r.stderr);
+    const [l, e] = await Promise.all([long, sse]);
+    assert.equal(l.status, 200);
+    assert.match(l.body, /^sse-app /);
+    assert.equal(e.status, 200);
+    assert.match(e.body, /event: bye\ndata: server retiring/);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
