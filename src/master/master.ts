@@ -6,7 +6,7 @@ import { formatLine, LineSink, Logger, type Level } from '../shared/log.js';
 import { EXIT, QuiesceError, WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
-import type { Config } from '../shared/config.js';
+import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { bindListener, closeHandle, describe, parseListen, type Listener } from './listeners.js';
@@ -17,6 +17,7 @@ import { ControlServer } from './control.js';
 import { writePidfile, removePidfile } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app.js';
+import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot } from './status/index.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -76,6 +77,7 @@ export class Master {
     this.pickDrainMode();
     this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text), this.cfg.backlog, this.native));
     this.nextListenerId = this.listeners.length;
+    installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     await this.control.listen();
@@ -335,6 +337,7 @@ export class Master {
     const report = await drainAndClose(this.listeners, live(), { native: this.native, log: this.log, capMs: this.fastRequested ? 0 : this.cfg.drainCap });
     this.lastDrain = report;
     this.totals.drains++;
+    observeDrain(this, report.gateToCloseMs);
     this.totals.cut += report.leftAtClose;
     this.enter({ s: 'stopping', since: Date.now(), fast: this.fastRequested });
     for (const w of live()) {
@@ -384,6 +387,13 @@ export class Master {
     } catch (err) {
       return this.reloadFailed(`config: ${errorMessage(err)}`);
     }
+    const restartOnly = (Object.keys(SETTINGS) as Key[]).filter((k) => !SETTINGS[k].reload && JSON.stringify(cfg[k]) !== JSON.stringify(this.cfg[k]));
+    if (restartOnly.length > 0) {
+      const names = restartOnly.map((k) => `--${SETTINGS[k].flag}`).join(', ');
+      progress(`${names} changed: a reload does not apply ${restartOnly.length > 1 ? 'these' : 'this'}; it takes a stop and start`);
+      this.log.warn('reload-needs-restart', { settings: names });
+      cfg = Object.freeze({ ...cfg, ...Object.fromEntries(restartOnly.map((k) => [k, this.cfg[k]])) });
+    }
     // listeners: keep those still configured, bind the new ones, drain the removed ones at the end
     const keep = this.listeners.filter((l) => l.state !== 'closed' && cfg.listen.includes(l.spec.text));
     const removed = this.listeners.filter((l) => l.state !== 'closed' && !cfg.listen.includes(l.spec.text));
@@ -426,6 +436,7 @@ export class Master {
     if (removed.length > 0) await drainAndClose(removed, old, { native: this.native, log: this.log, capMs: cfg.drainCap });
     for (const w of old) this.retire(w, 'reload');
     this.totals.reloads++;
+    observeReload(this, Date.now() - t0);
     this.enter({ s: 'serving', since: Date.now() });
     const message = `reloaded: generation ${gen.n} serving (${fresh.length} workers), generation ${from} retiring (${old.length} workers)` +
       `${added.length ? `, opened ${added.map((l) => l.address).join(' ')}` : ''}${removed.length ? `, closed ${removed.map((l) => l.address).join(' ')}` : ''}`;
@@ -474,29 +485,9 @@ export class Master {
 
   // ─── status ───────────────────────────────────────────────────────────────
 
-  snapshot() {
-    const workers = [...this.workers].sort((a, b) => a.generation.n - b.generation.n || a.slot - b.slot);
-    return {
-      pid: process.pid,
-      state: this.state.s,
-      phase: 'phase' in this.state ? this.state.phase : undefined,
-      stateSinceMs: Date.now() - this.state.since,
-      uptimeMs: Date.now() - this.startedAt,
-      generation: this.generation?.n ?? 0,
-      generations: [...new Set(workers.map((w) => w.generation.n))],
-      drainMode: this.drainMode,
-      drainModeReason: this.drainModeReason || undefined,
-      listeners: this.listeners.map((l) => ({
-        id: l.id, address: l.address, kind: l.spec.kind, state: l.state,
-        queued: l.state !== 'closed' && l.spec.kind === 'tcp' && this.native ? this.native.acceptQueue(l.fd).queued : null,
-      })),
-      workers: workers.map((w) => ({
-        slot: w.slot, pid: w.pid, generation: w.generation.n, phase: w.phase, retireReason: w.retireReason,
-        ageMs: Date.now() - w.startedAt, ...w.stats,
-      })),
-      totals: { ...this.totals, requests: this.requestsOfExited + workers.reduce((a, w) => a + w.stats.requests, 0) },
-      lastDrain: this.lastDrain,
-    };
+  /** The scoreboard and the master's figures: see src/master/status and docs/STATUS-SCHEMA.md. */
+  snapshot(): StatusSnapshot {
+    return buildSnapshot(this, { native: this.native, requestsOfExited: this.requestsOfExited });
   }
 }
 

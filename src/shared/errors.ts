@@ -22,17 +22,12 @@ export const WORKER_EXIT = {
   FATAL: 78,
 } as const;
 
-export type ErrorCode =
-  | 'USAGE'
-  | 'CONFIG_INVALID'
-  | 'CONFIG_FILE'
-  | 'LISTEN_FAILED'
-  | 'ALREADY_RUNNING'
-  | 'NOT_RUNNING'
-  | 'CONTROL_FAILED'
-  | 'APP_FAILED'
-  | 'RELOAD_FAILED'
-  | 'PRIVILEGES';
+/** Stable error codes of the CLI and the master (docs/ERRORS.md documents each; a test checks). */
+export const ERROR_CODES = [
+  'USAGE', 'CONFIG_INVALID', 'CONFIG_FILE', 'LISTEN_FAILED', 'ALREADY_RUNNING', 'NOT_RUNNING',
+  'CONTROL_FAILED', 'APP_FAILED', 'PRIVILEGES',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class QuiesceError extends Error {
   readonly code: ErrorCode;

@@ -51,9 +51,13 @@ export type ToMaster =
   | { t: 'forced'; n: number }
   | { t: 'stats'; stats: WorkerStats };
 
-/** Flat, serialisable per-worker figures (the scoreboard slot's worker-side part). */
+/**
+ * Flat, serialisable per-worker figures (the scoreboard slot's worker-side part), sent every
+ * 500 ms. Counters are cumulative since the worker started. See docs/STATUS-SCHEMA.md.
+ */
 export type WorkerStats = {
   requests: number;
+  /** Bytes written to client sockets (headers and bodies), counted when a response or a connection closes. */
   bytesSent: number;
   connections: number;
   inflight: number;
@@ -61,11 +65,23 @@ export type WorkerStats = {
   drained: number;
   forced: number;
   state: WorkerState;
+  /** How long the worker has shown `state` (ms, at the 500 ms resolution of the reports). */
+  stateMs?: number;
+  /** Connections accepted (every path: libuv, drain-accept, handed over by the master). */
+  accepted?: number;
+  /** Responses sent in full. */
+  completed?: number;
+  /** Responses refused by design: 503 answered while lame-duck or retiring (the health path), forced ones excluded. */
+  refused?: number;
   current?: { method: string; path: string; sinceMs: number };
 };
 
-/** mod_status keys: _ waiting, S starting, R reading, W writing, K keep-alive, C closing, G gracefully finishing, I idle cleanup. */
-export type WorkerState = '_' | 'S' | 'R' | 'W' | 'K' | 'C' | 'G' | 'I';
+/**
+ * mod_status keys: _ waiting, S starting, R reading (a connection with no request yet), W writing
+ * (a request in progress), K keep-alive, C closing, G gracefully finishing, I idle cleanup
+ * (retiring, only idle connections left), and . an open slot (no process).
+ */
+export type WorkerState = '_' | 'S' | 'R' | 'W' | 'K' | 'C' | 'G' | 'I' | '.';
 
 export function isToMaster(m: unknown): m is ToMaster {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';

@@ -41,7 +41,9 @@ export type LoadOptions = {
   adoptWaitMs?: number;
 };
 
-export type AppErrorCode = 'APP_NOT_FOUND' | 'APP_LOAD_FAILED' | 'APP_BAD_EXPORT' | 'APP_ADOPT_FAILED';
+/** Stable codes of app loading failures; with APP_INIT_FAILED (init() threw) they are a worker's `fatal` codes. */
+export const APP_ERROR_CODES = ['APP_NOT_FOUND', 'APP_LOAD_FAILED', 'APP_BAD_EXPORT', 'APP_ADOPT_FAILED', 'APP_INIT_FAILED'] as const;
+export type AppErrorCode = (typeof APP_ERROR_CODES)[number];
 
 export class AppError extends Error {
   readonly code: AppErrorCode;

@@ -16,6 +16,12 @@ type Conn = {
   idleSince: number;
   upgraded: boolean;
   idleTimer?: NodeJS.Timeout;
+  /** Requests seen on this connection (0: still reading its first one: scoreboard R). */
+  served: number;
+  /** A response went out with Connection: close: the socket is closing (scoreboard C). */
+  closing: boolean;
+  /** socket.bytesWritten already added to bytesSent. */
+  counted: number;
 };
 
 export const FORCED_HEADER = 'quiesce-forced';
@@ -29,16 +35,23 @@ export class Connections {
   requests = 0;
   bytesSent = 0;
   forced = 0;
+  accepted = 0;
+  completed = 0;
+  refused = 0;
+  private lame = false;
+  private shown: { state: WorkerState; since: number } = { state: '_', since: Date.now() };
 
   get size(): number { return this.conns.size; }
   get inflight(): number { return this.current.size; }
   get isRetiring(): boolean { return this.retiring; }
 
   add(socket: Socket): void {
-    const conn: Conn = { socket, inflight: new Set(), idleSince: Date.now(), upgraded: false };
+    const conn: Conn = { socket, inflight: new Set(), idleSince: Date.now(), upgraded: false, served: 0, closing: false, counted: socket.bytesWritten };
     this.conns.set(socket, conn);
+    this.accepted++;
     socket.once('close', () => {
       clearTimeout(conn.idleTimer);
+      this.countBytes(conn);
       for (const res of conn.inflight) this.current.delete(res);
       this.conns.delete(socket);
       this.checkEmpty();
@@ -55,9 +68,14 @@ export class Connections {
     if (!conn) return;
     clearTimeout(conn.idleTimer);
     conn.inflight.add(res);
+    conn.served++;
     res.once('close', () => {
       conn.inflight.delete(res);
       this.current.delete(res);
+      this.countBytes(conn);
+      if (res.writableFinished) this.completed++;
+      if (res.statusCode === 503 && (this.retiring || this.lame) && !res.hasHeader(FORCED_HEADER)) this.refused++;
+      if (!res.shouldKeepAlive) conn.closing = true;
       if (conn.inflight.size === 0) {
         conn.idleSince = Date.now();
         if (this.retiring) this.scheduleIdleClose(conn);
@@ -92,6 +110,7 @@ export class Connections {
 
   /** Lame duck: Connection: close on every response from now on, without retiring. */
   lameDuck(): void {
+    this.lame = true;
     for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
   }
 
@@ -149,13 +168,40 @@ export class Connections {
     return n;
   }
 
-  /** The scoreboard state of this worker (the busiest connection wins). */
+  /** Add what the socket wrote since the last count (per response and at close: exact, no double count). */
+  private countBytes(conn: Conn): void {
+    const w = conn.socket.bytesWritten;
+    if (w > conn.counted) { this.bytesSent += w - conn.counted; conn.counted = w; }
+  }
+
+  /**
+   * The scoreboard state of this worker, the busiest connection winning (as Apache's slot shows
+   * its one connection): W a request in progress (or an upgraded connection), R a connection that
+   * has not sent its first request yet, C closing, K idle keep-alive, _ no connection. Retiring:
+   * G while a request runs, I when only idle connections wait for their close. Called every
+   * 500 ms (not per request): one walk over the connections.
+   */
   state(): WorkerState {
-    if (this.retiring) return 'G';
-    for (const res of this.current.keys()) if (res.headersSent) return 'W';
-    if (this.current.size > 0) return 'R';
-    if (this.conns.size > 0) return 'K';
-    return '_';
+    let busy = this.current.size > 0;
+    let reading = false;
+    let closing = false;
+    if (!busy) {
+      for (const conn of this.conns.values()) {
+        if (conn.upgraded) { busy = true; break; }
+        if (conn.closing) closing = true;
+        else if (conn.served === 0) reading = true;
+      }
+    }
+    const s: WorkerState = this.retiring
+      ? (busy || this.conns.size === 0 ? 'G' : 'I')
+      : busy ? 'W' : reading ? 'R' : closing ? 'C' : this.conns.size > 0 ? 'K' : '_';
+    if (s !== this.shown.state) this.shown = { state: s, since: Date.now() };
+    return s;
+  }
+
+  /** How long state() has returned the same state (ms). */
+  stateMs(): number {
+    return Date.now() - this.shown.since;
   }
 
   oldest(): { method: string; path: string; sinceMs: number } | undefined {

@@ -298,11 +298,14 @@ class Worker {
     }
   }
 
+  /** Counters only, read here every 500 ms (and at retire and exit): nothing per request crosses IPC. */
   private sendStats(): void {
     const c = this.conns;
+    const state = this.ready ? c.state() : 'S';
     this.send({ t: 'stats', stats: {
-      requests: c.requests, bytesSent: 0, connections: c.size, inflight: c.inflight, drained: this.drained,
-      forced: c.forced, state: this.ready ? c.state() : 'S', current: c.oldest(),
+      requests: c.requests, bytesSent: c.bytesSent, connections: c.size, inflight: c.inflight, drained: this.drained,
+      forced: c.forced, state, stateMs: this.ready ? c.stateMs() : undefined,
+      accepted: c.accepted, completed: c.completed, refused: c.refused, current: c.oldest(),
     } });
   }
 }

@@ -1,0 +1,228 @@
+/**
+ * Build the status snapshot from what the master keeps: its state, listeners, totals and the
+ * figures each worker reports every 500 ms. Nothing here runs on the serving path: it runs when
+ * someone asks (/server-status, /metrics, `quiesce status`), reading the kernel's accept queues
+ * and /proc for RSS and CPU at that moment.
+ */
+import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
+import type { Master } from '../master.js';
+import type { WorkerProc } from '../workers.js';
+import type { Native } from '../../native/index.js';
+import { procTcpCounts } from '../../native/index.js';
+import { family, type Listener } from '../listeners.js';
+import type { WorkerState } from '../../shared/ipc.js';
+import { CpuMeter, readProc } from './proc.js';
+import { stateOf } from './state.js';
+import { fmtDuration } from './format.js';
+import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type MasterStateName, type ProgressView, type SlotView, type StatusSnapshot } from './types.js';
+
+/** What snapshot() hands over from the master's private fields. */
+export type MasterPrivate = { native: Native | undefined; requestsOfExited: number };
+
+const cpuMeters = new WeakMap<object, CpuMeter>();
+
+let version: string | undefined;
+function packageVersion(): string {
+  if (version === undefined) {
+    try {
+      version = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    } catch {
+      version = 'unknown';
+    }
+  }
+  return version;
+}
+
+export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapshot {
+  const now = Date.now();
+  const st = stateOf(master);
+  st.track(master.workers);
+  const cfg = master.cfg;
+  const live = [...master.workers].sort((a, b) => a.generation.n - b.generation.n || a.slot - b.slot || a.startedAt - b.startedAt);
+  const serving = master.generation?.n ?? 0;
+
+  let cpu = cpuMeters.get(master);
+  if (!cpu) { cpu = new CpuMeter(); cpuMeters.set(master, cpu); }
+  cpu.keep(new Set(live.map((w) => w.pid)));
+  const slots: SlotView[] = live.map((w) => workerSlot(w, now, cpu));
+
+  // open slots: the serving generation's slots with no process (a crash being respawned, a stop)
+  if (master.generation && master.state.s !== 'starting') {
+    const size = master.generation.boot.config.workers;
+    for (let slot = 0; slot < size; slot++) {
+      if (live.some((w) => w.generation.n === serving && w.slot === slot && w.phase !== 'retiring')) continue;
+      slots.push(openSlot(slot, serving));
+    }
+    slots.sort((a, b) => a.generation - b.generation || a.slot - b.slot || (a.pid === null ? 1 : 0) - (b.pid === null ? 1 : 0));
+  }
+
+  const listeners = master.listeners.map((l) => listenerView(l, priv.native));
+  const byState: Record<string, number> = Object.fromEntries(STATES.map((s) => [s.key, 0]));
+  for (const s of slots) byState[s.state] = (byState[s.state] ?? 0) + 1;
+  const busy = slots.filter((s) => s.state === 'R' || s.state === 'W' || s.state === 'K' || s.state === 'C' || s.state === 'G').length;
+
+  const sum = (f: (w: WorkerProc) => number): number => live.reduce((a, w) => a + f(w), 0);
+  const t = master.totals;
+  const retired: Record<string, number> = {};
+  for (const [k, v] of Object.entries(t.retired)) if (v) retired[k] = v;
+
+  const state = master.state.s as MasterStateName;
+  const gens = generationViews(live, serving, master.state.s === 'reloading' && 'to' in master.state ? master.state.to : undefined, now);
+  return {
+    schema: SCHEMA_VERSION,
+    server: { name: 'quiesce', version: packageVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
+    pid: process.pid,
+    state,
+    phase: 'phase' in master.state ? master.state.phase : undefined,
+    stateSinceMs: now - master.state.since,
+    uptimeMs: now - master.startedAt,
+    startedAt: new Date(master.startedAt).toISOString(),
+    now: new Date(now).toISOString(),
+    generation: serving,
+    generations: gens.map((g) => g.n),
+    generationInfo: gens,
+    drainMode: master.drainMode,
+    drainModeReason: master.drainModeReason || undefined,
+    config: {
+      workers: cfg.workers, gracefulTimeoutMs: cfg.gracefulTimeout, drainDelayMs: cfg.drainDelay, drainCapMs: cfg.drainCap,
+      idleGraceMs: cfg.idleGrace, readyTimeoutMs: cfg.readyTimeout, reloadSoakMs: cfg.reloadSoak,
+    },
+    listeners,
+    scoreboard: slots.map((s) => s.state).join(''),
+    workers: slots,
+    counts: { busy, idle: byState['_'] ?? 0, processes: live.length, byState },
+    totals: {
+      requests: priv.requestsOfExited + sum((w) => w.stats.requests),
+      bytesSent: st.exited.bytesSent + sum((w) => w.stats.bytesSent),
+      accepted: st.exited.accepted + sum((w) => w.stats.accepted ?? 0),
+      completed: st.exited.completed + sum((w) => w.stats.completed ?? 0),
+      refused: st.exited.refused + sum((w) => w.stats.refused ?? 0),
+      cut: t.cut,
+      forced: t.forced,
+      drains: t.drains,
+      reloads: t.reloads,
+      reloadsFailed: t.reloadsFailed,
+      retired,
+    },
+    progress: progressViews(master, live, listeners, now),
+    lastDrain: master.lastDrain,
+    lastReloadMs: st.lastReloadMs,
+  };
+}
+
+function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
+  const s = w.stats;
+  // the master knows some states before the worker's next report does
+  let state: WorkerState = s.state;
+  if (w.phase === 'starting') state = 'S';
+  else if (w.phase === 'retiring' && state !== 'G' && state !== 'I') state = 'G';
+  const proc = readProc(w.pid);
+  const ageMs = now - w.startedAt;
+  return {
+    slot: w.slot, pid: w.pid, generation: w.generation.n, phase: w.phase, retireReason: w.retireReason,
+    state, stateMs: s.stateMs ?? ageMs, ageMs,
+    retiringMs: w.phase === 'retiring' ? now - w.retireStartedAt : undefined,
+    requests: s.requests, bytesSent: s.bytesSent, accepted: s.accepted ?? 0, completed: s.completed ?? 0, refused: s.refused ?? 0,
+    connections: s.connections, inflight: s.inflight, drained: s.drained, forced: s.forced,
+    current: s.current,
+    rssBytes: proc?.rssBytes ?? null,
+    cpuSeconds: proc?.cpuSeconds ?? null,
+    cpuPercent: proc ? cpu.percent(w.pid, proc, ageMs, now) : null,
+  };
+}
+
+function openSlot(slot: number, generation: number): SlotView {
+  return {
+    slot, pid: null, generation, phase: 'open', state: '.', stateMs: 0, ageMs: 0,
+    requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, connections: 0, inflight: 0, drained: 0, forced: 0,
+    rssBytes: null, cpuSeconds: null, cpuPercent: null,
+  };
+}
+
+function listenerView(l: Listener, native: Native | undefined): ListenerView {
+  const v: ListenerView = { id: l.id, address: l.address, kind: l.spec.kind, state: l.state, queued: null, backlog: null, halfOpen: null };
+  if (l.state === 'closed' || l.spec.kind !== 'tcp') return v;
+  try {
+    if (native) {
+      const q = native.acceptQueue(l.fd);
+      v.queued = q.queued;
+      v.backlog = q.backlog;
+      v.halfOpen = native.halfOpen(l.port, family(l));
+    } else {
+      const c = procTcpCounts(l.port);
+      v.queued = c.queued;
+      v.halfOpen = c.halfOpen;
+    }
+  } catch { /* unknown stays null */ }
+  return v;
+}
+
+function generationViews(live: WorkerProc[], serving: number, reloadingTo: number | undefined, now: number): GenerationView[] {
+  const byGen = new Map<number, WorkerProc[]>();
+  for (const w of live) byGen.set(w.generation.n, [...(byGen.get(w.generation.n) ?? []), w]);
+  if (serving > 0 && !byGen.has(serving)) byGen.set(serving, []);
+  return [...byGen.entries()].sort((a, b) => a[0] - b[0]).map(([n, ws]) => {
+    const started = ws[0]?.generation.startedAt ?? now;
+    return {
+      n,
+      current: reloadingTo !== undefined ? n === reloadingTo : n === serving,
+      startedAt: new Date(started).toISOString(),
+      ageMs: now - started,
+      workers: ws.length,
+      starting: ws.filter((w) => w.phase === 'starting').length,
+      ready: ws.filter((w) => w.phase === 'ready').length,
+      retiring: ws.filter((w) => w.phase === 'retiring').length,
+      requests: ws.reduce((a, w) => a + w.stats.requests, 0),
+      connections: ws.reduce((a, w) => a + w.stats.connections, 0),
+      inflight: ws.reduce((a, w) => a + w.stats.inflight, 0),
+    };
+  });
+}
+
+function progressViews(master: Master, live: WorkerProc[], listeners: ListenerView[], now: number): ProgressView[] {
+  const out: ProgressView[] = [];
+  const cfg = master.cfg;
+  const queued = listeners.filter((l) => l.state !== 'closed').reduce((a, l) => a + (l.queued ?? 0), 0);
+  const figures = (ws: WorkerProc[]) => ({
+    workersLeft: ws.length,
+    connectionsLeft: ws.reduce((a, w) => a + w.stats.connections, 0),
+    inflightLeft: ws.reduce((a, w) => a + w.stats.inflight, 0),
+  });
+  const line = (p: Omit<ProgressView, 'text'>, what: string): ProgressView => ({
+    ...p,
+    text: `${what}: ${plural(p.connectionsLeft, 'connection')} left (${p.inflightLeft} in flight) in ${plural(p.workersLeft, 'worker')}, ` +
+      `queue ${p.queued}, ${fmtDuration(p.elapsedMs)} of ${fmtDuration(p.timeoutMs)}`,
+  });
+  const s = master.state;
+  if (s.s === 'draining') {
+    out.push(line({ kind: 'drain', phase: s.phase, generations: [...new Set(live.map((w) => w.generation.n))], elapsedMs: now - s.since,
+      timeoutMs: cfg.drainDelay + cfg.drainCap, queued, ...figures(live) }, s.phase === 'lame-duck' ? 'stop: lame duck' : 'stop: draining the accept queues'));
+  } else if (s.s === 'stopping') {
+    out.push(line({ kind: 'stop', phase: s.fast ? 'fast' : 'finishing', generations: [...new Set(live.map((w) => w.generation.n))], elapsedMs: now - s.since,
+      timeoutMs: s.fast ? 0 : cfg.gracefulTimeout, queued, ...figures(live) }, s.fast ? 'fast stop' : 'stop: workers finishing'));
+  } else if (s.s === 'reloading') {
+    const fresh = live.filter((w) => w.generation.n === s.to);
+    const starting = fresh.filter((w) => w.phase === 'starting').length;
+    const p = line({ kind: 'reload', phase: starting > 0 ? 'starting' : 'soaking', generations: [s.to], elapsedMs: now - s.since,
+      timeoutMs: cfg.readyTimeout + cfg.reloadSoak, queued, ...figures(fresh) }, `reload to generation ${s.to}`);
+    p.text = `reload to generation ${s.to}: ${fresh.length - starting}/${fresh.length} workers ready${starting === 0 ? ', soaking' : ''}, ` +
+      `queue ${queued}, ${fmtDuration(p.elapsedMs)} of ${fmtDuration(p.timeoutMs)}`;
+    out.push(p);
+  }
+  if (s.s === 'serving' || s.s === 'reloading') {
+    const retiring = live.filter((w) => w.phase === 'retiring');
+    const gens = [...new Set(retiring.map((w) => w.generation.n))].sort((a, b) => a - b);
+    for (const g of gens) {
+      const ws = retiring.filter((w) => w.generation.n === g);
+      const since = Math.min(...ws.map((w) => w.retireStartedAt));
+      out.push(line({ kind: 'retire', phase: 'finishing', generations: [g], elapsedMs: now - since,
+        timeoutMs: ws[0]!.generation.boot.config.gracefulTimeout, queued, ...figures(ws) }, `generation ${g} retiring`));
+    }
+  }
+  return out;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
