@@ -172,3 +172,25 @@ test('a long request in the old generation finishes; an SSE stream ends through 
     await cleanup(s);
   }
 });
+
+test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed under load', async () => {
+  const s = await startServer({ args: [F('v1.mjs'), '--workers', '3', '--reload-strategy', 'rolling', '--reload-soak', '300ms', '--idle-grace', '200ms', '--expose-generation'] });
+  try {
+    let most = 0;
+    let reloadOut = '';
+    const sampler = setInterval(() => { most = Math.max(most, s.workerPids().length); }, 20);
+    const probe = await runProbe({
+      target: s.address, path: '/?burn=1', rate: 150, keepalive: 4, durationS: 4, timeoutS: 15,
+      commands: [{ atS: 0.5, run: async () => { const r = await s.cli('reload'); reloadOut = `${r.code} ${r.stderr}${r.stdout}`; } }],
+    });
+    clearInterval(sampler);
+    assert.match(reloadOut, /^0 .*rolling: 3\/3 workers of generation 2 ready.*reloaded: generation 2 serving \(3 workers\), generation 1 retiring \(3 workers\)/s);
+    assertPerfect(probe);
+    assert.ok(most <= 4, `at most 3 + 1 workers at once, saw ${most}`);
+    assert.ok((probe.generations['2'] ?? 0) > 0, summary(probe));
+    await waitFor(async () => (await get(s.address, '/')).headers['x-quiesce-generation'] === '2', 5_000, 'generation 2 only');
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});

@@ -412,7 +412,9 @@ export class Master {
     progress(`starting generation ${gen.n} (${cfg.workers} workers)`);
     const prevListeners = this.listeners;
     this.listeners = [...keep, ...added];
-    const fresh = this.spawnGeneration(gen, cfg.workers);
+    // rolling: one canary first (then one in, one out); all: the whole new generation first
+    const rolling = cfg.reloadStrategy === 'rolling';
+    const fresh = this.spawnGeneration(gen, rolling ? Math.min(1, cfg.workers) : cfg.workers);
     const rollback = async (why: string): Promise<Result> => {
       this.listeners = prevListeners;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
@@ -434,15 +436,44 @@ export class Master {
     this.errorSink.reopen(cfg.errorLog);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
     if (removed.length > 0) await drainAndClose(removed, old, { native: this.native, log: this.log, capMs: cfg.drainCap });
+    const oldCount = old.length;
+    if (rolling) {
+      const problem = await this.roll(gen, old, fresh, progress);
+      if (problem) this.log.error('reload-rolling-incomplete', { generation: gen.n, reason: problem });
+    }
     for (const w of old) this.retire(w, 'reload');
     this.totals.reloads++;
     observeReload(this, Date.now() - t0);
     this.enter({ s: 'serving', since: Date.now() });
-    const message = `reloaded: generation ${gen.n} serving (${fresh.length} workers), generation ${from} retiring (${old.length} workers)` +
+    const message = `reloaded: generation ${gen.n} serving (${fresh.length} workers), generation ${from} retiring (${oldCount} workers)` +
       `${added.length ? `, opened ${added.map((l) => l.address).join(' ')}` : ''}${removed.length ? `, closed ${removed.map((l) => l.address).join(' ')}` : ''}`;
     this.log.notice('reloaded', { generation: gen.n, from, workers: fresh.length, ms: Date.now() - t0 });
     for (const l of added) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     return { type: 'result', ok: true, message, data: { generation: gen.n } };
+  }
+
+  /**
+   * Rolling replacement after the canary: retire one old worker, wait for it to exit, start one
+   * new one, wait until it is ready; at most workers + 1 processes at any time. Returns a problem
+   * description if a new worker did not become ready (its slot is left to the respawn logic).
+   */
+  private async roll(gen: Generation, old: WorkerProc[], fresh: WorkerProc[], progress: (m: string) => void): Promise<string | undefined> {
+    const want = gen.boot.config.workers;
+    let problem: string | undefined;
+    for (let slot = 1; slot < Math.max(want, old.length + 1); slot++) {
+      const out = old.shift();
+      if (out) {
+        this.retire(out, 'reload');
+        await out.exited;
+      }
+      if (slot >= want || this.state.s !== 'reloading') continue;
+      const w = this.spawn(slot, gen);
+      fresh.push(w);
+      const failure = await this.awaitReady([w], gen.boot.config.readyTimeout);
+      if (failure) problem ??= `slot ${slot}: ${failure}`;
+      else progress(`rolling: ${slot + 1}/${want} workers of generation ${gen.n} ready`);
+    }
+    return problem;
   }
 
   private reloadFailed(why: string): Result {
