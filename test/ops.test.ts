@@ -1,0 +1,134 @@
+/** What an operator touches: logs and their reopening, privileges, health and readiness, hostile input. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync, renameSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
+
+const CHATTY = join(FIXTURES, 'core/chatty.mjs');
+const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+
+async function stop(s: Server): Promise<void> {
+  process.kill(s.pid, 'SIGTERM');
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 15_000); })]);
+  clearTimeout(t);
+  assert.ok(r, 'server did not stop');
+}
+
+/** Send raw bytes on a new connection and read until the server closes. */
+function raw(address: string, data: string): Promise<string> {
+  const m = /^(.*):(\d+)$/.exec(address)!;
+  return new Promise((resolve, reject) => {
+    const c = net.connect(Number(m[2]), m[1]!);
+    let out = '';
+    c.on('data', (d) => { out += d.toString(); });
+    c.on('end', () => resolve(out));
+    c.on('error', reject);
+    c.setTimeout(5000, () => { c.destroy(); resolve(out); });
+    c.write(data);
+  });
+}
+
+test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen-logs; app output tagged with pid and generation', async () => {
+  const s0 = await startServer({ args: [CHATTY, '--workers', '1'] });
+  const dir = s0.dir;
+  await stop(s0);
+  const access = join(dir, 'access.log');
+  const errors = join(dir, 'error.log');
+  const s = await startServer({ args: [CHATTY, '--workers', '1', '--access-log', access, '--error-log', errors] });
+  try {
+    await get(s.address, '/first?x=1', { 'user-agent': 'test-agent/1', referer: 'http://ref.example/' });
+    const line = await waitFor(() => (existsSync(access) ? readFileSync(access, 'utf8') : ''), 5_000, 'access log line');
+    assert.match(line, /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/first\?x=1 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test-agent\/1"\n$/);
+    const [w] = s.workerPids();
+    const err = await waitFor(() => { const e = readFileSync(errors, 'utf8'); return e.includes('hello stderr') ? e : ''; }, 5_000, 'app output in the error log');
+    assert.match(err, new RegExp(`worker\\[${w} g1\\]: stdout line="hello stdout /first\\?x=1"`));
+    assert.match(err, new RegExp(`worker\\[${w} g1\\]: stderr line="hello stderr /first\\?x=1"`));
+    // logrotate: move the files away, signal, and the next lines go to new files
+    renameSync(access, `${access}.1`);
+    renameSync(errors, `${errors}.1`);
+    process.kill(s.pid, 'SIGUSR1');
+    await waitFor(() => existsSync(errors), 5_000, 'a new error log after USR1');
+    await get(s.address, '/second');
+    await waitFor(() => existsSync(access) && readFileSync(access, 'utf8').includes('/second'), 5_000, 'a new access log');
+    assert.doesNotMatch(readFileSync(`${access}.1`, 'utf8'), /second/);
+    renameSync(access, `${access}.2`);
+    const r = await s.cli('reopen-logs');
+    assert.equal(r.code, 0);
+    await get(s.address, '/third');
+    await waitFor(() => existsSync(access) && readFileSync(access, 'utf8').includes('/third'), 5_000, 'reopen-logs verb');
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+  const j = await startServer({ args: [CHATTY, '--workers', '1', '--access-log', access, '--log-format', 'json'] });
+  try {
+    await get(j.address, '/json');
+    const entry = await waitFor(() => readFileSync(access, 'utf8').split('\n').find((l) => l.includes('"/json"')) ?? '', 5_000, 'json line');
+    const o = JSON.parse(entry) as Record<string, unknown>;
+    assert.equal(o.method, 'GET');
+    assert.equal(o.url, '/json');
+    assert.equal(o.status, 200);
+    assert.equal(o.generation, 1);
+    await stop(j);
+  } finally {
+    await cleanup(j);
+  }
+});
+
+test('--user: the master binds as root, workers run as the user', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const s = await startServer({ args: [CHATTY, '--workers', '1', '--user', 'nobody'] });
+  try {
+    const r = await get(s.address, '/');
+    assert.match(r.body, /^uid=65534 /);
+    const [w] = s.workerPids();
+    const status = readFileSync(`/proc/${w}/status`, 'utf8');
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+    assert.match(readFileSync(`/proc/${s.pid}/status`, 'utf8'), /^Uid:\s+0\s/m);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('malformed and hostile requests get 400 and never crash a worker', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--max-header-size', '2048'] });
+  try {
+    const [w] = s.workerPids();
+    for (const bad of ['GARBAGE\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n', `GET / HTTP/1.1\r\nX-Big: ${'a'.repeat(4096)}\r\n\r\n`, 'GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc']) {
+      const out = await raw(s.address, bad);
+      assert.match(out, /^HTTP\/1\.1 4\d\d /, JSON.stringify(bad.slice(0, 40)));
+    }
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.deepEqual(s.workerPids(), [w]);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('lame duck: /ready and --health-path answer 503 during --drain-delay while requests are still served with Connection: close', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--drain-delay', '1.5', '--health-path', '/healthz'] });
+  try {
+    assert.equal((await get(s.admin, '/ready')).status, 200);
+    assert.equal((await get(s.admin, '/live')).status, 200);
+    assert.equal((await get(s.address, '/healthz')).status, 200);
+    process.kill(s.pid, 'SIGTERM');
+    await sleep(300);
+    assert.equal((await get(s.admin, '/ready')).status, 503);
+    assert.equal((await get(s.admin, '/live')).status, 200);
+    assert.equal((await get(s.address, '/healthz')).status, 503);
+    const r = await raw(s.address, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'); // keep-alive asked, close given
+    assert.match(r, /^HTTP\/1\.1 200 /);
+    assert.match(r, /\r\nConnection: close\r\n/i);
+    let t: NodeJS.Timeout | undefined;
+    const done = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 10_000); })]);
+    clearTimeout(t);
+    assert.ok(done);
+    assert.match(s.err(), /lame-duck ms=1500/);
+  } finally {
+    await cleanup(s);
+  }
+});
