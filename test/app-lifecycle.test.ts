@@ -1,0 +1,82 @@
+/** The app contract inside real workers: async errors retire a worker gracefully; WebSockets drain. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
+
+async function stop(s: Server, ms = 15_000): Promise<void> {
+  process.kill(s.pid, 'SIGTERM');
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
+  clearTimeout(t);
+  assert.ok(r, 'server did not stop');
+}
+
+test('an async throw retires the worker: a replacement starts first, a parallel slow request on it completes', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'core/async-throw.mjs'), '--workers', '1'] });
+  try {
+    const [w] = s.workerPids();
+    const slow = get(s.address, '/slow');
+    await sleep(100);
+    assert.equal((await get(s.address, '/throw')).status, 200);
+    const r = await slow;
+    assert.equal(r.status, 200);
+    assert.equal(r.body.trim(), String(w));
+    await waitFor(() => s.workerPids().length === 1 && s.workerPids()[0] !== w, 10_000, 'the replacement');
+    assert.notEqual((await get(s.address, '/')).body.trim(), String(w));
+    assert.match(s.err(), /uncaughtException error="async boom"/);
+    assert.match(s.err(), new RegExp(`worker-replace pid=${w} reason=error`));
+    // an unhandled rejection is the same
+    const [w2] = s.workerPids();
+    await get(s.address, '/reject');
+    await waitFor(() => s.workerPids().length === 1 && s.workerPids()[0] !== w2, 10_000, 'the second replacement');
+    assert.match(s.err(), /unhandledRejection error="rejected boom"/);
+    await stop(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+function openWs(url: string): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const closed = new Promise<{ code: number; reason: string }>((res) => ws.on('close', (code, reason) => res({ code, reason: reason.toString() })));
+    ws.on('error', () => { /* the close event tells */ });
+    ws.once('open', () => resolve({ ws, closed }));
+    ws.once('unexpected-response', () => reject(new Error('upgrade refused')));
+  });
+}
+
+test('WebSockets: a stop waits for them and onDrain() ends them cleanly; without onDrain the graceful timeout forces them', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'apps/ws-attach.mjs'), '--workers', '1'] });
+  try {
+    const { ws, closed } = await openWs(`ws://${s.address}/ws`);
+    const echo = new Promise<string>((res) => ws.once('message', (m) => res(m.toString())));
+    ws.send('hi');
+    assert.equal(await echo, 'echo: hi');
+    await stop(s);
+    const c = await closed;
+    assert.equal(c.code, 1001);
+    assert.equal(c.reason, 'server draining');
+  } finally {
+    await cleanup(s);
+  }
+  const n = await startServer({ args: [join(FIXTURES, 'core/ws-no-drain.mjs'), '--workers', '1', '--graceful-timeout', '1'] });
+  try {
+    const { closed } = await openWs(`ws://${n.address}/`);
+    const t0 = Date.now();
+    process.kill(n.pid, 'SIGTERM');
+    await sleep(500);
+    assert.ok(n.proc.exitCode === null, 'the upgraded connection keeps the worker until the graceful timeout');
+    const c = await closed;
+    assert.ok(Date.now() - t0 >= 900, 'ended at the graceful timeout, not before');
+    assert.equal(c.code, 1006); // ended, not closed cleanly
+    let t: NodeJS.Timeout | undefined;
+    assert.ok(await Promise.race([n.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 10_000); })]), 'server did not stop');
+    clearTimeout(t);
+    assert.match(n.err(), /stopped forced=1 /);
+  } finally {
+    await cleanup(n);
+  }
+});
