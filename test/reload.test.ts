@@ -194,3 +194,40 @@ test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed
     await cleanup(s);
   }
 });
+
+test('at most two generations: a reload waits for the previous generation to finish; a bad config fails; a stop during a reload wins', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-cfg-'));
+  const cfg = join(dir, 'quiesce.json');
+  writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 1, reloadSoak: '100ms', gracefulTimeout: 10 }));
+  const s = await startServer({ args: ['--config', cfg, '--listen', '127.0.0.1:0'] });
+  try {
+    const long = get(s.address, '/?sleep=2500'); // keeps generation 1 retiring for a while
+    await sleep(200);
+    const r1 = await s.cli('reload');
+    assert.equal(r1.code, 0, r1.stderr);
+    const t0 = Date.now();
+    const r2 = await s.cli('reload');
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stderr, /waiting for 1 retiring worker\(s\) of generation 1 to finish first/);
+    assert.ok(Date.now() - t0 >= 1500, 'the second reload waited for generation 1');
+    assert.equal((await long).status, 200);
+    writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 'lots' }));
+    const bad = await s.cli('reload');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /reload failed: config: .*quiesce\.json.*"workers"/);
+    assert.equal((await get(s.address, '/')).status, 200);
+    writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 1, reloadSoak: '3s' }));
+    const during = s.cli('reload');
+    await sleep(800);
+    process.kill(s.pid, 'SIGTERM');
+    const r3 = await during;
+    assert.equal(r3.code, 1);
+    assert.match(r3.stderr, /interrupted by a stop/);
+    let t: NodeJS.Timeout | undefined;
+    const exit = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 15_000); })]);
+    clearTimeout(t);
+    assert.equal(exit?.code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});

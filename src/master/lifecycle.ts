@@ -17,7 +17,7 @@ export type MasterState =
   | { s: 'stopped'; since: number };
 
 const ALLOWED: Record<MasterState['s'], ReadonlyArray<MasterState['s']>> = {
-  starting: ['serving', 'stopping', 'stopped'],
+  starting: ['serving', 'draining', 'stopping', 'stopped'],
   serving: ['reloading', 'draining', 'stopping'],
   reloading: ['serving', 'draining', 'stopping'],
   draining: ['draining', 'stopping'],

@@ -88,6 +88,7 @@ export class Master {
     this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex));
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const failure = await this.awaitReady(started, this.cfg.readyTimeout);
+    if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
     if (failure) {
       for (const w of started) w.kill();
       await Promise.all(started.map((w) => w.exited));
@@ -409,6 +410,13 @@ export class Master {
     }
     const gen = this.newGeneration(cfg, appSpec);
     this.enter({ s: 'reloading', since: t0, to: gen.n });
+    // at most two generations alive: let the previous reload's retiring workers finish first
+    const lingering = [...this.workers].filter((w) => w.phase === 'retiring');
+    if (lingering.length > 0) {
+      progress(`waiting for ${lingering.length} retiring worker(s) of generation ${[...new Set(lingering.map((w) => w.generation.n))].join(', ')} to finish first`);
+      await Promise.all(lingering.map((w) => w.exited));
+      if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
+    }
     progress(`starting generation ${gen.n} (${cfg.workers} workers)`);
     const prevListeners = this.listeners;
     this.listeners = [...keep, ...added];
@@ -420,13 +428,15 @@ export class Master {
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await drainAndClose(added, ready, { native: this.native, log: this.log, capMs: this.cfg.drainCap });
       for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
-      this.enter({ s: 'serving', since: Date.now() });
+      if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
       return this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
     };
     const failure = await this.awaitReady(fresh, cfg.readyTimeout);
+    if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
     progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s`);
     const soakFailure = await this.soak(fresh, cfg.reloadSoak);
+    if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (soakFailure) return rollback(`generation ${gen.n}: ${soakFailure}`);
 
     // commit
@@ -443,6 +453,7 @@ export class Master {
     }
     for (const w of old) this.retire(w, 'reload');
     this.totals.reloads++;
+    if (this.interrupted()) return { type: 'result', ok: true, message: `reloaded to generation ${gen.n}, then stopped` };
     observeReload(this, Date.now() - t0);
     this.enter({ s: 'serving', since: Date.now() });
     const message = `reloaded: generation ${gen.n} serving (${fresh.length} workers), generation ${from} retiring (${oldCount} workers)` +
@@ -474,6 +485,11 @@ export class Master {
       else progress(`rolling: ${slot + 1}/${want} workers of generation ${gen.n} ready`);
     }
     return problem;
+  }
+
+  /** A stop began while a reload awaited something: the stop owns the workers now. */
+  private interrupted(): boolean {
+    return this.state.s !== 'reloading';
   }
 
   private reloadFailed(why: string): Result {

@@ -97,6 +97,7 @@ class Worker {
       this.server.prependListener('upgrade', (req: http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
     }
     await this.allListeners();
+    if (this.retireStarted) return; // told to retire while loading: never take traffic
     for (const l of this.listeners.values()) this.listen(l);
     this.ready = true;
     this.send({ t: 'ready', pid: process.pid });
@@ -304,7 +305,7 @@ class Worker {
     const state = this.ready ? c.state() : 'S';
     this.send({ t: 'stats', stats: {
       requests: c.requests, bytesSent: c.bytesSent, connections: c.size, inflight: c.inflight, drained: this.drained,
-      forced: c.forced, state, stateMs: this.ready ? c.stateMs() : undefined,
+      forced: c.forced, state, stateMs: this.ready ? c.stateMs() : undefined, at: Date.now(),
       accepted: c.accepted, completed: c.completed, refused: c.refused, current: c.oldest(),
     } });
   }
