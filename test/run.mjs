@@ -1,7 +1,10 @@
-// Runs every compiled test file with node's own test runner (Node 20 has no glob in --test).
-import { readdirSync } from 'node:fs';
+// Runs every compiled test file with node's own test runner (Node 20 has no glob in --test), then
+// checks that no process the tests started is left behind: every descendant inherits a marker in
+// its environment, and any process still carrying it after the run fails the run (and is ended).
+import { readdirSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 
 const dir = new URL('../dist/test/', import.meta.url).pathname;
 const only = process.argv.slice(2);
@@ -14,5 +17,34 @@ if (files.length === 0) {
   console.error('no test files found in dist/test');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit' });
+const marker = `QUIESCE_TEST_RUN=${randomUUID()}`;
+const env = { ...process.env, QUIESCE_TEST_RUN: marker.split('=')[1] };
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit', env });
+
+function leftovers() {
+  const out = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(marker)) {
+        out.push({ pid: Number(pid), cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim() });
+      }
+    } catch { /* gone, or not ours to read */ }
+  }
+  return out;
+}
+let left = leftovers();
+for (let i = 0; i < 20 && left.length > 0; i++) {
+  // a process may be in its last milliseconds of exiting
+  spawnSync('sleep', ['0.1']);
+  left = leftovers();
+}
+if (left.length > 0) {
+  console.error(`\nthe tests left ${left.length} process(es) behind:`);
+  for (const p of left) {
+    console.error(`  ${p.pid} ${p.cmd}`);
+    try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  process.exit(1);
+}
 process.exit(r.status ?? 1);
