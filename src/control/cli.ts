@@ -135,6 +135,9 @@ async function runServer(flags: RawConfig, configPath: string | undefined): Prom
   await claimPidfile(pidfile);
   const { Master } = await import('../master/master.js');
   const master = new Master(cfg, () => loadConfig(flags, configPath), pidfile);
+  // The master must outlive its own bugs: its workers and connections depend on it.
+  process.on('uncaughtException', (err) => master.log.alert('master-error', { error: errorMessage(err), stack: err.stack?.split('\n').slice(1, 4).join(' | ') }));
+  process.on('unhandledRejection', (err) => master.log.alert('master-error', { error: errorMessage(err) }));
   try {
     await master.start();
   } catch (err) {

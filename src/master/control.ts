@@ -5,6 +5,8 @@ import { createInterface } from 'node:readline';
 import type { ControlReply, ControlRequest } from '../shared/control-protocol.js';
 import { QuiesceError } from '../shared/errors.js';
 
+const REQUEST_LINE_TIMEOUT_MS = 10_000;
+
 export type ControlHandler = (req: ControlRequest, progress: (message: string) => void) => Promise<Extract<ControlReply, { type: 'result' }>>;
 
 export class ControlServer {
@@ -33,9 +35,12 @@ export class ControlServer {
     socket.on('close', () => this.clients.delete(socket));
     socket.on('error', () => { /* a client that went away */ });
     const write = (r: ControlReply) => { if (!socket.destroyed) socket.write(JSON.stringify(r) + '\n'); };
+    // a client that never sends its request line is let go; the answer itself may take long (a stop)
+    socket.setTimeout(REQUEST_LINE_TIMEOUT_MS, () => socket.destroy());
     const rl = createInterface({ input: socket });
     rl.once('line', (line) => {
       rl.close();
+      socket.setTimeout(0);
       let req: ControlRequest;
       try {
         req = JSON.parse(line) as ControlRequest;
