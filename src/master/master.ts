@@ -341,7 +341,14 @@ export class Master {
     observeDrain(this, report.gateToCloseMs);
     this.totals.cut += report.leftAtClose;
     this.enter({ s: 'stopping', since: Date.now(), fast: this.fastRequested });
-    for (const w of live()) {
+    const ws = live();
+    this.log.notice('stop-finishing', {
+      workers: ws.length,
+      connections: ws.reduce((a, w) => a + w.stats.connections, 0),
+      inflight: ws.reduce((a, w) => a + w.stats.inflight, 0),
+      graceful_timeout_ms: this.cfg.gracefulTimeout,
+    });
+    for (const w of ws) {
       if (this.fastRequested) { this.forceAll(); break; }
       this.retire(w, 'stop');
     }
@@ -352,10 +359,15 @@ export class Master {
   private async finish(): Promise<void> {
     if (this.finishing) return;
     this.finishing = true;
+    const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
     const message = `stopped: ${d ? `drain ${d.gateToCloseMs} ms, ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced`;
-    this.log.notice('stopped', { forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0, uptime_s: Math.round((Date.now() - this.startedAt) / 1000) });
+    this.log.notice('stopped', {
+      forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0,
+      finish_ms: finishMs,
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+    });
     for (const l of this.listeners) closeHandle(l);
     removePidfile(this.pidfile);
     for (const w of this.stopWaiters) w({ type: 'result', ok: true, message, data: { forced: this.totals.forced, drain: d } });
