@@ -1,0 +1,198 @@
+/**
+ * npm run bench [-- --quick] [--rounds N] [--duration S] [--connections C] [--threads T] [--loadgen wrk|autocannon] [--only ID,ID]
+ *
+ * Throughput and latency of quiesce against node:cluster (round-robin and SCHED_NONE), same app,
+ * 2 workers each, measured side by side in one run: every scenario starts the three servers, then
+ * runs interleaved rounds (the order rotates each round) and keeps the medians. The machine is
+ * shared and noisy: the ratios are what to read, not the absolute numbers. Targets are shown, not
+ * enforced; the exit code is non-zero only when the bench itself fails.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  APPS, bareNodeRssKiB, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, quiesceWorkers, rssKiB, sleep, startCluster, startQuiesce, table, tempDir,
+  type Running, type WorkerStat,
+} from './lib.js';
+import { pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
+
+type Scenario = {
+  id: string;
+  label: string;
+  app?: string;
+  static?: boolean;
+  path: string;
+  close: boolean;
+  log: boolean;
+  /** Which target the row is held to. */
+  target: 'ka' | 'close' | 'same';
+  share?: boolean;
+};
+
+const SCENARIOS: Scenario[] = [
+  { id: 'ka', label: 'hello, keep-alive', app: 'hello.mjs', path: '/', close: false, log: false, target: 'ka', share: true },
+  { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true, log: false, target: 'close', share: true },
+  { id: 'ka-log', label: 'hello, keep-alive, access log on', app: 'hello.mjs', path: '/', close: false, log: true, target: 'ka' },
+  { id: 'close-log', label: 'hello, new connection, access log on', app: 'hello.mjs', path: '/', close: true, log: true, target: 'close' },
+  { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false, log: false, target: 'same' },
+  { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false, log: false, target: 'same' },
+  { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false, log: false, target: 'same' },
+  { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false, log: false, target: 'same' },
+];
+
+const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
+type ServerName = (typeof SERVERS)[number];
+
+async function main(): Promise<void> {
+  const f = flags(process.argv.slice(2), { quick: 'bool', rounds: 'num', duration: 'num', connections: 'num', threads: 'num', loadgen: 'str', only: 'str', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench -- [--quick] [--rounds N] [--duration S] [--connections C] [--threads T] [--loadgen wrk|autocannon] [--only ID,…]\n'); return; }
+  const quick = f.quick === true;
+  const rounds = Math.round((f.rounds as number | undefined) ?? (quick ? 1 : 3));
+  const durationS = Math.max(1, Math.round((f.duration as number | undefined) ?? (quick ? 1 : 2))); // wrk takes whole seconds
+  const warmupS = 1;
+  const connections = Math.round((f.connections as number | undefined) ?? 50);
+  const threads = Math.round((f.threads as number | undefined) ?? 1);
+  const shareMs = quick ? 700 : 1500;
+  const gen = pickLoadGen(f.loadgen as string | undefined);
+  const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
+  const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
+  if (scenarios.length === 0) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')}`);
+
+  const work = tempDir('quiesce-bench-data-');
+  const www = join(work, 'www');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(www);
+  writeFileSync(join(www, '2k.txt'), 'x'.repeat(2047) + '\n');
+  const mb = Buffer.alloc(1 << 20);
+  for (let i = 0; i < mb.length; i++) mb[i] = (i * 2654435761) >>> 24;
+  writeFileSync(join(www, '1m.bin'), mb);
+
+  const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
+  log(`${gen.name}, ${connections} connections, ${threads} thread(s), ${rounds} round(s) of ${durationS}s per server and scenario, warm-up ${warmupS}s`);
+
+  type Row = { s: Scenario; res: Record<ServerName, LoadResult[]>; rssKiB: number; anonKiB: number; rrPrimaryKiB: number; logBytes?: Record<ServerName, number>; qShare?: string; tally?: Record<ServerName, string> };
+  const rows: Row[] = [];
+  const t0 = performance.now();
+
+  for (const s of scenarios) {
+    log(`${s.id}: starting servers`);
+    const app = s.app ? join(APPS, s.app) : www;
+    const logFile = (n: string) => (s.log ? join(work, `${s.id}-${n}-access.log`) : undefined);
+    const started: Running[] = [];
+    let servers: Record<ServerName, Running>;
+    try {
+      const [q, rr, none] = await Promise.all([
+        startQuiesce({ app, accessLog: logFile('quiesce') }).then((x) => (started.push(x), x)),
+        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr') }).then((x) => (started.push(x), x)),
+        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none') }).then((x) => (started.push(x), x)),
+      ]);
+      servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none };
+    } catch (e) {
+      for (const r of started) await r.kill();
+      throw e;
+    }
+    const q = servers.quiesce;
+    let rss = rssKiB(q.pid);
+    let anon = rssAnonKiB(q.pid);
+    let rrPrimary = rssKiB(servers['cluster-RR'].pid);
+    const sampler = setInterval(() => {
+      rss = Math.max(rss, rssKiB(q.pid));
+      anon = Math.max(anon, rssAnonKiB(q.pid));
+      rrPrimary = Math.max(rrPrimary, rssKiB(servers['cluster-RR'].pid));
+    }, 100);
+    try {
+      const url = (n: ServerName) => `http://127.0.0.1:${servers[n].port}${s.path}`;
+      for (const n of SERVERS) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
+      const before = s.share ? await quiesceWorkers(q) : [];
+      const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [] } as Record<ServerName, LoadResult[]>;
+      for (let r = 0; r < rounds; r++) {
+        const order = SERVERS.map((_, i) => SERVERS[(i + r) % SERVERS.length]!);
+        for (const n of order) {
+          const x = await gen.run({ url: url(n), durationS, connections, threads, close: s.close });
+          res[n].push(x);
+          await sleep(100);
+        }
+      }
+      const row: Row = { s, res, rssKiB: 0, anonKiB: 0, rrPrimaryKiB: 0 };
+      if (s.share) {
+        const after = await quiesceWorkers(q);
+        row.qShare = shareText(after.map((w: WorkerStat) => w.requests - (before.find((b) => b.pid === w.pid)?.requests ?? 0)));
+        row.tally = {} as Record<ServerName, string>;
+        for (const n of SERVERS) row.tally[n] = shareText((await tallyPids(servers[n].port, s.close, shareMs)).values());
+      }
+      row.rssKiB = Math.max(rss, rssKiB(q.pid));
+      row.anonKiB = anon;
+      row.rrPrimaryKiB = rrPrimary;
+      if (s.log) {
+        await sleep(300); // let the last lines reach the files
+        const { statSync } = await import('node:fs');
+        const size = (n: string) => { try { return statSync(logFile(n)!).size; } catch { return 0; } };
+        row.logBytes = { quiesce: size('quiesce'), 'cluster-RR': size('rr'), 'cluster-NONE': size('none') };
+      }
+      rows.push(row);
+      const m = (n: ServerName) => fmt(median(res[n].map((x) => x.rps)));
+      log(`${s.id}: quiesce ${m('quiesce')}  RR ${m('cluster-RR')}  NONE ${m('cluster-NONE')} req/s`);
+    } finally {
+      clearInterval(sampler);
+      for (const n of SERVERS) await servers[n].kill();
+    }
+  }
+
+  // ─── the table ──────────────────────────────────────────────────────────────
+  const out: string[] = [];
+  out.push(`## quiesce vs node:cluster: throughput and latency (${new Date().toISOString()})`, '');
+  out.push(`load generator: **${gen.name}**${gen.name === 'wrk' ? ` (-t ${threads} -c ${connections}; new connection per request: -H 'Connection: close')` : ` (${connections} connections)`}; ` +
+    `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback; ${envLine()}`, '');
+  const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'p99 quiesce', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
+  const body: string[][] = [];
+  const notes: string[] = [];
+  let maxRss = 0;
+  let maxAnon = 0;
+  let maxRR = 0;
+  for (const r of rows) {
+    const rps = (n: ServerName) => median(r.res[n].map((x) => x.rps));
+    const p99 = (n: ServerName) => median(r.res[n].map((x) => x.p99Ms));
+    const better = Math.max(rps('cluster-RR'), rps('cluster-NONE'));
+    const ratio = rps('quiesce') / better;
+    const ratioRR = rps('quiesce') / rps('cluster-RR');
+    let target: string;
+    if (r.s.target === 'close') target = `>= 1.6x RR: ${ratioRR >= 1.6 ? 'met' : 'MISSED'} (${ratioRR.toFixed(2)}x RR)`;
+    else target = `>= 1.0x better cluster: ${ratio >= 1.0 ? 'met' : 'MISSED'}`;
+    maxRss = Math.max(maxRss, r.rssKiB);
+    maxAnon = Math.max(maxAnon, r.anonKiB);
+    maxRR = Math.max(maxRR, r.rrPrimaryKiB);
+    if (r.logBytes) {
+      notes.push(`${r.s.label}: access log written (warm-up included): ` + SERVERS.map((n) => `${n} ${fmt(r.logBytes![n] / 1e6, 1)} MB`).join(', '));
+    }
+    body.push([r.s.label, fmt(rps('quiesce')), fmt(rps('cluster-RR')), fmt(rps('cluster-NONE')), `${ratio.toFixed(2)}x`,
+      ms(p99('quiesce')), ms(p99('cluster-RR')), ms(p99('cluster-NONE')), `${(r.rssKiB / 1024).toFixed(1)} MB`, target]);
+    for (const n of SERVERS) {
+      const errs = r.res[n].reduce((a, x) => a + x.errors, 0);
+      const non2xx = r.res[n].reduce((a, x) => a + x.non2xx, 0);
+      if (errs || non2xx) notes.push(`${r.s.label}: ${n} had ${errs} socket errors and ${non2xx} non-2xx/3xx responses in the measured runs`);
+    }
+  }
+  for (const r of rows.filter((x) => x.tally)) {
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (client tally of x-pid)`, r.tally!.quiesce, r.tally!['cluster-RR'], r.tally!['cluster-NONE'], '—', '', '', '', '', '']);
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (quiesce status workers[].requests over the ${gen.name} runs)`, r.qShare ?? '—', '', '', '—', '', '', '', '', '']);
+  }
+  out.push(table(header, body), '');
+  const bare = await bareNodeRssKiB();
+  out.push(`- quiesce master RSS (VmRSS, peak sampled every 100 ms): max ${(maxRss / 1024).toFixed(1)} MB — target < 60 MB: ${maxRss / 1024 < 60 ? 'met' : 'MISSED'}. ` +
+    `For scale: its anonymous part (RssAnon) peaked at ${(maxAnon / 1024).toFixed(1)} MB; an idle bare \`node -e\` process is ${(bare / 1024).toFixed(1)} MB; the node:cluster RR primary peaked at ${(maxRR / 1024).toFixed(1)} MB.`);
+  out.push('- quiesce status collection is always on (no flag turns it off), so there is no "status collection off" row: every quiesce figure above includes it.');
+  out.push('- the access log rows write Combined Log Format to a file in a temp dir: quiesce through its master, node:cluster with a write stream per worker.');
+  out.push('- static rows: quiesce serves the directory itself (`quiesce DIR`), node:cluster serves it with `send`. Framework rows: the same module default-exporting the app.');
+  for (const n of notes) out.push(`- ${n}`);
+  out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+function ms(x: number): string {
+  return Number.isFinite(x) ? `${x < 10 ? x.toFixed(2) : x.toFixed(1)} ms` : '—';
+}
+
+main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
+  process.stderr.write(`bench: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  cleanupAll();
+  process.exit(1);
+});

@@ -1,0 +1,202 @@
+/**
+ * npm run bench:drain [-- --quick] [--stops N] [--burn MS] [--factor F] [--idle N] [--with-none]
+ *
+ * Graceful stop under load, side by side in one run: quiesce against a plain node:cluster server
+ * whose workers do `server.close()` on SIGTERM (bench/cluster-server.ts --close-on-term), same app
+ * (bench/apps/hello.mjs with ?burn=MS: every request burns MS of CPU). The load is an open-loop
+ * probe (`runProbe`, a new connection per request) at F times the measured capacity, so that the
+ * kernel's accept queue fills; SIGTERM goes to the master/primary 1 s into the load. Every request
+ * is classified by the probe (ok / refused / cut / ka_race / forced / timeout / other).
+ * Stops alternate between the servers (quiesce, cluster, quiesce, …). Also an idle-stop row.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runProbe, type Outcome, type ProbeResult } from '../src/probe/index.js';
+import {
+  APPS, cleanupAll, errorLogFile, envLine, flags, fmt, median, sleep, ssRecvQ, startCluster, startQuiesce, table, type Running,
+} from './lib.js';
+import { pickLoadGen } from './loadgen.js';
+
+type Kind = 'quiesce' | 'cluster-RR' | 'cluster-NONE';
+type StopRun = {
+  kind: Kind;
+  counts: Record<'ok' | 'refused' | 'cut' | 'ka_race' | 'forced' | 'timeout' | 'other', number>;
+  recvQ: number | undefined;
+  drainMs: number | undefined;
+  exitAfterSignalMs: number;
+  exitAfterLastResponseMs: number;
+  refusedWaits: number[];
+  exitCode: string;
+};
+
+const APP = join(APPS, 'hello.mjs');
+
+async function start(kind: Kind): Promise<Running> {
+  if (kind === 'quiesce') return startQuiesce({ app: APP, errorLog: true });
+  return startCluster({ app: APP, sched: kind === 'cluster-RR' ? 'rr' : 'none', closeOnTerm: true });
+}
+
+async function waitExit(s: Running, ms: number): Promise<{ at: number; code: string }> {
+  const r = await Promise.race([s.exited, sleep(ms).then(() => undefined)]);
+  if (!r) { await s.kill(); return { at: NaN, code: `killed: no exit within ${ms / 1000} s` }; }
+  await s.kill(); // reaps anything left below it (nothing, normally)
+  return { at: r.at, code: r.signal ? `signal ${r.signal}` : `code ${r.code}` };
+}
+
+async function oneStop(kind: Kind, rate: number, burnMs: number, durationS: number): Promise<StopRun> {
+  const s = await start(kind);
+  const errorLog = kind === 'quiesce' ? errorLogFile(s) : undefined;
+  await sleep(300);
+  let recvQ: number | undefined;
+  let tSig = NaN;
+  let probeStartAbs = NaN;
+  const result: ProbeResult = await runProbe({
+    target: `127.0.0.1:${s.port}`,
+    path: `/?burn=${burnMs}`,
+    rate,
+    durationS,
+    timeoutS: 10,
+    commands: [{
+      atS: 1.0,
+      run: function stop() {
+        recvQ = ssRecvQ(s.port);
+        tSig = performance.now();
+        process.kill(s.pid, 'SIGTERM');
+        return `Recv-Q ${recvQ}`;
+      },
+    }],
+  });
+  const cmd = result.commands[0];
+  // map probe time to performance.now(): the command started at started_s on the probe's clock
+  if (cmd) probeStartAbs = tSig - cmd.started_s * 1000;
+  const ex = await waitExit(s, 30_000);
+  const counts = { ok: result.ok, refused: result.refused, cut: result.cut, ka_race: result.ka_race, forced: result.forced, timeout: result.timeout, other: result.other };
+  const oks = result.outcomes.filter((o: Outcome) => o.kind === 'ok');
+  const lastOk = oks.reduce((a, o) => Math.max(a, o.endMs), -Infinity);
+  let drainMs: number | undefined;
+  if (errorLog) {
+    try {
+      const m = /drain-closed ms=(\d+)/.exec(readFileSync(errorLog, 'utf8'));
+      if (m) drainMs = Number(m[1]);
+    } catch { /* no log */ }
+  }
+  return {
+    kind, counts, recvQ, drainMs, exitCode: ex.code,
+    exitAfterSignalMs: ex.at - tSig,
+    exitAfterLastResponseMs: ex.at - (probeStartAbs + lastOk),
+    refusedWaits: result.outcomes.filter((o: Outcome) => o.kind === 'refused').map((o) => o.endMs - o.startMs),
+  };
+}
+
+async function idleStop(kind: Kind): Promise<number> {
+  const s = await start(kind);
+  await sleep(1000);
+  const t = performance.now();
+  process.kill(s.pid, 'SIGTERM');
+  const ex = await waitExit(s, 30_000);
+  return ex.at - t;
+}
+
+async function capacity(kind: Kind, burnMs: number): Promise<number> {
+  const s = await start(kind);
+  try {
+    const gen = pickLoadGen();
+    const r = await gen.run({ url: `http://127.0.0.1:${s.port}/?burn=${burnMs}`, durationS: 2, connections: 16, threads: 1, close: true });
+    return r.rps;
+  } finally {
+    await s.kill();
+  }
+}
+
+async function main(): Promise<void> {
+  const f = flags(process.argv.slice(2), { quick: 'bool', stops: 'num', burn: 'num', factor: 'num', idle: 'num', 'with-none': 'bool', rate: 'num', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:drain -- [--quick] [--stops N] [--burn MS] [--factor F] [--rate R] [--idle N] [--with-none]\n'); return; }
+  const quick = f.quick === true;
+  const stops = Math.round((f.stops as number | undefined) ?? (quick ? 3 : 20));
+  const burnMs = (f.burn as number | undefined) ?? 3;
+  const factor = (f.factor as number | undefined) ?? 1.3;
+  const idleN = Math.round((f.idle as number | undefined) ?? (quick ? 2 : 3));
+  const kinds: Kind[] = f['with-none'] ? ['quiesce', 'cluster-RR', 'cluster-NONE'] : ['quiesce', 'cluster-RR'];
+  const durationS = 2;
+  const log = (m: string) => process.stderr.write(`bench:drain: ${m}\n`);
+  const t0 = performance.now();
+
+  let rate = f.rate as number | undefined;
+  const caps: string[] = [];
+  if (rate === undefined) {
+    const c: number[] = [];
+    for (const k of kinds) { const x = await capacity(k, burnMs); c.push(x); caps.push(`${k} ${fmt(x)} req/s`); }
+    rate = Math.round(factor * Math.max(...c));
+    log(`capacity (new connection per request, ${burnMs} ms CPU each): ${caps.join(', ')}; probe rate ${rate}/s`);
+  }
+
+  const runs: StopRun[] = [];
+  for (let i = 0; i < stops; i++) {
+    const order = kinds.map((_, j) => kinds[(i + j) % kinds.length]!);
+    for (const k of order) {
+      const r = await oneStop(k, rate, burnMs, durationS);
+      runs.push(r);
+      log(`stop ${i + 1}/${stops} ${k}: ok ${r.counts.ok} refused ${r.counts.refused} cut ${r.counts.cut} timeout ${r.counts.timeout} other ${r.counts.other}` +
+        ` Recv-Q ${r.recvQ ?? '?'} drain ${r.drainMs ?? '—'} ms, exit ${fmt(r.exitAfterSignalMs)} ms after SIGTERM (${r.exitCode})`);
+    }
+  }
+  const idle: Record<string, number[]> = {};
+  for (let i = 0; i < idleN; i++) for (const k of kinds) (idle[k] ??= []).push(await idleStop(k));
+
+  const out: string[] = [];
+  out.push(`## graceful stop under load: quiesce vs node:cluster + server.close() (${new Date().toISOString()})`, '');
+  out.push(`app: bench/apps/hello.mjs, ${burnMs} ms CPU per request, 2 workers each; probe: new connection per request at ${rate}/s` +
+    (caps.length ? ` (= ${factor}x the better measured capacity: ${caps.join(', ')})` : ' (given)') +
+    `, ${durationS} s of load, SIGTERM to the master/primary at 1.0 s; ${stops} stops per server, alternating; ${envLine()}`, '');
+  const header = ['server', 'runs', 'cut (runs with cut>0)', 'refused', 'ok', 'timeout+other+ka_race+forced', 'Recv-Q at SIGTERM (median/max)',
+    'drain ms gate→close (median/max)', 'refused wait (median)', 'exit after SIGTERM (median)', 'exit after last response (median/max)', 'idle stop: exit after SIGTERM (median)'];
+  const rows: string[][] = [];
+  const summary: Record<string, { cut: number; drainMed: number; idleMed: number; lastMed: number }> = {};
+  for (const k of kinds) {
+    const rs = runs.filter((r) => r.kind === k);
+    const sum = (f2: (r: StopRun) => number) => rs.reduce((a, r) => a + f2(r), 0);
+    const qs = rs.map((r) => r.recvQ).filter((x): x is number => x !== undefined);
+    const drains = rs.map((r) => r.drainMs).filter((x): x is number => x !== undefined);
+    const waits = rs.flatMap((r) => r.refusedWaits);
+    const cut = sum((r) => r.counts.cut);
+    const last = rs.map((r) => r.exitAfterLastResponseMs);
+    summary[k] = { cut, drainMed: median(drains), idleMed: median(idle[k] ?? []), lastMed: median(last) };
+    rows.push([
+      k === 'quiesce' ? 'quiesce' : `node:cluster ${k.slice(8)} + server.close()`,
+      String(rs.length),
+      `${cut} (${rs.filter((r) => r.counts.cut > 0).length})`,
+      String(sum((r) => r.counts.refused)),
+      String(sum((r) => r.counts.ok)),
+      String(sum((r) => r.counts.timeout + r.counts.other + r.counts.ka_race + r.counts.forced)),
+      qs.length ? `${median(qs)} / ${Math.max(...qs)}` : '—',
+      drains.length ? `${fmt(median(drains))} / ${fmt(Math.max(...drains))}` : 'n/a (no gate)',
+      waits.length ? `${fmt(median(waits))} ms (${waits.length} refused)` : '—',
+      `${fmt(median(rs.map((r) => r.exitAfterSignalMs)))} ms`,
+      `${fmt(median(last))} / ${fmt(Math.max(...last))} ms`,
+      `${fmt(median(idle[k] ?? []))} ms`,
+    ]);
+  }
+  out.push(table(header, rows), '');
+  const q = summary.quiesce!;
+  const qRuns = runs.filter((r) => r.kind === 'quiesce');
+  const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
+  out.push('targets (shown, not enforced):');
+  out.push(`- quiesce 0 cut in all ${qRuns.length} stops: ${mark(q.cut === 0)} (${q.cut} cut in ${qRuns.filter((r) => r.counts.cut > 0).length} stops)`);
+  out.push(`- quiesce drain (gate → close, from \`drain-closed ms=\` in its error log) under 250 ms median: ${mark(q.drainMed < 250)} (${fmt(q.drainMed)} ms)`);
+  out.push(`- idle quiesce exits within 100 ms of SIGTERM: ${mark(q.idleMed < 100)} (median ${fmt(q.idleMed)} ms of ${idleN})`);
+  out.push(`- busy quiesce exits within 50 ms of its last response (judged on the median): ${mark(q.lastMed < 50)} (median ${fmt(q.lastMed)} ms)`);
+  const notExited = runs.filter((r) => !r.exitCode.startsWith('code'));
+  out.push('', 'notes:');
+  out.push('- "refused wait": time from a refused client\'s first SYN to its ECONNREFUSED (a SYN dropped at the gate is retransmitted after ~1 s and then refused by the closed port).');
+  out.push('- "exit after last response": from the last complete response any client received to the master\'s (primary\'s) exit, on one clock.');
+  out.push('- node:cluster RR: its primary accepts eagerly, so its kernel queue stays near empty; what it holds is in the primary\'s own list, which it closes when the last worker leaves.');
+  for (const r of notExited) out.push(`- ${r.kind}: exit ${r.exitCode}`);
+  out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
+  process.stderr.write(`bench:drain: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  cleanupAll();
+  process.exit(1);
+});

@@ -1,0 +1,318 @@
+/**
+ * Shared pieces of the benchmarks: starting quiesce and the node:cluster baseline on port 0, a
+ * registry of every process started (all ended by pid on exit, SIGINT, SIGTERM or a crash),
+ * /proc readings (RSS, process trees), statistics and markdown tables.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (this file runs from dist/bench/). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = join(ROOT, 'dist/src/cli.js');
+export const CLUSTER = join(ROOT, 'dist/bench/cluster-server.js');
+export const APPS = join(ROOT, 'bench/apps');
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ─── process registry ────────────────────────────────────────────────────────
+
+const roots = new Set<number>();
+const tempDirs = new Set<string>();
+const exitHooks: Array<() => void> = [];
+
+/** Remember a process we started: it and its descendants are killed (by pid) when we exit. */
+export function track(pid: number): void { roots.add(pid); }
+export function untrack(pid: number): void { roots.delete(pid); }
+export function onExit(fn: () => void): void { exitHooks.push(fn); }
+
+export function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+/** Kill a process and everything below it, by pid, children first seen before the parent dies. */
+export function killTree(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  const all = [...descendants(pid), pid];
+  for (const p of all) { try { process.kill(p, signal); } catch { /* gone */ } }
+}
+
+let cleaned = false;
+export function cleanupAll(): void {
+  if (cleaned) return;
+  cleaned = true;
+  for (const fn of exitHooks) { try { fn(); } catch { /* best effort */ } }
+  for (const pid of roots) killTree(pid);
+  roots.clear();
+  for (const d of tempDirs) { try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ } }
+}
+
+process.on('exit', cleanupAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    process.stderr.write(`\nbench: ${sig}, ending the processes it started\n`);
+    cleanupAll();
+    process.exit(130);
+  });
+}
+process.on('uncaughtException', (err) => {
+  process.stderr.write(`bench: ${err.stack ?? String(err)}\n`);
+  cleanupAll();
+  process.exit(1);
+});
+process.on('unhandledRejection', (err) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+  cleanupAll();
+  process.exit(1);
+});
+
+// ─── /proc ───────────────────────────────────────────────────────────────────
+
+function ppidOf(pid: string): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch { return undefined; }
+}
+
+/** All live descendants of a pid (children, grandchildren…). */
+export function descendants(root: number): number[] {
+  const kids = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const pp = ppidOf(d);
+    if (pp === undefined) continue;
+    const list = kids.get(pp) ?? [];
+    list.push(Number(d));
+    kids.set(pp, list);
+  }
+  const out: number[] = [];
+  const stack = [...(kids.get(root) ?? [])];
+  while (stack.length > 0 && out.length < 10_000) {
+    const p = stack.pop()!;
+    out.push(p);
+    stack.push(...(kids.get(p) ?? []));
+  }
+  return out;
+}
+
+export function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) if (/^\d+$/.test(d) && ppidOf(d) === ppid) out.push(Number(d));
+  return out;
+}
+
+/** VmRSS of a process in KiB (0 when gone). */
+export function rssKiB(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+/** RssAnon of a process in KiB (0 when gone). */
+export function rssAnonKiB(pid: number): number {
+  try {
+    const m = /RssAnon:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+/** VmRSS of an idle bare `node` process (for scale), KiB. */
+export async function bareNodeRssKiB(): Promise<number> {
+  const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 3000)'], { stdio: 'ignore' });
+  track(p.pid!);
+  await sleep(1000);
+  const kib = rssKiB(p.pid!);
+  killTree(p.pid!);
+  untrack(p.pid!);
+  return kib;
+}
+
+/** Sum of VmRSS of a process and its descendants, KiB. */
+export function treeRssKiB(pid: number): number {
+  return [pid, ...descendants(pid)].reduce((a, p) => a + rssKiB(p), 0);
+}
+
+export function alive(pid: number): boolean {
+  try { process.kill(pid, 0); } catch { return false; }
+  try { return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); } catch { return false; }
+}
+
+/** Recv-Q (accept queue length) of the LISTEN socket on a port, from `ss -ltn`. */
+export function ssRecvQ(port: number): number | undefined {
+  try {
+    const out = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8', timeout: 2_000 });
+    const line = out.split('\n').find((l) => l.startsWith('LISTEN'));
+    return line ? Number(line.trim().split(/\s+/)[1]) : undefined;
+  } catch { return undefined; }
+}
+
+// ─── servers ─────────────────────────────────────────────────────────────────
+
+export type Running = {
+  name: string;
+  proc: ChildProcess;
+  pid: number;
+  port: number;
+  address: string;
+  dir: string;
+  pidfile: string;
+  out: () => string;
+  err: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  /** Kill the whole tree by pid (SIGKILL) and wait for the root. */
+  kill: () => Promise<void>;
+};
+
+function launch(name: string, args: string[], dir: string, pidfile: string, ready: RegExp, addr: RegExp, env?: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Running> {
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  track(proc.pid!);
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.length > 1_000_000) out = out.slice(-100_000); });
+  proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); if (err.length > 1_000_000) err = err.slice(-100_000); });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) =>
+    proc.once('exit', (code, signal) => { r({ code, signal, at: performance.now() }); }));
+  const r: Running = {
+    name, proc, pid: proc.pid!, port: 0, address: '', dir, pidfile, out: () => out, err: () => err, exited,
+    kill: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) killTree(proc.pid!);
+      await exited;
+      for (const p of descendants(proc.pid!)) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+      untrack(proc.pid!);
+    },
+  };
+  return (async () => {
+    const deadline = Date.now() + timeoutMs;
+    let done = false;
+    void exited.then(() => { done = true; });
+    for (;;) {
+      const m = ready.test(out) ? addr.exec(out) : null;
+      if (m) { r.address = m[1]!; break; }
+      if (done) throw new Error(`${name} exited before it was ready:\n${out}\n${err}`);
+      if (Date.now() > deadline) { await r.kill(); throw new Error(`${name} not ready within ${timeoutMs} ms:\n${out}\n${err}`); }
+      await sleep(15);
+    }
+    r.port = Number(/:(\d+)$/.exec(r.address)![1]);
+    return r;
+  })();
+}
+
+export type QuiesceOptions = { app: string; workers?: number; accessLog?: string; /** A file, or true: error.log in the instance's temp dir (`errorLogFile(r)`). */
+  errorLog?: string | true; extra?: string[]; env?: NodeJS.ProcessEnv };
+
+/** `quiesce APP --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers N --pidfile P`; resolves once ready. */
+export async function startQuiesce(o: QuiesceOptions): Promise<Running> {
+  const dir = tempDir('quiesce-bench-');
+  const pidfile = join(dir, 'quiesce.pid');
+  const args = [CLI, o.app, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--workers', String(o.workers ?? 2),
+    '--pidfile', pidfile, '--access-log', o.accessLog ?? 'off', ...(o.errorLog ? ['--error-log', o.errorLog === true ? join(dir, 'error.log') : o.errorLog] : []), ...(o.extra ?? [])];
+  try {
+    return await launch('quiesce', args, dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+  } catch (e) {
+    // others rebuild dist/ in the same tree: a start may read a half-written file. Retry once.
+    process.stderr.write(`bench: quiesce failed to start, retrying once in 2 s: ${e instanceof Error ? e.message.split('\n').slice(0, 3).join(' ') : e}\n`);
+    await sleep(2000);
+    rmSync(pidfile, { force: true });
+    return launch('quiesce', args, dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+  }
+}
+
+export const errorLogFile = (r: Running): string => join(r.dir, 'error.log');
+
+export type ClusterOptions = { app?: string; static?: string; sched: 'rr' | 'none'; workers?: number; accessLog?: string; closeOnTerm?: boolean };
+
+export async function startCluster(o: ClusterOptions): Promise<Running> {
+  const dir = tempDir('cluster-bench-');
+  const args = [CLUSTER, ...(o.app ? ['--app', o.app] : []), ...(o.static ? ['--static', o.static] : []), '--sched', o.sched,
+    '--workers', String(o.workers ?? 2), '--listen', '127.0.0.1:0', ...(o.accessLog ? ['--access-log', o.accessLog] : []),
+    ...(o.closeOnTerm ? ['--close-on-term'] : [])];
+  return launch(`cluster-${o.sched}`, args, dir, '', /cluster: listening /, /cluster: listening on http:\/\/(\S+)/);
+}
+
+/** Run the quiesce CLI (a verb against an instance); bounded in time. */
+export function quiesceCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  return runCmd(process.execPath, [CLI, ...args], timeoutMs);
+}
+
+export function runCmd(cmd: string, args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    track(p.pid!);
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const t = setTimeout(() => killTree(p.pid!), timeoutMs);
+    p.on('error', (e) => { stderr += e.message; });
+    p.on('close', (code) => { clearTimeout(t); untrack(p.pid!); resolve({ code, stdout, stderr, ms: performance.now() - t0 }); });
+  });
+}
+
+export type WorkerStat = { pid: number; generation: number; requests: number };
+
+export async function quiesceWorkers(s: Running): Promise<WorkerStat[]> {
+  const r = await quiesceCli(['status', '--json', '--pidfile', s.pidfile], 15_000);
+  if (r.code !== 0) throw new Error(`quiesce status failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { workers: WorkerStat[] }).workers;
+}
+
+// ─── numbers and tables ──────────────────────────────────────────────────────
+
+export function median(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+/** Nearest-rank percentile (p in 0..100). */
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.max(0, Math.ceil((p / 100) * v.length) - 1))]!;
+}
+
+export function fmt(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return '—';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function table(header: string[], rows: string[][]): string {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => (c ?? '').padEnd(w[i]!)).join(' | ') + ' |';
+  return [line(header), '|' + w.map((x) => '-'.repeat(x + 2)).join('|') + '|', ...rows.map(line)].join('\n');
+}
+
+/** Tiny flag parser: `--name value`, `--flag`; unknown flags are an error. */
+export function flags(argv: string[], spec: Record<string, 'bool' | 'num' | 'str'>): Record<string, string | number | boolean | undefined> {
+  const out: Record<string, string | number | boolean | undefined> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--([\w-]+)(?:=(.*))?$/.exec(a);
+    if (!m || !(m[1]! in spec)) throw new Error(`unknown argument ${a}; flags: ${Object.keys(spec).map((k) => '--' + k).join(' ')}`);
+    const kind = spec[m[1]!]!;
+    if (kind === 'bool') { out[m[1]!] = true; continue; }
+    const v = m[2] ?? argv[++i];
+    if (v === undefined) throw new Error(`${a} wants a value`);
+    if (kind === 'num') {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a}: want a positive number, got ${v}`);
+      out[m[1]!] = n;
+    } else out[m[1]!] = v;
+  }
+  return out;
+}
+
+export function envLine(): string {
+  let cpu = '';
+  try { cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? ''; } catch { /* */ }
+  let load = '';
+  try { load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '); } catch { /* */ }
+  return `node ${process.version}, ${cpu || 'cpu ?'}, ${readdirSync('/sys/devices/system/cpu').filter((d) => /^cpu\d+$/.test(d)).length} cpus, load avg ${load}`;
+}

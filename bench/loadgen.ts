@@ -1,0 +1,102 @@
+/**
+ * Load generators for the throughput bench: wrk when it is installed (new connection per request:
+ * `-H 'Connection: close'`), else autocannon in-process; and a small Node client that tallies the
+ * x-pid response header (each worker's share).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import http from 'node:http';
+import { killTree, track, untrack } from './lib.js';
+
+export type LoadResult = { rps: number; p99Ms: number; p50Ms: number; requests: number; errors: number; non2xx: number };
+export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean };
+export type LoadGen = { name: string; run: (o: LoadOptions) => Promise<LoadResult> };
+
+export function hasWrk(): boolean {
+  try { execFileSync('wrk', ['--version'], { stdio: 'ignore', timeout: 5_000 }); return true; } catch (e) {
+    // wrk --version exits 1 after printing its banner; only ENOENT means it is absent
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
+export function pickLoadGen(forced?: string): LoadGen {
+  const which = forced ?? (hasWrk() ? 'wrk' : 'autocannon');
+  if (which === 'wrk') return { name: 'wrk', run: runWrk };
+  if (which === 'autocannon') return { name: 'autocannon', run: runAutocannon };
+  throw new Error(`--loadgen: wrk or autocannon, got ${which}`);
+}
+
+const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+function wrkTime(s: string | undefined): number {
+  const m = /^([\d.]+)(us|ms|s|m|h)$/.exec(s ?? '');
+  return m ? Number(m[1]) * UNIT_MS[m[2]!]! : NaN;
+}
+
+function runWrk(o: LoadOptions): Promise<LoadResult> {
+  const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--latency', '--timeout', '5s',
+    ...(o.close ? ['-H', 'Connection: close'] : []), o.url];
+  return new Promise((resolve, reject) => {
+    const p = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(p.pid!);
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const t = setTimeout(() => killTree(p.pid!), (o.durationS + 30) * 1000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      untrack(p.pid!);
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+      if (code !== 0 || !Number.isFinite(rps)) { reject(new Error(`wrk ${args.join(' ')} failed (code ${code}): ${out}\n${err}`)); return; }
+      const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      resolve({
+        rps,
+        p50Ms: wrkTime(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+        p99Ms: wrkTime(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
+        requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+        errors: sock ? sock.slice(1).reduce((a, x) => a + Number(x), 0) : 0,
+        non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+      });
+    });
+  });
+}
+
+async function runAutocannon(o: LoadOptions): Promise<LoadResult> {
+  const { default: autocannon } = await import('autocannon');
+  const r = await autocannon({ url: o.url, connections: o.connections, duration: o.durationS, headers: o.close ? { connection: 'close' } : {} });
+  return { rps: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, requests: r.requests.total, errors: r.errors + r.timeouts, non2xx: r.non2xx };
+}
+
+/**
+ * Each worker's share, tallied client side from the x-pid header: `concurrency` loops sending one
+ * request after another for `ms` (keep-alive agent, or a new connection per request).
+ */
+export async function tallyPids(port: number, close: boolean, ms: number, concurrency = 16): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const agent = close ? undefined : new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const deadline = performance.now() + ms;
+  const one = () => new Promise<void>((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', agent: agent ?? false, headers: close ? { connection: 'close' } : {} }, (res) => {
+      const pid = String(res.headers['x-pid'] ?? '?');
+      res.resume();
+      res.on('end', () => { counts.set(pid, (counts.get(pid) ?? 0) + 1); resolve(); });
+      res.on('error', () => resolve());
+    });
+    req.setTimeout(5_000, () => req.destroy());
+    req.on('error', () => resolve());
+    req.end();
+  });
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    for (let i = 0; i < 1_000_000 && performance.now() < deadline; i++) await one();
+  }));
+  agent?.destroy();
+  return counts;
+}
+
+/** "52% / 48%" (largest first) from per-worker counts. */
+export function shareText(counts: Iterable<number>): string {
+  const v = [...counts].filter((x) => x > 0).sort((a, b) => b - a);
+  const total = v.reduce((a, b) => a + b, 0);
+  if (total === 0) return '—';
+  return v.map((x) => `${Math.round((100 * x) / total)}%`).join(' / ');
+}
