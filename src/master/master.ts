@@ -16,7 +16,7 @@ import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
 import { writePidfile, removePidfile } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
-import { resolveAppSpec } from '../worker/app.js';
+import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot } from './status/index.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
