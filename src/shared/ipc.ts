@@ -67,6 +67,8 @@ export type WorkerStats = {
   state: WorkerState;
   /** How long the worker has shown `state` (ms, at the 500 ms resolution of the reports). */
   stateMs?: number;
+  /** The worker's clock (Date.now()) when it made this report: the master ages stateMs and current by it. */
+  at?: number;
   /** Connections accepted (every path: libuv, drain-accept, handed over by the master). */
   accepted?: number;
   /** Responses sent in full. */

@@ -62,29 +62,28 @@ export function renderPage(s: StatusSnapshot, url: URL): string {
   for (const w of s.workers) byGen.set(w.generation, [...(byGen.get(w.generation) ?? []), w]);
   const board = [...byGen.entries()].map(([g, ws]) => {
     const info = s.generationInfo.find((x) => x.n === g);
-    const tag = info?.current ? 'serving' : info && info.retiring > 0 ? 'retiring' : info && info.starting > 0 ? 'starting' : '';
+    const tag = info ? genTag(s, info) : '';
     const cells = ws.map((w) => `<span class="cell k-${CLS[w.state] ?? 'open'}" title="${esc(`slot ${w.slot}${w.pid ? ` · pid ${w.pid}` : ''} · ${NAME[w.state] ?? w.state}`)}">${esc(w.state)}</span>`).join('');
-    return `<div class="genrow"><div class="gen">gen ${esc(g)}${tag ? ` <span class="tag">${esc(tag)}</span>` : ''}</div><div class="cells">${cells}</div></div>`;
+    return `<div class="genrow"><div class="gen">gen ${esc(g)}${tag ? ` <span class="tag gt-${esc(tag)}">${esc(tag)}</span>` : ''}</div><div class="cells">${cells}</div></div>`;
   }).join('');
   const legend = STATES.map((st) => `<span class="key"><span class="cell small k-${CLS[st.key]}">${esc(st.key)}</span>${esc(st.doc)}</span>`).join('');
 
   const rows = s.workers.map((w) => {
-    const cur = w.current ? `<code>${esc(w.current.method)} ${esc(w.current.path)}</code> <span class="dim">${esc(fmtDuration(w.current.sinceMs))}</span>` : '<span class="dim">–</span>';
+    const cur = w.current ? `<code title="${esc(`${w.current.method} ${w.current.path}`)}">${esc(w.current.method)} ${esc(w.current.path)}</code> <span class="dim">${esc(fmtDuration(w.current.sinceMs))}</span>` : '<span class="dim">–</span>';
     const dash = '<span class="dim">–</span>';
     return `<tr${w.pid === null ? ' class="openrow"' : ''}>` +
       `<td class="num">${esc(w.slot)}</td><td class="num">${esc(w.generation)}</td><td class="num">${w.pid === null ? dash : esc(w.pid)}</td>` +
-      `<td><span class="cell small k-${CLS[w.state] ?? 'open'}">${esc(w.state)}</span> <span class="dim">${esc(fmtDuration(w.stateMs))}</span></td>` +
-      `<td>${esc(w.phase)}${w.retireReason ? ` <span class="dim">(${esc(w.retireReason)}${w.retiringMs !== undefined ? `, ${esc(fmtDuration(w.retiringMs))}` : ''})</span>` : ''}</td>` +
+      `<td><span class="cell small k-${CLS[w.state] ?? 'open'}">${esc(w.state)}</span>${w.pid === null ? '' : ` <span class="dim">${esc(fmtDuration(w.stateMs))}</span>`}</td>` +
+      `<td>${esc(w.phase)}${w.retireReason ? ` <span class="dim"${w.retiringMs !== undefined ? ` title="for ${esc(fmtDuration(w.retiringMs))}"` : ''}>· ${esc(w.retireReason)}</span>` : ''}</td>` +
       `<td class="num">${esc(fmtInt(w.requests))}</td><td class="num">${esc(fmtBytes(w.bytesSent))}</td>` +
-      `<td class="num">${esc(w.connections)}</td><td class="num">${esc(w.inflight)}</td><td class="req">${cur}</td>` +
+      `<td class="num">${esc(w.connections)}<span class="dim"> / ${esc(w.inflight)}</span></td><td class="req">${cur}</td>` +
       `<td class="num">${w.rssBytes === null ? dash : esc(fmtBytes(w.rssBytes))}</td>` +
-      `<td class="num">${w.cpuPercent === null ? dash : `${esc(w.cpuPercent.toFixed(1))}%`}</td>` +
-      `<td class="num">${w.cpuSeconds === null ? dash : `${esc(w.cpuSeconds.toFixed(2))} s`}</td>` +
+      `<td class="num">${w.cpuPercent === null ? dash : `${esc(w.cpuPercent.toFixed(1))}%`}${w.cpuSeconds === null ? '' : ` <span class="dim">${esc(w.cpuSeconds.toFixed(2))} s</span>`}</td>` +
       `<td class="num">${w.pid === null ? dash : esc(fmtDuration(w.ageMs))}</td></tr>`;
   }).join('');
 
   const gens = s.generationInfo.map((g) => `<tr><td class="num">${esc(g.n)}</td>` +
-    `<td>${g.current ? '<span class="badge st-serving">serving</span>' : g.retiring > 0 ? '<span class="badge st-draining">retiring</span>' : g.starting > 0 ? '<span class="badge st-reloading">starting</span>' : '<span class="dim">–</span>'}</td>` +
+    `<td>${genTag(s, g) ? `<span class="badge gt-${esc(genTag(s, g))}">${esc(genTag(s, g))}</span>` : '<span class="dim">–</span>'}</td>` +
     `<td class="num">${esc(g.ready)}<span class="dim"> / ${esc(g.workers)}</span></td><td class="num">${esc(g.retiring)}</td>` +
     `<td class="num">${esc(fmtInt(g.requests))}</td><td class="num">${esc(g.connections)}</td><td class="num">${esc(g.inflight)}</td>` +
     `<td class="num">${esc(fmtDuration(g.ageMs))}</td></tr>`).join('');
@@ -121,13 +120,13 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
   <h2>Scoreboard <code class="raw" title="the scoreboard as mod_status prints it">${esc(s.scoreboard)}</code></h2>
   <div class="board">${board || '<span class="dim">no worker</span>'}</div>
   <div class="legend">${legend}</div>
-  <p class="summary">${esc(s.counts.busy)} busy · ${esc(s.counts.idle)} idle · ${esc(s.counts.processes)} processes</p>
+  <p class="summary">${esc(s.counts.busy)} busy · ${esc(s.counts.idle)} idle · ${esc(s.counts.processes)} process${s.counts.processes === 1 ? '' : 'es'}</p>
 </section>
 <section class="panel">
   <h2>Workers</h2>
   <div class="scroll"><table class="workers">
-    <thead><tr><th class="num">Slot</th><th class="num">Gen</th><th class="num">PID</th><th>State</th><th>Phase</th><th class="num">Requests</th><th class="num">Sent</th><th class="num">Conns</th><th class="num">In flight</th><th>Current request</th><th class="num">RSS</th><th class="num">CPU</th><th class="num">CPU time</th><th class="num">Age</th></tr></thead>
-    <tbody>${rows || '<tr><td colspan="14" class="dim">no worker</td></tr>'}</tbody>
+    <thead><tr><th class="num">Slot</th><th class="num">Gen</th><th class="num">PID</th><th>State</th><th>Phase</th><th class="num">Requests</th><th class="num">Sent</th><th class="num" title="open connections / requests in flight">Conns</th><th>Current request</th><th class="num">RSS</th><th class="num" title="since the last look, and in total">CPU</th><th class="num">Age</th></tr></thead>
+    <tbody>${rows || '<tr><td colspan="12" class="dim">no worker</td></tr>'}</tbody>
   </table></div>
 </section>
 <div class="twocol">
@@ -138,7 +137,7 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
 </section>
 <section class="panel">
   <h2>Listeners</h2>
-  <div class="scroll"><table><thead><tr><th>Address</th><th>Kind</th><th>State</th><th class="num">Accept queue</th><th class="num">Half-open</th></tr></thead>
+  <div class="scroll"><table><thead><tr><th>Address</th><th>Kind</th><th>State</th><th class="num">Queue</th><th class="num">Half-open</th></tr></thead>
   <tbody>${listeners || '<tr><td colspan="5" class="dim">none</td></tr>'}</tbody></table></div>
 </section>
 </div>
@@ -171,6 +170,15 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
 `;
 }
 
+/** What a generation is doing, in one word (shown beside it). */
+function genTag(s: StatusSnapshot, g: StatusSnapshot['generationInfo'][number]): string {
+  if (s.state === 'draining' || s.state === 'stopping') return 'stopping';
+  if (g.current) return s.state === 'reloading' ? 'starting' : 'serving';
+  if (g.retiring > 0) return 'retiring';
+  if (s.state === 'reloading' && g.n === s.generation) return 'serving';
+  return g.starting > 0 ? 'starting' : '';
+}
+
 function progressBlock(p: ProgressView): string {
   const pct = p.timeoutMs > 0 ? Math.min(100, (p.elapsedMs / p.timeoutMs) * 100) : 100;
   const title: Record<ProgressView['kind'], string> = { drain: 'Stopping: draining', stop: 'Stopping: workers finishing', reload: 'Reloading', retire: 'Retiring' };
@@ -178,7 +186,7 @@ function progressBlock(p: ProgressView): string {
   return `<div class="progress k-${esc(p.kind)}">
   <div class="ptitle"><strong>${esc(title[p.kind])}</strong> <span class="dim">${esc(p.phase)}${esc(gens)}</span><span class="elapsed">${esc(fmtDuration(p.elapsedMs))} <span class="dim">of ${esc(fmtDuration(p.timeoutMs))}</span></span></div>
   <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${esc(Math.round(pct))}"><span style="width:${esc(pct.toFixed(1))}%"></span></div>
-  <div class="pfigs"><span><b>${esc(p.connectionsLeft)}</b> connections left</span><span><b>${esc(p.inflightLeft)}</b> in flight</span><span><b>${esc(p.workersLeft)}</b> workers</span><span><b>${esc(p.queued)}</b> queued</span></div>
+  <div class="pfigs"><span><b>${esc(p.connectionsLeft)}</b> connection${p.connectionsLeft === 1 ? '' : 's'} left</span><span><b>${esc(p.inflightLeft)}</b> in flight</span><span><b>${esc(p.workersLeft)}</b> worker${p.workersLeft === 1 ? '' : 's'}</span><span><b>${esc(p.queued)}</b> queued</span></div>
 </div>`;
 }
 
@@ -214,6 +222,7 @@ main{padding:22px 28px;display:flex;flex-direction:column;gap:18px;max-width:140
 .st-serving,.ls-open{background:#e3f5ea;color:#1f7a45}.st-reloading{background:#e4ebff;color:#2f4fc4}
 .st-draining,.ls-gated{background:#fff1d6;color:#955800}.st-stopping{background:#ffe3e0;color:#b3261e}
 .st-starting,.st-stopped,.ls-closed{background:#eceef2;color:#5b6272}
+.gt-serving{background:#e3f5ea;color:#1f7a45}.gt-starting{background:#e4ebff;color:#2f4fc4}.gt-retiring{background:#f3e5f8;color:#7b1fa2}.gt-stopping{background:#ffe3e0;color:#b3261e}
 .panel{background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:14px 18px}
 h2{margin:0 0 12px;font-size:15px;font-weight:650;display:flex;align-items:center;gap:12px;flex-wrap:wrap}
 .raw{font-size:13px;font-weight:500;background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:2px 8px;letter-spacing:.15em}
@@ -221,6 +230,7 @@ h2{margin:0 0 12px;font-size:15px;font-weight:650;display:flex;align-items:cente
 .genrow{display:flex;align-items:center;gap:12px}
 .gen{min-width:130px;color:var(--dim);font-size:13px}
 .tag{font-size:11px;padding:1px 7px;border-radius:999px;background:var(--bg);border:1px solid var(--line);margin-left:4px}
+.tag.gt-serving,.tag.gt-starting,.tag.gt-retiring,.tag.gt-stopping{border-color:transparent}
 .cells{display:flex;flex-wrap:wrap;gap:4px}
 .cell{display:inline-grid;place-items:center;width:30px;height:30px;border-radius:7px;font-weight:700;font-size:16px;border:1px solid transparent}
 .cell.small{width:22px;height:22px;font-size:13px;border-radius:5px;vertical-align:middle}
@@ -239,10 +249,11 @@ td{padding:7px 9px;border-bottom:1px solid var(--line);white-space:nowrap}
 tbody tr:last-child td{border-bottom:none}
 tbody tr:hover{background:var(--bg)}
 th.num,.num{text-align:right}
-.req code{font-size:12.5px;max-width:360px;overflow:hidden;text-overflow:ellipsis;display:inline-block;vertical-align:bottom}
+.req code{font-size:12.5px;max-width:220px;overflow:hidden;text-overflow:ellipsis;display:inline-block;vertical-align:bottom}
 .openrow td{color:var(--dim)}
 .dim{color:var(--dim)}.ok{color:var(--ok);font-weight:600}.bad{color:var(--bad);font-weight:700}
-.twocol{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:18px}
+.twocol{display:grid;grid-template-columns:minmax(0,1.2fr) minmax(0,1fr);gap:18px}
+@media (max-width:1000px){.twocol{grid-template-columns:minmax(0,1fr)}}
 .facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px 18px;margin:0}
 .facts div{border-left:3px solid var(--line);padding-left:10px}
 .facts dt{font-size:11.5px;color:var(--dim);text-transform:uppercase;letter-spacing:.05em}

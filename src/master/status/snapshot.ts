@@ -51,7 +51,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
   if (master.generation && master.state.s !== 'starting') {
     const size = master.generation.boot.config.workers;
     for (let slot = 0; slot < size; slot++) {
-      if (live.some((w) => w.generation.n === serving && w.slot === slot && w.phase !== 'retiring')) continue;
+      if (live.some((w) => w.generation.n === serving && w.slot === slot)) continue;
       slots.push(openSlot(slot, serving));
     }
     slots.sort((a, b) => a.generation - b.generation || a.slot - b.slot || (a.pid === null ? 1 : 0) - (b.pid === null ? 1 : 0));
@@ -116,16 +116,19 @@ function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
   // the master knows some states before the worker's next report does
   let state: WorkerState = s.state;
   if (w.phase === 'starting') state = 'S';
+  else if (w.phase === 'ready' && state === 'S') state = '_'; // ready, but its first report is not in yet
   else if (w.phase === 'retiring' && state !== 'G' && state !== 'I') state = 'G';
   const proc = readProc(w.pid);
   const ageMs = now - w.startedAt;
+  // figures are up to 500 ms old: age the durations by the report's age
+  const late = s.at !== undefined ? Math.max(0, Math.min(now - s.at, 5_000)) : 0;
   return {
     slot: w.slot, pid: w.pid, generation: w.generation.n, phase: w.phase, retireReason: w.retireReason,
-    state, stateMs: s.stateMs ?? ageMs, ageMs,
+    state, stateMs: state === s.state && s.stateMs !== undefined ? Math.min(ageMs, s.stateMs + late) : w.phase === 'retiring' ? now - w.retireStartedAt : ageMs, ageMs,
     retiringMs: w.phase === 'retiring' ? now - w.retireStartedAt : undefined,
     requests: s.requests, bytesSent: s.bytesSent, accepted: s.accepted ?? 0, completed: s.completed ?? 0, refused: s.refused ?? 0,
     connections: s.connections, inflight: s.inflight, drained: s.drained, forced: s.forced,
-    current: s.current,
+    current: s.current && { ...s.current, sinceMs: s.current.sinceMs + late },
     rssBytes: proc?.rssBytes ?? null,
     cpuSeconds: proc?.cpuSeconds ?? null,
     cpuPercent: proc ? cpu.percent(w.pid, proc, ageMs, now) : null,

@@ -1,0 +1,104 @@
+/**
+ * /server-status in a real browser (Debian's chromium through playwright-core): the page shows the
+ * states this test creates — a slow request as W, a reload's new generation beside the old one
+ * finishing as G, a stop's drain as G with its progress. Screenshots go to test-artifacts/.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { startServer, cleanup, get, sleep, waitFor, FIXTURES, ROOT, type Server } from './helpers/server.js';
+import type { StatusSnapshot } from '../src/master/status/types.js';
+
+const HOLD_APP = join(FIXTURES, 'status/hold-app.mjs');
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+
+async function json(s: Server): Promise<StatusSnapshot> {
+  return JSON.parse((await get(s.admin, '/server-status?json')).body) as StatusSnapshot;
+}
+
+/** Load the page and return what a reader sees: the raw scoreboard, the state badge, the generation card, the workers table. */
+async function look(page: Page, s: Server, shot: string): Promise<{ scoreboard: string; state: string; generation: string; table: string; body: string }> {
+  const res = await page.goto(`http://${s.admin}/server-status?refresh=30`);
+  assert.equal(res?.status(), 200);
+  await page.screenshot({ path: join(ARTIFACTS, shot), fullPage: true });
+  const card = (label: string) => page.locator('.card', { has: page.locator('.label', { hasText: new RegExp(`^${label}$`) }) }).locator('.value').innerText();
+  return {
+    scoreboard: await page.locator('h2 code.raw').innerText(),
+    state: await card('State'),
+    generation: await card('Generation'),
+    table: await page.locator('table.workers').innerText(),
+    body: await page.locator('body').innerText(),
+  };
+}
+
+test('the status page in chromium: W for a slow request, the new generation after a reload, G during a stop', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
+  const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '15'] });
+  let ctx: BrowserContext | undefined;
+  try {
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1280, height: 900 },
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const page = ctx.pages()[0] ?? await ctx.newPage();
+
+    // 1. a slow request in flight: W, with the request in the table
+    // requests the app holds until the test releases them (a file appears)
+    const release = (name: string) => writeFileSync(join(s.dir, name), '');
+    const holdPath = (name: string) => `/?hold=${encodeURIComponent(join(s.dir, name))}`;
+    const first = get(s.address, holdPath('release-1'));
+    first.catch(() => undefined); // awaited below; a failing assertion must not turn it into an unhandled rejection
+    await waitFor(async () => (await json(s)).scoreboard.includes('W'), 3000, 'a W in the scoreboard');
+    const busy = await look(page, s, 'status-busy.png');
+    assert.match(busy.scoreboard, /^(W_|_W)$/);
+    assert.match(busy.state, /^serving/);
+    assert.equal(busy.generation, '1');
+    assert.match(busy.table, /GET \/\?hold=%2F/);
+    assert.match(await page.locator('meta[http-equiv="refresh"]').getAttribute('content') ?? '', /^30$/);
+
+    // 2. `quiesce reload`: generation 2 serves, generation 1's busy worker finishes as G
+    const r = await s.cli('reload');
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(async () => (await json(s)).scoreboard === 'G__', 3000, 'the idle worker of generation 1 to exit');
+    const reloaded = await look(page, s, 'status-reload.png');
+    assert.equal(reloaded.generation, '2');
+    assert.equal(reloaded.scoreboard, 'G__');
+    assert.match(reloaded.body, /gen 1\s*retiring/);
+    assert.match(reloaded.body, /gen 2\s*serving/);
+    assert.match(reloaded.body, /Retiring\s+finishing · generation 1/);
+
+    // 3. a stop with a slow request still running on generation 2: the drain shows G and its progress
+    const second = get(s.address, holdPath('release-2'));
+    second.catch(() => undefined);
+    const busy2 = (await waitFor(async () => (await json(s)).workers.find((w) => w.generation === 2 && w.state === 'W'), 3000, 'a W in generation 2'))!;
+    const stop = s.cli('stop');
+    stop.catch(() => undefined);
+    await waitFor(async () => (await json(s)).state === 'stopping', 3000, 'the stop to reach its workers');
+    await sleep(600); // a stats report or two: the workers say G themselves
+    const draining = await look(page, s, 'status-drain.png');
+    assert.match(draining.state, /^stopping/);
+    // generation 1's and generation 2's busy workers finish as G; generation 2's idle one has gone: an open slot
+    assert.match(draining.scoreboard, /^G(G\.|\.G)$/);
+    assert.match(draining.table, new RegExp(`\\b${busy2.pid}\\s+G\\b`));
+    assert.match(draining.body, /Stopping: workers finishing/);
+    assert.match(draining.body, /2\s*connections left/);
+
+    release('release-1');
+    release('release-2');
+    assert.equal((await first).status, 200);
+    assert.equal((await second).status, 200);
+    assert.equal((await stop).code, 0);
+    await s.exited;
+  } finally {
+    await ctx?.close().catch(() => undefined);
+    rmSync(profile, { recursive: true, force: true });
+    await cleanup(s);
+  }
+});
