@@ -17,7 +17,7 @@ import { ControlServer } from './control.js';
 import { writePidfile, removePidfile } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app-spec.js';
-import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot } from './status/index.js';
+import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -55,8 +55,8 @@ export class Master {
   private stopSignal?: { signal: string; at: number };
   private queuedReload?: Promise<Result>;
   private running: Promise<unknown> = Promise.resolve();
-  /** Requests counted by workers that have exited (the live ones report their own). */
-  private requestsOfExited = 0;
+  /** Figures of workers that have exited (the live ones report their own): totals survive reloads. */
+  private readonly ofExited: ExitedTotals = { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0 };
 
   constructor(public cfg: Config, private readonly loadConfig: ConfigLoader, readonly pidfile: string) {
     this.errorSink = new LineSink(cfg.errorLog, process.stderr);
@@ -189,7 +189,12 @@ export class Master {
 
   private onWorkerExit(w: WorkerProc): void {
     this.workers.delete(w);
-    this.requestsOfExited += w.stats.requests;
+    const st = w.stats;
+    this.ofExited.requests += st.requests;
+    this.ofExited.bytesSent += st.bytesSent;
+    this.ofExited.accepted += st.accepted ?? 0;
+    this.ofExited.completed += st.completed ?? 0;
+    this.ofExited.refused += st.refused ?? 0;
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: w.stats.requests, forced: w.stats.forced });
@@ -546,7 +551,7 @@ export class Master {
 
   /** The scoreboard and the master's figures: see src/master/status and docs/STATUS-SCHEMA.md. */
   snapshot(): StatusSnapshot {
-    return buildSnapshot(this, { native: this.native, requestsOfExited: this.requestsOfExited });
+    return buildSnapshot(this, { native: this.native, exited: this.ofExited });
   }
 }
 

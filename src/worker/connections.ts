@@ -65,7 +65,10 @@ export class Connections {
     this.requests++;
     this.current.set(res, { method: req.method ?? '-', path: req.url ?? '-', since: Date.now() });
     if (this.retiring) res.shouldKeepAlive = false;
-    if (!conn) return;
+    if (!conn) {
+      res.once('close', () => this.current.delete(res));
+      return;
+    }
     clearTimeout(conn.idleTimer);
     conn.inflight.add(res);
     conn.served++;

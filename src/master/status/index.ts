@@ -13,15 +13,10 @@ import { PAGE_CSP, renderPage } from './page.js';
 import type { StatusSnapshot } from './types.js';
 
 export type { StatusSnapshot } from './types.js';
-export { buildSnapshot } from './snapshot.js';
-
-/** How often new workers are picked up, so their last figures count in the totals when they exit. */
-const TRACK_MS = 250;
+export { buildSnapshot, type ExitedTotals } from './snapshot.js';
 
 export function installStatus(master: Master): void {
-  const st = stateOf(master);
   const snap = (): StatusSnapshot => master.snapshot();
-  setInterval(() => st.track(master.workers), TRACK_MS).unref();
 
   master.admin.routes.set('/server-status', (_req, res, url) => {
     const s = snap();

@@ -18,7 +18,9 @@ import { fmtDuration } from './format.js';
 import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type MasterStateName, type ProgressView, type SlotView, type StatusSnapshot } from './types.js';
 
 /** What snapshot() hands over from the master's private fields. */
-export type MasterPrivate = { native: Native | undefined; requestsOfExited: number };
+/** Figures of workers that have exited, kept by the master as each one goes. */
+export type ExitedTotals = { requests: number; bytesSent: number; accepted: number; completed: number; refused: number };
+export type MasterPrivate = { native: Native | undefined; exited: ExitedTotals };
 
 const cpuMeters = new WeakMap<object, CpuMeter>();
 
@@ -37,7 +39,6 @@ function packageVersion(): string {
 export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapshot {
   const now = Date.now();
   const st = stateOf(master);
-  st.track(master.workers);
   const cfg = master.cfg;
   const live = [...master.workers].sort((a, b) => a.generation.n - b.generation.n || a.slot - b.slot || a.startedAt - b.startedAt);
   const serving = master.generation?.n ?? 0;
@@ -93,11 +94,11 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     workers: slots,
     counts: { busy, idle: byState['_'] ?? 0, processes: live.length, byState },
     totals: {
-      requests: priv.requestsOfExited + sum((w) => w.stats.requests),
-      bytesSent: st.exited.bytesSent + sum((w) => w.stats.bytesSent),
-      accepted: st.exited.accepted + sum((w) => w.stats.accepted ?? 0),
-      completed: st.exited.completed + sum((w) => w.stats.completed ?? 0),
-      refused: st.exited.refused + sum((w) => w.stats.refused ?? 0),
+      requests: priv.exited.requests + sum((w) => w.stats.requests),
+      bytesSent: priv.exited.bytesSent + sum((w) => w.stats.bytesSent),
+      accepted: priv.exited.accepted + sum((w) => w.stats.accepted ?? 0),
+      completed: priv.exited.completed + sum((w) => w.stats.completed ?? 0),
+      refused: priv.exited.refused + sum((w) => w.stats.refused ?? 0),
       cut: t.cut,
       forced: t.forced,
       drains: t.drains,
