@@ -42,7 +42,7 @@ export function usage(): string {
     '       quiesce reload                 new code and config live, nothing refused, nothing cut',
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
-    '       quiesce status [--json]        the running instance\'s workers and drains',
+    '       quiesce status [--json] [--watch]  the running instance\'s workers and drains',
     '       quiesce configtest [APP]       check flags, config file and app path, then exit',
     '       quiesce probe --target ADDR    load a server and classify every request (see quiesce probe --help)',
     '',
