@@ -151,6 +151,14 @@ export function ssRecvQ(port: number): number | undefined {
   } catch { return undefined; }
 }
 
+/** Handshakes in progress (SYN_RECV) on a local port, from `ss -tn state syn-recv`. */
+export function ssSynRecv(port: number): number | undefined {
+  try {
+    const out = execFileSync('ss', ['-tnH', 'state', 'syn-recv', `sport = :${port}`], { encoding: 'utf8', timeout: 2_000 });
+    return out.split('\n').filter((l) => l.trim() !== '').length;
+  } catch { return undefined; }
+}
+
 // ─── servers ─────────────────────────────────────────────────────────────────
 
 export type Running = {

@@ -120,7 +120,7 @@ test('stop under load on a unix socket: 0 cut, late clients get ENOENT', async (
   const path = join(dir, 'app.sock');
   const s = await startServer({ args: [PID_APP, '--workers', '2', '--listen', path] });
   try {
-    const { probe } = await stopUnderLoad(`unix:${path}`, s.pid, 0, { rate: 700 });
+    const { probe } = await stopUnderLoad(`unix:${path}`, s.pid, 0, { rate: 500 });
     assertNothingCut(probe);
     assert.ok(probe.refused > 0, summary(probe));
     assert.equal(await exitOf(s), 0);

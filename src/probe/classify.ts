@@ -2,8 +2,12 @@
 import type { Exchange } from './connection.js';
 import type { OutcomeKind } from './types.js';
 
-/** The connection never came to be: nothing listens there. */
-const REFUSED = new Set(['ECONNREFUSED', 'ENOENT']);
+/**
+ * The connection never came to be: nothing listens there (ECONNREFUSED; ENOENT for a unix socket
+ * path), or a unix socket's accept queue was full at connect() (EAGAIN: where TCP drops the SYN
+ * and retries, a unix connect fails at once; nothing was sent either way).
+ */
+const REFUSED = new Set(['ECONNREFUSED', 'ENOENT', 'EAGAIN']);
 /** The server ended an established connection. */
 const RESET = new Set(['ECONNRESET', 'EPIPE', 'EOF', 'ECONNABORTED']);
 
