@@ -101,7 +101,8 @@ class Worker {
     for (const l of this.listeners.values()) this.listen(l);
     this.ready = true;
     this.send({ t: 'ready', pid: process.pid });
-    setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
+    // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
+    if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
   }
 
   private fatal(code: string, message: string): void {
