@@ -24,6 +24,7 @@ type StopRun = {
   recvQ: number | undefined;
   synRecv: number | undefined;
   drainMs: number | undefined;
+  drainLine: string;
   exitAfterSignalMs: number;
   exitAfterLastResponseMs: number;
   refusedWaits: number[];
@@ -77,14 +78,15 @@ async function oneStop(kind: Kind, rate: number, burnMs: number, durationS: numb
   const oks = result.outcomes.filter((o: Outcome) => o.kind === 'ok');
   const lastOk = oks.reduce((a, o) => Math.max(a, o.endMs), -Infinity);
   let drainMs: number | undefined;
+  let drainLine = '';
   if (errorLog) {
     try {
-      const m = /drain-closed ms=(\d+)/.exec(readFileSync(errorLog, 'utf8'));
-      if (m) drainMs = Number(m[1]);
+      const m = /drain-closed ms=(\d+).*/.exec(readFileSync(errorLog, 'utf8'));
+      if (m) { drainMs = Number(m[1]); drainLine = m[0]; }
     } catch { /* no log */ }
   }
   return {
-    kind, counts, recvQ, synRecv, drainMs, exitCode: ex.code,
+    kind, counts, recvQ, synRecv, drainMs, drainLine, exitCode: ex.code,
     exitAfterSignalMs: ex.at - tSig,
     exitAfterLastResponseMs: ex.at - (probeStartAbs + lastOk),
     refusedWaits: result.outcomes.filter((o: Outcome) => o.kind === 'refused').map((o) => o.endMs - o.startMs),
@@ -144,7 +146,7 @@ async function main(): Promise<void> {
       const r = await oneStop(k, rate, burnMs, durationS);
       runs.push(r);
       log(`stop ${i + 1}/${stops} ${k}: ok ${r.counts.ok} refused ${r.counts.refused} cut ${r.counts.cut} timeout ${r.counts.timeout} other ${r.counts.other}` +
-        ` Recv-Q ${r.recvQ ?? '?'} SYN_RECV ${r.synRecv ?? '?'} drain ${r.drainMs ?? '—'} ms, exit ${fmt(r.exitAfterSignalMs)} ms after SIGTERM (${r.exitCode})`);
+        ` Recv-Q ${r.recvQ ?? '?'} SYN_RECV ${r.synRecv ?? '?'} drain ${r.drainMs ?? '—'} ms, exit ${fmt(r.exitAfterSignalMs)} ms after SIGTERM (${r.exitCode})${r.drainLine ? `; ${r.drainLine}` : ''}`);
     }
   }
   const idle: Record<string, number[]> = {};
@@ -200,14 +202,15 @@ async function main(): Promise<void> {
   out.push('- "refused wait": time from a refused client\'s first SYN to its ECONNREFUSED (a SYN dropped at the gate is retransmitted after ~1 s and then refused by the closed port).');
   out.push('- "exit after last response": from the last complete response any client received to the master\'s (primary\'s) exit, both as seen by the bench\'s event loop (lag under load: ± tens of ms; negative = the exit was seen first).');
   out.push('- node:cluster RR: its primary accepts eagerly, so its kernel queue stays near empty; what it holds is in the primary\'s own list, which it closes when the last worker leaves.');
-  const withQ = qRuns.filter((r) => r.recvQ !== undefined && r.drainMs !== undefined && r.recvQ > 0);
+  const withQ = qRuns.filter((r) => r.drainMs !== undefined && /accepted_in_drain=(\d+)/.test(r.drainLine) && Number(/accepted_in_drain=(\d+)/.exec(r.drainLine)![1]) > 0);
   if (withQ.length > 0) {
-    const perConn = median(withQ.map((r) => r.drainMs! / r.recvQ!));
-    out.push(`- quiesce drain vs queue: in the ${withQ.length} stops with a non-empty queue, median ${perConn.toFixed(2)} ms of drain per queued connection ` +
-      `(serving the queue takes ~${(burnMs / 2).toFixed(1)} ms per connection of CPU with 2 workers); by stop: ` +
-      withQ.map((r) => `${r.recvQ}${r.synRecv ? `+${r.synRecv} half-open` : ''}→${r.drainMs} ms`).join(', ') +
-      '. The drain waits until no handshake is in progress: when the accept queue overflowed (backlog 511), the kernel dropped final ACKs and those ' +
-      'handshakes stay in SYN_RECV until the SYN-ACK is retransmitted (~1 s), so such a stop drains in ~1 s instead of tens of ms.');
+    const acc = (r: StopRun) => Number(/accepted_in_drain=(\d+)/.exec(r.drainLine)![1]);
+    const perConn = median(withQ.map((r) => r.drainMs! / acc(r)));
+    out.push(`- quiesce drain vs what it accepted: median ${perConn.toFixed(2)} ms of gate→close per connection accepted in the drain; serving one takes ${burnMs} ms of CPU, ` +
+      `${(burnMs / 2).toFixed(1)} ms per connection with 2 workers. By stop (accepted in drain → drain ms${withQ.some((r) => r.synRecv) ? ', +half-open at SIGTERM' : ''}): ` +
+      withQ.map((r) => `${acc(r)}${r.synRecv ? `+${r.synRecv}` : ''}→${r.drainMs}`).join(', ') + '. The drain lasts about as long as serving what it accepted: ' +
+      'the close step waits for each worker to answer close-listeners, which a worker does only after the requests of the batch it has just accepted. ' +
+      'A refused client waits drain + SYN retransmits (1 s, then 3 s), so a drain over 1 s shows as ~3 s refused waits.');
   }
   for (const r of notExited) out.push(`- ${r.kind}: exit ${r.exitCode}`);
   out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
