@@ -3,15 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
-
-async function stop(s: Server, ms = 15_000): Promise<void> {
-  process.kill(s.pid, 'SIGTERM');
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
-  clearTimeout(t);
-  assert.ok(r, 'server did not stop');
-}
+import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
 
 test('an async throw retires the worker: a replacement starts first, a parallel slow request on it completes', async () => {
   const s = await startServer({ args: [join(FIXTURES, 'core/async-throw.mjs'), '--workers', '1'] });
@@ -32,7 +24,7 @@ test('an async throw retires the worker: a replacement starts first, a parallel 
     await get(s.address, '/reject');
     await waitFor(() => s.workerPids().length === 1 && s.workerPids()[0] !== w2, 10_000, 'the second replacement');
     assert.match(s.err(), /unhandledRejection error="rejected boom"/);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -55,7 +47,7 @@ test('WebSockets: a stop waits for them and onDrain() ends them cleanly; without
     const echo = new Promise<string>((res) => ws.once('message', (m) => res(m.toString())));
     ws.send('hi');
     assert.equal(await echo, 'echo: hi');
-    await stop(s);
+    await stopServer(s);
     const c = await closed;
     assert.equal(c.code, 1001);
     assert.equal(c.reason, 'server draining');
@@ -72,9 +64,7 @@ test('WebSockets: a stop waits for them and onDrain() ends them cleanly; without
     const c = await closed;
     assert.ok(Date.now() - t0 >= 900, 'ended at the graceful timeout, not before');
     assert.equal(c.code, 1006); // ended, not closed cleanly
-    let t: NodeJS.Timeout | undefined;
-    assert.ok(await Promise.race([n.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 10_000); })]), 'server did not stop');
-    clearTimeout(t);
+    await waitExit(n, 10_000);
     assert.match(n.err(), /stopped forced=1 /);
   } finally {
     await cleanup(n);

@@ -3,17 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { startServer, cleanup, runCli, get, sleep, waitFor, alive, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES } from './helpers/server.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
-
-async function stopped(s: Server, ms = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
-  clearTimeout(t);
-  if (!r) { await s.kill(); throw new Error('server did not exit in time'); }
-  return r;
-}
 
 test('requests reach every worker; the welcome site answers by default', async () => {
   const s = await startServer({ args: [PID_APP, '--workers', '2'] });
@@ -28,7 +20,7 @@ test('requests reach every worker; the welcome site answers by default', async (
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
     assert.match(stop.stdout, /stopped/);
-    assert.equal((await stopped(s)).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -38,7 +30,7 @@ test('requests reach every worker; the welcome site answers by default', async (
     assert.equal(r.status, 200);
     assert.match(r.body, /It works!/);
     process.kill(site.pid, 'SIGTERM');
-    assert.equal((await stopped(site)).code, 0);
+    assert.equal((await waitExit(site)).code, 0);
   } finally {
     await cleanup(site);
   }
@@ -55,7 +47,7 @@ test('a worker killed with SIGKILL is replaced and serving goes on', async () =>
     for (let i = 0; i < 10; i++) assert.equal((await get(s.address, '/')).status, 200);
     assert.match(s.err(), /worker-respawn/);
     process.kill(s.pid, 'SIGTERM');
-    assert.equal((await stopped(s)).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -73,7 +65,7 @@ test('recycling after N requests loses nothing', async () => {
     assert.ok(seen.size >= 4, `workers recycled at 20-22 requests: want >= 4 pids, saw ${seen.size}`);
     assert.match(s.err(), /worker-replace .*reason=recycle/);
     process.kill(s.pid, 'SIGTERM');
-    assert.equal((await stopped(s)).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -83,7 +75,7 @@ test('an app that cannot load stops the start with its error and a non-zero exit
   for (const [app, want] of [['broken-syntax.mjs', /broken-syntax\.mjs.*missing \) after argument list/], ['init-throws.mjs', /database unreachable: init refused/]] as const) {
     const s = await startServer({ args: [join(FIXTURES, 'core', app)], waitReady: false });
     try {
-      const r = await stopped(s);
+      const r = await waitExit(s);
       assert.equal(r.code, 1, s.err());
       assert.match(s.err(), want);
       assert.doesNotMatch(s.err(), /worker-respawn/);
@@ -120,7 +112,7 @@ test('Ctrl-C to the whole process group is one graceful stop', async () => {
     await sleep(50);
     process.kill(-s.pid, 'SIGINT'); // npm forwards one Ctrl-C twice: within 1 s it is the same stop
     assert.equal((await inflight).status, 200);
-    assert.equal((await stopped(s)).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
     assert.equal((s.err().match(/state from=serving to=draining/g) ?? []).length, 1);
     assert.doesNotMatch(s.err(), /fast-stop/);
     assert.doesNotMatch(s.err(), /worker-respawn|forced n=[1-9]/);
@@ -137,7 +129,7 @@ test('the same stop signal again after a second is a fast stop', async () => {
     process.kill(s.pid, 'SIGTERM');
     await sleep(1200);
     process.kill(s.pid, 'SIGTERM');
-    const r = await stopped(s, 8_000);
+    const r = await waitExit(s, 8_000);
     assert.equal(r.code, 0);
     const res = await slow;
     assert.ok(!(res instanceof Error), String(res));
@@ -186,7 +178,7 @@ test('port in use is one clear line and exit 1', async () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`--listen ${s.address.replace(/[.[\]]/g, '\\$&')}: address in use`));
     process.kill(s.pid, 'SIGTERM');
-    await stopped(s);
+    await waitExit(s);
   } finally {
     await cleanup(s);
   }
@@ -208,7 +200,7 @@ test('CLI verbs against a running server and against none; a second instance on 
     const taker = await startServer({ args: [PID_APP, '--workers', '1', '--pidfile', stale] });
     assert.equal((await runCli(['status', '--pidfile', stale])).code, 0);
     process.kill(taker.pid, 'SIGTERM');
-    await stopped(taker);
+    await waitExit(taker);
     await cleanup(taker);
     assert.equal(second.code, 1);
     assert.match(second.stderr, new RegExp(`already running as pid ${s.pid}`));
@@ -224,7 +216,7 @@ test('CLI verbs against a running server and against none; a second instance on 
     assert.match(restart.stdout, /generation 3/);
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
-    assert.equal((await stopped(s)).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }

@@ -9,21 +9,13 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, get, sleep, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitExit, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 /** Work per request: a few ms of CPU, so that the load below is above what 2 workers serve. */
 const BURN = '/?burn=4';
 const RATE = 900;
-
-async function exitOf(s: Server, ms = 20_000): Promise<number | null> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
-  clearTimeout(t);
-  if (!r) throw new Error('server did not exit in time');
-  return r.code;
-}
 
 /** Load `target`; at `atS` record the kernel's queue and send SIGTERM to `pid`. */
 async function stopUnderLoad(target: string, pid: number, port: number, o: { rate?: number; keepalive?: number; path?: string; atS?: number; durationS?: number } = {}): Promise<{ probe: ProbeResult; queued: number }> {
@@ -55,7 +47,7 @@ test('stop under load: 0 cut with a full kernel queue, while plain server.close(
     assert.ok(queued >= 20, `the kernel queue must hold connections at the stop to prove anything: Recv-Q ${queued}`);
     assertNothingCut(probe);
     assert.ok(probe.refused > 0, `clients after the gate are refused: ${summary(probe)}`);
-    assert.equal(await exitOf(s), 0);
+    assert.equal((await waitExit(s)).code, 0);
     console.log(`# quiesce: queued at stop ${queued}; ${summary(probe)}; ${/drain-closed .*/.exec(s.err())?.[0]}`);
     const closed = /drain-closed .*accepted_in_drain=(\d+).*left_at_close=(\d+).*?(?:per_worker=(\S+))?$/m.exec(s.err());
     assert.ok(closed, s.err());
@@ -91,7 +83,7 @@ test('keep-alive clients during a stop: 0 cut, 0 ka_race', async () => {
     const { probe } = await stopUnderLoad(s.address, s.pid, s.port, { rate: 150, keepalive: 16, path: '/?burn=1', atS: 1.0, durationS: 2.2 });
     assertNothingCut(probe);
     assert.ok(probe.ok > 100, summary(probe));
-    assert.equal(await exitOf(s), 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -108,7 +100,7 @@ for (const [name, listen, target] of [
       assert.ok(queued >= 5, `Recv-Q ${queued}`);
       assertNothingCut(probe);
       assert.ok(probe.refused > 0, summary(probe));
-      assert.equal(await exitOf(s), 0);
+      assert.equal((await waitExit(s)).code, 0);
     } finally {
       await cleanup(s);
     }
@@ -123,7 +115,7 @@ test('stop under load on a unix socket: 0 cut, late clients get ENOENT', async (
     const { probe } = await stopUnderLoad(`unix:${path}`, s.pid, 0, { rate: 500 });
     assertNothingCut(probe);
     assert.ok(probe.refused > 0, summary(probe));
-    assert.equal(await exitOf(s), 0);
+    assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -141,7 +133,7 @@ test('K slow requests past --graceful-timeout are forced: K on the client and in
       assert.equal(r.status, 503);
       assert.equal(r.headers['quiesce-forced'], 'graceful-timeout');
     }
-    assert.equal(await exitOf(s), 0);
+    assert.equal((await waitExit(s)).code, 0);
     assert.match(s.err(), new RegExp(`stopped forced=${K} `));
   } finally {
     await cleanup(s);
@@ -154,7 +146,7 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
     assert.match(s.out(), /drain-mode=fallback/);
     assert.match(s.err(), /\[alert\] .*drain-mode mode=fallback/);
     const { probe } = await stopUnderLoad(s.address, s.pid, s.port);
-    await exitOf(s);
+    (await waitExit(s)).code;
     const m = /drain-fallback left_at_close=(\d+)/.exec(s.err());
     assert.ok(m, s.err());
     // loss is never silent: whatever the clients saw cut, the log counted at close

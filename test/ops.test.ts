@@ -4,18 +4,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, renameSync, existsSync } from 'node:fs';
 import net from 'node:net';
-import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
 
 const CHATTY = join(FIXTURES, 'core/chatty.mjs');
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
-
-async function stop(s: Server): Promise<void> {
-  process.kill(s.pid, 'SIGTERM');
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 15_000); })]);
-  clearTimeout(t);
-  assert.ok(r, 'server did not stop');
-}
 
 /** Send raw bytes on a new connection and read until the server closes. */
 function raw(address: string, data: string): Promise<string> {
@@ -34,7 +26,7 @@ function raw(address: string, data: string): Promise<string> {
 test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen-logs; app output tagged with pid and generation', async () => {
   const s0 = await startServer({ args: [CHATTY, '--workers', '1'] });
   const dir = s0.dir;
-  await stop(s0);
+  await stopServer(s0);
   const access = join(dir, 'access.log');
   const errors = join(dir, 'error.log');
   const s = await startServer({ args: [CHATTY, '--workers', '1', '--access-log', access, '--error-log', errors] });
@@ -59,7 +51,7 @@ test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen
     assert.equal(r.code, 0);
     await get(s.address, '/third');
     await waitFor(() => existsSync(access) && readFileSync(access, 'utf8').includes('/third'), 5_000, 'reopen-logs verb');
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -72,7 +64,7 @@ test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen
     assert.equal(o.url, '/json');
     assert.equal(o.status, 200);
     assert.equal(o.generation, 1);
-    await stop(j);
+    await stopServer(j);
   } finally {
     await cleanup(j);
   }
@@ -87,7 +79,7 @@ test('--user: the master binds as root, workers run as the user', { skip: proces
     const status = readFileSync(`/proc/${w}/status`, 'utf8');
     assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
     assert.match(readFileSync(`/proc/${s.pid}/status`, 'utf8'), /^Uid:\s+0\s/m);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -103,7 +95,7 @@ test('malformed and hostile requests get 400 and never crash a worker', async ()
     }
     assert.equal((await get(s.address, '/')).status, 200);
     assert.deepEqual(s.workerPids(), [w]);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -123,10 +115,7 @@ test('lame duck: /ready and --health-path answer 503 during --drain-delay while 
     const r = await raw(s.address, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'); // keep-alive asked, close given
     assert.match(r, /^HTTP\/1\.1 200 /);
     assert.match(r, /\r\nConnection: close\r\n/i);
-    let t: NodeJS.Timeout | undefined;
-    const done = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 10_000); })]);
-    clearTimeout(t);
-    assert.ok(done);
+    await waitExit(s, 10_000);
     assert.match(s.err(), /lame-duck ms=1500/);
   } finally {
     await cleanup(s);

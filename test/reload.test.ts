@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { mkdtempSync, symlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, get, sleep, waitFor, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
 
 const F = (name: string) => join(FIXTURES, 'reload', name);
 
@@ -35,22 +35,19 @@ function assertPerfect(p: ProbeResult): void {
   assert.equal(p.ok, p.sent, summary(p));
 }
 
-async function stop(s: Server): Promise<void> {
-  process.kill(s.pid, 'SIGTERM');
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 20_000); })]);
-  clearTimeout(t);
-  assert.ok(r, 'server did not stop');
-}
-
 test('3 reloads in a row under load: 0 cut, 0 refused, all 200, the generation moves forward; killing workers instead cuts', async () => {
   const d = deployDir('v1.mjs');
   const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '400ms', '--expose-generation'] });
   try {
     const results: string[] = [];
-    const reload = async () => { const r = await s.cli('reload'); results.push(`${r.code} ${r.stdout.trim()} ${r.stderr.trim()}`); };
+    const done = new AbortController(); // the load goes on until a moment after the third reload
+    const reload = async () => {
+      const r = await s.cli('reload');
+      results.push(`${r.code} ${r.stdout.trim()} ${r.stderr.trim()}`);
+      if (results.length === 3) setTimeout(() => done.abort(), 700);
+    };
     const probe = await runProbe({
-      target: s.address, path: '/?burn=2', rate: 250, keepalive: 6, durationS: 6.5, timeoutS: 15,
+      target: s.address, path: '/?burn=2', rate: 250, keepalive: 6, durationS: 30, timeoutS: 15, signal: done.signal,
       commands: [{ atS: 1, run: () => { d.deploy('v2.mjs'); return reload(); } }, { atS: 3, run: reload }, { atS: 5, run: reload }],
     });
     assert.equal(results.length, 3, results.join('\n'));
@@ -65,7 +62,7 @@ test('3 reloads in a row under load: 0 cut, 0 refused, all 200, the generation m
       commands: [{ atS: 1, run: () => { for (const pid of s.workerPids()) process.kill(pid, 'SIGKILL'); } }],
     });
     assert.ok(control.cut + control.ka_race > 0, `killing workers must show cuts: ${summary(control)}`);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -90,7 +87,7 @@ test('a reload to a broken version or one crashing in the soak rolls back: 0 fai
     assert.match(outcomes[1]!.out, /reload failed: .*crash-soon: boom after start during the soak; rolled back/);
     assertPerfect(probe);
     assert.match((await get(s.address, '/')).body, /^v1 /);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -106,7 +103,7 @@ test('a respawned worker loads its own generation\'s code, not what was deployed
     await waitFor(() => s.workerPids().length === 1 && s.workerPids()[0] !== w, 10_000, 'respawn');
     const body = await waitFor(async () => { try { return (await get(s.address, '/')).body; } catch { return ''; } }, 10_000, 'respawned worker answers');
     assert.match(body, /^v1 /);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -122,9 +119,14 @@ test('reload adds and removes listeners: the new one serves, the removed one dra
   try {
     writeFileSync(cfg, JSON.stringify({ listen: [b], app: F('v1.mjs'), workers: 2, reloadSoak: '300ms' }));
     let reloadOut = '';
+    const done = new AbortController(); // the load goes on until a moment after the reload finished
     const probe = await runProbe({
-      target: `unix:${a}`, path: '/?burn=3', rate: 500, durationS: 2.5, timeoutS: 15,
-      commands: [{ atS: 1, run: async () => { const r = await s.cli('reload'); reloadOut = `${r.code} ${r.stdout}${r.stderr}`; } }],
+      target: `unix:${a}`, path: '/?burn=3', rate: 500, durationS: 20, timeoutS: 15, signal: done.signal,
+      commands: [{ atS: 1, run: async () => {
+        const r = await s.cli('reload');
+        reloadOut = `${r.code} ${r.stdout}${r.stderr}`;
+        setTimeout(() => done.abort(), 700);
+      } }],
     });
     assert.match(reloadOut, /^0 .*opened .*b\.sock.*closed .*a\.sock/s);
     assert.equal(probe.cut, 0, summary(probe));
@@ -132,7 +134,7 @@ test('reload adds and removes listeners: the new one serves, the removed one dra
     assert.ok(probe.refused > 0, `the removed listener refuses afterwards: ${summary(probe)}`);
     const after = await runProbe({ target: `unix:${b}`, rate: 50, durationS: 0.5 });
     assert.equal(after.ok, after.sent, summary(after));
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -148,7 +150,7 @@ test('a reload asked during a reload is queued once, later ones join it', async 
     assert.match(rs[1]!.stdout, /generation 3 serving/);
     assert.match(rs[2]!.stderr, /already queued/);
     assert.match(rs[2]!.stdout, /generation 3 serving/);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -167,7 +169,7 @@ test('a long request in the old generation finishes; an SSE stream ends through 
     assert.match(l.body, /^sse-app /);
     assert.equal(e.status, 200);
     assert.match(e.body, /event: bye\ndata: server retiring/);
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -179,9 +181,14 @@ test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed
     let most = 0;
     let reloadOut = '';
     const sampler = setInterval(() => { most = Math.max(most, s.workerPids().length); }, 20);
+    const done = new AbortController();
     const probe = await runProbe({
-      target: s.address, path: '/?burn=1', rate: 150, keepalive: 4, durationS: 4, timeoutS: 15,
-      commands: [{ atS: 0.5, run: async () => { const r = await s.cli('reload'); reloadOut = `${r.code} ${r.stderr}${r.stdout}`; } }],
+      target: s.address, path: '/?burn=1', rate: 150, keepalive: 4, durationS: 30, timeoutS: 15, signal: done.signal,
+      commands: [{ atS: 0.5, run: async () => {
+        const r = await s.cli('reload');
+        reloadOut = `${r.code} ${r.stderr}${r.stdout}`;
+        setTimeout(() => done.abort(), 700);
+      } }],
     });
     clearInterval(sampler);
     assert.match(reloadOut, /^0 .*rolling: 3\/3 workers of generation 2 ready.*reloaded: generation 2 serving \(3 workers\), generation 1 retiring \(3 workers\)/s);
@@ -189,7 +196,7 @@ test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed
     assert.ok(most <= 4, `at most 3 + 1 workers at once, saw ${most}`);
     assert.ok((probe.generations['2'] ?? 0) > 0, summary(probe));
     await waitFor(async () => (await get(s.address, '/')).headers['x-quiesce-generation'] === '2', 5_000, 'generation 2 only');
-    await stop(s);
+    await stopServer(s);
   } finally {
     await cleanup(s);
   }
@@ -223,10 +230,7 @@ test('at most two generations: a reload waits for the previous generation to fin
     const r3 = await during;
     assert.equal(r3.code, 1);
     assert.match(r3.stderr, /interrupted by a stop/);
-    let t: NodeJS.Timeout | undefined;
-    const exit = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), 15_000); })]);
-    clearTimeout(t);
-    assert.equal(exit?.code, 0);
+    assert.equal((await waitExit(s, 15_000)).code, 0);
   } finally {
     await cleanup(s);
   }

@@ -20,7 +20,7 @@ export function report(onError: ErrorSink, err: unknown, where: string): void {
  * Ends `res` with a plain-text error, or destroys it when the status line already went out.
  * Never throws.
  */
-export function failResponse(res: ServerResponse, status = 500, text = 'Internal Server Error'): void {
+export function failResponse(res: ServerResponse, status = 500, text = 'Internal Server Error', headers?: Record<string, string>): void {
   try {
     if (res.writableEnded || res.destroyed) return;
     if (res.headersSent) {
@@ -30,6 +30,7 @@ export function failResponse(res: ServerResponse, status = 500, text = 'Internal
     for (const name of res.getHeaderNames()) res.removeHeader(name);
     const body = `${text}\n`;
     res.statusCode = status;
+    for (const [k, v] of Object.entries(headers ?? {})) res.setHeader(k, v);
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.setHeader('Content-Length', Buffer.byteLength(body));
     res.setHeader('X-Content-Type-Options', 'nosniff');

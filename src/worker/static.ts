@@ -23,7 +23,7 @@ import { basename, dirname, extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import send from 'send';
 import { AppError, type RequestListener } from './app-types.js';
-import { report, type ErrorSink } from './app-guard.js';
+import { failResponse, report, type ErrorSink } from './app-guard.js';
 
 export type StaticOptions = { autoindex: boolean; onError: ErrorSink };
 
@@ -276,21 +276,5 @@ function redirect(req: IncomingMessage, res: ServerResponse, location: string): 
 
 /** Answers an error status with a short text body; destroys the response if headers are out. Never throws. */
 function answerError(res: ServerResponse, status: number, headers?: Record<string, string>): void {
-  try {
-    if (res.writableEnded || res.destroyed) return;
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    for (const name of res.getHeaderNames()) res.removeHeader(name);
-    const body = `${STATUS_TEXT[status] ?? `Error ${status}`}\n`;
-    res.statusCode = status;
-    for (const [k, v] of Object.entries(headers ?? {})) res.setHeader(k, v);
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Content-Length', Buffer.byteLength(body));
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.end(res.req?.method === 'HEAD' ? undefined : body);
-  } catch {
-    res.destroy();
-  }
+  failResponse(res, status, STATUS_TEXT[status] ?? `Error ${status}`, headers);
 }

@@ -143,3 +143,18 @@ export function get(address: string, path = '/', headers: Record<string, string>
     req.end();
   });
 }
+
+/** Wait for the master to exit, at most `ms`; fails (after killing it) when it does not. */
+export async function waitExit(s: Server, ms = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);
+  clearTimeout(t);
+  if (!r) { await s.kill(); throw new Error(`server pid ${s.pid} did not exit within ${ms} ms`); }
+  return r;
+}
+
+/** Graceful stop by SIGTERM, and wait for the exit. */
+export async function stopServer(s: Server, ms = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  process.kill(s.pid, 'SIGTERM');
+  return waitExit(s, ms);
+}
