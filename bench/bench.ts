@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   const warmupS = 1;
   const connections = Math.round((f.connections as number | undefined) ?? 50);
   const threads = Math.round((f.threads as number | undefined) ?? 1);
-  const shareMs = quick ? 700 : 1500;
+  const shareMs = quick ? 700 : 1000;
   const gen = pickLoadGen(f.loadgen as string | undefined);
   const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
         for (const n of order) {
           const x = await gen.run({ url: url(n), durationS, connections, threads, close: s.close });
           res[n].push(x);
-          await sleep(100);
+          await sleep(50);
         }
       }
       const row: Row = { s, res, rssKiB: 0, anonKiB: 0, rrPrimaryKiB: 0 };

@@ -18,6 +18,12 @@ type Listener = { info: ListenerInfo; handle: object; server?: net.Server; close
 
 const STATS_INTERVAL_MS = 500;
 
+/** The listening fd of a listener's server: `_handle.fd` (undocumented; Node 20+, net and http servers), or -1. */
+function listenerFd(l: Listener): number {
+  const fd = (l.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
 class Worker {
   private readonly boot: WorkerBoot;
   private readonly conns = new Connections();
@@ -207,8 +213,8 @@ class Worker {
   drainAccept(id: number, max: number): { n: number; empty: boolean } {
     const l = this.listeners.get(id);
     if (!l || l.closed || !l.server || !this.native) return { n: 0, empty: true };
-    const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) return { n: 0, empty: true };
+    const fd = listenerFd(l);
+    if (fd < 0) return { n: 0, empty: true };
     let n = 0;
     for (let i = 0; i < max; i++) {
       const cfd = this.native.accept(fd);
@@ -269,8 +275,8 @@ class Worker {
     const open = [...this.listeners.values()].filter((l) => !l.closed && l.server);
     if (native) {
       for (const l of open) {
-        const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
-        if (l.info.kind === 'tcp' && typeof fd === 'number') {
+        const fd = listenerFd(l);
+        if (l.info.kind === 'tcp' && fd >= 0) {
           try { native.gate(fd); } catch (err) { this.log('warn', 'gate-failed', { error: errorMessage(err) }); }
         }
       }
@@ -282,8 +288,8 @@ class Worker {
         const r = this.drainAccept(l.info.id, 64);
         if (!r.empty) busy = true;
         if (l.info.kind === 'tcp') {
-          const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-          if (native.halfOpen(l.info.port) > 0 || (fd >= 0 && native.acceptQueue(fd).queued > 0)) busy = true;
+          const fd = listenerFd(l);
+          if (native.halfOpen(l.info.port, l.info.address.startsWith('[') ? 6 : 4) > 0 || (fd >= 0 && native.acceptQueue(fd).queued > 0)) busy = true;
         }
       }
       if (busy && Date.now() < deadline) { setTimeout(step, 2); return; }
