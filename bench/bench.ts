@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   const quick = f.quick === true;
   const rounds = Math.round((f.rounds as number | undefined) ?? (quick ? 1 : 3));
   const durationS = Math.max(1, Math.round((f.duration as number | undefined) ?? (quick ? 1 : 2))); // wrk takes whole seconds
-  const warmupS = 1;
+  const warmupS = quick ? 0 : 1; // --quick: no warm-up (a smoke run)
   const connections = Math.round((f.connections as number | undefined) ?? 50);
   const threads = Math.round((f.threads as number | undefined) ?? 1);
   const shareMs = quick ? 700 : 1000;
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   writeFileSync(join(www, '1m.bin'), mb);
 
   const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
-  log(`${gen.name}, ${connections} connections, ${threads} thread(s), ${rounds} round(s) of ${durationS}s per server and scenario, warm-up ${warmupS}s`);
+  log(`${gen.name}, ${connections} connections, ${threads} thread(s), ${rounds} round(s) of ${durationS}s per server and scenario, warm-up ${warmupS ? `${warmupS}s` : 'none'}`);
 
   type Row = { s: Scenario; res: Record<ServerName, LoadResult[]>; rssKiB: number; anonKiB: number; rrPrimaryKiB: number; logBytes?: Record<ServerName, number>; qShare?: string; tally?: Record<ServerName, string> };
   const rows: Row[] = [];
@@ -101,7 +101,7 @@ async function main(): Promise<void> {
     }, 100);
     try {
       const url = (n: ServerName) => `http://127.0.0.1:${servers[n].port}${s.path}`;
-      for (const n of SERVERS) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
+      if (warmupS > 0) for (const n of SERVERS) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
       const before = s.share ? await quiesceWorkers(q) : [];
       const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [] } as Record<ServerName, LoadResult[]>;
       for (let r = 0; r < rounds; r++) {
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
     maxAnon = Math.max(maxAnon, r.anonKiB);
     maxRR = Math.max(maxRR, r.rrPrimaryKiB);
     if (r.logBytes) {
-      notes.push(`${r.s.label}: access log written (warm-up included): ` + SERVERS.map((n) => `${n} ${fmt(r.logBytes![n] / 1e6, 1)} MB`).join(', '));
+      notes.push(`${r.s.label}: access log written over all runs of the row: ` + SERVERS.map((n) => `${n} ${fmt(r.logBytes![n] / 1e6, 1)} MB`).join(', '));
     }
     body.push([r.s.label, fmt(rps('quiesce')), fmt(rps('cluster-RR')), fmt(rps('cluster-NONE')), `${ratio.toFixed(2)}x`,
       ms(p99('quiesce')), ms(p99('cluster-RR')), ms(p99('cluster-NONE')), `${(r.rssKiB / 1024).toFixed(1)} MB`, target]);
