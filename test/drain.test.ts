@@ -52,11 +52,11 @@ test('stop under load: 0 cut with a full kernel queue, while plain server.close(
     const closed = /drain-closed .*accepted_in_drain=(\d+).*left_at_close=(\d+).*?(?:per_worker=(\S+))?$/m.exec(s.err());
     assert.ok(closed, s.err());
     assert.equal(closed[2], '0');
-    const drained = Number(closed[1]);
-    if (drained >= 16 && closed[3]) {
-      const split = closed[3].split(',').map((x) => Number(x.split(':')[1]));
-      assert.ok(Math.max(...split) <= drained * 0.8, `one worker took most of the queue: ${closed[3]}`);
-    }
+    // the split of the drained connections (each worker's own batch plus what the master handed it) is bounded
+    const split = (closed[3] ?? '').split(',').filter(Boolean).map((x) => Number(x.split(':')[1]));
+    const drained = split.reduce((a, b) => a + b, 0);
+    assert.ok(drained >= Number(closed[1]), `per-worker figures ${closed[3]} cover the drain`);
+    if (drained >= 16) assert.ok(Math.max(...split) <= drained * 0.8, `one worker took most of the queue: ${closed[3]}`);
   } finally {
     await cleanup(s);
   }

@@ -32,8 +32,10 @@ export type DrainReport = {
   cappedOut: boolean;
 };
 
-const ROUND_REPLY_MS = 250;
+/** A worker answers its one drain message when it reads it; a stuck one is waited for up to the drain cap. */
+const WORKER_ACK_MS = 30_000;
 const BATCH_MAX = 512;
+const UNIX_BATCH = 64;
 /** Before the master's own close: wait a couple of loopback RTTs for a late syncookie handshake. */
 const LAST_CHECK_DELAY_MS = 3;
 
@@ -66,31 +68,50 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   }
   log.notice('drain-gate', { listeners: open.length, queued: report.queuedAtGate, mode: report.mode });
 
-  // 2. drain
   if (native) {
+    // 2. one message to each worker: accept your share of the queue now and, in the same tick,
+    //    close your own fd (closing a fd that is not the last one leaves the queue alone). A busy
+    //    worker holds the listener only until it reads this one message, not until it has served
+    //    what it accepted.
+    const acks = askWorkersToDrain(open, workers, native, report);
+    let acked = false;
+    void acks.then(() => { acked = true; });
+    // 3. the master, never busy and owner of the last fd, takes the rest (handshakes completing
+    //    after the gate, what no worker took) and hands each connection to the least busy worker;
+    //    it closes when every worker has let go and the kernel reports nothing half-open (first),
+    //    then nothing queued, re-checked once more a moment later (a late syncookie handshake).
     const deadline = started + deps.capMs;
-    const pending = new Set(open);
-    while (pending.size > 0) {
-      for (const l of [...pending]) if (await settled(l, native, workers)) pending.delete(l);
-      if (pending.size === 0) break;
+    for (;;) {
+      for (const l of open) report.handedOverByMaster += handOver(l, native, workers, report);
+      if (acked && open.every((l) => settled(l, native))) {
+        await sleep(LAST_CHECK_DELAY_MS);
+        for (const l of open) report.handedOverByMaster += handOver(l, native, workers, report);
+        break;
+      }
       if (Date.now() >= deadline) { report.cappedOut = true; break; }
       report.rounds++;
-      await acceptRound([...pending], workers, native, report);
+      await sleep(1);
     }
-    if (report.cappedOut) log.alert('drain-capped', { ms: deps.capMs, pending: [...pending].map((l) => l.address).join(',') });
+    if (report.cappedOut) log.alert('drain-capped', { ms: deps.capMs, workers_acked: acked });
+    // connections handed over are on their way; whatever the caller sends next (retire) must follow them
+    const flushing = Promise.all(workers.map((w) => w.flushed()));
+    for (const l of open) {
+      report.leftAtClose += l.spec.kind === 'tcp' ? native.acceptQueue(l.fd).queued : 0;
+      closeHandle(l);
+    }
+    report.gateToCloseMs = Date.now() - started;
+    await flushing;
+  } else {
+    // fallback: no gate, so nothing stops new connections: workers close, the master counts what
+    // the kernel holds at its close (those are reset) and closes
+    const ids = open.map((l) => l.id);
+    await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
+    for (const l of open) {
+      report.leftAtClose += l.spec.kind === 'tcp' ? procTcpCounts(l.port).queued : 0;
+      closeHandle(l);
+    }
   }
-
-  // 3. close: workers first, then the master (owner of the last fd)
-  const ids = open.map((l) => l.id);
-  await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
-  if (native) await new Promise((r) => setTimeout(r, LAST_CHECK_DELAY_MS));
-  for (const l of open) {
-    if (native && l.spec.kind === 'tcp') report.handedOverByMaster += handOver(l, native, workers);
-    const left = l.spec.kind === 'tcp' ? (native ? native.acceptQueue(l.fd).queued : procTcpCounts(l.port).queued) : 0;
-    report.leftAtClose += left;
-    closeHandle(l);
-  }
-  report.gateToCloseMs = Date.now() - started;
+  report.gateToCloseMs ||= Date.now() - started;
   const level = report.leftAtClose > 0 ? 'alert' : 'notice';
   log.log(level, 'drain-closed', {
     ms: report.gateToCloseMs, queued_at_gate: report.queuedAtGate, accepted_in_drain: report.acceptedInDrain,
@@ -101,27 +122,25 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   return report;
 }
 
-/** Half-open handshakes first, then the queue: in this order, so nothing can slip in between. */
-async function settled(l: Listener, native: Native, workers: WorkerProc[]): Promise<boolean> {
-  if (l.spec.kind === 'tcp') return native.halfOpen(l.port, family(l)) === 0 && native.acceptQueue(l.fd).queued === 0;
-  // unix: no queue figure; the path is gone, so the queue is empty once every worker found it empty
-  const replies = await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask<Extract<ToMaster, { t: 'accepted' }>>((seq) => ({ t: 'drain-accept', id: l.id, max: BATCH_MAX, seq }), ROUND_REPLY_MS)));
-  return replies.every((r) => r !== undefined && r.empty && r.n === 0);
+/** TCP: half-open handshakes first, then the queue, in this order so that nothing slips in between. Unix: the path is gone; handOver() emptied the queue. */
+function settled(l: Listener, native: Native): boolean {
+  if (l.spec.kind === 'unix') return true;
+  return native.halfOpen(l.port, family(l)) === 0 && native.acceptQueue(l.fd).queued === 0;
 }
 
-/** One round: each worker accepts a batch sized by the queue and by how idle it is. */
-async function acceptRound(pending: Listener[], workers: WorkerProc[], native: Native, report: DrainReport): Promise<void> {
+/** Each live worker gets its share of each listener's queue (weighted by how idle it is) and closes its fd. */
+async function askWorkersToDrain(open: Listener[], workers: WorkerProc[], native: Native, report: DrainReport): Promise<void> {
   const live = workers.filter((w) => w.alive);
-  if (live.length === 0) { await new Promise((r) => setTimeout(r, 5)); return; }
+  if (live.length === 0) return;
+  const weights = live.map((w) => 1 / (1 + w.stats.inflight));
+  const total = weights.reduce((a, b) => a + b, 0);
   const asks: Array<Promise<void>> = [];
-  for (const l of pending) {
-    const queued = l.spec.kind === 'tcp' ? native.acceptQueue(l.fd).queued : BATCH_MAX;
-    if (queued === 0) { asks.push(new Promise((r) => setTimeout(r, 1))); continue; }
-    const weights = live.map((w) => 1 / (1 + w.stats.inflight));
-    const total = weights.reduce((a, b) => a + b, 0);
+  for (const l of open) {
+    // a unix socket has no queue figure: a fixed batch each, the master takes the rest
+    const queued = l.spec.kind === 'tcp' ? native.acceptQueue(l.fd).queued : UNIX_BATCH * live.length;
     live.forEach((w, i) => {
-      const max = Math.min(BATCH_MAX, Math.max(1, Math.ceil((queued * weights[i]!) / total)));
-      asks.push(w.ask<Extract<ToMaster, { t: 'accepted' }>>((seq) => ({ t: 'drain-accept', id: l.id, max, seq }), ROUND_REPLY_MS).then((r) => {
+      const max = Math.min(BATCH_MAX, Math.floor((queued * weights[i]!) / total));
+      asks.push(w.ask<Extract<ToMaster, { t: 'accepted' }>>((seq) => ({ t: 'drain-accept', id: l.id, max, close: true, seq }), WORKER_ACK_MS).then((r) => {
         if (!r) return;
         report.acceptedInDrain += r.n;
         report.perWorker[w.pid] = (report.perWorker[w.pid] ?? 0) + r.n;
@@ -131,17 +150,27 @@ async function acceptRound(pending: Listener[], workers: WorkerProc[], native: N
   await Promise.all(asks);
 }
 
-/** Accept what is still queued (a late handshake) and pass each connection to the least busy worker. */
-function handOver(l: Listener, native: Native, workers: WorkerProc[]): number {
+/** Accept what is queued now and pass each connection to the least busy worker; returns how many. */
+function handOver(l: Listener, native: Native, workers: WorkerProc[], report: DrainReport): number {
   let n = 0;
   for (let i = 0; i < 10_000; i++) {
     const fd = native.accept(l.fd);
     if (fd === -1) break;
     if (fd === -2) continue;
-    const w = workers.filter((x) => x.alive).sort((a, b) => a.stats.inflight - b.stats.inflight)[0];
-    const socket = new net.Socket({ fd, readable: true, writable: true });
-    if (!w || !w.send({ t: 'conn', id: l.id }, socket)) socket.destroy();
-    else n++;
+    const load = (x: WorkerProc) => x.stats.inflight + (report.perWorker[x.pid] ?? 0);
+    const w = workers.filter((x) => x.alive).sort((a, b) => load(a) - load(b))[0];
+    // readable: false, so that the master never reads the request bytes the worker must see
+    const socket = new net.Socket({ fd, readable: false, writable: false });
+    if (!w || !w.send({ t: 'conn', id: l.id }, socket)) {
+      socket.destroy();
+      continue;
+    }
+    report.perWorker[w.pid] = (report.perWorker[w.pid] ?? 0) + 1;
+    n++;
   }
   return n;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }

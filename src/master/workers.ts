@@ -76,6 +76,7 @@ export class WorkerProc {
         this.phase = 'exited';
         for (const t of this.timers) clearTimeout(t);
         for (const w of this.waiters.values()) w({ t: 'listeners-closed', seq: -1 });
+        for (const w of this.flushWaiters.splice(0)) w();
         this.waiters.clear();
         resolve();
       });
@@ -96,11 +97,29 @@ export class WorkerProc {
     if (!this.alive || !this.child.connected) return false;
     try {
       // child_process types want a net.Socket/Server; a raw bound handle is what it sends ('net.Native').
-      this.child.send(m, handle as never);
+      this.child.send(m, handle as never, (err) => this.sent(err));
+      this.unsent++;
       return true;
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Messages carrying a handle wait in Node's queue until the worker acknowledged the previous
+   * one, while messages without one go at once: a `retire` must not overtake the connections
+   * handed over before it. Resolves when everything sent so far has been written.
+   */
+  flushed(): Promise<void> {
+    if (this.unsent === 0 || !this.alive) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push(resolve));
+  }
+  private unsent = 0;
+  private flushWaiters: Array<() => void> = [];
+  private sent(err: Error | null): void {
+    void err; // a send that failed belongs to a worker on its way out; its exit is handled
+    this.unsent--;
+    if (this.unsent === 0) for (const w of this.flushWaiters.splice(0)) w();
   }
 
   sendListener(l: Listener): void {

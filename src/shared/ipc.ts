@@ -26,8 +26,8 @@ export type ToWorker =
   | { t: 'listener'; listener: ListenerInfo }
   /** Lame duck: keep serving, but every response carries Connection: close. */
   | { t: 'lame-duck' }
-  /** Accept up to `max` connections from the kernel queue of listener `id` right now. */
-  | { t: 'drain-accept'; id: number; max: number; seq: number }
+  /** Accept up to `max` connections from the kernel queue of listener `id` right now; with `close`, then close that listener in the same tick. */
+  | { t: 'drain-accept'; id: number; max: number; close?: boolean; seq: number }
   /** Close these listeners (the master keeps its own fd). */
   | { t: 'close-listeners'; ids: number[]; seq: number }
   /** Retire: stop accepting, finish every connection, exit. */

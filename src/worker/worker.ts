@@ -184,6 +184,8 @@ class Worker {
         return;
       case 'drain-accept': {
         const r = this.drainAccept(m.id, m.max);
+        const l = this.listeners.get(m.id);
+        if (m.close && l) this.closeListener(l);
         this.send({ t: 'accepted', id: m.id, n: r.n, empty: r.empty, seq: m.seq });
         return;
       }
