@@ -22,13 +22,18 @@ type Conn = {
   closing: boolean;
   /** socket.bytesWritten already added to bytesSent. */
   counted: number;
+  /** When the connection's current request began (for the scoreboard's "current request"). */
+  since: number;
 };
 
 export const FORCED_HEADER = 'quiesce-forced';
 
 export class Connections {
   private readonly conns = new Map<Socket, Conn>();
-  private readonly current = new Map<ServerResponse, { method: string; path: string; since: number }>();
+  /** Responses in flight, with their connection (undefined for one not seen at 'connection'). */
+  private readonly current = new Map<ServerResponse, Conn | undefined>();
+  /** One listener for every response's 'close' (no closure per request: this is the hot path). */
+  private readonly onResponseClose: (this: ServerResponse) => void;
   private retiring = false;
   private idleGraceMs = 1000;
   private onEmpty?: () => void;
@@ -41,12 +46,18 @@ export class Connections {
   private lame = false;
   private shown: { state: WorkerState; since: number } = { state: '_', since: Date.now() };
 
+  constructor() {
+    const self = this;
+    this.onResponseClose = function (this: ServerResponse) { self.responseClosed(this); };
+  }
+
   get size(): number { return this.conns.size; }
   get inflight(): number { return this.current.size; }
   get isRetiring(): boolean { return this.retiring; }
 
   add(socket: Socket): void {
-    const conn: Conn = { socket, inflight: new Set(), idleSince: Date.now(), upgraded: false, served: 0, closing: false, counted: socket.bytesWritten };
+    const now = Date.now();
+    const conn: Conn = { socket, inflight: new Set(), idleSince: now, upgraded: false, served: 0, closing: false, counted: socket.bytesWritten, since: now };
     this.conns.set(socket, conn);
     this.accepted++;
     socket.once('close', () => {
@@ -63,27 +74,30 @@ export class Connections {
   request(req: IncomingMessage, res: ServerResponse): void {
     const conn = this.conns.get(req.socket as Socket);
     this.requests++;
-    this.current.set(res, { method: req.method ?? '-', path: req.url ?? '-', since: Date.now() });
+    this.current.set(res, conn);
     if (this.retiring) res.shouldKeepAlive = false;
-    if (!conn) {
-      res.once('close', () => this.current.delete(res));
-      return;
+    if (conn) {
+      if (conn.idleTimer) clearTimeout(conn.idleTimer);
+      if (conn.inflight.size === 0) conn.since = Date.now();
+      conn.inflight.add(res);
+      conn.served++;
     }
-    clearTimeout(conn.idleTimer);
-    conn.inflight.add(res);
-    conn.served++;
-    res.once('close', () => {
-      conn.inflight.delete(res);
-      this.current.delete(res);
-      this.countBytes(conn);
-      if (res.writableFinished) this.completed++;
-      if (res.statusCode === 503 && (this.retiring || this.lame) && !res.hasHeader(FORCED_HEADER)) this.refused++;
-      if (!res.shouldKeepAlive) conn.closing = true;
-      if (conn.inflight.size === 0) {
-        conn.idleSince = Date.now();
-        if (this.retiring) this.scheduleIdleClose(conn);
-      }
-    });
+    res.on('close', this.onResponseClose);
+  }
+
+  private responseClosed(res: ServerResponse): void {
+    const conn = this.current.get(res);
+    this.current.delete(res);
+    if (!conn) return;
+    conn.inflight.delete(res);
+    this.countBytes(conn);
+    if (res.writableFinished) this.completed++;
+    if (res.statusCode === 503 && (this.retiring || this.lame) && !res.hasHeader(FORCED_HEADER)) this.refused++;
+    if (!res.shouldKeepAlive) conn.closing = true;
+    if (conn.inflight.size === 0) {
+      conn.idleSince = Date.now();
+      if (this.retiring) this.scheduleIdleClose(conn);
+    }
   }
 
   /** The app took over the socket (WebSocket, CONNECT): it leaves HTTP, we keep counting it. */
@@ -208,8 +222,14 @@ export class Connections {
   }
 
   oldest(): { method: string; path: string; sinceMs: number } | undefined {
-    let best: { method: string; path: string; since: number } | undefined;
-    for (const c of this.current.values()) if (!best || c.since < best.since) best = c;
-    return best && { method: best.method, path: best.path.slice(0, 64), sinceMs: Date.now() - best.since };
+    let best: ServerResponse | undefined;
+    let since = Infinity;
+    for (const [res, conn] of this.current) {
+      const t = conn?.since ?? Infinity;
+      if (!best || t < since) { best = res; since = t; }
+    }
+    if (!best) return undefined;
+    const req = best.req;
+    return { method: req?.method ?? '-', path: (req?.url ?? '-').slice(0, 64), sinceMs: since === Infinity ? 0 : Date.now() - since };
   }
 }

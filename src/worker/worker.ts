@@ -39,12 +39,14 @@ class Worker {
   private recycleAt: number;
   private askedToRetire = false;
   private onAllListeners?: () => void;
+  private readonly generationHeader: string;
 
   constructor() {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
     const n = loadNative();
     this.native = n.ok && this.boot.drainMode === 'gate' ? n.native : undefined;
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
+    this.generationHeader = String(this.boot.generation);
     const max = this.boot.config.maxRequestsPerWorker;
     this.recycleAt = max > 0 ? max + Math.floor(Math.random() * Math.ceil(max * 0.1)) : Infinity;
   }
@@ -145,14 +147,14 @@ class Worker {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const startedAt = Date.now();
-    const written = req.socket.bytesWritten;
     this.conns.request(req, res);
     const cfg = this.boot.config;
     if (this.lameDuck) res.shouldKeepAlive = false;
-    if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', String(this.boot.generation));
+    if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', this.generationHeader);
     if (this.accessLog) {
       const log = this.accessLog;
+      const startedAt = Date.now();
+      const written = req.socket.bytesWritten;
       res.once('close', () => {
         const entry = { req, res, bytes: req.socket.bytesWritten - written, startedAt };
         log.write(cfg.logFormat === 'json' ? json(entry, { pid: process.pid, generation: this.boot.generation }) : combined(entry));
