@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   const gen = pickLoadGen(f.loadgen as string | undefined);
   const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
-  if (scenarios.length === 0) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')}`);
+  if (scenarios.length === 0 && !only?.has('stats')) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')},stats`);
 
   const work = tempDir('quiesce-bench-data-');
   const www = join(work, 'www');
@@ -137,6 +137,31 @@ async function main(): Promise<void> {
     }
   }
 
+  // ─── the price of the scoreboard: quiesce with and without its periodic status report ──────
+  let statsLine = '';
+  if (!only || only.has('stats')) {
+    const statsRounds = quick ? 2 : 5;
+    log(`stats: quiesce with and without the scoreboard report, ${statsRounds} interleaved rounds`);
+    const app = join(APPS, 'hello.mjs');
+    const on = await startQuiesce({ app });
+    const off = await startQuiesce({ app, env: { QUIESCE_STATS: 'off' } });
+    try {
+      const res: Record<'on' | 'off', number[]> = { on: [], off: [] };
+      for (let r = 0; r < statsRounds; r++) {
+        for (const [k, srv] of (r % 2 ? [['off', off], ['on', on]] : [['on', on], ['off', off]]) as Array<['on' | 'off', Running]>) {
+          res[k].push((await gen.run({ url: `http://127.0.0.1:${srv.port}/`, durationS, connections, threads, close: false })).rps);
+          await sleep(50);
+        }
+      }
+      const ratio = median(res.on) / median(res.off);
+      statsLine = `- scoreboard cost: quiesce with its status report ${fmt(median(res.on))} req/s vs without (QUIESCE_STATS=off) ${fmt(median(res.off))} req/s, ` +
+        `median of ${statsRounds} interleaved rounds, keep-alive: **${ratio.toFixed(3)}x** — target within 5% of off: ${ratio >= 0.95 ? 'met' : 'MISSED'}.`;
+    } finally {
+      await on.kill();
+      await off.kill();
+    }
+  }
+
   // ─── the table ──────────────────────────────────────────────────────────────
   const out: string[] = [];
   out.push(`## quiesce vs node:cluster: throughput and latency (${new Date().toISOString()})`, '');
@@ -179,7 +204,7 @@ async function main(): Promise<void> {
   const bare = await bareNodeRssKiB();
   out.push(`- quiesce master RSS (VmRSS, peak sampled every 100 ms): max ${(maxRss / 1024).toFixed(1)} MB — target < 60 MB: ${maxRss / 1024 < 60 ? 'met' : 'MISSED'}. ` +
     `For scale: its anonymous part (RssAnon) peaked at ${(maxAnon / 1024).toFixed(1)} MB; an idle bare \`node -e\` process is ${(bare / 1024).toFixed(1)} MB; the node:cluster RR primary peaked at ${(maxRR / 1024).toFixed(1)} MB.`);
-  out.push('- quiesce status collection is always on (no flag turns it off), so there is no "status collection off" row: every quiesce figure above includes it.');
+  if (statsLine) out.push(statsLine);
   out.push('- the access log rows write Combined Log Format to a file in a temp dir: quiesce through its master, node:cluster with a write stream per worker.');
   out.push('- static rows: quiesce serves the directory itself (`quiesce DIR`), node:cluster serves it with `send`. Framework rows: the same module default-exporting the app.');
   for (const n of notes) out.push(`- ${n}`);
