@@ -34,6 +34,7 @@ export class Connections {
   private readonly current = new Map<ServerResponse, Conn | undefined>();
   /** One listener for every response's 'close' (no closure per request: this is the hot path). */
   private readonly onResponseClose: (this: ServerResponse) => void;
+  private readonly onSocketClose: (this: Socket) => void;
   private retiring = false;
   private idleGraceMs = 1000;
   private onEmpty?: () => void;
@@ -49,6 +50,7 @@ export class Connections {
   constructor() {
     const self = this;
     this.onResponseClose = function (this: ServerResponse) { self.responseClosed(this); };
+    this.onSocketClose = function (this: Socket) { self.socketClosed(this); };
   }
 
   get size(): number { return this.conns.size; }
@@ -60,14 +62,18 @@ export class Connections {
     const conn: Conn = { socket, inflight: new Set(), idleSince: now, upgraded: false, served: 0, closing: false, counted: socket.bytesWritten, since: now };
     this.conns.set(socket, conn);
     this.accepted++;
-    socket.once('close', () => {
-      clearTimeout(conn.idleTimer);
-      this.countBytes(conn);
-      for (const res of conn.inflight) this.current.delete(res);
-      this.conns.delete(socket);
-      this.checkEmpty();
-    });
+    socket.on('close', this.onSocketClose);
     if (this.retiring) this.scheduleIdleClose(conn);
+  }
+
+  private socketClosed(socket: Socket): void {
+    const conn = this.conns.get(socket);
+    if (!conn) return;
+    clearTimeout(conn.idleTimer);
+    this.countBytes(conn);
+    for (const res of conn.inflight) this.current.delete(res);
+    this.conns.delete(socket);
+    this.checkEmpty();
   }
 
   /** A request started on its connection. Call before the app's listener runs. */
