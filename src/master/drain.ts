@@ -158,7 +158,9 @@ function handOver(l: Listener, native: Native, workers: WorkerProc[], report: Dr
     if (fd === -1) break;
     if (fd === -2) continue;
     const load = (x: WorkerProc) => x.stats.inflight + (report.perWorker[x.pid] ?? 0);
-    const w = workers.filter((x) => x.alive).sort((a, b) => load(a) - load(b))[0];
+    const live = workers.filter((x) => x.alive);
+    const ready = live.filter((x) => x.phase !== 'starting');
+    const w = (ready.length > 0 ? ready : live).sort((a, b) => load(a) - load(b))[0];
     // readable: false, so that the master never reads the request bytes the worker must see
     const socket = new net.Socket({ fd, readable: false, writable: false });
     if (!w || !w.send({ t: 'conn', id: l.id }, socket)) {

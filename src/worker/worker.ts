@@ -40,6 +40,8 @@ class Worker {
   private askedToRetire = false;
   private onAllListeners?: () => void;
   private readonly generationHeader: string;
+  /** Connections handed over before this worker was ready. */
+  private readonly early: net.Socket[] = [];
 
   constructor() {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
@@ -108,6 +110,7 @@ class Worker {
     if (this.retireStarted) return; // told to retire while loading: never take traffic
     for (const l of this.listeners.values()) this.listen(l);
     this.ready = true;
+    for (const socket of this.early.splice(0)) this.server.emit('connection', socket);
     this.send({ t: 'ready', pid: process.pid });
     // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
@@ -202,7 +205,10 @@ class Worker {
         this.force();
         return;
       case 'conn':
-        if (handle instanceof net.Socket) this.server.emit('connection', handle);
+        // a connection the master accepted at the end of a drain; before we serve, it waits here
+        if (!(handle instanceof net.Socket)) return;
+        if (this.ready) this.server.emit('connection', handle);
+        else this.early.push(handle);
         return;
       case 'status-request':
         this.sendStats();
