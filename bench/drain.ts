@@ -208,9 +208,9 @@ async function main(): Promise<void> {
     const perConn = median(withQ.map((r) => r.drainMs! / acc(r)));
     out.push(`- quiesce drain vs what it accepted: median ${perConn.toFixed(2)} ms of gate→close per connection accepted in the drain; serving one takes ${burnMs} ms of CPU, ` +
       `${(burnMs / 2).toFixed(1)} ms per connection with 2 workers. By stop (accepted in drain → drain ms${withQ.some((r) => r.synRecv) ? ', +half-open at SIGTERM' : ''}): ` +
-      withQ.map((r) => `${acc(r)}${r.synRecv ? `+${r.synRecv}` : ''}→${r.drainMs}`).join(', ') + '. The drain lasts about as long as serving what it accepted: ' +
-      'the close step waits for each worker to answer close-listeners, which a worker does only after the requests of the batch it has just accepted. ' +
-      'A refused client waits drain + SYN retransmits (1 s, then 3 s), so a drain over 1 s shows as ~3 s refused waits.');
+      withQ.map((r) => `${acc(r)}${r.synRecv ? `+${r.synRecv}` : ''}→${r.drainMs}`).join(', ') + '. Each worker takes its share and closes its fd in the same tick, the master takes the rest, ' +
+      'so the drain lasts as long as the slowest worker takes to read one message, not as long as serving what it accepted. ' +
+      'A refused client waits drain + SYN retransmits (1 s, then 3 s), so a drain over 1 s would show as ~3 s refused waits.');
   }
   for (const r of notExited) out.push(`- ${r.kind}: exit ${r.exitCode}`);
   out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
