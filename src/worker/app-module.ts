@@ -6,7 +6,9 @@
  *    'upgrade' listeners its plugins add are known), requests go to fastify.routing(); onStop
  *    calls fastify.close() (its onClose hooks run). Its own server never binds.
  * 2. a Koa instance (an object with callback() and use()): its callback() is the listener.
- * 3. an object with a fetch(request) method (a Hono app, `{ fetch }`): fetch handler.
+ * 3. an object with a fetch(request) method (a Hono app, `{ fetch }`): fetch handler (served by
+ *    ./fetch-bridge.js, which makes the worker's global Response a lightweight one, as
+ *    @hono/node-server does).
  * 4. an http.Server (e.g. `export default http.createServer(app)`): its 'request' listeners serve.
  * 5. a function: a Node listener `(req, res)` when it declares 2+ parameters (Express apps do),
  *    a fetch handler `(request) => Response` when it declares exactly 1. Override with a named

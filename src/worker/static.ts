@@ -12,10 +12,16 @@
  *   listing when `autoindex`, else 404;
  * - a `.br` / `.gz` sibling is served instead when the client accepts it (br preferred), with
  *   Content-Encoding and `Vary: Accept-Encoding`.
- * `send` then does Content-Type, ETag, Last-Modified, conditional requests, Range and HEAD.
+ * `send` then does ETag, Last-Modified, conditional requests, Range and HEAD; a plain GET of a
+ * small file is answered here with the same headers and fewer steps (sendSmall).
+ *
+ * What a path resolves to (its realpath, checked inside the root, and stat) is cached for
+ * LOOKUP_TTL_MS in a bounded LRU, misses included: a file created, replaced or removed (or a
+ * precompressed sibling added) is seen within that bound. The file itself is opened and
+ * stat'ed again for every request, so a removed file answers 404 at once.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { close, constants as fsConstants, existsSync, fstat, open, read } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -26,6 +32,11 @@ import { AppError, type RequestListener } from './app-types.js';
 import { failResponse, report, type ErrorSink } from './app-guard.js';
 
 export type StaticOptions = { autoindex: boolean; onError: ErrorSink };
+
+/** How long a path lookup (realpath, inside-the-root check, stat) is reused. */
+export const LOOKUP_TTL_MS = 1000;
+/** How many path lookups are kept at most (least recently used go first). */
+export const LOOKUP_CACHE_MAX = 4096;
 
 type Encoding = 'br' | 'gzip';
 const ENCODINGS: ReadonlyArray<{ name: Encoding; suffix: string }> = [
@@ -80,7 +91,7 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
   } catch (err) {
     throw new AppError('APP_NOT_FOUND', `static root ${root} is not a readable directory: ${(err as Error).message}`, { cause: err });
   }
-  const ctx: Ctx = { rootReal, autoindex: opts.autoindex, onError: opts.onError };
+  const ctx: Ctx = { rootReal, autoindex: opts.autoindex, onError: opts.onError, lookups: new LookupCache<Found>(LOOKUP_TTL_MS, LOOKUP_CACHE_MAX) };
   return (req, res) => {
     handle(ctx, req, res).catch((err: unknown) => {
       report(opts.onError, err, 'static');
@@ -89,7 +100,48 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
   };
 }
 
-type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink };
+type Found = { real: string; st: Stats } | null;
+type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink; lookups: LookupCache<Found> };
+
+/**
+ * A bounded LRU of promises that expire `ttlMs` after their load started. Concurrent lookups of
+ * one key share one load; a load that rejects is forgotten.
+ */
+export class LookupCache<T> {
+  private readonly entries = new Map<string, { expires: number; value: Promise<T> }>();
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string, load: (key: string) => Promise<T>): Promise<T> {
+    const now = this.now();
+    const hit = this.entries.get(key);
+    if (hit !== undefined) {
+      this.entries.delete(key);
+      if (hit.expires > now) {
+        this.entries.set(key, hit); // most recently used last
+        return hit.value;
+      }
+    }
+    const entry = { expires: now + this.ttlMs, value: load(key) };
+    this.entries.set(key, entry);
+    if (this.entries.size > this.max) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    entry.value.catch(() => {
+      if (this.entries.get(key) === entry) this.entries.delete(key);
+    });
+    return entry.value;
+  }
+}
 
 type Target = { segments: string[]; trailingSlash: boolean; query: string };
 
@@ -123,8 +175,16 @@ function inside(rootReal: string, real: string): boolean {
     .some((s) => s.startsWith('.'));
 }
 
-/** realpath + stat, or null when missing / outside the root / a dot path. */
-async function resolveInside(ctx: Ctx, p: string): Promise<{ real: string; st: Stats } | null> {
+/** Longer paths are looked up each time: the cache holds at most LOOKUP_CACHE_MAX short keys. */
+const LOOKUP_KEY_MAX = 1024;
+
+/** realpath + stat, or null when missing / outside the root / a dot path (cached, see LOOKUP_TTL_MS). */
+function resolveInside(ctx: Ctx, p: string): Promise<Found> {
+  if (p.length > LOOKUP_KEY_MAX) return lookup(ctx.rootReal, p);
+  return ctx.lookups.get(p, (key) => lookup(ctx.rootReal, key));
+}
+
+async function lookup(rootReal: string, p: string): Promise<Found> {
   let real: string;
   try {
     real = await realpath(p);
@@ -132,7 +192,7 @@ async function resolveInside(ctx: Ctx, p: string): Promise<{ real: string; st: S
     if (isMissing(err)) return null;
     throw err;
   }
-  if (!inside(ctx.rootReal, real)) return null;
+  if (!inside(rootReal, real)) return null;
   try {
     return { real, st: await stat(real) };
   } catch (err) {
@@ -165,12 +225,12 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
       return redirect(req, res, location);
     }
     const index = await resolveInside(ctx, join(found.real, 'index.html'));
-    if (index?.st.isFile()) return serveFile(ctx, req, res, index.real);
+    if (index?.st.isFile()) return serveFile(ctx, req, res, index);
     if (ctx.autoindex) return listing(req, res, found.real, target.segments);
     return answerError(res, 404);
   }
   if (!found.st.isFile() || target.trailingSlash) return answerError(res, 404);
-  return serveFile(ctx, req, res, found.real);
+  return serveFile(ctx, req, res, found);
 }
 
 /** Which encodings the Accept-Encoding header allows (q > 0, `*` counts). */
@@ -194,37 +254,126 @@ export function acceptsEncoding(header: string | string[] | undefined, enc: Enco
   return (own ?? star ?? 0) > 0;
 }
 
-async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: string): Promise<void> {
+async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }): Promise<void> {
   let served = file;
   let encoding: Encoding | null = null;
   let hasVariants = false;
-  for (const { name, suffix } of ENCODINGS) {
-    const variant = await resolveInside(ctx, file + suffix);
+  const variants = await Promise.all(ENCODINGS.map(({ suffix }) => resolveInside(ctx, file.real + suffix)));
+  for (const [i, { name }] of ENCODINGS.entries()) {
+    const variant = variants[i];
     if (!variant?.st.isFile()) continue;
     hasVariants = true;
     if (encoding === null && acceptsEncoding(req.headers['accept-encoding'], name)) {
       encoding = name;
-      served = variant.real;
+      served = variant;
     }
   }
   if (res.destroyed) return;
-  res.setHeader('Content-Type', contentTypeOf(file));
+  res.setHeader('Content-Type', contentTypeOf(file.real));
   if (hasVariants) res.setHeader('Vary', 'Accept-Encoding');
   if (encoding) res.setHeader('Content-Encoding', encoding);
+  // A variant removed since it was looked up: the file itself is served.
+  const identity = (): void => {
+    res.removeHeader('Content-Encoding');
+    deliver(ctx, req, res, file);
+  };
+  deliver(ctx, req, res, served, encoding === null ? undefined : identity);
+}
 
-  const stream = send(req, `/${encodeURIComponent(basename(served))}`, {
-    root: dirname(served),
+/** Sends a file; `onMissing` (if given) answers instead of a 404 when the file is gone. */
+function deliver(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }, onMissing?: () => void): void {
+  if (file.st.size <= SMALL_FILE_MAX && plainGet(req)) sendSmall(ctx, req, res, file.real, onMissing);
+  else sendWithSend(ctx, req, res, file.real, onMissing);
+}
+
+function sendWithSend(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: string, onMissing?: () => void): void {
+  const stream = send(req, `/${encodeURIComponent(basename(file))}`, {
+    root: dirname(file),
     index: false,
     extensions: false,
     dotfiles: 'allow', // dot paths were refused above; the realpath's own name is already checked
   });
   stream.on('error', (err: { status?: number; statusCode?: number; headers?: Record<string, string> }) => {
     const status = err.status ?? err.statusCode ?? 500;
+    if (status === 404 && onMissing && !res.headersSent) return onMissing();
     if (status >= 500) report(ctx.onError, err, 'static');
     answerError(res, status, err.headers);
   });
   stream.on('directory', () => answerError(res, 404)); // replaced by a directory since we looked
   stream.pipe(res);
+}
+
+/**
+ * Files up to this size, asked for by a plain GET, are read whole and sent without `send` (see
+ * sendSmall); larger ones, HEAD, Range and conditional requests go through `send`.
+ */
+const SMALL_FILE_MAX = 64 * 1024;
+const CONDITIONAL_OR_RANGE = ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'];
+
+function plainGet(req: IncomingMessage): boolean {
+  if (req.method !== 'GET') return false;
+  const h = req.headers;
+  for (const name of CONDITIONAL_OR_RANGE) if (h[name] !== undefined) return false;
+  return true;
+}
+
+// A symlink put in place of the file since it was resolved is not followed (ELOOP: 404).
+const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0);
+
+/**
+ * A plain GET of a small file, answered as `send` would (same headers: Accept-Ranges,
+ * Cache-Control, Last-Modified, a weak ETag of size and mtime, Content-Length) with less work:
+ * open, fstat and one read, no stream. The file is stat'ed through its descriptor, so the
+ * headers describe the bytes sent. A file that grew past SMALL_FILE_MAX meanwhile goes to `send`.
+ */
+function sendSmall(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: string, onMissing?: () => void): void {
+  const missing = (): void => (onMissing ? onMissing() : answerError(res, 404));
+  const fail = (fd: number | null, err: NodeJS.ErrnoException): void => {
+    if (fd !== null) closeQuietly(fd);
+    const code = err.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG' || code === 'ELOOP') return missing();
+    report(ctx.onError, err, 'static');
+    answerError(res, 500);
+  };
+  open(file, OPEN_FLAGS, (err, fd) => {
+    if (err) return fail(null, err);
+    fstat(fd, (err2, st) => {
+      if (err2) return fail(fd, err2);
+      if (!st.isFile()) {
+        closeQuietly(fd);
+        return missing(); // replaced by a directory since we looked
+      }
+      if (st.size > SMALL_FILE_MAX) {
+        closeQuietly(fd);
+        return sendWithSend(ctx, req, res, file, onMissing);
+      }
+      readWhole(fd, Buffer.allocUnsafe(st.size), 0, (err3, body) => {
+        closeQuietly(fd);
+        if (err3) return fail(null, err3);
+        if (res.destroyed || res.headersSent) return;
+        res.setHeader('Accept-Ranges', 'bytes');
+        res.setHeader('Cache-Control', 'public, max-age=0');
+        res.setHeader('Last-Modified', st.mtime.toUTCString());
+        res.setHeader('ETag', `W/"${st.size.toString(16)}-${st.mtime.getTime().toString(16)}"`);
+        res.setHeader('Content-Length', body.byteLength);
+        res.end(body);
+      });
+    });
+  });
+}
+
+/** Reads into `buf` from `offset` until it is full or the file ends; calls back with what was read. */
+function readWhole(fd: number, buf: Buffer, offset: number, cb: (err: NodeJS.ErrnoException | null, body: Buffer) => void): void {
+  if (offset >= buf.byteLength) return cb(null, buf);
+  read(fd, buf, offset, buf.byteLength - offset, offset, (err, n) => {
+    if (err) return cb(err, buf);
+    if (n === 0) return cb(null, buf.subarray(0, offset)); // shrank meanwhile
+    readWhole(fd, buf, offset + n, cb);
+  });
+}
+
+function closeQuietly(fd: number): void {
+  close(fd, () => {});
 }
 
 function escapeHtml(s: string): string {
