@@ -18,6 +18,7 @@ import { createWriteStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { combined } from '../src/worker/access-log.js';
 
 const { values } = parseArgs({
   options: {
@@ -100,27 +101,11 @@ async function loadHandler(): Promise<Handler> {
   throw new Error(`${values.app}: default export is neither a request listener nor a fetch app`);
 }
 
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-let clfSecond = -1;
-let clfCached = '';
-function clfTime(now: number): string {
-  const sec = Math.floor(now / 1000);
-  if (sec !== clfSecond) {
-    const d = new Date(sec * 1000);
-    const p = (x: number) => String(x).padStart(2, '0');
-    clfCached = `${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
-    clfSecond = sec;
-  }
-  return clfCached;
-}
-
-/** Combined Log Format, one line per response, like quiesce's access log (same work per line). */
+/** Combined Log Format, one line per response, with quiesce's own formatter (same work per line). */
 function withAccessLog(handler: Handler, out: NodeJS.WritableStream): Handler {
   return (req, res) => {
     res.once('finish', () => {
-      const bytes = Number(res.getHeader('content-length') ?? 0);
-      const q = (s: string | undefined) => (s === undefined ? '-' : s.replace(/["\\]/g, '\\$&'));
-      out.write(`${req.socket.remoteAddress ?? '-'} - - [${clfTime(Date.now())}] "${req.method} ${q(req.url)} HTTP/${req.httpVersion}" ${res.statusCode} ${bytes > 0 ? bytes : '-'} "${q(req.headers.referer)}" "${q(req.headers['user-agent'])}"\n`);
+      out.write(combined({ req, res, bytes: Number(res.getHeader('content-length') ?? 0), startedAt: 0 }));
     });
     handler(req, res);
   };

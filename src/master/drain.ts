@@ -4,19 +4,18 @@
  * On Linux the last close() of a listener resets every connection in its accept queue and every
  * handshake in progress. So: (1) gate — a socket filter drops new SYNs (new clients retransmit and
  * then get ECONNREFUSED) while handshakes in progress still complete; a unix socket path is
- * unlinked; (2) drain — the workers empty the kernel queue in bounded batches, spread by load,
- * until the kernel itself says no handshake is in progress and the queue is empty; (3) close —
- * workers close their fds, the master re-checks the queue (accepting and handing over anything a
- * late syncookie handshake put there) and closes last.
+ * unlinked; (2) drain — each worker takes its load-weighted share of the kernel queue and closes
+ * its own fd in the same tick; the master takes the rest and hands it over, until the kernel
+ * itself says no handshake is in progress and the queue is empty; (3) close — the master re-checks
+ * a moment later (a late syncookie handshake) and closes last.
  */
 import { unlinkSync } from 'node:fs';
 import net from 'node:net';
-import type { Native } from '../native/index.js';
-import { procTcpCounts } from '../native/index.js';
+import { kernelDrained, procTcpCounts, type Native } from '../native/index.js';
 import type { Logger } from '../shared/log.js';
 import { errorMessage } from '../shared/errors.js';
 import type { ToMaster } from '../shared/ipc.js';
-import { closeHandle, family, type Listener } from './listeners.js';
+import { closeHandle, type Listener } from './listeners.js';
 import type { WorkerProc } from './workers.js';
 
 export type DrainReport = {
@@ -124,8 +123,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
 
 /** TCP: half-open handshakes first, then the queue, in this order so that nothing slips in between. Unix: the path is gone; handOver() emptied the queue. */
 function settled(l: Listener, native: Native): boolean {
-  if (l.spec.kind === 'unix') return true;
-  return native.halfOpen(l.port, family(l)) === 0 && native.acceptQueue(l.fd).queued === 0;
+  return l.spec.kind === 'unix' || kernelDrained(native, l.fd, l.port, l.family);
 }
 
 /** Each live worker gets its share of each listener's queue (weighted by how idle it is) and closes its fd. */

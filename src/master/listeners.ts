@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { constants as osConstants } from 'node:os';
+import { errnoName } from '../native/errors.js';
 import { QuiesceError } from '../shared/errors.js';
 import type { ListenerInfo } from '../shared/ipc.js';
 import type { Native } from '../native/index.js';
@@ -35,12 +35,9 @@ export type Listener = {
   /** "127.0.0.1:8080", "[::]:8080", "/run/app.sock" */
   address: string;
   state: ListenerState;
+  /** The address family of the socket (a dual-stack listener is an IPv6 socket); 4 for unix. */
+  family: 4 | 6;
 };
-
-/** The address family of a TCP listener's sockets (a dual-stack listener is an IPv6 socket). */
-export function family(l: Listener): 4 | 6 {
-  return l.address.startsWith('[') ? 6 : 4;
-}
 
 /** Parse one --listen value; throws QuiesceError('USAGE') naming it. */
 export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
@@ -71,11 +68,6 @@ export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
   return { kind: 'tcp', host: host === 'localhost' ? '127.0.0.1' : host, port: port(text.slice(i + 1)), family: 4, text };
 }
 
-function errnoName(code: number): string {
-  for (const [name, n] of Object.entries(osConstants.errno)) if (n === -code) return name;
-  return `errno ${code}`;
-}
-
 /** Bind one listener. TCP listeners are put in LISTEN state at once when `native` is there. */
 export function bindListener(id: number, spec: ListenSpec, backlog: number, native: Native | undefined): Listener {
   let handle: ServerHandle | number;
@@ -92,11 +84,12 @@ export function bindListener(id: number, spec: ListenSpec, backlog: number, nati
     handle = createServerHandle(spec.host, spec.port, spec.family === 6 ? 6 : 4);
   }
   if (typeof handle === 'number') {
-    const name = errnoName(handle);
+    const name = errnoName(-handle); // libuv reports -errno
     const why = name === 'EADDRINUSE' ? 'address in use' : name === 'EACCES' ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : name === 'EADDRNOTAVAIL' ? 'address not available on this machine' : name;
     throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${why}`);
   }
   let port = 0;
+  let fam: 4 | 6 = 4;
   let address = spec.kind === 'unix' ? spec.path : spec.text;
   if (spec.kind === 'tcp') {
     // libuv delays EADDRINUSE from bind() to listen(): an unbound socket shows here, and listen()
@@ -109,10 +102,11 @@ export function bindListener(id: number, spec: ListenSpec, backlog: number, nati
     }
     port = Number(out.port);
     const host = String(out.address);
-    address = out.family === 'IPv6' || host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    fam = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
+    address = fam === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
   if (native) native.listen(handle.fd, backlog);
-  return { id, spec, handle, fd: handle.fd, port, address, state: 'open' };
+  return { id, spec, handle, fd: handle.fd, port, address, state: 'open', family: fam };
 }
 
 /** Whether a unix socket path has a live listener: read the kernel's table of bound unix sockets. */
@@ -138,7 +132,7 @@ function readProcNetUnix(): Array<{ path: string; listening: boolean }> {
 }
 
 export function info(l: Listener): ListenerInfo {
-  return { id: l.id, kind: l.spec.kind, address: l.address, port: l.port, path: l.spec.kind === 'unix' ? l.spec.path : '' };
+  return { id: l.id, kind: l.spec.kind, address: l.address, port: l.port, path: l.spec.kind === 'unix' ? l.spec.path : '', family: l.family };
 }
 
 /** The URL-ish form printed at start and in status. */

@@ -58,17 +58,10 @@ export class WorkerProc {
       if (s) createInterface({ input: s, crlfDelay: Infinity }).on('line', (line) => onLine(this, stream, line));
     }
     (this.child.stdio[4] as Readable | null)?.on('data', onAccessLog);
-    this.ready = new Promise((resolve) => {
-      this.child.on('message', (m: unknown) => {
-        if (!isToMaster(m)) return;
-        if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; resolve(true); }
-        if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
-        if (m.t === 'stats') this.stats = m.stats;
-        if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
-        onMessage(this, m);
-      });
-      this.child.once('exit', () => resolve(false));
-    });
+    let readyNow: (ok: boolean) => void = () => {};
+    let failNow: (why: string) => void = () => {};
+    this.ready = new Promise((resolve) => { readyNow = resolve; });
+    this.failed = new Promise((resolve) => { failNow = resolve; });
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.exitCode = code;
@@ -78,14 +71,19 @@ export class WorkerProc {
         for (const w of this.waiters.values()) w({ t: 'listeners-closed', seq: -1 });
         for (const w of this.flushWaiters.splice(0)) w();
         this.waiters.clear();
+        readyNow(false);
+        failNow(`worker ${this.pid} exited (code ${code}, signal ${signal})`);
         resolve();
       });
     });
-    this.failed = new Promise((resolve) => {
-      this.child.on('message', (m: unknown) => {
-        if (isToMaster(m) && m.t === 'retire-me' && m.reason === 'error') resolve(`worker ${this.pid} failed: ${m.detail}`);
-      });
-      void this.exited.then(() => resolve(`worker ${this.pid} exited (code ${this.exitCode}, signal ${this.exitSignal})`));
+    this.child.on('message', (m: unknown) => {
+      if (!isToMaster(m)) return;
+      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; readyNow(true); }
+      if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
+      if (m.t === 'stats') this.stats = m.stats;
+      if (m.t === 'retire-me' && m.reason === 'error') failNow(`worker ${this.pid} failed: ${m.detail}`);
+      if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
+      onMessage(this, m);
     });
     this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
     for (const l of listeners) this.sendListener(l);

@@ -325,3 +325,12 @@ function bind(): Native {
     },
   };
 }
+
+/**
+ * The kernel's word that a gated TCP listener is drained: no handshake of its port in progress
+ * (checked first, so that nothing can enter the queue between the two reads), then an empty
+ * accept queue. `family` is the listener socket's (a dual-stack listener is IPv6).
+ */
+export function kernelDrained(native: Native, fd: number, port: number, family: 4 | 6): boolean {
+  return native.halfOpen(port, family) === 0 && native.acceptQueue(fd).queued === 0;
+}

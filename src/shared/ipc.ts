@@ -20,7 +20,7 @@ export type WorkerBoot = {
 
 export type AppSpecWire = { kind: 'site' } | { kind: 'dir'; root: string; autoindex: boolean } | { kind: 'module'; path: string };
 
-export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string };
+export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6 };
 
 export type ToWorker =
   | { t: 'listener'; listener: ListenerInfo }
@@ -46,7 +46,7 @@ export type ToMaster =
   | { t: 'fatal'; code: string; message: string }
   /** The worker wants to retire (max requests, uncaught error): start a replacement first. */
   | { t: 'retire-me'; reason: RetireReason; detail: string }
-  | { t: 'accepted'; id: number; n: number; empty: boolean; seq: number }
+  | { t: 'accepted'; id: number; n: number; seq: number }
   | { t: 'listeners-closed'; seq: number }
   | { t: 'forced'; n: number }
   | { t: 'stats'; stats: WorkerStats };

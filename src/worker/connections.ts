@@ -56,6 +56,8 @@ export class Connections {
   get size(): number { return this.conns.size; }
   get inflight(): number { return this.current.size; }
   get isRetiring(): boolean { return this.retiring; }
+  /** Lame duck or retiring: every response from now on carries Connection: close. */
+  get winding(): boolean { return this.retiring || this.lame; }
 
   add(socket: Socket): void {
     const now = Date.now();
@@ -81,7 +83,7 @@ export class Connections {
     const conn = this.conns.get(req.socket as Socket);
     this.requests++;
     this.current.set(res, conn);
-    if (this.retiring) res.shouldKeepAlive = false;
+    if (this.winding) res.shouldKeepAlive = false;
     if (conn) {
       if (conn.idleTimer) clearTimeout(conn.idleTimer);
       if (conn.inflight.size === 0) conn.since = Date.now();
@@ -98,7 +100,7 @@ export class Connections {
     conn.inflight.delete(res);
     this.countBytes(conn);
     if (res.writableFinished) this.completed++;
-    if (res.statusCode === 503 && (this.retiring || this.lame) && !res.hasHeader(FORCED_HEADER)) this.refused++;
+    if (res.statusCode === 503 && this.winding && !res.hasHeader(FORCED_HEADER)) this.refused++;
     if (!res.shouldKeepAlive) conn.closing = true;
     if (conn.inflight.size === 0) {
       conn.idleSince = Date.now();
@@ -126,7 +128,7 @@ export class Connections {
     this.onEmpty = onEmpty;
     if (this.retiring) return;
     this.retiring = true;
-    for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+    this.closeAfterResponsesInFlight();
     for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
     this.checkEmpty();
   }
@@ -134,6 +136,11 @@ export class Connections {
   /** Lame duck: Connection: close on every response from now on, without retiring. */
   lameDuck(): void {
     this.lame = true;
+    this.closeAfterResponsesInFlight();
+  }
+
+  /** Responses whose headers are not out yet will carry Connection: close too. */
+  private closeAfterResponsesInFlight(): void {
     for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
   }
 

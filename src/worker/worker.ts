@@ -12,7 +12,7 @@ import { isToWorker, type ListenerInfo, type RetireReason, type ToMaster, type T
 import { Connections } from './connections.js';
 import { AccessLogPipe, combined, json } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
-import { loadNative, type Native } from '../native/index.js';
+import { kernelDrained, loadNative, type Native } from '../native/index.js';
 
 type Listener = { info: ListenerInfo; handle: object; server?: net.Server; closed: boolean };
 
@@ -33,7 +33,6 @@ class Worker {
   private server!: http.Server;
   private app!: LoadedApp;
   private ready = false;
-  private lameDuck = false;
   private retireStarted = false;
   private drained = 0;
   private recycleAt: number;
@@ -71,9 +70,9 @@ class Worker {
     const cfg = this.boot.config;
     if (cfg.user) {
       try {
-        if (!this.native && !loadNative().ok) throw new Error('native syscalls unavailable');
         const n = loadNative();
-        if (n.ok) n.native.dropPrivileges(cfg.user, cfg.group || undefined);
+        if (!n.ok) throw new Error(`native syscalls unavailable: ${n.reason}`);
+        n.native.dropPrivileges(cfg.user, cfg.group || undefined);
       } catch (err) {
         return this.fatal('PRIVILEGES', `--user ${cfg.user}: cannot drop privileges: ${errorMessage(err)}`);
       }
@@ -152,7 +151,6 @@ class Worker {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.conns.request(req, res);
     const cfg = this.boot.config;
-    if (this.lameDuck) res.shouldKeepAlive = false;
     if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', this.generationHeader);
     if (this.accessLog) {
       const log = this.accessLog;
@@ -168,7 +166,7 @@ class Worker {
       this.send({ t: 'retire-me', reason: 'recycle', detail: `served ${this.conns.requests} requests` });
     }
     if (cfg.healthPath && req.url === cfg.healthPath) {
-      const up = !this.lameDuck && !this.conns.isRetiring;
+      const up = !this.conns.winding;
       res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
       res.end(up ? 'ok\n' : 'draining\n');
       return;
@@ -184,14 +182,13 @@ class Worker {
         else if (this.listeners.size >= this.boot.listeners) this.onAllListeners?.();
         return;
       case 'lame-duck':
-        this.lameDuck = true;
         this.conns.lameDuck();
         return;
       case 'drain-accept': {
         const r = this.drainAccept(m.id, m.max);
         const l = this.listeners.get(m.id);
         if (m.close && l) this.closeListener(l);
-        this.send({ t: 'accepted', id: m.id, n: r.n, empty: r.empty, seq: m.seq });
+        this.send({ t: 'accepted', id: m.id, n: r.n, seq: m.seq });
         return;
       }
       case 'close-listeners':
@@ -297,10 +294,8 @@ class Worker {
         if (!native || l.closed) continue;
         const r = this.drainAccept(l.info.id, 64);
         if (!r.empty) busy = true;
-        if (l.info.kind === 'tcp') {
-          const fd = listenerFd(l);
-          if (native.halfOpen(l.info.port, l.info.address.startsWith('[') ? 6 : 4) > 0 || (fd >= 0 && native.acceptQueue(fd).queued > 0)) busy = true;
-        }
+        const fd = listenerFd(l);
+        if (l.info.kind === 'tcp' && fd >= 0 && !kernelDrained(native, fd, l.info.port, l.info.family)) busy = true;
       }
       if (busy && Date.now() < deadline) { setTimeout(step, 2); return; }
       this.retire('master-gone');

@@ -10,7 +10,7 @@ import type { Master } from '../master.js';
 import type { WorkerProc } from '../workers.js';
 import type { Native } from '../../native/index.js';
 import { procTcpCounts } from '../../native/index.js';
-import { family, type Listener } from '../listeners.js';
+import type { Listener } from '../listeners.js';
 import type { WorkerState } from '../../shared/ipc.js';
 import { CpuMeter, readProc } from './proc.js';
 import { stateOf } from './state.js';
@@ -152,7 +152,7 @@ function listenerView(l: Listener, native: Native | undefined): ListenerView {
       const q = native.acceptQueue(l.fd);
       v.queued = q.queued;
       v.backlog = q.backlog;
-      v.halfOpen = native.halfOpen(l.port, family(l));
+      v.halfOpen = native.halfOpen(l.port, l.family);
     } else {
       const c = procTcpCounts(l.port);
       v.queued = c.queued;
