@@ -1,5 +1,6 @@
 /**
- * Configuration: one table of settings with defaults and units, validated once with zod, then
+ * Configuration: one table of settings with defaults and units, validated once with valibot (a small
+ * schema library: the master stays lean), then
  * frozen. Flags win over the config file. A reload re-reads the config file (flags given on the
  * command line at start stay applied on top); see `reload` in the table for what it applies.
  */
@@ -7,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { QuiesceError, errorMessage } from './errors.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'bool' | 'list';
@@ -84,57 +85,66 @@ export const SETTINGS = {
 
 export type Key = keyof typeof SETTINGS;
 
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (use seconds, or 500ms, 2s, 1m)` });
-    return z.NEVER;
-  }
-  return ms;
-});
-const int = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const n = typeof v === 'number' ? v : Number(v);
-  if (!Number.isInteger(n) || n < 0) {
-    ctx.addIssue({ code: 'custom', message: `not a whole number >= 0: ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  return n;
-});
+/** The message of an issue with what was received: `at least 1, got 0`. */
+const got = (want: string) => (i: { received: string }) => `${want}, got ${i.received}`;
+const oneOf = <const T extends readonly [string, ...string[]]>(options: T) =>
+  v.picklist(options, got(`one of ${options.map((o) => JSON.stringify(o)).join(', ')}`));
+/** A number or numeric text, converted by `parse`; `undefined` from it is an issue saying `want`. */
+function numeric(parse: (v: number | string) => number | undefined, want: string) {
+  return v.pipe(
+    v.union([v.number(), v.string()], got(want)),
+    v.rawTransform<number | string, number>(({ dataset, addIssue, NEVER }) => {
+      const n = parse(dataset.value);
+      if (n === undefined) {
+        addIssue({ message: `${want}, got ${JSON.stringify(dataset.value)}` });
+        return NEVER;
+      }
+      return n;
+    }),
+  );
+}
+const duration = numeric(parseDuration, 'not a duration (use seconds, or 500ms, 2s, 1m)');
+const int = numeric((x) => {
+  const n = typeof x === 'number' ? x : Number(x);
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
+}, 'not a whole number >= 0');
+const str = v.string();
+const bool = v.boolean();
 
-export const configSchema = z.strictObject({
-  listen: z.array(z.string().min(1)).min(1, 'at least one listen address'),
-  admin: z.string().min(1),
-  workers: int.pipe(z.number().max(512)),
+export const configSchema = v.strictObject({
+  listen: v.pipe(v.array(v.pipe(str, v.minLength(1, 'empty address'))), v.minLength(1, 'at least one listen address')),
+  admin: v.pipe(str, v.minLength(1, 'empty address')),
+  workers: v.pipe(int, v.maxValue(512, got('at most 512'))),
   gracefulTimeout: duration,
   drainDelay: duration,
   drainCap: duration,
   idleGrace: duration,
-  readyTimeout: duration.pipe(z.number().min(1)),
+  readyTimeout: v.pipe(duration, v.minValue(1, got('more than 0 ms'))),
   killGrace: duration,
   respawnBackoff: duration,
   reloadSoak: duration,
-  reloadStrategy: z.enum(['all', 'rolling']),
-  backlog: int.pipe(z.number().min(1)),
+  reloadStrategy: oneOf(['all', 'rolling']),
+  backlog: v.pipe(int, v.minValue(1, got('at least 1'))),
   keepAliveTimeout: duration,
   headersTimeout: duration,
   requestTimeout: duration,
-  maxHeaderSize: int.pipe(z.number().min(1024)),
+  maxHeaderSize: v.pipe(int, v.minValue(1024, got('at least 1024'))),
   maxRequestsPerWorker: int,
-  pidfile: z.string(),
-  accessLog: z.string(),
-  errorLog: z.string(),
-  logFormat: z.enum(['combined', 'json']),
-  user: z.string(),
-  group: z.string(),
-  healthPath: z.string().refine((p) => p === '' || p.startsWith('/'), 'must start with /'),
-  exposeGeneration: z.boolean(),
-  autoindex: z.boolean(),
-  adminToken: z.string(),
+  pidfile: str,
+  accessLog: str,
+  errorLog: str,
+  logFormat: oneOf(['combined', 'json']),
+  user: str,
+  group: str,
+  healthPath: v.pipe(str, v.check((p) => p === '' || p.startsWith('/'), 'must start with /')),
+  exposeGeneration: bool,
+  autoindex: bool,
+  adminToken: str,
   /** The positional argument: an app module, a directory, or '' for the bundled site. */
-  app: z.string(),
+  app: str,
 });
 
-export type Config = Readonly<z.output<typeof configSchema>> & { readonly listen: readonly string[] };
+export type Config = Readonly<v.InferOutput<typeof configSchema>> & { readonly listen: readonly string[] };
 /** Raw, unvalidated settings as they come from flags or a file. */
 export type RawConfig = Partial<Record<Key | 'app', unknown>>;
 
@@ -157,17 +167,19 @@ export function defaults(): RawConfig {
 
 /** Validate merged settings; throws QuiesceError naming the key (and its source) at fault. */
 export function validate(raw: RawConfig, source: string): Config {
-  const r = configSchema.safeParse(raw);
+  const r = v.safeParse(configSchema, raw);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const key = issue.path.join('.');
-    const setting = (SETTINGS as Record<string, Setting>)[String(issue.path[0])];
-    const name = issue.code === 'unrecognized_keys'
-      ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`
-      : setting && source === 'flags' ? `--${setting.flag}` : `"${key}"`;
-    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name}: ${issue.code === 'unrecognized_keys' ? 'not a setting of quiesce' : issue.message}`);
+    const issue = r.issues[0];
+    const top = String(issue.path?.[0]?.key ?? '');
+    if (issue.type === 'strict_object') {
+      const unknown = r.issues.filter((i) => i.type === 'strict_object').map((i) => JSON.stringify(String(i.path?.[0]?.key)));
+      throw new QuiesceError('CONFIG_INVALID', `${source}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: not a setting of quiesce`);
+    }
+    const setting = (SETTINGS as Record<string, Setting>)[top];
+    const name = setting && source === 'flags' ? `--${setting.flag}` : `"${issue.path?.map((p) => String(p.key)).join('.') ?? top}"`;
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name}: ${issue.message}`);
   }
-  const cfg = r.data;
+  const cfg = { ...r.output };
   if (cfg.workers === 0) cfg.workers = cpuCount();
   return Object.freeze(cfg);
 }
