@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES } from './helpers/server.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -33,6 +33,24 @@ test('requests reach every worker; the welcome site answers by default', async (
     assert.equal((await waitExit(site)).code, 0);
   } finally {
     await cleanup(site);
+  }
+});
+
+test('workers get the heap default, and an operator heap limit caps it', async () => {
+  const flagsOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.startsWith('--initial-old-space-size'));
+  const plain = await startServer({ args: [PID_APP, '--workers', '1'] });
+  try {
+    assert.deepEqual(flagsOf(plain.workerPids()[0]!), ['--initial-old-space-size=64']);
+  } finally {
+    await cleanup(plain);
+  }
+  // NODE_OPTIONS reaches the workers through their environment; the default is halved to fit it
+  const capped = await startServer({ args: [PID_APP, '--workers', '1'], env: { NODE_OPTIONS: '--max-old-space-size=40' } });
+  try {
+    assert.deepEqual(flagsOf(capped.workerPids()[0]!), ['--initial-old-space-size=20']);
+    assert.equal((await get(capped.address, '/')).status, 200);
+  } finally {
+    await cleanup(capped);
   }
 });
 
