@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, renameSync, existsSync } from 'node:fs';
 import net from 'node:net';
+import http from 'node:http';
 import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
 
 const CHATTY = join(FIXTURES, 'core/chatty.mjs');
@@ -70,6 +71,42 @@ test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen
   }
 });
 
+
+test('access log lines from several workers arrive whole, batched and in full at stop', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2'] });
+  const access = join(s.dir, 'access.log');
+  await stopServer(s);
+  const q = await startServer({ args: [PID_APP, '--workers', '2', '--access-log', access] });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const N = 400;
+  const pad = 'x'.repeat(3000); // ~1.2 MB of lines: batches fill, reads end inside lines
+  try {
+    for (let wave = 0; wave < N / 40; wave++) {
+      await Promise.all(Array.from({ length: 40 }, (_, k) => new Promise<void>((resolve, reject) => {
+        const m = /^(.*):(\d+)$/.exec(q.address)!;
+        http.get({ host: m[1], port: Number(m[2]), path: `/line/${wave * 40 + k}?pad=${pad}`, agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        }).on('error', reject);
+      })));
+    }
+    agent.destroy();
+    await stopServer(q); // the last batches are written at the workers' exit
+    const lines = readFileSync(access, 'utf8').split('\n');
+    assert.equal(lines.pop(), '');
+    const seen = new Set<number>();
+    for (const line of lines) {
+      const m = /^127\.0\.0\.1 - - \[[^\]]+\] "GET \/line\/(\d+)\?pad=x{3000} HTTP\/1\.1" 200 \d+ "-" "-"$/.exec(line);
+      assert.ok(m, `a broken line: ${line.slice(0, 80)}…${line.slice(-40)}`);
+      seen.add(Number(m[1]));
+    }
+    assert.equal(lines.length, N);
+    assert.equal(seen.size, N);
+  } finally {
+    agent.destroy();
+    await cleanup(q);
+  }
+});
 test('--user: the master binds as root, workers run as the user', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
   const s = await startServer({ args: [CHATTY, '--workers', '1', '--user', 'nobody'] });
   try {

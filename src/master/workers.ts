@@ -3,12 +3,15 @@
  * figures (the scoreboard's worker part), and promises for the moments the lifecycle waits on.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerStats, type RetireReason } from '../shared/ipc.js';
 import type { Listener } from './listeners.js';
 import { info } from './listeners.js';
+import { loadNative } from '../native/index.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -45,6 +48,49 @@ export function workerExecArgv(execArgv: readonly string[] = process.execArgv, n
   return mb >= 1 ? [...execArgv, `--initial-old-space-size=${mb}`] : [...execArgv];
 }
 
+/**
+ * One worker's access-log stream, cut at line ends: a read may end inside a line (a batch split
+ * by the socket), and another worker's lines must not land in the middle of it. The part after
+ * the last newline waits for the next read. `push`'s chunk is only valid during the call.
+ */
+export class LogLines {
+  private carry: Buffer | undefined;
+  constructor(private readonly sink: (data: Buffer) => void) {}
+  push(chunk: Buffer): void {
+    const nl = chunk.lastIndexOf(10);
+    if (nl < 0) {
+      this.carry = this.carry ? Buffer.concat([this.carry, chunk]) : Buffer.from(chunk);
+      return;
+    }
+    const whole = chunk.subarray(0, nl + 1);
+    this.sink(this.carry ? Buffer.concat([this.carry, whole]) : whole);
+    this.carry = nl + 1 < chunk.length ? Buffer.from(chunk.subarray(nl + 1)) : undefined;
+  }
+  end(): void {
+    if (this.carry) this.sink(Buffer.concat([this.carry, Buffer.from('\n')]));
+    this.carry = undefined;
+  }
+}
+
+/** One read buffer for every worker's access-log socket: each read is passed on before the next. */
+const LOG_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * The access-log channel of a new worker: a socketpair whose master end is read into
+ * LOG_READ_BUFFER (no allocation per read: the master reads every logged request), or, without
+ * the native module, an ordinary stdio pipe.
+ */
+function logChannel(): { childFd: number; masterFd: number } | undefined {
+  const n = loadNative();
+  if (!n.ok) return undefined;
+  try {
+    const [masterFd, childFd] = n.native.socketpair();
+    return { masterFd, childFd };
+  } catch {
+    return undefined;
+  }
+}
+
 export class WorkerProc {
   readonly pid: number;
   readonly child: ChildProcess;
@@ -72,18 +118,35 @@ export class WorkerProc {
     onMessage: (w: WorkerProc, m: ToMaster) => void,
   ) {
     const boot: WorkerBoot = { ...generation.boot, slot, generation: generation.n, listeners: listeners.length };
-    this.child = fork(CLI, [], {
-      execArgv: workerExecArgv(),
-      env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc', 'pipe'],
-      serialization: 'json',
-    });
+    const log = logChannel();
+    try {
+      this.child = fork(CLI, [], {
+        execArgv: workerExecArgv(),
+        env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe'],
+        serialization: 'json',
+      });
+    } finally {
+      if (log) closeSync(log.childFd); // the worker has its copy as fd 4
+    }
     this.pid = this.child.pid ?? -1;
     for (const stream of ['stdout', 'stderr'] as const) {
       const s = this.child[stream];
       if (s) createInterface({ input: s, crlfDelay: Infinity }).on('line', (line) => onLine(this, stream, line));
     }
-    (this.child.stdio[4] as Readable | null)?.on('data', onAccessLog);
+    const lines = new LogLines(onAccessLog);
+    if (log) {
+      // Node's Socket takes `onread` with an fd too; its types list it for connect() only.
+      const opts: SocketConstructorOpts & { onread: OnReadOpts } = {
+        fd: log.masterFd, readable: true, writable: false,
+        onread: { buffer: LOG_READ_BUFFER, callback: (n: number, buf: Uint8Array) => { lines.push(Buffer.from(buf.buffer, buf.byteOffset, n)); return true; } },
+      };
+      const reader = new Socket(opts);
+      reader.on('error', () => { /* the worker is gone: its exit is handled */ });
+      reader.on('end', () => lines.end());
+    } else {
+      (this.child.stdio[4] as Readable | null)?.on('data', (chunk: Buffer) => lines.push(chunk)).on('end', () => lines.end());
+    }
     let readyNow: (ok: boolean) => void = () => {};
     let failNow: (why: string) => void = () => {};
     this.ready = new Promise((resolve) => { readyNow = resolve; });

@@ -31,6 +31,8 @@ export type Native = {
   /** fcntl(fd, F_DUPFD_CLOEXEC, 0): a duplicate that exec'd children do not inherit. */
   dupCloexec(fd: number): number;
   close(fd: number): void;
+  /** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected stream sockets. */
+  socketpair(): [number, number];
   /**
    * Number of TCP handshakes in progress (SYN_RECV) whose local port is `port`, IPv4 and IPv6,
    * from sock_diag netlink; from /proc/net/tcp{,6} if netlink fails. Each family costs one walk
@@ -69,9 +71,11 @@ const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
 const TCP_LISTEN = 10;
 const F_DUPFD_CLOEXEC = 1030;
+const SOCK_STREAM = 1;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
+const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
@@ -111,6 +115,7 @@ type Libc = {
   fcntl(fd: number, cmd: number, argType: 'int', arg: number): number;
   close(fd: number): number;
   socket(domain: number, type: number, protocol: number): number;
+  socketpair(domain: number, type: number, protocol: number, sv: Int32Array): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
   recv(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
   getpwnam(name: string): CPointer;
@@ -160,6 +165,7 @@ function bind(): Native {
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     close: lib.func('int close(int fd)'),
     socket: lib.func('int socket(int domain, int type, int protocol)'),
+    socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     send: lib.func('long send(int fd, const void *buf, size_t len, int flags)'),
     recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
     getpwnam: lib.func('void *getpwnam(const char *name)'),
@@ -295,6 +301,12 @@ function bind(): Native {
     close(fd) {
       // After EINTR Linux has closed the fd already: retrying could close someone else's.
       if (c.close(fd) !== 0 && koffi.errno() !== 4) throw fail('close', `fd ${fd}`);
+    },
+
+    socketpair() {
+      const sv = new Int32Array(2);
+      if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) !== 0) throw fail('socketpair');
+      return [sv[0]!, sv[1]!];
     },
 
     halfOpen(port, family) {

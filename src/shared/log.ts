@@ -43,9 +43,11 @@ export class LineSink {
   private complain(file: string, err: unknown): void {
     this.std.write(formatLine('error', 'master', 'log-write-failed', { file, error: (err as Error).message }));
   }
+  /** Writes `data` now; a Buffer may be reused by the caller once this returns. */
   write(data: string | Buffer): void {
     if (this.fd < 0) {
-      if (this.target === '-' || this.target === '') this.std.write(data);
+      // a std stream may queue what it cannot write at once: give it its own copy
+      if (this.target === '-' || this.target === '') this.std.write(typeof data === 'string' ? data : Buffer.from(data));
       return;
     }
     try {
