@@ -21,7 +21,7 @@
  * stat'ed again for every request, so a removed file answers 404 at once.
  */
 import { createRequire } from 'node:module';
-import { close, constants as fsConstants, existsSync, fstat, open, read } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -323,57 +323,45 @@ const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0);
 /**
  * A plain GET of a small file, answered as `send` would (same headers: Accept-Ranges,
  * Cache-Control, Last-Modified, a weak ETag of size and mtime, Content-Length) with less work:
- * open, fstat and one read, no stream. The file is stat'ed through its descriptor, so the
- * headers describe the bytes sent. A file that grew past SMALL_FILE_MAX meanwhile goes to `send`.
+ * open, fstat, one read and close, done synchronously. For a file in the page cache these take
+ * microseconds, less than the thread-pool round trips they would otherwise need; nginx and Apache
+ * serve files with blocking reads in the same way. (A cold file on a slow disk holds this
+ * worker's other connections for that read: serve such trees from a CDN or a faster disk.)
+ * The file is stat'ed through its descriptor, so the headers describe the bytes sent. A file that
+ * grew past SMALL_FILE_MAX meanwhile goes to `send`.
  */
 function sendSmall(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: string, onMissing?: () => void): void {
-  const missing = (): void => (onMissing ? onMissing() : answerError(res, 404));
-  const fail = (fd: number | null, err: NodeJS.ErrnoException): void => {
-    if (fd !== null) closeQuietly(fd);
-    const code = err.code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG' || code === 'ELOOP') return missing();
+  let fd = -1;
+  let st: Stats;
+  let body: Buffer;
+  try {
+    fd = openSync(file, OPEN_FLAGS);
+    st = fstatSync(fd);
+    if (!st.isFile()) return onMissing ? onMissing() : answerError(res, 404); // replaced by a directory since we looked
+    if (st.size > SMALL_FILE_MAX) return sendWithSend(ctx, req, res, file, onMissing);
+    body = Buffer.allocUnsafe(st.size);
+    let n = 0;
+    for (let i = 0; n < body.byteLength && i < 64; i++) {
+      const got = readSync(fd, body, n, body.byteLength - n, n);
+      if (got === 0) break; // shrank meanwhile
+      n += got;
+    }
+    if (n < body.byteLength) body = body.subarray(0, n);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG' || code === 'ELOOP') return onMissing ? onMissing() : answerError(res, 404);
     report(ctx.onError, err, 'static');
-    answerError(res, 500);
-  };
-  open(file, OPEN_FLAGS, (err, fd) => {
-    if (err) return fail(null, err);
-    fstat(fd, (err2, st) => {
-      if (err2) return fail(fd, err2);
-      if (!st.isFile()) {
-        closeQuietly(fd);
-        return missing(); // replaced by a directory since we looked
-      }
-      if (st.size > SMALL_FILE_MAX) {
-        closeQuietly(fd);
-        return sendWithSend(ctx, req, res, file, onMissing);
-      }
-      readWhole(fd, Buffer.allocUnsafe(st.size), 0, (err3, body) => {
-        closeQuietly(fd);
-        if (err3) return fail(null, err3);
-        if (res.destroyed || res.headersSent) return;
-        res.setHeader('Accept-Ranges', 'bytes');
-        res.setHeader('Cache-Control', 'public, max-age=0');
-        res.setHeader('Last-Modified', st.mtime.toUTCString());
-        res.setHeader('ETag', `W/"${st.size.toString(16)}-${st.mtime.getTime().toString(16)}"`);
-        res.setHeader('Content-Length', body.byteLength);
-        res.end(body);
-      });
-    });
-  });
-}
-
-/** Reads into `buf` from `offset` until it is full or the file ends; calls back with what was read. */
-function readWhole(fd: number, buf: Buffer, offset: number, cb: (err: NodeJS.ErrnoException | null, body: Buffer) => void): void {
-  if (offset >= buf.byteLength) return cb(null, buf);
-  read(fd, buf, offset, buf.byteLength - offset, offset, (err, n) => {
-    if (err) return cb(err, buf);
-    if (n === 0) return cb(null, buf.subarray(0, offset)); // shrank meanwhile
-    readWhole(fd, buf, offset + n, cb);
-  });
-}
-
-function closeQuietly(fd: number): void {
-  close(fd, () => {});
+    return answerError(res, 500);
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+  if (res.destroyed || res.headersSent) return;
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Cache-Control', 'public, max-age=0');
+  res.setHeader('Last-Modified', st.mtime.toUTCString());
+  res.setHeader('ETag', `W/"${st.size.toString(16)}-${st.mtime.getTime().toString(16)}"`);
+  res.setHeader('Content-Length', body.byteLength);
+  res.end(body);
 }
 
 function escapeHtml(s: string): string {
