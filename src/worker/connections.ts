@@ -12,7 +12,8 @@ import type { WorkerState } from '../shared/ipc.js';
 
 type Conn = {
   socket: Socket;
-  inflight: Set<ServerResponse>;
+  /** Responses in flight on this connection, oldest first (more than one only when pipelined). */
+  inflight: ServerResponse[];
   idleSince: number;
   upgraded: boolean;
   idleTimer?: NodeJS.Timeout;
@@ -28,10 +29,15 @@ type Conn = {
 
 export const FORCED_HEADER = 'quiesce-forced';
 
+/** A response's connection, kept on the response itself: no hashing of a new object per request. */
+const CONN = Symbol('quiesce.conn');
+type Tracked = ServerResponse & { [CONN]?: Conn };
+
 export class Connections {
   private readonly conns = new Map<Socket, Conn>();
-  /** Responses in flight, with their connection (undefined for one not seen at 'connection'). */
-  private readonly current = new Map<ServerResponse, Conn | undefined>();
+  /** Responses in flight on a connection not seen at 'connection' (none expected; kept exact). */
+  private readonly orphans = new Set<ServerResponse>();
+  private inflightCount = 0;
   /** One listener for every response's 'close' (no closure per request: this is the hot path). */
   private readonly onResponseClose: (this: ServerResponse) => void;
   private readonly onSocketClose: (this: Socket) => void;
@@ -54,14 +60,14 @@ export class Connections {
   }
 
   get size(): number { return this.conns.size; }
-  get inflight(): number { return this.current.size; }
+  get inflight(): number { return this.inflightCount; }
   get isRetiring(): boolean { return this.retiring; }
   /** Lame duck or retiring: every response from now on carries Connection: close. */
   get winding(): boolean { return this.retiring || this.lame; }
 
   add(socket: Socket): void {
     const now = Date.now();
-    const conn: Conn = { socket, inflight: new Set(), idleSince: now, upgraded: false, served: 0, closing: false, counted: socket.bytesWritten, since: now };
+    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, served: 0, closing: false, counted: socket.bytesWritten, since: now };
     this.conns.set(socket, conn);
     this.accepted++;
     socket.on('close', this.onSocketClose);
@@ -73,7 +79,9 @@ export class Connections {
     if (!conn) return;
     clearTimeout(conn.idleTimer);
     this.countBytes(conn);
-    for (const res of conn.inflight) this.current.delete(res);
+    for (const res of conn.inflight) (res as Tracked)[CONN] = undefined; // their 'close' counts nothing more
+    this.inflightCount -= conn.inflight.length;
+    conn.inflight.length = 0;
     this.conns.delete(socket);
     this.checkEmpty();
   }
@@ -82,27 +90,34 @@ export class Connections {
   request(req: IncomingMessage, res: ServerResponse): void {
     const conn = this.conns.get(req.socket as Socket);
     this.requests++;
-    this.current.set(res, conn);
+    this.inflightCount++;
     if (this.winding) res.shouldKeepAlive = false;
     if (conn) {
+      (res as Tracked)[CONN] = conn;
       if (conn.idleTimer) clearTimeout(conn.idleTimer);
-      if (conn.inflight.size === 0) conn.since = Date.now();
-      conn.inflight.add(res);
+      if (conn.inflight.length === 0) conn.since = Date.now();
+      conn.inflight.push(res);
       conn.served++;
+    } else {
+      this.orphans.add(res);
     }
     res.on('close', this.onResponseClose);
   }
 
   private responseClosed(res: ServerResponse): void {
-    const conn = this.current.get(res);
-    this.current.delete(res);
-    if (!conn) return;
-    conn.inflight.delete(res);
-    this.countBytes(conn);
+    const conn = (res as Tracked)[CONN];
+    if (!conn) {
+      if (this.orphans.delete(res)) this.inflightCount--;
+      return;
+    }
+    (res as Tracked)[CONN] = undefined;
+    this.inflightCount--;
+    const i = conn.inflight.indexOf(res);
+    if (i >= 0) conn.inflight.splice(i, 1);
     if (res.writableFinished) this.completed++;
     if (res.statusCode === 503 && this.winding && !res.hasHeader(FORCED_HEADER)) this.refused++;
     if (!res.shouldKeepAlive) conn.closing = true;
-    if (conn.inflight.size === 0) {
+    if (conn.inflight.length === 0) {
       conn.idleSince = Date.now();
       if (this.retiring) this.scheduleIdleClose(conn);
     }
@@ -141,15 +156,16 @@ export class Connections {
 
   /** Responses whose headers are not out yet will carry Connection: close too. */
   private closeAfterResponsesInFlight(): void {
-    for (const res of this.current.keys()) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const conn of this.conns.values()) for (const res of conn.inflight) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const res of this.orphans) if (!res.headersSent) res.shouldKeepAlive = false;
   }
 
   private scheduleIdleClose(conn: Conn): void {
-    if (conn.upgraded || conn.inflight.size > 0) return;
+    if (conn.upgraded || conn.inflight.length > 0) return;
     clearTimeout(conn.idleTimer);
     const wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now());
     conn.idleTimer = setTimeout(() => {
-      if (conn.inflight.size === 0 && !conn.upgraded) conn.socket.destroy();
+      if (conn.inflight.length === 0 && !conn.upgraded) conn.socket.destroy();
     }, wait);
     conn.idleTimer.unref();
   }
@@ -176,11 +192,11 @@ export class Connections {
         conn.socket.destroy();
         continue;
       }
-      if (conn.inflight.size === 0) {
+      if (conn.inflight.length === 0) {
         conn.socket.destroy();
         continue;
       }
-      for (const res of conn.inflight) {
+      for (const res of [...conn.inflight]) {
         n++;
         if (!res.headersSent) {
           res.shouldKeepAlive = false;
@@ -198,7 +214,17 @@ export class Connections {
     return n;
   }
 
-  /** Add what the socket wrote since the last count (per response and at close: exact, no double count). */
+  /**
+   * Bytes sent, exact up to now: what every open connection wrote since it was last counted, plus
+   * what closed ones wrote. Counted here and at each close, not per response (a socket's
+   * bytesWritten copies its write queue: too dear for the hot path); the stats ask every 500 ms.
+   */
+  countBytesSent(): number {
+    for (const conn of this.conns.values()) this.countBytes(conn);
+    return this.bytesSent;
+  }
+
+  /** Add what the socket wrote since the last count (no double count). */
   private countBytes(conn: Conn): void {
     const w = conn.socket.bytesWritten;
     if (w > conn.counted) { this.bytesSent += w - conn.counted; conn.counted = w; }
@@ -212,7 +238,7 @@ export class Connections {
    * 500 ms (not per request): one walk over the connections.
    */
   state(): WorkerState {
-    let busy = this.current.size > 0;
+    let busy = this.inflightCount > 0;
     let reading = false;
     let closing = false;
     if (!busy) {
@@ -237,10 +263,10 @@ export class Connections {
   oldest(): { method: string; path: string; sinceMs: number } | undefined {
     let best: ServerResponse | undefined;
     let since = Infinity;
-    for (const [res, conn] of this.current) {
-      const t = conn?.since ?? Infinity;
-      if (!best || t < since) { best = res; since = t; }
+    for (const conn of this.conns.values()) {
+      if (conn.inflight.length > 0 && (!best || conn.since < since)) { best = conn.inflight[0]; since = conn.since; }
     }
+    if (!best) for (const res of this.orphans) { best = res; break; }
     if (!best) return undefined;
     const req = best.req;
     return { method: req?.method ?? '-', path: (req?.url ?? '-').slice(0, 64), sinceMs: since === Infinity ? 0 : Date.now() - since };

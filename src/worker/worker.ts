@@ -316,7 +316,7 @@ class Worker {
     const c = this.conns;
     const state = this.ready ? c.state() : 'S';
     this.send({ t: 'stats', stats: {
-      requests: c.requests, bytesSent: c.bytesSent, connections: c.size, inflight: c.inflight, drained: this.drained,
+      requests: c.requests, bytesSent: c.countBytesSent(), connections: c.size, inflight: c.inflight, drained: this.drained,
       forced: c.forced, state, stateMs: this.ready ? c.stateMs() : undefined, at: Date.now(),
       accepted: c.accepted, completed: c.completed, refused: c.refused, current: c.oldest(),
     } });
