@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, get, sleep, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, waitExit, waitFor, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -154,4 +154,58 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
   } finally {
     await cleanup(s);
   }
+});
+
+/**
+ * A stop while the workers are still loading the app, with requests already queued: the master
+ * hands the queue over, and each worker serves what it got once its app is up, then exits. A unix
+ * socket, so the address is known before quiesce says it is ready. Each raw client counts as ok
+ * (a complete response), refused (never connected) or cut.
+ */
+async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number }): Promise<{ ok: number; refused: number; cut: number; err: string; code: number | null }> {
+  const { mkdtempSync, existsSync } = await import('node:fs');
+  const net = await import('node:net');
+  const path = join(mkdtempSync('/tmp/quiesce-unix-'), 'app.sock');
+  const s = await startServer({ args: [join(FIXTURES, 'core/slow-init.mjs'), '--workers', '2', '--listen', path, ...(opts.args ?? [])], env: { INIT_MS: String(opts.initMs) }, waitReady: false });
+  try {
+    await waitFor(() => existsSync(path), 10_000, 'the master binds the unix socket');
+    let connected = 0;
+    const tally = { ok: 0, refused: 0, cut: 0 };
+    const clients = Array.from({ length: opts.n }, () => new Promise<void>((resolve) => {
+      const c = net.connect(path);
+      let data = '';
+      let up = false;
+      c.setTimeout(20_000, () => c.destroy(new Error('timeout')));
+      c.on('connect', () => { up = true; connected++; c.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'); });
+      c.on('data', (d: Buffer) => { data += d.toString(); });
+      c.on('error', () => { /* judged at close */ });
+      c.on('close', () => {
+        if (!up) tally.refused++;
+        else if (/^HTTP\/1\.1 200 [^]*\r\n\r\nok\n$/.test(data)) tally.ok++;
+        else tally.cut++;
+        resolve();
+      });
+    }));
+    await waitFor(() => connected === opts.n, 5_000, 'every client connected (queued in the kernel)');
+    assert.ok(!/quiesce: ready /.test(s.out()), `the stop must come while the workers start: ${s.out()}`);
+    process.kill(s.pid, 'SIGTERM');
+    await Promise.all(clients);
+    const { code } = await waitExit(s);
+    return { ...tally, err: s.err(), code };
+  } finally {
+    await cleanup(s);
+  }
+}
+
+test('a stop while the workers start: requests queued meanwhile are answered, none cut', async () => {
+  const r = await stopDuringStart({ n: 20, initMs: 1500 });
+  assert.deepEqual({ ok: r.ok, refused: r.refused, cut: r.cut }, { ok: 20, refused: 0, cut: 0 }, r.err);
+  assert.equal(r.code, 0);
+  assert.match(r.err, /stopped forced=0 /);
+});
+
+test('a stop while the workers start, past --graceful-timeout: what waited is forced and counted', async () => {
+  const r = await stopDuringStart({ n: 6, initMs: 4000, args: ['--graceful-timeout', '1'] });
+  assert.equal(r.ok + r.cut, 6, r.err);
+  assert.match(r.err, /stopped forced=6 /, r.err);
 });

@@ -106,11 +106,13 @@ class Worker {
       this.server.prependListener('upgrade', (req: http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
     }
     await this.allListeners();
-    if (this.retireStarted) return; // told to retire while loading: never take traffic
-    for (const l of this.listeners.values()) this.listen(l);
+    // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
+    // serve the connections the master handed over from the kernel's queue, then retire.
+    if (!this.retireStarted) for (const l of this.listeners.values()) this.listen(l);
     this.ready = true;
     for (const socket of this.early.splice(0)) this.server.emit('connection', socket);
     this.send({ t: 'ready', pid: process.pid });
+    if (this.retireStarted) { this.windDown(); return; }
     // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
   }
@@ -238,18 +240,30 @@ class Worker {
   retire(reason: RetireReason): void {
     if (this.retireStarted) return;
     this.retireStarted = true;
-    this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.inflight });
+    this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.inflight, ready: this.ready });
     for (const l of this.listeners.values()) this.closeListener(l);
+    setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
+    // Still loading: connections handed over meanwhile wait in `early`; start() serves them once
+    // the app is up and winds down then. Exiting now would cut them.
+    if (this.ready) this.windDown();
+    else this.sendStats();
+  }
+
+  /** The retiring proper: Connection: close, idle connections closed after the grace, onDrain(), exit when none is left. */
+  private windDown(): void {
     this.conns.retire(this.boot.config.idleGrace, () => void this.exit(WORKER_EXIT.OK));
     Promise.resolve()
       .then(() => this.app?.onDrain?.())
       .catch((err: unknown) => this.log('error', 'app-error', { where: 'onDrain', error: errorMessage(err) }));
-    setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
     this.sendStats();
   }
 
   private force(): void {
-    const n = this.conns.force();
+    // still loading at the graceful timeout: what was handed over can no longer be served
+    const waiting = this.early.splice(0);
+    for (const socket of waiting) socket.destroy();
+    this.conns.forced += waiting.length;
+    const n = this.conns.force() + waiting.length;
     this.log(n > 0 ? 'warn' : 'info', 'forced', { n });
     this.send({ t: 'forced', n });
     if (!this.retireStarted) this.retire('stop');
