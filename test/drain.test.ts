@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, waitFor, get, sleep, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, waitExit, waitFor, alive, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -162,7 +162,7 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
  * socket, so the address is known before quiesce says it is ready. Each raw client counts as ok
  * (a complete response), refused (never connected) or cut.
  */
-async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number }): Promise<{ ok: number; refused: number; cut: number; err: string; code: number | null }> {
+async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number; signal?: NodeJS.Signals }): Promise<{ ok: number; refused: number; cut: number; err: string; code: number | null; workersLeft: number[] }> {
   const { mkdtempSync, existsSync } = await import('node:fs');
   const net = await import('node:net');
   const path = join(mkdtempSync('/tmp/quiesce-unix-'), 'app.sock');
@@ -187,18 +187,25 @@ async function stopDuringStart(opts: { n: number; args?: string[]; initMs: numbe
       });
     }));
     await waitFor(() => connected === opts.n, 5_000, 'every client connected (queued in the kernel)');
+    // the workers hold their listeners (sent right after the fork) and are inside init()
+    await waitFor(() => (s.err().match(/worker-started /g) ?? []).length >= 2, 5_000, 'both workers forked');
+    await sleep(300);
     assert.ok(!/quiesce: ready /.test(s.out()), `the stop must come while the workers start: ${s.out()}`);
-    process.kill(s.pid, 'SIGTERM');
+    const workers = s.workerPids();
+    process.kill(s.pid, opts.signal ?? 'SIGTERM');
     await Promise.all(clients);
     const { code } = await waitExit(s);
-    return { ...tally, err: s.err(), code };
+    const gone = await waitFor(() => workers.every((p) => !alive(p)), 10_000, 'the workers exit').catch(() => false);
+    const workersLeft = gone ? [] : workers.filter(alive);
+    for (const pid of workersLeft) process.kill(pid, 'SIGKILL'); // an orphan fails the test, and is not left behind
+    return { ...tally, err: s.err(), code, workersLeft };
   } finally {
     await cleanup(s);
   }
 }
 
 test('a stop while the workers start: requests queued meanwhile are answered, none cut', async () => {
-  const r = await stopDuringStart({ n: 20, initMs: 1500 });
+  const r = await stopDuringStart({ n: 20, initMs: 2000 });
   assert.deepEqual({ ok: r.ok, refused: r.refused, cut: r.cut }, { ok: 20, refused: 0, cut: 0 }, r.err);
   assert.equal(r.code, 0);
   assert.match(r.err, /stopped forced=0 /);
@@ -208,4 +215,10 @@ test('a stop while the workers start, past --graceful-timeout: what waited is fo
   const r = await stopDuringStart({ n: 6, initMs: 4000, args: ['--graceful-timeout', '1'] });
   assert.equal(r.ok + r.cut, 6, r.err);
   assert.match(r.err, /stopped forced=6 /, r.err);
+});
+
+test('the master SIGKILLed while the workers start: they serve what was queued, then exit', async () => {
+  const r = await stopDuringStart({ n: 20, initMs: 2000, signal: 'SIGKILL' });
+  assert.deepEqual({ ok: r.ok, refused: r.refused, cut: r.cut }, { ok: 20, refused: 0, cut: 0 }, r.err);
+  assert.deepEqual(r.workersLeft, [], 'no orphan');
 });

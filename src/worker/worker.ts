@@ -37,6 +37,8 @@ class Worker {
   private drained = 0;
   private recycleAt: number;
   private askedToRetire = false;
+  /** The master went away while the app was loading. */
+  private masterLost = false;
   private onAllListeners?: () => void;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready. */
@@ -53,7 +55,7 @@ class Worker {
   }
 
   log(level: Level, event: string, fields?: Fields): void {
-    process.stderr.write(formatLine(level, 'worker', event, fields));
+    if (!process.stderr.destroyed) process.stderr.write(formatLine(level, 'worker', event, fields));
   }
 
   send(msg: ToMaster): void {
@@ -62,8 +64,13 @@ class Worker {
 
   async start(): Promise<void> {
     for (const sig of WORKER_IGNORED_SIGNALS) process.on(sig, () => { /* only the master decides */ });
+    // The master reads our stdout and stderr. Once it is gone a write fails with EPIPE, and an
+    // unhandled stream error would be an uncaughtException, logged to stderr, failing again: a
+    // spinning orphan. There is nowhere left to log; the retiring goes on without it.
+    for (const out of [process.stdout, process.stderr]) out.on('error', () => { /* master gone */ });
     process.on('message', (m: unknown, handle: unknown) => { if (isToWorker(m)) this.onMessage(m, handle); });
     process.on('disconnect', () => this.masterGone());
+    if (!process.connected) this.masterGone(); // killed before we even started: no 'disconnect' will come
     process.on('uncaughtException', (err) => this.appError('uncaughtException', err));
     process.on('unhandledRejection', (err) => this.appError('unhandledRejection', err));
 
@@ -113,6 +120,7 @@ class Worker {
     for (const socket of this.early.splice(0)) this.server.emit('connection', socket);
     this.send({ t: 'ready', pid: process.pid });
     if (this.retireStarted) { this.windDown(); return; }
+    if (this.masterLost) { this.masterGone(); return; }
     // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
   }
@@ -287,9 +295,21 @@ class Worker {
     process.exit(code);
   }
 
-  /** The master is gone (even by SIGKILL): drain our listeners ourselves, then retire. */
+  /**
+   * The master is gone (even by SIGKILL): drain our listeners ourselves, then retire. Still
+   * loading the app: the listeners' queue is ours alone now, so start() listens and comes back
+   * here once the app is up (forced at the graceful timeout if it never is).
+   */
   private masterGone(): void {
     if (this.retireStarted) return;
+    if (!this.ready) {
+      if (this.masterLost) return;
+      this.masterLost = true;
+      this.log('warn', 'master-gone', { pid: process.pid, loading: true, listeners: this.listeners.size });
+      setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
+      this.onAllListeners?.(); // no more will come: serve the ones we hold
+      return;
+    }
     this.log('warn', 'master-gone', { pid: process.pid });
     const deadline = Date.now() + this.boot.config.drainCap;
     const native = this.native;
