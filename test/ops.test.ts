@@ -158,3 +158,32 @@ test('lame duck: /ready and --health-path answer 503 during --drain-delay while 
     await cleanup(s);
   }
 });
+
+/** utime + stime of a process, in clock ticks (100 per second on Linux). */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+test('stdout and stderr closed by their reader (EPIPE): the master keeps serving, idles, and stops cleanly', async () => {
+  // access log and error log both on the std streams (the defaults), as under `quiesce | head`
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--access-log', '-'] });
+  try {
+    s.proc.stdout!.destroy();
+    s.proc.stderr!.destroy();
+    for (let i = 0; i < 20; i++) assert.equal((await get(s.address)).status, 200); // access lines to the dead stdout
+    process.kill(s.pid, 'SIGUSR1'); // a notice to the dead stderr
+    await sleep(200);
+    const t0 = cpuTicks(s.pid);
+    await sleep(1000);
+    const used = cpuTicks(s.pid) - t0;
+    assert.ok(used < 30, `the master used ${used} ticks of CPU in 1 s with nothing to do (a log error loop?)`);
+    assert.equal((await get(s.address)).status, 200);
+    const r = await s.cli('stop');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});

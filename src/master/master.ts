@@ -60,7 +60,8 @@ export class Master {
 
   constructor(public cfg: Config, private readonly loadConfig: ConfigLoader, readonly pidfile: string) {
     this.errorSink = new LineSink(cfg.errorLog, process.stderr);
-    this.accessSink = new LineSink(cfg.accessLog === 'off' ? '-' : cfg.accessLog, process.stdout);
+    this.accessSink = new LineSink(cfg.accessLog === 'off' ? '-' : cfg.accessLog, process.stdout,
+      (err) => this.log.error('log-write-failed', { file: '-', error: err.message, note: 'stdout is closed: access lines for it are dropped' }));
     this.log = new Logger(this.errorSink, `master[${process.pid}]`);
     this.admin = new AdminServer(() => this.state.s === 'serving' || this.state.s === 'reloading', () => this.cfg.adminToken);
   }

@@ -28,9 +28,19 @@ export function formatLine(level: Level, who: string, event: string, fields: Fie
 export class LineSink {
   private fd = -1;
   private failed = false;
-  constructor(private target: string, private readonly std: NodeJS.WriteStream) {
+  /**
+   * `std` is where lines go for target "-". When its reader goes away (a closed pipe: EPIPE) the
+   * stream is destroyed and its lines are dropped: an unhandled stream error would become an
+   * uncaughtException, logged to the same dead stream, in a loop. `onStdGone` hears it once.
+   */
+  constructor(private target: string, private readonly std: NodeJS.WriteStream, onStdGone?: (err: Error) => void) {
     this.fd = this.open(target);
+    std.on('error', (err: Error) => {
+      if (onStdGone && !this.stdGone) onStdGone(err);
+      this.stdGone = true;
+    });
   }
+  private stdGone = false;
   private open(target: string): number {
     if (target === '-' || target === '') return -1;
     try {
@@ -41,13 +51,13 @@ export class LineSink {
     }
   }
   private complain(file: string, err: unknown): void {
-    this.std.write(formatLine('error', 'master', 'log-write-failed', { file, error: (err as Error).message }));
+    if (!this.std.destroyed) this.std.write(formatLine('error', 'master', 'log-write-failed', { file, error: (err as Error).message }));
   }
   /** Writes `data` now; a Buffer may be reused by the caller once this returns. */
   write(data: string | Buffer): void {
     if (this.fd < 0) {
       // a std stream may queue what it cannot write at once: give it its own copy
-      if (this.target === '-' || this.target === '') this.std.write(typeof data === 'string' ? data : Buffer.from(data));
+      if ((this.target === '-' || this.target === '') && !this.std.destroyed) this.std.write(typeof data === 'string' ? data : Buffer.from(data));
       return;
     }
     try {
