@@ -187,3 +187,26 @@ test('stdout and stderr closed by their reader (EPIPE): the master keeps serving
     await cleanup(s);
   }
 });
+
+test('the control socket: a garbage line and an endless one get a clear refusal; the master carries on', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1'] });
+  try {
+    const ask = (data: string | Buffer): Promise<string> => new Promise((resolve, reject) => {
+      const c = net.connect(`${s.pidfile}.sock`);
+      let out = '';
+      c.on('data', (d) => { out += d.toString(); });
+      c.on('close', () => resolve(out));
+      c.on('error', (e: NodeJS.ErrnoException) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? resolve(out) : reject(e)));
+      c.setTimeout(15_000, () => c.destroy());
+      c.write(data);
+    });
+    assert.match(await ask('not json\n'), /"ok":false.*bad control request/);
+    assert.match(await ask(Buffer.alloc(1 << 20, 'x')), /"ok":false.*control request over 65536 bytes/);
+    const r = await s.cli('status');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await get(s.address)).status, 200);
+  } finally {
+    await stopServer(s);
+    await cleanup(s);
+  }
+});

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import type { ControlReply, ControlRequest } from '../shared/control-protocol.js';
 import { QuiesceError } from '../shared/errors.js';
 
+const MAX_REQUEST_BYTES = 64 * 1024;
 const REQUEST_LINE_TIMEOUT_MS = 10_000;
 
 export type ControlHandler = (req: ControlRequest, progress: (message: string) => void) => Promise<Extract<ControlReply, { type: 'result' }>>;
@@ -37,9 +38,22 @@ export class ControlServer {
     const write = (r: ControlReply) => { if (!socket.destroyed) socket.write(JSON.stringify(r) + '\n'); };
     // a client that never sends its request line is let go; the answer itself may take long (a stop)
     socket.setTimeout(REQUEST_LINE_TIMEOUT_MS, () => socket.destroy());
+    // nor one whose request line grows without end (a request is a few dozen bytes)
+    let received = 0;
+    const cap = (chunk: Buffer): void => {
+      received += chunk.length;
+      if (received <= MAX_REQUEST_BYTES) return;
+      socket.off('data', cap);
+      rl.close();
+      socket.pause(); // read no more; the timeout above ends it if the client does not
+      write({ type: 'result', ok: false, message: `control request over ${MAX_REQUEST_BYTES} bytes` });
+      socket.end();
+    };
+    socket.on('data', cap);
     const rl = createInterface({ input: socket });
     rl.once('line', (line) => {
       rl.close();
+      socket.off('data', cap);
       socket.setTimeout(0);
       let req: ControlRequest;
       try {
