@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES } from './helpers/server.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -199,6 +200,29 @@ test('port in use is one clear line and exit 1', async () => {
     await waitExit(s);
   } finally {
     await cleanup(s);
+  }
+});
+
+test('a pid file that cannot be placed is one clear line naming --pidfile, exit 1; a missing directory is made', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-pidfile-'));
+  try {
+    writeFileSync(join(dir, 'file'), '');
+    const bad = join(dir, 'file', 'q.pid');
+    const r = await runCli([PID_APP, '--listen', '127.0.0.1:0', '--admin', 'off', '--pidfile', bad]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`--pidfile ${bad.replace(/[.]/g, '\\.')}: cannot create its directory`));
+    const made = join(dir, 'new', 'sub', 'q.pid');
+    const s = await startServer({ args: [PID_APP, '--workers', '1', '--pidfile', made] });
+    try {
+      const st = await runCli(['status', '--pidfile', made]);
+      assert.equal(st.code, 0, st.stderr);
+      process.kill(s.pid, 'SIGTERM');
+      assert.equal((await waitExit(s)).code, 0);
+    } finally {
+      await cleanup(s);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -14,7 +14,7 @@ import { WorkerProc, type Generation } from './workers.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
-import { writePidfile, removePidfile } from './pidfile.js';
+import { writePidfile, removePidfile, makePidfileDir } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
@@ -80,6 +80,7 @@ export class Master {
     this.nextListenerId = this.listeners.length;
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
+    makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     await this.control.listen();
     writePidfile(this.pidfile);

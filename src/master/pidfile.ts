@@ -2,6 +2,7 @@
 import { readFileSync, writeFileSync, renameSync, unlinkSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { QuiesceError } from '../shared/errors.js';
 
 export function defaultPidfile(): string {
   return join(process.env.XDG_RUNTIME_DIR || tmpdir(), 'quiesce.pid');
@@ -25,8 +26,17 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** The pid file's directory (the control socket lives beside it), made if missing; a failure names --pidfile. */
+export function makePidfileDir(path: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    throw new QuiesceError('CONTROL_FAILED', `--pidfile ${path}: cannot create its directory: ${(err as Error).message}`);
+  }
+}
+
 export function writePidfile(path: string, pid = process.pid): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makePidfileDir(path);
   const tmp = `${path}.${pid}.tmp`;
   writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
   renameSync(tmp, path);
