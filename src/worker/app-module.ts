@@ -27,7 +27,7 @@ import { spawnSync } from 'node:child_process';
 import { AppError, type LoadedApp, type LoadOptions, type UpgradeListener } from './app-types.js';
 import { guardListener, guardUpgrade, type ErrorSink } from './app-guard.js';
 import { ListenCapture, settle, isHttpServer, describeEndpoints, fakeListen, isAdopted, parseListenArgs, type ListenCall } from './app-adopt.js';
-import { fetchListener, type FetchHandler } from './fetch-bridge.js';
+import type { FetchHandler, fetchListener as FetchListener } from './fetch-bridge.js';
 
 const WHAT_TO_EXPORT =
   'export default a request listener `(req, res) => {}` (an Express app, `koa.callback()`), ' +
@@ -94,7 +94,9 @@ async function loadSerial(path: string, opts: LoadOptions): Promise<LoadedApp> {
     // Fastify is made ready here rather than in init(): its plugins (e.g. @fastify/websocket)
     // add 'upgrade' listeners while booting, and the worker reads `upgrade` right after loading.
     if (handler.kind === 'fastify') await fastifyReady(handler.app, path);
-    const loaded = build(handler, hooks, opts.onError);
+    // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
+    const bridge = handler.kind === 'fetch' ? (await import('./fetch-bridge.js')).fetchListener : undefined;
+    const loaded = build(handler, hooks, opts.onError, bridge);
     if (capture.calls.length > 0) {
       // The module exported an app and also listened (`server.listen(3000); export default app`):
       // the export serves requests; WebSocket upgrades go to the server it listened on, if that
@@ -252,12 +254,12 @@ function closeServer(server: net.Server): Promise<void> {
   });
 }
 
-function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink): LoadedApp {
+function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink, fetchListener?: typeof FetchListener): LoadedApp {
   switch (h.kind) {
     case 'listener':
       return { kind: 'listener', listener: guardListener(h.fn, onError), ...hooks };
     case 'fetch':
-      return { kind: 'fetch', listener: fetchListener(h.fn, onError), ...hooks };
+      return { kind: 'fetch', listener: fetchListener!(h.fn, onError), ...hooks };
     case 'server': {
       neverBind(h.server);
       return serverApp('adopted', h.server, hooks, onError);

@@ -7,7 +7,6 @@
  *   it called listen() on) are served (./app-module.js, ./app-adopt.js, ./fetch-bridge.js).
  */
 import type { AppSpec, LoadedApp, LoadOptions } from './app-types.js';
-import { createStaticListener, locateSiteDir } from './static.js';
 import { loadModuleApp } from './app-module.js';
 
 export { AppError } from './app-types.js';
@@ -16,10 +15,14 @@ export type { AppErrorCode, AppSpec, LoadedApp, LoadOptions, RequestListener, Up
 
 export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedApp> {
   switch (spec.kind) {
-    case 'site':
+    case 'site': {
+      const { createStaticListener, locateSiteDir } = await import('./static.js'); // send and mime only where files are served
       return { kind: 'static', listener: await createStaticListener(locateSiteDir(), { autoindex: false, onError: opts.onError }) };
-    case 'dir':
+    }
+    case 'dir': {
+      const { createStaticListener } = await import('./static.js');
       return { kind: 'static', listener: await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError }) };
+    }
     case 'module':
       return loadModuleApp(spec.path, opts);
   }
