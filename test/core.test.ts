@@ -72,6 +72,22 @@ test('a worker killed with SIGKILL is replaced and serving goes on', async () =>
   }
 });
 
+test('a worker killed mid-request: the log says what it held at its last report', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--respawn-backoff', '50ms'] });
+  try {
+    const [victim] = s.workerPids();
+    const slow = get(s.address, '/?sleep=10000').then(() => 'answered', () => 'cut');
+    await sleep(1200); // two stats reports (every 500 ms) include the request
+    process.kill(victim!, 'SIGKILL');
+    assert.equal(await slow, 'cut');
+    await waitFor(() => new RegExp(`worker-exited pid=${victim} .*signal=SIGKILL .*inflight_last_report=1 connections_last_report=1`).test(s.err()), 5_000, `the exit line:\n${s.err()}`);
+    process.kill(s.pid, 'SIGTERM');
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
 test('recycling after N requests loses nothing', async () => {
   const s = await startServer({ args: [PID_APP, '--workers', '2', '--max-requests-per-worker', '20'] });
   try {

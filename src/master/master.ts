@@ -199,7 +199,9 @@ export class Master {
     this.ofExited.refused += st.refused ?? 0;
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
-    this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: w.stats.requests, forced: w.stats.forced });
+    // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
+    const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections };
+    this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
     const reason = w.retireReason ?? 'crash';
     this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
     if (this.state.s === 'stopping' || this.state.s === 'draining') {
