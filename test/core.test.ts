@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES, ROOT } from './helpers/server.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 
@@ -278,4 +278,15 @@ test('CLI verbs against a running server and against none; a second instance on 
   } finally {
     await cleanup(s);
   }
+});
+
+test('the master and a plain app worker load no undici (nor its http2, zlib) (an ESM import of node:http would on Node >= 22)', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const script = `
+    await import(${JSON.stringify(join(ROOT, 'dist/src/master/master.js'))});
+    await import(${JSON.stringify(join(ROOT, 'dist/src/worker/worker.js'))});
+    const heavy = process.moduleLoadList.filter((m) => /\\b(http2|zlib)\\b|undici/.test(m));
+    process.stdout.write(JSON.stringify(heavy));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  assert.deepEqual(JSON.parse(out), [], `on ${process.version}`);
 });

@@ -3,15 +3,16 @@
  * routes other modules add (server-status, metrics). Bound off loopback, every route but /live and
  * /ready requires the admin token.
  */
-import http from 'node:http';
+import type * as Http from 'node:http';
+import { http } from '../shared/node-http.js';
 import { QuiesceError } from '../shared/errors.js';
 import { parseListen } from './listeners.js';
 
-export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void | Promise<void>;
+export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
 
 export class AdminServer {
   readonly routes = new Map<string, AdminRoute>();
-  private server?: http.Server;
+  private server?: Http.Server;
   address = '';
 
   constructor(private readonly isReady: () => boolean, private readonly token: () => string) {
@@ -40,7 +41,7 @@ export class AdminServer {
 
   private loopback = true;
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(req: Http.IncomingMessage, res: Http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = this.routes.get(url.pathname);
     if (!route) return text(res, 404, 'not found\n');
@@ -65,7 +66,7 @@ export class AdminServer {
   }
 }
 
-export function text(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+export function text(res: Http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }

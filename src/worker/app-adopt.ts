@@ -10,7 +10,8 @@
  * is passed through untouched: that is how a worker core would use a handle from its master.
  */
 import net from 'node:net';
-import http from 'node:http';
+import type * as Http from 'node:http';
+import { http } from '../shared/node-http.js';
 import https from 'node:https';
 
 export type ListenCall = {
@@ -29,7 +30,7 @@ export function isAdopted(server: net.Server): boolean {
   return fakeState.has(server);
 }
 
-export function isHttpServer(server: net.Server): server is http.Server {
+export function isHttpServer(server: net.Server): server is Http.Server {
   return server instanceof http.Server || server instanceof https.Server;
 }
 

@@ -19,7 +19,8 @@
  * on the same port, as Fastify does for 'localhost'), that server is adopted.
  * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such.
  */
-import http from 'node:http';
+import type * as Http from 'node:http';
+import { http } from '../shared/node-http.js';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -40,8 +41,8 @@ type Namespace = Record<string, unknown>;
 /** The duck type of a Fastify instance (fastify v4/v5). */
 type FastifyLike = {
   ready(): PromiseLike<unknown>;
-  routing(req: http.IncomingMessage, res: http.ServerResponse): void;
-  server: http.Server;
+  routing(req: Http.IncomingMessage, res: Http.ServerResponse): void;
+  server: Http.Server;
   close(): PromiseLike<unknown>;
 };
 
@@ -52,7 +53,7 @@ export function isFastify(x: unknown): x is FastifyLike {
   return typeof f.ready === 'function' && typeof f.routing === 'function' && typeof f.server === 'object' && f.server !== null;
 }
 
-function isKoa(x: unknown): x is { callback(): (req: http.IncomingMessage, res: http.ServerResponse) => unknown } {
+function isKoa(x: unknown): x is { callback(): (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown } {
   if (typeof x !== 'object' || x === null) return false;
   const k = x as { callback?: unknown; use?: unknown };
   return typeof k.callback === 'function' && typeof k.use === 'function';
@@ -145,9 +146,9 @@ function syntaxErrorLocation(path: string): string | null {
 type Handler =
   | { kind: 'unusable'; why: string }
   | { kind: 'fastify'; app: FastifyLike }
-  | { kind: 'listener'; fn: (req: http.IncomingMessage, res: http.ServerResponse) => unknown }
+  | { kind: 'listener'; fn: (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown }
   | { kind: 'fetch'; fn: FetchHandler }
-  | { kind: 'server'; server: http.Server };
+  | { kind: 'server'; server: Http.Server };
 
 /** What the module's exports offer; null when there is no default export (nor named fetch). */
 function findHandler(ns: Namespace, path: string): Handler | null {
@@ -225,7 +226,7 @@ function chain(first: (() => unknown) | undefined, second: (() => unknown) | und
 }
 
 function upgradeVia(server: net.Server, onError: ErrorSink): UpgradeListener {
-  return guardUpgrade((req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+  return guardUpgrade((req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
     if (server.listenerCount('upgrade') === 0) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -284,7 +285,7 @@ function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError:
 }
 
 /** Serves through a server's own 'request' (and 'upgrade') listeners. */
-function serverApp(kind: 'listener' | 'adopted', server: http.Server, hooks: Hooks, onError: ErrorSink): LoadedApp {
+function serverApp(kind: 'listener' | 'adopted', server: Http.Server, hooks: Hooks, onError: ErrorSink): LoadedApp {
   const loaded: LoadedApp = {
     kind,
     listener: guardListener((req, res) => server.emit('request', req, res), onError),
@@ -296,10 +297,10 @@ function serverApp(kind: 'listener' | 'adopted', server: http.Server, hooks: Hoo
 }
 
 /** The one HTTP server the calls listened on (on one endpoint), or null. */
-function singleHttpServer(calls: ListenCall[]): http.Server | null {
+function singleHttpServer(calls: ListenCall[]): Http.Server | null {
   if (calls.length === 0 || calls.some((c) => !isHttpServer(c.server))) return null;
   if (new Set(calls.map((c) => c.endpoint)).size > 1) return null;
-  return (calls[0] as ListenCall).server as http.Server;
+  return (calls[0] as ListenCall).server as Http.Server;
 }
 
 function adopt(calls: ListenCall[], hooks: Hooks, path: string, onError: ErrorSink, unusable: string | undefined): LoadedApp {
@@ -323,6 +324,6 @@ function adopt(calls: ListenCall[], hooks: Hooks, path: string, onError: ErrorSi
     );
   }
   // Several servers on one port: Fastify's extra servers for 'localhost' share the first one's handler.
-  const primary = (calls[0] as ListenCall).server as http.Server;
+  const primary = (calls[0] as ListenCall).server as Http.Server;
   return serverApp('adopted', primary, hooks, onError);
 }

@@ -3,7 +3,8 @@
  * word (or on its own when the master is gone). It ignores signals from outside: Ctrl-C reaches a
  * whole process group and systemd signals every process of a unit, but only the master decides.
  */
-import http from 'node:http';
+import type * as Http from 'node:http';
+import { http } from '../shared/node-http.js';
 import net from 'node:net';
 import { formatLine, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
@@ -30,7 +31,7 @@ class Worker {
   private readonly listeners = new Map<number, Listener>();
   private readonly native: Native | undefined;
   private readonly accessLog: AccessLogPipe | undefined;
-  private server!: http.Server;
+  private server!: Http.Server;
   private app!: LoadedApp;
   private ready = false;
   private retireStarted = false;
@@ -96,7 +97,7 @@ class Worker {
       keepAliveTimeout: cfg.keepAliveTimeout,
     });
     this.server.on('connection', (s: net.Socket) => this.conns.add(s));
-    this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res));
+    this.server.on('request', (req: Http.IncomingMessage, res: Http.ServerResponse) => this.onRequest(req, res));
     this.server.on('clientError', (err: Error & { code?: string }, socket: net.Socket) => {
       if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       else socket.destroy();
@@ -110,7 +111,7 @@ class Worker {
       return this.fatal('APP_INIT_FAILED', `init() failed: ${errorMessage(err)}`);
     }
     if (this.server.listenerCount('upgrade') > 0) {
-      this.server.prependListener('upgrade', (req: http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
+      this.server.prependListener('upgrade', (req: Http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
     }
     await this.allListeners();
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
@@ -158,7 +159,7 @@ class Worker {
     net.Server.prototype.close.call(l.server);
   }
 
-  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+  private onRequest(req: Http.IncomingMessage, res: Http.ServerResponse): void {
     this.conns.request(req, res);
     const cfg = this.boot.config;
     if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', this.generationHeader);
