@@ -4,6 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { inspect } from 'node:util';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import { fetchListener, requestUrl, type FetchHandler } from '../src/worker/fetch-bridge.js';
@@ -123,6 +124,43 @@ test('the lightweight Request stands for a real one', async () => {
   });
   assert.equal((await call(text.port, { method: 'PUT', body: 'abc' })).body, 'PUT abc TypeError true', 'a used body cannot be read again');
   assert.equal((await call(text.port, { method: 'TRACE' })).status, 400, 'a method fetch refuses answers 400');
+  assert.deepEqual(s.errors, []);
+});
+
+test('a lightweight request goes to fetch() and new Request(request, init) as a real one would', async () => {
+  // an upstream that echoes what it got
+  const upstream = http.createServer((req, res) => res.end(`${req.method} ${req.url} ${req.headers['x-test']} ${req.headers['x-extra'] ?? '-'}`));
+  servers.push(upstream);
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const up = (upstream.address() as AddressInfo).port;
+  let checks: Record<string, unknown> = {};
+  const s = await serve(async (request) => {
+    const target = request.url.replace(/:\d+\//, `:${up}/`);
+    const proxied = await (await fetch(new Request(target, request))).text();
+    const direct = await (await fetch(request.url.replace(/:\d+\//, `:${up}/`), { headers: request.headers })).text();
+    const withInit = new Request(request, { headers: { 'x-test': 'init', 'x-extra': '1' } });
+    checks = {
+      proxied,
+      direct,
+      withInit: `${withInit.method} ${withInit.url} ${withInit.headers.get('x-test')}`,
+      realIsRequest: new Request('http://localhost/') instanceof Request,
+      lightIsRequest: request instanceof Request,
+      constructor: request.constructor === Request,
+      // the fast path on every Node: the handler got the lightweight request
+      light: inspect(request).startsWith('Request (quiesce)'),
+    };
+    return new Response('ok');
+  });
+  assert.equal((await call(s.port, { path: '/a?b=1', headers: { 'x-test': 'yes' } })).status, 200);
+  assert.deepEqual({ ...checks }, {
+    proxied: 'GET /a?b=1 yes -',
+    direct: 'GET /a?b=1 yes -',
+    withInit: `GET http://127.0.0.1:${s.port}/a?b=1 init`,
+    realIsRequest: true,
+    lightIsRequest: true,
+    constructor: true,
+    light: true,
+  });
   assert.deepEqual(s.errors, []);
 });
 

@@ -12,7 +12,9 @@
  *   (with its body stream) only when the handler touches the body or anything else;
  * - in a worker serving a fetch app, `globalThis.Response` is a lightweight Response (see
  *   LightResponse) as long as its body is a string or null: constructing undici's Response (and
- *   its body stream) is most of the cost of a small request on Node 20;
+ *   its body stream) is most of the cost of a small request on Node 20; where undici cannot take
+ *   the lightweight Request as input (Node 24: private fields), `globalThis.Request` and `fetch`
+ *   unwrap it (BridgeRequest), else every request would build a real Request (half the speed);
  * - a Response whose body is a string or bytes is written with one writeHead (a flat header
  *   list) and one end(), without reading its stream; other bodies are streamed.
  */
@@ -208,6 +210,9 @@ function clientGone(res: ServerResponse): boolean {
  * slots, so that `new Request(request)` and `fetch(request)` work) taken from a real Request built
  * on first use. `signal` is our own AbortController's, which the real Request follows.
  */
+/** undici's Request, as the global was when this module loaded (a fetch app may get a subclass: see useLightClasses). */
+const RealRequest: typeof Request = globalThis.Request;
+
 class NodeRequest {
   readonly #incoming: IncomingMessage;
   readonly #outgoing: ServerResponse;
@@ -276,7 +281,7 @@ class NodeRequest {
       init.duplex = 'half'; // required by undici for a streamed body
       discard = body.discard;
     }
-    this.#request = new Request(this.#url, init);
+    this.#request = new RealRequest(this.#url, init);
     if (discard) {
       if (res.destroyed) discard();
       else {
@@ -339,28 +344,47 @@ function delegateToReal(proto: object, realProto: object, sample: object, real: 
   Object.setPrototypeOf(proto, realProto);
 }
 
-delegateToReal(NodeRequest.prototype, Request.prototype, new Request('http://localhost/'), (self) => NodeRequest.real(self as NodeRequest));
+delegateToReal(NodeRequest.prototype, RealRequest.prototype, new RealRequest('http://localhost/'), (self) => NodeRequest.real(self as NodeRequest));
 // `request.constructor` is Request, as for a real one.
-Object.defineProperty(NodeRequest.prototype, 'constructor', { configurable: true, writable: true, enumerable: false, value: Request });
+Object.defineProperty(NodeRequest.prototype, 'constructor', { configurable: true, writable: true, enumerable: false, value: RealRequest });
 
 /**
  * Whether the lightweight request can stand for a real one here: `new Request(light)` must work
  * (it does not with an undici that keeps its state in private fields). If not, every request gets
  * a real Request built at once (slower, same behaviour).
  */
-const LIGHT_REQUESTS: boolean = (() => {
+const NATIVE_LIGHT_REQUESTS: boolean = (() => {
   try {
     const incoming = new IncomingMessage(new Socket());
     incoming.method = 'GET';
     incoming.url = '/probe?x=1';
     incoming.headers = { host: 'localhost:8080', 'x-probe': '1' };
     incoming.rawHeaders = ['Host', 'localhost:8080', 'X-Probe', '1'];
-    const copy = new Request(new NodeRequest(incoming, new ServerResponse(incoming)) as unknown as Request);
+    const copy = new RealRequest(new NodeRequest(incoming, new ServerResponse(incoming)) as unknown as Request);
     return copy.url === 'http://localhost:8080/probe?x=1' && copy.method === 'GET' && copy.headers.get('x-probe') === '1';
   } catch {
     return false;
   }
 })();
+
+/** Whether handlers get the lightweight request: natively, or once useLightClasses() installed BridgeRequest. */
+let lightRequests = NATIVE_LIGHT_REQUESTS;
+
+/**
+ * For an undici that keeps a Request's state in private fields (Node 24): a global Request that
+ * takes the real request behind a lightweight one (`new Request(light)`, `new Request(light, init)`),
+ * as @hono/node-server does. `instanceof` holds for every real Request as before.
+ */
+class BridgeRequest extends RealRequest {
+  constructor(input: RequestInfo | URL, init?: RequestInit) {
+    super(input instanceof NodeRequest ? NodeRequest.real(input) : input, init);
+  }
+
+  static override [Symbol.hasInstance](x: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(RealRequest, x);
+  }
+}
+Object.defineProperty(BridgeRequest, 'name', { value: 'Request' });
 
 // ─── the response ───────────────────────────────────────────────────────────────────────────────
 
@@ -502,13 +526,21 @@ Object.defineProperty(LightResponse, 'name', { value: 'Response' });
 Object.setPrototypeOf(LightResponse, RealResponse); // Response.error(), .json(), .redirect()
 
 /**
- * Makes `globalThis.Response` the lightweight one (as @hono/node-server does by default), unless
- * something else already replaced it. Called when a fetch app is loaded, i.e. only in workers
- * serving one.
+ * Makes `globalThis.Response` the lightweight one (as @hono/node-server does by default), and,
+ * where undici cannot take a lightweight Request as input, `globalThis.Request` and
+ * `globalThis.fetch` the ones that unwrap it (BridgeRequest); each unless something else already
+ * replaced it. Called when a fetch app is loaded, i.e. only in workers serving one.
  */
-export function useLightResponses(): void {
-  if (globalThis.Response !== RealResponse) return;
-  Object.defineProperty(globalThis, 'Response', { value: LightResponse, writable: true, configurable: true, enumerable: false });
+export function useLightClasses(): void {
+  const hidden = { writable: true, configurable: true, enumerable: false };
+  if (globalThis.Response === RealResponse) Object.defineProperty(globalThis, 'Response', { value: LightResponse, ...hidden });
+  if (lightRequests || globalThis.Request !== RealRequest) return;
+  const realFetch = globalThis.fetch;
+  const fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => realFetch(input instanceof NodeRequest ? NodeRequest.real(input) : input, init);
+  Object.defineProperty(globalThis, 'Request', { value: BridgeRequest, ...hidden });
+  Object.defineProperty(globalThis, 'fetch', { value: fetch, ...hidden });
+  Object.defineProperty(NodeRequest.prototype, 'constructor', { value: BridgeRequest, ...hidden });
+  lightRequests = true;
 }
 
 /** undici's (v6) internal state of a Response: the body keeps what it was made from. */
@@ -716,7 +748,7 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
  * error after the headers were sent destroys the response.
  */
 export function fetchListener(handler: FetchHandler, onError: ErrorSink): RequestListener {
-  useLightResponses();
+  useLightClasses();
   return (req, res) => {
     let light: NodeRequest;
     try {
@@ -727,7 +759,7 @@ export function fetchListener(handler: FetchHandler, onError: ErrorSink): Reques
     }
     let result: unknown;
     try {
-      result = handler(LIGHT_REQUESTS ? (light as unknown as Request) : NodeRequest.real(light), { incoming: req, outgoing: res });
+      result = handler(lightRequests ? (light as unknown as Request) : NodeRequest.real(light), { incoming: req, outgoing: res });
     } catch (err) {
       handlerFailed(light, res, err, onError);
       return;
