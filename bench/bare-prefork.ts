@@ -9,13 +9,13 @@
  */
 import { fork } from 'node:child_process';
 import net from 'node:net';
-import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { http } from '../src/shared/node-http.js';
+import { parseListen } from '../src/master/listeners.js';
 
-type Http = typeof import('node:http');
-const http = createRequire(import.meta.url)('node:http') as Http; // as quiesce does (see src/shared/node-http.ts)
+type Http = typeof http;
 
 const { values } = parseArgs({ options: { app: { type: 'string' }, workers: { type: 'string', default: '2' }, listen: { type: 'string', default: '127.0.0.1:0' } }, strict: true });
 if (!values.app) throw new Error('--app MODULE is required');
@@ -30,10 +30,10 @@ if (process.env.BARE_CHILD) {
   process.on('SIGINT', () => { /* the parent decides */ });
   process.on('disconnect', () => process.exit(0)); // the parent is gone: leave no orphan
 } else {
-  const m = /^(.*):(\d+)$/.exec(values.listen!);
-  if (!m) throw new Error(`--listen: want HOST:PORT, got ${values.listen}`);
+  const spec = parseListen(values.listen!);
+  if (spec.kind !== 'tcp') throw new Error(`--listen: want HOST:PORT, got ${values.listen}`);
   const server = net.createServer();
-  server.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => {
+  server.listen(spec.port, spec.host ?? undefined, () => {
     const n = Number(values.workers);
     const children = Array.from({ length: n }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), { env: { ...process.env, BARE_CHILD: '1' } }));
     let listening = 0;

@@ -35,8 +35,8 @@ export function makePidfileDir(path: string): void {
   }
 }
 
+/** Written atomically; its directory exists (makePidfileDir, before the control socket). */
 export function writePidfile(path: string, pid = process.pid): void {
-  makePidfileDir(path);
   const tmp = `${path}.${pid}.tmp`;
   writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
   renameSync(tmp, path);

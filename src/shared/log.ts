@@ -25,22 +25,27 @@ export function formatLine(level: Level, who: string, event: string, fields: Fie
  * thread-pool hop per batch (the access log's batches arrive from every worker, all the time). A
  * local log file takes such a write in microseconds, as nginx's and Apache's workers assume.
  */
+/**
+ * Keeps a std stream whose reader went away (a closed pipe: EPIPE) from killing or spinning the
+ * process: the stream is destroyed and an unhandled 'error' would be an uncaughtException, logged
+ * to the same dead stream, in a loop. Writers check `stream.destroyed`. `then` hears the first error.
+ */
+export function survivePipeLoss(stream: NodeJS.WriteStream, then?: (err: Error) => void): void {
+  let told = false;
+  stream.on('error', (err: Error) => {
+    if (!told) then?.(err);
+    told = true;
+  });
+}
+
 export class LineSink {
   private fd = -1;
   private failed = false;
-  /**
-   * `std` is where lines go for target "-". When its reader goes away (a closed pipe: EPIPE) the
-   * stream is destroyed and its lines are dropped: an unhandled stream error would become an
-   * uncaughtException, logged to the same dead stream, in a loop. `onStdGone` hears it once.
-   */
+  /** `std` is where lines go for target "-"; once its reader is gone they are dropped (`onStdGone` hears it once). */
   constructor(private target: string, private readonly std: NodeJS.WriteStream, onStdGone?: (err: Error) => void) {
     this.fd = this.open(target);
-    std.on('error', (err: Error) => {
-      if (onStdGone && !this.stdGone) onStdGone(err);
-      this.stdGone = true;
-    });
+    survivePipeLoss(std, onStdGone);
   }
-  private stdGone = false;
   private open(target: string): number {
     if (target === '-' || target === '') return -1;
     try {

@@ -28,7 +28,7 @@ import { spawnSync } from 'node:child_process';
 import { AppError, type LoadedApp, type LoadOptions, type UpgradeListener } from './app-types.js';
 import { guardListener, guardUpgrade, type ErrorSink } from './app-guard.js';
 import { ListenCapture, settle, isHttpServer, describeEndpoints, fakeListen, isAdopted, parseListenArgs, type ListenCall } from './app-adopt.js';
-import type { FetchHandler, fetchListener as FetchListener } from './fetch-bridge.js';
+import type { FetchHandler } from './fetch-bridge.js';
 
 const WHAT_TO_EXPORT =
   'export default a request listener `(req, res) => {}` (an Express app, `koa.callback()`), ' +
@@ -95,9 +95,7 @@ async function loadSerial(path: string, opts: LoadOptions): Promise<LoadedApp> {
     // Fastify is made ready here rather than in init(): its plugins (e.g. @fastify/websocket)
     // add 'upgrade' listeners while booting, and the worker reads `upgrade` right after loading.
     if (handler.kind === 'fastify') await fastifyReady(handler.app, path);
-    // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
-    const bridge = handler.kind === 'fetch' ? (await import('./fetch-bridge.js')).fetchListener : undefined;
-    const loaded = build(handler, hooks, opts.onError, bridge);
+    const loaded = await build(handler, hooks, opts.onError);
     if (capture.calls.length > 0) {
       // The module exported an app and also listened (`server.listen(3000); export default app`):
       // the export serves requests; WebSocket upgrades go to the server it listened on, if that
@@ -255,12 +253,15 @@ function closeServer(server: net.Server): Promise<void> {
   });
 }
 
-function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink, fetchListener?: typeof FetchListener): LoadedApp {
+async function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink): Promise<LoadedApp> {
   switch (h.kind) {
     case 'listener':
       return { kind: 'listener', listener: guardListener(h.fn, onError), ...hooks };
-    case 'fetch':
-      return { kind: 'fetch', listener: fetchListener!(h.fn, onError), ...hooks };
+    case 'fetch': {
+      // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
+      const { fetchListener } = await import('./fetch-bridge.js');
+      return { kind: 'fetch', listener: fetchListener(h.fn, onError), ...hooks };
+    }
     case 'server': {
       neverBind(h.server);
       return serverApp('adopted', h.server, hooks, onError);

@@ -375,9 +375,14 @@ let lightRequests = NATIVE_LIGHT_REQUESTS;
  * takes the real request behind a lightweight one (`new Request(light)`, `new Request(light, init)`),
  * as @hono/node-server does. `instanceof` holds for every real Request as before.
  */
+/** A lightweight request as undici's own; any other input as it is. */
+function unwrap(input: RequestInfo | URL): RequestInfo | URL {
+  return input instanceof NodeRequest ? NodeRequest.real(input) : input;
+}
+
 class BridgeRequest extends RealRequest {
   constructor(input: RequestInfo | URL, init?: RequestInit) {
-    super(input instanceof NodeRequest ? NodeRequest.real(input) : input, init);
+    super(unwrap(input), init);
   }
 
   static override [Symbol.hasInstance](x: unknown): boolean {
@@ -536,7 +541,7 @@ export function useLightClasses(): void {
   if (globalThis.Response === RealResponse) Object.defineProperty(globalThis, 'Response', { value: LightResponse, ...hidden });
   if (lightRequests || globalThis.Request !== RealRequest) return;
   const realFetch = globalThis.fetch;
-  const fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => realFetch(input instanceof NodeRequest ? NodeRequest.real(input) : input, init);
+  const fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => realFetch(unwrap(input), init);
   Object.defineProperty(globalThis, 'Request', { value: BridgeRequest, ...hidden });
   Object.defineProperty(globalThis, 'fetch', { value: fetch, ...hidden });
   Object.defineProperty(NodeRequest.prototype, 'constructor', { value: BridgeRequest, ...hidden });

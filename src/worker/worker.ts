@@ -6,7 +6,7 @@
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
-import { formatLine, type Fields, type Level } from '../shared/log.js';
+import { formatLine, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
 import { isToWorker, type ListenerInfo, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
@@ -65,10 +65,9 @@ class Worker {
 
   async start(): Promise<void> {
     for (const sig of WORKER_IGNORED_SIGNALS) process.on(sig, () => { /* only the master decides */ });
-    // The master reads our stdout and stderr. Once it is gone a write fails with EPIPE, and an
-    // unhandled stream error would be an uncaughtException, logged to stderr, failing again: a
-    // spinning orphan. There is nowhere left to log; the retiring goes on without it.
-    for (const out of [process.stdout, process.stderr]) out.on('error', () => { /* master gone */ });
+    // the master reads our stdout and stderr: once it is gone there is nowhere left to log
+    survivePipeLoss(process.stdout);
+    survivePipeLoss(process.stderr);
     process.on('message', (m: unknown, handle: unknown) => { if (isToWorker(m)) this.onMessage(m, handle); });
     process.on('disconnect', () => this.masterGone());
     if (!process.connected) this.masterGone(); // killed before we even started: no 'disconnect' will come
@@ -251,7 +250,7 @@ class Worker {
     this.retireStarted = true;
     this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.inflight, ready: this.ready });
     for (const l of this.listeners.values()) this.closeListener(l);
-    setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
+    this.armForce();
     // Still loading: connections handed over meanwhile wait in `early`; start() serves them once
     // the app is up and winds down then. Exiting now would cut them.
     if (this.ready) this.windDown();
@@ -265,6 +264,12 @@ class Worker {
       .then(() => this.app?.onDrain?.())
       .catch((err: unknown) => this.log('error', 'app-error', { where: 'onDrain', error: errorMessage(err) }));
     this.sendStats();
+  }
+
+  private forceTimer?: NodeJS.Timeout;
+  /** The graceful timeout runs from the first of: told to retire, master lost while loading. */
+  private armForce(): void {
+    this.forceTimer ??= setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
   }
 
   private force(): void {
@@ -307,7 +312,7 @@ class Worker {
       if (this.masterLost) return;
       this.masterLost = true;
       this.log('warn', 'master-gone', { pid: process.pid, loading: true, listeners: this.listeners.size });
-      setTimeout(() => this.force(), this.boot.config.gracefulTimeout).unref();
+      this.armForce();
       this.onAllListeners?.(); // no more will come: serve the ones we hold
       return;
     }
