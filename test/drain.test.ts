@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { connect } from 'node:net';
+import { writeFileSync } from 'node:fs';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, alive, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
@@ -85,6 +87,39 @@ test('keep-alive clients during a stop: 0 cut, 0 ka_race', async () => {
     assert.ok(probe.ok > 100, summary(probe));
     assert.equal((await waitExit(s)).code, 0);
   } finally {
+    await cleanup(s);
+  }
+});
+
+test('a keep-alive request already running when the stop begins is answered with Connection: close, and its connection ends with it', async () => {
+  // Serving, a worker does not follow each response (Connections' plain mode): the stop must adopt
+  // the ones in flight, or this response goes out keep-alive and the connection waits out the idle grace.
+  const s = await startServer({ args: [join(FIXTURES, 'status/hold-app.mjs'), '--workers', '1', '--idle-grace', '5s'] });
+  const sock = connect(s.port, '127.0.0.1');
+  try {
+    let data = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => { data += d; });
+    const ended = new Promise<number>((resolve) => sock.once('end', () => resolve(Date.now())));
+    sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    await waitFor(() => /\r\n\r\n\d+\n$/.test(data), 5000, 'the first response');
+    assert.doesNotMatch(data, /connection: close/i, 'the first response keeps the connection');
+    data = '';
+    const release = join(s.dir, 'release');
+    sock.write(`GET /?hold=${encodeURIComponent(release)} HTTP/1.1\r\nhost: x\r\n\r\n`);
+    await waitFor(async () => (JSON.parse((await get(s.admin, '/server-status?json')).body) as { scoreboard: string }).scoreboard === 'W', 5000, 'the held request to reach the app');
+    process.kill(s.pid, 'SIGTERM');
+    await waitFor(() => /retiring/.test(s.err()), 5000, 'the worker to start retiring');
+    writeFileSync(release, '');
+    await waitFor(() => /\r\n\r\n\d+\n$/.test(data), 5000, 'the held response');
+    const answeredAt = Date.now();
+    assert.match(data, /^HTTP\/1\.1 200 /);
+    assert.match(data, /\r\nconnection: close\r\n/i, data);
+    const endedAt = await Promise.race([ended, sleep(4000).then(() => Infinity)]);
+    assert.ok(endedAt - answeredAt < 2000, `the connection ended ${endedAt - answeredAt} ms after its response (idle grace 5 s)`);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    sock.destroy();
     await cleanup(s);
   }
 });

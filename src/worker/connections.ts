@@ -4,28 +4,44 @@
  * connection itself: in-flight requests, idle time, upgrades. Retiring is driven from here:
  * Connection: close on every response, idle keep-alive connections closed only after an idle
  * grace, and the end of the last connection reported once.
+ *
+ * Two modes, so that serving pays nothing for the drain:
+ * - plain (serving): a request costs one counter. What is in flight is read from the sockets when
+ *   asked (every 500 ms for the status, or at a switch): Node's http.Server keeps the response
+ *   being written on `socket._httpMessage` (undocumented, in Node since 0.x).
+ * - tracked (lame duck, retiring, forced): every response is followed to its 'close'. The switch
+ *   adopts the responses in flight at that moment.
+ * Storing each response on its long-lived connection and listening for its 'close' cost 3-5% of
+ * a hello-world worker's throughput (docs/STATUS.md).
  */
 import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
 
+/** http.Server's socket: the response being written on it, if any (Node internal, see above). */
+type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
+
 type Conn = {
-  socket: Socket;
-  /** Responses in flight on this connection, oldest first (more than one only when pipelined). */
+  socket: HttpSocket;
+  /** Tracked mode: responses in flight on this connection, oldest first (more than one only when pipelined). */
   inflight: ServerResponse[];
   idleSince: number;
   upgraded: boolean;
   idleTimer?: NodeJS.Timeout;
-  /** Requests seen on this connection (0: still reading its first one: scoreboard R). */
-  served: number;
   /** A response went out with Connection: close: the socket is closing (scoreboard C). */
   closing: boolean;
   /** socket.bytesWritten already added to bytesSent. */
   counted: number;
-  /** When the connection's current request began (for the scoreboard's "current request"). */
+  /** The current response as last seen, and since when (for the scoreboard's "current request"). */
+  seen: ServerResponse | undefined;
   since: number;
 };
+
+/** The response an untracked connection is writing now. */
+function current(conn: Conn): ServerResponse | undefined {
+  return conn.socket._httpMessage ?? undefined;
+}
 
 export const FORCED_HEADER = 'quiesce-forced';
 
@@ -37,7 +53,12 @@ export class Connections {
   private readonly conns = new Map<Socket, Conn>();
   /** Responses in flight on a connection not seen at 'connection' (none expected; kept exact). */
   private readonly orphans = new Set<ServerResponse>();
+  /** Tracked mode: responses in flight. */
   private inflightCount = 0;
+  /** Every response is followed (lame duck, retiring): see the header. */
+  private tracked = false;
+  /** Responses that closed before they were written in full (their connection closed). */
+  private aborted = 0;
   /** One listener for every response's 'close' (no closure per request: this is the hot path). */
   private readonly onResponseClose: (this: ServerResponse) => void;
   private readonly onSocketClose: (this: Socket) => void;
@@ -48,7 +69,6 @@ export class Connections {
   bytesSent = 0;
   forced = 0;
   accepted = 0;
-  completed = 0;
   refused = 0;
   private lame = false;
   private shown: { state: WorkerState; since: number } = { state: '_', since: Date.now() };
@@ -60,14 +80,24 @@ export class Connections {
   }
 
   get size(): number { return this.conns.size; }
-  get inflight(): number { return this.inflightCount; }
+  /** Requests in flight (untracked: the connections writing a response; a pipelined request queued behind one is not seen). */
+  get inflight(): number {
+    if (this.tracked) return this.inflightCount;
+    let n = this.orphans.size;
+    for (const conn of this.conns.values()) if (!conn.upgraded && current(conn)) n++;
+    return n;
+  }
+  /** Responses sent in full. */
+  get completed(): number { return this.requests - this.inflight - this.aborted; }
+  /** Tracked mode: call request() for every request; otherwise count it in `requests` alone. */
+  get tracking(): boolean { return this.tracked; }
   get isRetiring(): boolean { return this.retiring; }
   /** Lame duck or retiring: every response from now on carries Connection: close. */
   get winding(): boolean { return this.retiring || this.lame; }
 
   add(socket: Socket): void {
     const now = Date.now();
-    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, served: 0, closing: false, counted: socket.bytesWritten, since: now };
+    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, closing: false, counted: socket.bytesWritten, seen: undefined, since: now };
     this.conns.set(socket, conn);
     this.accepted++;
     socket.on('close', this.onSocketClose);
@@ -79,29 +109,53 @@ export class Connections {
     if (!conn) return;
     clearTimeout(conn.idleTimer);
     this.countBytes(conn);
-    for (const res of conn.inflight) (res as Tracked)[CONN] = undefined; // their 'close' counts nothing more
-    this.inflightCount -= conn.inflight.length;
-    conn.inflight.length = 0;
+    if (this.tracked) {
+      for (const res of conn.inflight) (res as Tracked)[CONN] = undefined; // their 'close' counts nothing more
+      this.inflightCount -= conn.inflight.length;
+      this.aborted += conn.inflight.length;
+      conn.inflight.length = 0;
+    } else {
+      const res = current(conn);
+      if (res && !conn.upgraded && !res.writableFinished) this.aborted++;
+    }
+    conn.seen = undefined;
     this.conns.delete(socket);
     this.checkEmpty();
   }
 
-  /** A request started on its connection. Call before the app's listener runs. */
+  /** Tracked mode: a request started on its connection. Call before the app's listener runs. */
   request(req: IncomingMessage, res: ServerResponse): void {
-    const conn = this.conns.get(req.socket as Socket);
     this.requests++;
+    this.follow(this.conns.get(req.socket as Socket), res);
+  }
+
+  private follow(conn: Conn | undefined, res: ServerResponse): void {
     this.inflightCount++;
-    if (this.winding) res.shouldKeepAlive = false;
+    if (this.winding && !res.headersSent) res.shouldKeepAlive = false;
     if (conn) {
       (res as Tracked)[CONN] = conn;
       if (conn.idleTimer) clearTimeout(conn.idleTimer);
       if (conn.inflight.length === 0) conn.since = Date.now();
       conn.inflight.push(res);
-      conn.served++;
     } else {
       this.orphans.add(res);
     }
     res.on('close', this.onResponseClose);
+  }
+
+  /**
+   * Follow every response from now on (lame duck, retiring, forced): adopt the ones in flight,
+   * and give each idle connection its idle grace from now.
+   */
+  private track(): void {
+    if (this.tracked) return;
+    this.tracked = true;
+    const now = Date.now();
+    for (const conn of this.conns.values()) {
+      const res = current(conn);
+      if (res && !conn.upgraded) this.follow(conn, res);
+      else conn.idleSince = now;
+    }
   }
 
   private responseClosed(res: ServerResponse): void {
@@ -114,7 +168,7 @@ export class Connections {
     this.inflightCount--;
     const i = conn.inflight.indexOf(res);
     if (i >= 0) conn.inflight.splice(i, 1);
-    if (res.writableFinished) this.completed++;
+    if (!res.writableFinished) this.aborted++;
     if (res.statusCode === 503 && this.winding && !res.hasHeader(FORCED_HEADER)) this.refused++;
     if (!res.shouldKeepAlive) conn.closing = true;
     if (conn.inflight.length === 0) {
@@ -143,6 +197,7 @@ export class Connections {
     this.onEmpty = onEmpty;
     if (this.retiring) return;
     this.retiring = true;
+    this.track();
     this.closeAfterResponsesInFlight();
     for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
     this.checkEmpty();
@@ -151,6 +206,7 @@ export class Connections {
   /** Lame duck: Connection: close on every response from now on, without retiring. */
   lameDuck(): void {
     this.lame = true;
+    this.track();
     this.closeAfterResponsesInFlight();
   }
 
@@ -165,7 +221,11 @@ export class Connections {
     clearTimeout(conn.idleTimer);
     const wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now());
     conn.idleTimer = setTimeout(() => {
-      if (conn.inflight.length === 0 && !conn.upgraded) conn.socket.destroy();
+      if (conn.inflight.length > 0 || conn.upgraded) return;
+      // a pipelined request queued before the switch, now being answered: follow it instead
+      const res = current(conn);
+      if (res) this.follow(conn, res);
+      else conn.socket.destroy();
     }, wait);
     conn.idleTimer.unref();
   }
@@ -184,6 +244,7 @@ export class Connections {
    * counts as forced. Idle connections are closed uncounted. Returns the number forced.
    */
   force(): number {
+    this.track();
     let n = 0;
     for (const conn of this.conns.values()) {
       clearTimeout(conn.idleTimer);
@@ -238,14 +299,14 @@ export class Connections {
    * 500 ms (not per request): one walk over the connections.
    */
   state(): WorkerState {
-    let busy = this.inflightCount > 0;
+    let busy = this.inflight > 0;
     let reading = false;
     let closing = false;
     if (!busy) {
       for (const conn of this.conns.values()) {
         if (conn.upgraded) { busy = true; break; }
-        if (conn.closing) closing = true;
-        else if (conn.served === 0) reading = true;
+        if (conn.closing || conn.socket.writableEnded) closing = true;
+        else if (conn.socket.bytesWritten === 0) reading = true;
       }
     }
     const s: WorkerState = this.retiring
@@ -260,11 +321,18 @@ export class Connections {
     return Date.now() - this.shown.since;
   }
 
+  /**
+   * The longest-running request, for the scoreboard. Untracked, a request's start is when this was
+   * first asked while it ran (every 500 ms): its age is known to within that.
+   */
   oldest(): { method: string; path: string; sinceMs: number } | undefined {
     let best: ServerResponse | undefined;
     let since = Infinity;
+    const now = Date.now();
     for (const conn of this.conns.values()) {
-      if (conn.inflight.length > 0 && (!best || conn.since < since)) { best = conn.inflight[0]; since = conn.since; }
+      const res = this.tracked ? conn.inflight[0] : current(conn);
+      if (!this.tracked && res !== conn.seen) { conn.seen = res; conn.since = now; }
+      if (res && (!best || conn.since < since)) { best = res; since = conn.since; }
     }
     if (!best) for (const res of this.orphans) { best = res; break; }
     if (!best) return undefined;

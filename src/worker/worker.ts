@@ -159,7 +159,9 @@ class Worker {
   }
 
   private onRequest(req: Http.IncomingMessage, res: Http.ServerResponse): void {
-    this.conns.request(req, res);
+    const conns = this.conns;
+    if (conns.tracking) conns.request(req, res);
+    else conns.requests++; // serving: a count is all (see Connections)
     const cfg = this.boot.config;
     if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', this.generationHeader);
     if (this.accessLog) {
