@@ -36,6 +36,9 @@ type Conn = {
   /** The current response as last seen, and since when (for the scoreboard's "current request"). */
   seen: ServerResponse | undefined;
   since: number;
+  /** socket.bytesRead at the last idle sweep, and when a sweep last saw the connection active. */
+  lastRead: number;
+  activeAt: number;
 };
 
 /** The response an untracked connection is writing now. */
@@ -97,7 +100,7 @@ export class Connections {
 
   add(socket: Socket): void {
     const now = Date.now();
-    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, closing: false, counted: socket.bytesWritten, seen: undefined, since: now };
+    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, closing: false, counted: socket.bytesWritten, seen: undefined, since: now, lastRead: 0, activeAt: now };
     this.conns.set(socket, conn);
     this.accepted++;
     socket.on('close', this.onSocketClose);
@@ -174,6 +177,27 @@ export class Connections {
     if (conn.inflight.length === 0) {
       conn.idleSince = Date.now();
       if (this.retiring) this.scheduleIdleClose(conn);
+    }
+  }
+
+  /**
+   * Idle timeouts, read every sweep instead of a timer re-armed on every response (Node's
+   * keep-alive timer costs ~7% of a hello-world request): a connection that read nothing since the
+   * last sweep and has no response in flight is idle since that sweep; it is closed once idle for
+   * `keepAliveMs` (`firstRequestMs` before its first request). 0 = never. Never closes earlier than
+   * the limit; at most one sweep later.
+   */
+  sweepIdle(keepAliveMs: number, firstRequestMs: number): void {
+    const now = Date.now();
+    for (const conn of this.conns.values()) {
+      const read = conn.socket.bytesRead;
+      if (read !== conn.lastRead || conn.upgraded || conn.inflight.length > 0 || current(conn)) {
+        conn.lastRead = read;
+        conn.activeAt = now;
+        continue;
+      }
+      const limit = read === 0 ? firstRequestMs : keepAliveMs;
+      if (limit > 0 && now - conn.activeAt >= limit) conn.socket.destroy();
     }
   }
 

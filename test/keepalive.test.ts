@@ -1,0 +1,58 @@
+/**
+ * Idle timeouts. The worker closes idle connections itself, from a sweep (Connections.sweepIdle),
+ * instead of Node's timer re-armed on every response: the advertised `Keep-Alive: timeout` must
+ * still be sent and honoured (never closed before it, plus Node's 1 s buffer), and a connection that
+ * never sends a request is closed after --headers-timeout.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { startServer, cleanup, waitFor, FIXTURES } from './helpers/server.js';
+
+const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+
+function open(port: number): { sock: Socket; data: () => string; closedAt: Promise<number> } {
+  const sock = connect(port, '127.0.0.1');
+  let data = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => { data += d; });
+  sock.on('error', () => undefined); // a reset shows as the close below
+  const closedAt = new Promise<number>((resolve) => sock.once('close', () => resolve(Date.now())));
+  return { sock, data: () => data, closedAt };
+}
+
+test('an idle keep-alive connection gets Keep-Alive: timeout=N and is closed after N s plus 1 s, not before; requests keep it open', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--keepalive-timeout', '1s'] });
+  const c = open(s.port);
+  try {
+    // three requests 700 ms apart: each resets the idle time, so 2.1 s of use does not close it
+    for (let i = 1; i <= 3; i++) {
+      c.sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+      await waitFor(() => c.data().split('HTTP/1.1 200 ').length - 1 === i && /\r\n\r\n\d+\n$/.test(c.data()), 5000, `response ${i}`);
+      if (i < 3) await new Promise((r) => setTimeout(r, 700));
+    }
+    const answeredAt = Date.now();
+    assert.match(c.data(), /\r\nConnection: keep-alive\r\nKeep-Alive: timeout=1\r\n/i);
+    const idle = (await Promise.race([c.closedAt, new Promise<number>((r) => setTimeout(() => r(Infinity), 6000))])) - answeredAt;
+    assert.ok(idle >= 1950, `closed ${idle} ms after the last response: before the advertised 1 s + 1 s buffer`);
+    assert.ok(idle < 4000, `closed ${idle} ms after the last response (want about 2 s)`);
+  } finally {
+    c.sock.destroy();
+    await cleanup(s);
+  }
+});
+
+test('a connection that sends nothing is closed after --headers-timeout', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--headers-timeout', '1s', '--keepalive-timeout', '10s'] });
+  const c = open(s.port);
+  try {
+    const openedAt = Date.now();
+    const after = (await Promise.race([c.closedAt, new Promise<number>((r) => setTimeout(() => r(Infinity), 6000))])) - openedAt;
+    assert.ok(after >= 950 && after < 4000, `closed after ${after} ms (want about 1 s)`);
+    assert.equal(c.data(), '');
+  } finally {
+    c.sock.destroy();
+    await cleanup(s);
+  }
+});
