@@ -19,6 +19,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { combined } from '../src/worker/access-log.js';
+import { parseListen } from '../src/master/listeners.js';
 
 const { values } = parseArgs({
   options: {
@@ -33,10 +34,10 @@ const { values } = parseArgs({
   strict: true,
 });
 
-const m = /^(.*):(\d+)$/.exec(values.listen!);
-if (!m) throw new Error(`--listen: want HOST:PORT, got ${values.listen}`);
-const host = m[1]!.replace(/^\[|\]$/g, '');
-const port = Number(m[2]);
+const spec = parseListen(values.listen!);
+if (spec.kind !== 'tcp') throw new Error(`--listen: want HOST:PORT, got ${values.listen}`);
+const host = spec.host ?? undefined;
+const port = spec.port;
 
 if (cluster.isPrimary) {
   if (values.sched !== 'rr' && values.sched !== 'none') throw new Error('--sched: rr or none');
@@ -48,7 +49,7 @@ if (cluster.isPrimary) {
   for (let i = 0; i < n; i++) cluster.fork();
   cluster.on('listening', (_w, address) => {
     if (++listening === n) {
-      const h = address.address?.includes(':') ? `[${address.address}]` : address.address ?? host;
+      const h = address.address?.includes(':') ? `[${address.address}]` : address.address ?? host ?? '0.0.0.0';
       process.stdout.write(`cluster: listening on http://${h}:${address.port} (sched ${values.sched}, ${n} workers)\n`);
     }
   });
