@@ -8,7 +8,7 @@ import http from 'node:http';
 import { killTree, track, untrack } from './lib.js';
 
 export type LoadResult = { rps: number; p99Ms: number; p50Ms: number; requests: number; errors: number; non2xx: number };
-export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean };
+export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean; /** wrk only: run it on this CPU (taskset). */ cpu?: number };
 export type LoadGen = { name: string; run: (o: LoadOptions) => Promise<LoadResult> };
 
 export function hasWrk(): boolean {
@@ -35,7 +35,7 @@ function runWrk(o: LoadOptions): Promise<LoadResult> {
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--latency', '--timeout', '5s',
     ...(o.close ? ['-H', 'Connection: close'] : []), o.url];
   return new Promise((resolve, reject) => {
-    const p = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = o.cpu === undefined ? spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('taskset', ['-c', String(o.cpu), 'wrk', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     track(p.pid!);
     let out = '';
     let err = '';

@@ -1,0 +1,106 @@
+/**
+ * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID]
+ *
+ * CPU cost per request of quiesce against node:cluster SCHED_NONE, side by side: one worker each,
+ * both workers pinned to CPU 1 where they split the CPU fairly, both loaded at the same time by
+ * their own wrk on CPU 0 (with the two parents). The ratio of requests served in a round is the
+ * inverse ratio of their CPU cost per request, and whatever slows this shared machine slows both
+ * alike: +-2-3% per round where the interleaved throughput rounds of `npm run bench` swing +-10%.
+ * Fresh process pairs are started for each pair (JIT outcomes differ per process); the table shows
+ * the median and quartiles of all rounds. Round-robin node:cluster is left out: its primary
+ * accepts every connection on CPU 0, where this measure does not charge it. Needs wrk, taskset
+ * and 2 CPUs. A shell version for any two commands: bench/side-by-side.sh.
+ */
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { APPS, childPids, cleanupAll, envLine, flags, fmt, startCluster, startQuiesce, table, tempDir, type Running } from './lib.js';
+import { hasWrk, pickLoadGen } from './loadgen.js';
+
+type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean };
+const ROWS: Row[] = [
+  { id: 'ka', label: 'hello, keep-alive', app: 'hello.mjs', path: '/', close: false },
+  { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true },
+  { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false },
+  { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false },
+  { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false },
+];
+
+function pin(pid: number, cpu: number): void {
+  const r = spawnSync('taskset', ['-a', '-pc', String(cpu), String(pid)], { stdio: 'ignore', timeout: 5_000 });
+  if (r.status !== 0) throw new Error(`taskset -a -pc ${cpu} ${pid} failed`);
+}
+
+/** The one worker of a server started with --workers 1, pinned (all its threads) to `cpu`; the parent to `parentCpu`. */
+function pinServer(s: Running, cpu: number, parentCpu: number): void {
+  const workers = childPids(s.pid);
+  if (workers.length !== 1) throw new Error(`${s.name}: want 1 worker, found ${workers.length}`);
+  pin(s.pid, parentCpu);
+  pin(workers[0]!, cpu);
+}
+
+function quartiles(xs: number[]): [number, number, number] {
+  const a = [...xs].sort((x, y) => x - y);
+  const at = (q: number) => a[Math.min(a.length - 1, Math.max(0, Math.round(q * (a.length - 1))))]!;
+  return [at(0.25), at(0.5), at(0.75)];
+}
+
+async function main(): Promise<void> {
+  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…]\n'); return; }
+  if (availableParallelism() < 2 || spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status !== 0 || !hasWrk()) {
+    process.stdout.write('bench:cpu needs 2 CPUs, taskset (util-linux) and wrk: skipped\n');
+    return;
+  }
+  const pairs = Math.max(1, Math.round((f.pairs as number | undefined) ?? 3));
+  const rounds = Math.max(1, Math.round((f.rounds as number | undefined) ?? 6));
+  const durationS = Math.max(1, Math.round((f.duration as number | undefined) ?? 3));
+  const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
+  const rows = ROWS.filter((r) => !only || only.has(r.id));
+  if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
+  const wrk = pickLoadGen('wrk');
+  const www = join(tempDir('quiesce-bench-cpu-'), 'www');
+  mkdirSync(www);
+  writeFileSync(join(www, '2k.txt'), 'x'.repeat(2047) + '\n');
+
+  const body: string[][] = [];
+  for (const row of rows) {
+    const ratios: number[] = [];
+    const perPair: string[] = [];
+    for (let p = 0; p < pairs; p++) {
+      const app = row.app ? join(APPS, row.app) : www;
+      const [q, c] = await Promise.all([
+        startQuiesce({ app, workers: 1 }),
+        startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
+      ]);
+      try {
+        pinServer(q, 1, 0);
+        pinServer(c, 1, 0);
+        const load = (s: Running, d: number) => wrk.run({ url: `http://${s.address}${row.path}`, durationS: d, connections: 50, threads: 1, close: row.close, cpu: 0 });
+        await Promise.all([load(q, 1), load(c, 1)]); // warm-up
+        const mine: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          const [a, b] = await Promise.all([load(q, durationS), load(c, durationS)]);
+          if (b.requests > 0) mine.push(a.requests / b.requests);
+        }
+        ratios.push(...mine);
+        perPair.push(fmt(quartiles(mine)[1], 3));
+        process.stderr.write(`bench:cpu: ${row.id} pair ${p + 1}: ${mine.map((x) => x.toFixed(3)).join(' ')}\n`);
+      } finally {
+        await Promise.all([q.kill(), c.kill()]);
+      }
+    }
+    const [q1, med, q3] = quartiles(ratios);
+    body.push([row.label, `${fmt(med, 3)}x`, `${fmt(q1, 3)}–${fmt(q3, 3)}x`, perPair.join(' / ')]);
+  }
+  process.stdout.write(`## quiesce vs node:cluster SCHED_NONE: requests per CPU, side by side (${new Date().toISOString()})\n\n`);
+  process.stdout.write(`1 worker each, both on CPU 1, loaded at once by wrk -c 50 on CPU 0; ${pairs} fresh pair(s) x ${rounds} round(s) of ${durationS}s; ${envLine()}\n\n`);
+  process.stdout.write(table(['scenario', 'quiesce / cluster-NONE (median of rounds)', 'quartiles', 'median per pair'], body) + '\n');
+  process.stdout.write('\n- A ratio above 1 means quiesce serves more requests with the same CPU. This is the worker\'s cost alone: neither master is charged (both idle under this load).\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:cpu failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.exitCode = 1;
+}).finally(cleanupAll);
