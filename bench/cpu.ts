@@ -1,5 +1,6 @@
 /**
  * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID]
+ * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--ready REGEX] [...]
  *
  * CPU cost per request of quiesce against node:cluster SCHED_NONE, side by side: one worker each,
  * both workers pinned to CPU 1 where they split the CPU fairly, both loaded at the same time by
@@ -9,16 +10,24 @@
  * Fresh process pairs are started for each pair (JIT outcomes differ per process); the table shows
  * the median and quartiles of all rounds. Round-robin node:cluster is left out: its primary
  * accepts every connection on CPU 0, where this measure does not charge it. Needs wrk, taskset
- * and 2 CPUs. A shell version for any two commands: bench/side-by-side.sh.
+ * and 2 CPUs.
+ *
+ * With --a and --b, any two server commands (run by bash, each starting ONE worker and printing
+ * its http://ADDR; ready when the output matches --ready, by default quiesce's "ready" line or a
+ * "listening on" line of bench/bare-prefork.js or bench/cluster-server.js) are compared the same
+ * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build.
  */
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { APPS, childPids, cleanupAll, envLine, flags, fmt, startCluster, startQuiesce, table, tempDir, type Running } from './lib.js';
+import { APPS, childPids, cleanupAll, envLine, flags, fmt, startCluster, startCommand, startQuiesce, table, tempDir, type Running } from './lib.js';
 import { hasWrk, pickLoadGen } from './loadgen.js';
 
 type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean };
+type Pair = { a: Running; b: Running };
+
+const DEFAULT_READY = 'quiesce: ready |(bare|cluster): listening on ';
 const ROWS: Row[] = [
   { id: 'ka', label: 'hello, keep-alive', app: 'hello.mjs', path: '/', close: false },
   { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true },
@@ -47,8 +56,9 @@ function quartiles(xs: number[]): [number, number, number] {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', help: 'bool' });
-  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…]\n'); return; }
+  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', ready: 'str', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] | [--a CMD --b CMD [--path P] [--close] [--ready REGEX]]\n'); return; }
+  if ((f.a === undefined) !== (f.b === undefined)) throw new Error('--a and --b go together');
   if (availableParallelism() < 2 || spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status !== 0 || !hasWrk()) {
     process.stdout.write('bench:cpu needs 2 CPUs, taskset (util-linux) and wrk: skipped\n');
     return;
@@ -57,7 +67,10 @@ async function main(): Promise<void> {
   const rounds = Math.max(1, Math.round((f.rounds as number | undefined) ?? 6));
   const durationS = Math.max(1, Math.round((f.duration as number | undefined) ?? 3));
   const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
-  const rows = ROWS.filter((r) => !only || only.has(r.id));
+  const custom = typeof f.a === 'string' && typeof f.b === 'string' ? { a: f.a, b: f.b, ready: new RegExp(typeof f.ready === 'string' ? f.ready : DEFAULT_READY) } : undefined;
+  const rows = custom
+    ? [{ id: 'ab', label: `A / B: ${typeof f.path === 'string' ? f.path : '/'}${f.close === true ? ', new connection per request' : ', keep-alive'}`, path: typeof f.path === 'string' ? f.path : '/', close: f.close === true }]
+    : ROWS.filter((r) => !only || only.has(r.id));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
   const www = join(tempDir('quiesce-bench-cpu-'), 'www');
@@ -70,10 +83,12 @@ async function main(): Promise<void> {
     const perPair: string[] = [];
     for (let p = 0; p < pairs; p++) {
       const app = row.app ? join(APPS, row.app) : www;
-      const [q, c] = await Promise.all([
-        startQuiesce({ app, workers: 1 }),
-        startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
-      ]);
+      const { a: q, b: c }: Pair = custom
+        ? { a: await startCommand('A', custom.a, custom.ready), b: await startCommand('B', custom.b, custom.ready) }
+        : await Promise.all([
+          startQuiesce({ app, workers: 1 }),
+          startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
+        ]).then(([a, b]) => ({ a, b }));
       try {
         pinServer(q, 1, 0);
         pinServer(c, 1, 0);
@@ -94,10 +109,11 @@ async function main(): Promise<void> {
     const [q1, med, q3] = quartiles(ratios);
     body.push([row.label, `${fmt(med, 3)}x`, `${fmt(q1, 3)}–${fmt(q3, 3)}x`, perPair.join(' / ')]);
   }
-  process.stdout.write(`## quiesce vs node:cluster SCHED_NONE: requests per CPU, side by side (${new Date().toISOString()})\n\n`);
+  const what = custom ? `A (${custom.a}) vs B (${custom.b})` : 'quiesce vs node:cluster SCHED_NONE';
+  process.stdout.write(`## ${what}: requests per CPU, side by side (${new Date().toISOString()})\n\n`);
   process.stdout.write(`1 worker each, both on CPU 1, loaded at once by wrk -c 50 on CPU 0; ${pairs} fresh pair(s) x ${rounds} round(s) of ${durationS}s; ${envLine()}\n\n`);
-  process.stdout.write(table(['scenario', 'quiesce / cluster-NONE (median of rounds)', 'quartiles', 'median per pair'], body) + '\n');
-  process.stdout.write('\n- A ratio above 1 means quiesce serves more requests with the same CPU. This is the worker\'s cost alone: neither master is charged (both idle under this load).\n');
+  process.stdout.write(table(['scenario', custom ? 'A / B (median of rounds)' : 'quiesce / cluster-NONE (median of rounds)', 'quartiles', 'median per pair'], body) + '\n');
+  process.stdout.write(`\n- A ratio above 1 means ${custom ? 'A' : 'quiesce'} serves more requests with the same CPU. This is the worker's cost alone: the parents run on CPU 0, uncharged.\n`);
 }
 
 main().catch((e: unknown) => {

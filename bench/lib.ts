@@ -176,8 +176,9 @@ export type Running = {
   kill: () => Promise<void>;
 };
 
-function launch(name: string, args: string[], dir: string, pidfile: string, ready: RegExp, addr: RegExp, env?: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Running> {
-  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** Start `argv` (program first) and wait for `ready` in its stdout; `addr` captures its address. */
+function launch(name: string, argv: string[], dir: string, pidfile: string, ready: RegExp, addr: RegExp, env?: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Running> {
+  const proc = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   track(proc.pid!);
   let out = '';
   let err = '';
@@ -220,14 +221,20 @@ export async function startQuiesce(o: QuiesceOptions): Promise<Running> {
   const args = [CLI, o.app, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--workers', String(o.workers ?? 2),
     '--pidfile', pidfile, '--access-log', o.accessLog ?? 'off', ...(o.errorLog ? ['--error-log', o.errorLog === true ? join(dir, 'error.log') : o.errorLog] : []), ...(o.extra ?? [])];
   try {
-    return await launch('quiesce', args, dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return await launch('quiesce', [process.execPath, ...args], dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
   } catch (e) {
     // others rebuild dist/ in the same tree: a start may read a half-written file. Retry once.
     process.stderr.write(`bench: quiesce failed to start, retrying once in 2 s: ${e instanceof Error ? e.message.split('\n').slice(0, 3).join(' ') : e}\n`);
     await sleep(2000);
     rmSync(pidfile, { force: true });
-    return launch('quiesce', args, dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return launch('quiesce', [process.execPath, ...args], dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
   }
+}
+
+/** Any server command (run by bash), ready once its output matches `ready`; its address is the first http://ADDR it prints. */
+export function startCommand(name: string, command: string, ready: RegExp): Promise<Running> {
+  const dir = tempDir('cmd-bench-');
+  return launch(name, ['bash', '-c', command], dir, '', ready, /http:\/\/(\S+)/);
 }
 
 export const errorLogFile = (r: Running): string => join(r.dir, 'error.log');
@@ -239,7 +246,7 @@ export async function startCluster(o: ClusterOptions): Promise<Running> {
   const args = [CLUSTER, ...(o.app ? ['--app', o.app] : []), ...(o.static ? ['--static', o.static] : []), '--sched', o.sched,
     '--workers', String(o.workers ?? 2), '--listen', '127.0.0.1:0', ...(o.accessLog ? ['--access-log', o.accessLog] : []),
     ...(o.closeOnTerm ? ['--close-on-term'] : [])];
-  return launch(`cluster-${o.sched}`, args, dir, '', /cluster: listening /, /cluster: listening on http:\/\/(\S+)/);
+  return launch(`cluster-${o.sched}`, [process.execPath, ...args], dir, '', /cluster: listening /, /cluster: listening on http:\/\/(\S+)/);
 }
 
 /** Run the quiesce CLI (a verb against an instance); bounded in time. */

@@ -90,8 +90,6 @@ export class Connections {
     for (const conn of this.conns.values()) if (!conn.upgraded && current(conn)) n++;
     return n;
   }
-  /** Responses sent in full. */
-  get completed(): number { return this.requests - this.inflight - this.aborted; }
   /** Tracked mode: call request() for every request; otherwise count it in `requests` alone. */
   get tracking(): boolean { return this.tracked; }
   get isRetiring(): boolean { return this.retiring; }
@@ -148,7 +146,9 @@ export class Connections {
 
   /**
    * Follow every response from now on (lame duck, retiring, forced): adopt the ones in flight,
-   * and give each idle connection its idle grace from now.
+   * and give each idle connection its idle grace from now. Winding, follow() gives every response
+   * whose headers are not out yet Connection: close: the adopted ones here, later ones as they come
+   * (the switch happens once, and the worker only winds down after it).
    */
   private track(): void {
     if (this.tracked) return;
@@ -222,7 +222,6 @@ export class Connections {
     if (this.retiring) return;
     this.retiring = true;
     this.track();
-    this.closeAfterResponsesInFlight();
     for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
     this.checkEmpty();
   }
@@ -231,13 +230,6 @@ export class Connections {
   lameDuck(): void {
     this.lame = true;
     this.track();
-    this.closeAfterResponsesInFlight();
-  }
-
-  /** Responses whose headers are not out yet will carry Connection: close too. */
-  private closeAfterResponsesInFlight(): void {
-    for (const conn of this.conns.values()) for (const res of conn.inflight) if (!res.headersSent) res.shouldKeepAlive = false;
-    for (const res of this.orphans) if (!res.headersSent) res.shouldKeepAlive = false;
   }
 
   private scheduleIdleClose(conn: Conn): void {
@@ -299,16 +291,6 @@ export class Connections {
     return n;
   }
 
-  /**
-   * Bytes sent, exact up to now: what every open connection wrote since it was last counted, plus
-   * what closed ones wrote. Counted here and at each close, not per response (a socket's
-   * bytesWritten copies its write queue: too dear for the hot path); the stats ask every 500 ms.
-   */
-  countBytesSent(): number {
-    for (const conn of this.conns.values()) this.countBytes(conn);
-    return this.bytesSent;
-  }
-
   /** Add what the socket wrote since the last count (no double count). */
   private countBytes(conn: Conn): void {
     const w = conn.socket.bytesWritten;
@@ -316,51 +298,56 @@ export class Connections {
   }
 
   /**
-   * The scoreboard state of this worker, the busiest connection winning (as Apache's slot shows
-   * its one connection): W a request in progress (or an upgraded connection), R a connection that
-   * has not sent its first request yet, C closing, K idle keep-alive, _ no connection. Retiring:
-   * G while a request runs, I when only idle connections wait for their close. Called every
-   * 500 ms (not per request): one walk over the connections.
+   * What the stats report every 500 ms (and at retire and exit), from one walk over the
+   * connections; `ready` false (still loading) reports state S.
+   * - bytesSent: exact up to now: what every open connection wrote since it was last counted, plus
+   *   what closed ones wrote (counted here and at each close, not per response: a socket's
+   *   bytesWritten copies its write queue, too dear for the hot path).
+   * - state: the scoreboard state, the busiest connection winning (as Apache's slot shows its one
+   *   connection): W a request in progress (or an upgraded connection), R a connection that has not
+   *   sent its first request yet, C closing, K idle keep-alive, _ no connection. Retiring: G while
+   *   a request runs, I when only idle connections wait for their close. stateMs: how long it has
+   *   been the same.
+   * - current: the longest-running request. Untracked, a request's start is when a report first
+   *   saw it running: its age is known to within 500 ms.
    */
-  state(): WorkerState {
-    let busy = this.inflight > 0;
+  report(ready: boolean): {
+    inflight: number; completed: number; bytesSent: number; state: WorkerState; stateMs: number | undefined;
+    current: { method: string; path: string; sinceMs: number } | undefined;
+  } {
+    const now = Date.now();
+    let running = this.orphans.size;
+    let upgraded = false;
     let reading = false;
     let closing = false;
-    if (!busy) {
-      for (const conn of this.conns.values()) {
-        if (conn.upgraded) { busy = true; break; }
-        if (conn.closing || conn.socket.writableEnded) closing = true;
-        else if (conn.socket.bytesWritten === 0) reading = true;
-      }
-    }
-    const s: WorkerState = this.retiring
-      ? (busy || this.conns.size === 0 ? 'G' : 'I')
-      : busy ? 'W' : reading ? 'R' : closing ? 'C' : this.conns.size > 0 ? 'K' : '_';
-    if (s !== this.shown.state) this.shown = { state: s, since: Date.now() };
-    return s;
-  }
-
-  /** How long state() has returned the same state (ms). */
-  stateMs(): number {
-    return Date.now() - this.shown.since;
-  }
-
-  /**
-   * The longest-running request, for the scoreboard. Untracked, a request's start is when this was
-   * first asked while it ran (every 500 ms): its age is known to within that.
-   */
-  oldest(): { method: string; path: string; sinceMs: number } | undefined {
     let best: ServerResponse | undefined;
     let since = Infinity;
-    const now = Date.now();
     for (const conn of this.conns.values()) {
+      this.countBytes(conn);
+      if (conn.upgraded) { upgraded = true; continue; }
       const res = this.tracked ? conn.inflight[0] : current(conn);
       if (!this.tracked && res !== conn.seen) { conn.seen = res; conn.since = now; }
-      if (res && (!best || conn.since < since)) { best = res; since = conn.since; }
+      if (res) {
+        running++;
+        if (!best || conn.since < since) { best = res; since = conn.since; }
+      } else if (conn.closing || conn.socket.writableEnded) closing = true;
+      else if (conn.socket.bytesWritten === 0) reading = true;
     }
     if (!best) for (const res of this.orphans) { best = res; break; }
-    if (!best) return undefined;
-    const req = best.req;
-    return { method: req?.method ?? '-', path: (req?.url ?? '-').slice(0, 64), sinceMs: since === Infinity ? 0 : Date.now() - since };
+    const inflight = this.tracked ? this.inflightCount : running;
+    const busy = inflight > 0 || upgraded;
+    let state: WorkerState = 'S';
+    if (ready) {
+      state = this.retiring
+        ? (busy || this.conns.size === 0 ? 'G' : 'I')
+        : busy ? 'W' : reading ? 'R' : closing ? 'C' : this.conns.size > 0 ? 'K' : '_';
+      if (state !== this.shown.state) this.shown = { state, since: now };
+    }
+    const req = best?.req;
+    return {
+      inflight, completed: this.requests - inflight - this.aborted, bytesSent: this.bytesSent, state,
+      stateMs: ready ? now - this.shown.since : undefined,
+      current: best ? { method: req?.method ?? '-', path: (req?.url ?? '-').slice(0, 64), sinceMs: since === Infinity ? 0 : now - since } : undefined,
+    };
   }
 }

@@ -194,9 +194,14 @@ class Worker {
 
   private recycle(): void {
     this.recycleAt = Infinity;
-    if (this.askedToRetire) return;
+    this.askToRetire('recycle', `served ${this.conns.requests} requests`);
+  }
+
+  /** Ask the master for a graceful replacement (it starts one first), once. */
+  private askToRetire(reason: 'recycle' | 'error', detail: string): void {
+    if (this.askedToRetire || this.retireStarted) return;
     this.askedToRetire = true;
-    this.send({ t: 'retire-me', reason: 'recycle', detail: `served ${this.conns.requests} requests` });
+    this.send({ t: 'retire-me', reason, detail });
   }
 
   /** Per-request work of the opt-in features, or undefined when none is on. Returns true when it answered the request itself. */
@@ -385,20 +390,17 @@ class Worker {
 
   private appError(kind: string, err: unknown): void {
     this.log('error', kind, { error: errorMessage(err), stack: err instanceof Error ? err.stack?.split('\n').slice(1, 3).join(' | ') : undefined });
-    if (!this.askedToRetire && !this.retireStarted) {
-      this.askedToRetire = true;
-      this.send({ t: 'retire-me', reason: 'error', detail: `${kind}: ${errorMessage(err)}` });
-    }
+    this.askToRetire('error', `${kind}: ${errorMessage(err)}`);
   }
 
   /** Counters only, read here every 500 ms (and at retire and exit): nothing per request crosses IPC. */
   private sendStats(): void {
     const c = this.conns;
-    const state = this.ready ? c.state() : 'S';
+    const r = c.report(this.ready);
     this.send({ t: 'stats', stats: {
-      requests: c.requests, bytesSent: c.countBytesSent(), connections: c.size, inflight: c.inflight, drained: this.drained,
-      forced: c.forced, state, stateMs: this.ready ? c.stateMs() : undefined, at: Date.now(),
-      accepted: c.accepted, completed: c.completed, refused: c.refused, current: c.oldest(),
+      requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
+      forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
+      accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
     } });
   }
 }
