@@ -6,13 +6,18 @@
  * grace, and the end of the last connection reported once.
  *
  * Two modes, so that serving pays nothing for the drain:
- * - plain (serving): a request costs one counter. What is in flight is read from the sockets when
- *   asked (every 500 ms for the status, or at a switch): Node's http.Server keeps the response
- *   being written on `socket._httpMessage` (undocumented, in Node since 0.x).
- * - tracked (lame duck, retiring, forced): every response is followed to its 'close'. The switch
- *   adopts the responses in flight at that moment.
+ * - plain (serving): a request costs one counter, a connection two and a 'close' listener (for
+ *   the exact bytes sent, the open count and a response cut by its connection's close). The
+ *   connections themselves are read from the http.Server's own list when asked (every 500 ms for
+ *   the status, each idle sweep, or at a switch), and a record (`Conn`) is made only for those
+ *   still open then; Node's http.Server keeps the response being written on
+ *   `socket._httpMessage` (undocumented, in Node since 0.x).
+ * - tracked (lame duck, retiring, forced): every connection has its record from its start and
+ *   every response is followed to its 'close'. The switch adopts the connections open and the
+ *   responses in flight at that moment.
  * Storing each response on its long-lived connection and listening for its 'close' cost 3-5% of
- * a hello-world worker's throughput (docs/STATUS.md).
+ * a hello-world worker's throughput, and a record in a Map for every new connection 3-4% of a
+ * connection-per-request one (docs/STATUS.md).
  */
 import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -41,6 +46,18 @@ type Conn = {
   activeAt: number;
 };
 
+/**
+ * The http.Server's own list of its open HTTP connections (Node internal, the one
+ * `closeIdleConnections()` reads: `.all()` gives their parsers, each with its `.socket`). A socket
+ * leaves it when upgraded. Missing (a future Node), the connections are kept in a Set instead.
+ */
+type NodeConnections = { all(): Array<{ socket: Socket | null }> };
+function nodeConnections(server: object): NodeConnections | undefined {
+  const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'http.server.connections');
+  const list = sym ? (server as Record<symbol, unknown>)[sym] : undefined;
+  return list && typeof (list as NodeConnections).all === 'function' ? (list as NodeConnections) : undefined;
+}
+
 /** The response an untracked connection is writing now. */
 function current(conn: Conn): ServerResponse | undefined {
   return conn.socket._httpMessage ?? undefined;
@@ -53,8 +70,13 @@ const CONN = Symbol('quiesce.conn');
 type Tracked = ServerResponse & { [CONN]?: Conn };
 
 export class Connections {
+  /** Records: tracked, every open connection; plain, those open at the last walk, and upgraded ones. */
   private readonly conns = new Map<Socket, Conn>();
-  /** Responses in flight on a connection not seen at 'connection' (none expected; kept exact). */
+  /** Where plain mode finds the open connections: the http.Server's list, else this Set. */
+  private list?: NodeConnections;
+  private readonly open = new Set<Socket>();
+  private closed = 0;
+  /** Tracked mode: responses in flight on a connection without a record (none expected; kept exact). */
   private readonly orphans = new Set<ServerResponse>();
   /** Tracked mode: responses in flight. */
   private inflightCount = 0;
@@ -82,12 +104,18 @@ export class Connections {
     this.onSocketClose = function (this: Socket) { self.socketClosed(this); };
   }
 
-  get size(): number { return this.conns.size; }
+  /** Read the open connections from this http.Server's own list (call once, before it serves). */
+  watch(server: object): void {
+    this.list = nodeConnections(server);
+  }
+
+  /** Open connections. */
+  get size(): number { return this.accepted - this.closed; }
   /** Requests in flight (untracked: the connections writing a response; a pipelined request queued behind one is not seen). */
   get inflight(): number {
     if (this.tracked) return this.inflightCount;
-    let n = this.orphans.size;
-    for (const conn of this.conns.values()) if (!conn.upgraded && current(conn)) n++;
+    let n = 0;
+    for (const conn of this.walk()) if (!conn.upgraded && current(conn)) n++;
     return n;
   }
   /** Tracked mode: call request() for every request; otherwise count it in `requests` alone. */
@@ -96,31 +124,57 @@ export class Connections {
   /** Lame duck or retiring: every response from now on carries Connection: close. */
   get winding(): boolean { return this.retiring || this.lame; }
 
-  add(socket: Socket): void {
-    const now = Date.now();
-    const conn: Conn = { socket, inflight: [], idleSince: now, upgraded: false, closing: false, counted: socket.bytesWritten, seen: undefined, since: now, lastRead: 0, activeAt: now };
-    this.conns.set(socket, conn);
+  /** A new connection (the http.Server's 'connection' event, after Node's own listener). */
+  add(socket: HttpSocket): void {
     this.accepted++;
     socket.on('close', this.onSocketClose);
-    if (this.retiring) this.scheduleIdleClose(conn);
+    if (this.tracked) {
+      const conn = this.know(socket);
+      if (this.retiring) this.scheduleIdleClose(conn);
+    } else if (!this.list) this.open.add(socket);
+  }
+
+  /** The connection's record, made on first sight. */
+  private know(socket: Socket): Conn {
+    let conn = this.conns.get(socket);
+    if (!conn) {
+      const now = Date.now();
+      conn = { socket, inflight: [], idleSince: now, upgraded: false, closing: false, counted: 0, seen: undefined, since: now, lastRead: 0, activeAt: now };
+      this.conns.set(socket, conn);
+    }
+    return conn;
+  }
+
+  /** Every open connection's record, made for those that have none yet (plain mode). */
+  private walk(): IterableIterator<Conn> {
+    if (!this.tracked) {
+      if (this.list) {
+        for (const p of this.list.all()) if (p.socket && !p.socket.destroyed) this.know(p.socket);
+      } else {
+        for (const socket of this.open) this.know(socket);
+      }
+    }
+    return this.conns.values();
   }
 
   private socketClosed(socket: Socket): void {
+    this.closed++;
+    this.open.delete(socket);
     const conn = this.conns.get(socket);
-    if (!conn) return;
-    clearTimeout(conn.idleTimer);
-    this.countBytes(conn);
-    if (this.tracked) {
+    this.bytesSent += socket.bytesWritten - (conn?.counted ?? 0);
+    if (conn) {
+      clearTimeout(conn.idleTimer);
+      this.conns.delete(socket);
+    }
+    if (conn && this.tracked) {
       for (const res of conn.inflight) (res as Tracked)[CONN] = undefined; // their 'close' counts nothing more
       this.inflightCount -= conn.inflight.length;
       this.aborted += conn.inflight.length;
       conn.inflight.length = 0;
-    } else {
-      const res = current(conn);
-      if (res && !conn.upgraded && !res.writableFinished) this.aborted++;
+    } else if (!conn?.upgraded) {
+      const res = (socket as HttpSocket)._httpMessage;
+      if (res && !res.writableFinished) this.aborted++;
     }
-    conn.seen = undefined;
-    this.conns.delete(socket);
     this.checkEmpty();
   }
 
@@ -152,9 +206,10 @@ export class Connections {
    */
   private track(): void {
     if (this.tracked) return;
+    const all = [...this.walk()];
     this.tracked = true;
     const now = Date.now();
-    for (const conn of this.conns.values()) {
+    for (const conn of all) {
       const res = current(conn);
       if (res && !conn.upgraded) this.follow(conn, res);
       else conn.idleSince = now;
@@ -189,7 +244,7 @@ export class Connections {
    */
   sweepIdle(keepAliveMs: number, firstRequestMs: number): void {
     const now = Date.now();
-    for (const conn of this.conns.values()) {
+    for (const conn of this.walk()) {
       const read = conn.socket.bytesRead;
       if (read !== conn.lastRead || conn.upgraded || conn.inflight.length > 0 || current(conn)) {
         conn.lastRead = read;
@@ -203,11 +258,10 @@ export class Connections {
 
   /** The app took over the socket (WebSocket, CONNECT): it leaves HTTP, we keep counting it. */
   upgrade(req: IncomingMessage, socket: Duplex): void {
-    const conn = this.conns.get(socket as Socket);
-    if (conn) {
-      conn.upgraded = true;
-      clearTimeout(conn.idleTimer);
-    }
+    if ((socket as Socket).destroyed) return;
+    const conn = this.know(socket as Socket);
+    conn.upgraded = true;
+    clearTimeout(conn.idleTimer);
     void req;
   }
 
@@ -247,7 +301,7 @@ export class Connections {
   }
 
   private checkEmpty(): void {
-    if (this.retiring && this.conns.size === 0 && this.onEmpty) {
+    if (this.retiring && this.size === 0 && this.onEmpty) {
       const cb = this.onEmpty;
       this.onEmpty = undefined;
       cb();
@@ -322,7 +376,7 @@ export class Connections {
     let closing = false;
     let best: ServerResponse | undefined;
     let since = Infinity;
-    for (const conn of this.conns.values()) {
+    for (const conn of this.walk()) {
       this.countBytes(conn);
       if (conn.upgraded) { upgraded = true; continue; }
       const res = this.tracked ? conn.inflight[0] : current(conn);
@@ -339,8 +393,8 @@ export class Connections {
     let state: WorkerState = 'S';
     if (ready) {
       state = this.retiring
-        ? (busy || this.conns.size === 0 ? 'G' : 'I')
-        : busy ? 'W' : reading ? 'R' : closing ? 'C' : this.conns.size > 0 ? 'K' : '_';
+        ? (busy || this.size === 0 ? 'G' : 'I')
+        : busy ? 'W' : reading ? 'R' : closing ? 'C' : this.size > 0 ? 'K' : '_';
       if (state !== this.shown.state) this.shown = { state, since: now };
     }
     const req = best?.req;

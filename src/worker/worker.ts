@@ -105,6 +105,7 @@ class Worker {
       // worker sweeps idle connections itself (Connections.sweepIdle) and keeps the header.
       keepAliveTimeout: 0,
     });
+    this.conns.watch(this.server);
     this.server.on('connection', (s: net.Socket) => this.conns.add(s));
     this.server.on('request', this.requestListener());
     this.server.on('clientError', (err: Error & { code?: string }, socket: net.Socket) => {
