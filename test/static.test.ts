@@ -14,6 +14,8 @@ let root = '';
 const servers: http.Server[] = [];
 const errors: unknown[] = [];
 const JS = 'export const answer = 42;\n'.repeat(50);
+/** Larger than the small-file path and than several stream chunks, not a multiple of any. */
+const BIG = Buffer.from(Array.from({ length: 1_300_007 }, (_, i) => (i * 2654435761) >>> 24));
 
 before(() => {
   base = mkdtempSync(join(tmpdir(), 'quiesce-static-'));
@@ -27,6 +29,7 @@ before(() => {
   writeFileSync(join(root, 'logo.svg'), '<svg xmlns="http://www.w3.org/2000/svg"/>\n');
   writeFileSync(join(root, 'blob.qzx'), 'unknown type\n');
   writeFileSync(join(root, 'digits.txt'), '0123456789');
+  writeFileSync(join(root, 'big.bin'), BIG);
   writeFileSync(join(root, 'app.js'), JS);
   writeFileSync(join(root, 'app.js.br'), brotliCompressSync(JS));
   writeFileSync(join(root, 'app.js.gz'), gzipSync(JS));
@@ -124,6 +127,18 @@ test('Range answers 206 with Content-Range; an unsatisfiable one 416', async () 
   assert.equal(bad.status, 416);
   assert.equal(bad.headers['content-range'], 'bytes */10');
   assert.equal((await get(`${u}/digits.txt`)).headers['accept-ranges'], 'bytes');
+});
+
+test('a file of several stream chunks arrives byte for byte, whole and as a range across chunk ends', async () => {
+  const u = await plain();
+  const whole = await get(`${u}/big.bin`);
+  assert.equal(whole.status, 200);
+  assert.equal(whole.headers['content-length'], String(BIG.length));
+  assert.ok(whole.body.equals(BIG), 'the body differs from the file');
+  const r = await get(`${u}/big.bin`, { range: 'bytes=200000-800000' });
+  assert.equal(r.status, 206);
+  assert.equal(r.headers['content-range'], `bytes 200000-800000/${BIG.length}`);
+  assert.ok(r.body.equals(BIG.subarray(200000, 800001)), 'the range differs from the file');
 });
 
 test('HEAD has the headers and no body', async () => {
