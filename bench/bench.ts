@@ -9,10 +9,9 @@
  * of two noisy medians); more rounds shrink that lean. Targets are shown, not
  * enforced; the exit code is non-zero only when the bench itself fails.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, quiesceWorkers, rssKiB, sleep, startCluster, startQuiesce, table, tempDir,
+  APPS, bareNodeRssKiB, benchSite, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, quiesceWorkers, rssKiB, sleep, startCluster, startQuiesce, table,
   type Running, type WorkerStat,
 } from './lib.js';
 import { pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
@@ -59,14 +58,8 @@ async function main(): Promise<void> {
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
   if (scenarios.length === 0 && !only?.has('stats')) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')},stats`);
 
-  const work = tempDir('quiesce-bench-data-');
-  const www = join(work, 'www');
-  const { mkdirSync } = await import('node:fs');
-  mkdirSync(www);
-  writeFileSync(join(www, '2k.txt'), 'x'.repeat(2047) + '\n');
-  const mb = Buffer.alloc(1 << 20);
-  for (let i = 0; i < mb.length; i++) mb[i] = (i * 2654435761) >>> 24;
-  writeFileSync(join(www, '1m.bin'), mb);
+  const www = benchSite('quiesce-bench-data-');
+  const work = dirname(www);
 
   const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
   log(`${gen.name}, ${connections} connections, ${threads} thread(s), ${rounds} round(s) of ${durationS}s per server and scenario, warm-up ${warmupS ? `${warmupS}s` : 'none'}`);

@@ -20,8 +20,7 @@
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { APPS, childPids, cleanupAll, envLine, flags, fmt, startCluster, startCommand, startQuiesce, table, tempDir, type Running } from './lib.js';
+import { APPS, benchSite, childPids, cleanupAll, envLine, flags, fmt, startCluster, startCommand, startQuiesce, table, type Running } from './lib.js';
 import { hasWrk, pickLoadGen } from './loadgen.js';
 
 type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean };
@@ -32,6 +31,7 @@ const ROWS: Row[] = [
   { id: 'ka', label: 'hello, keep-alive', app: 'hello.mjs', path: '/', close: false },
   { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true },
   { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false },
+  { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false },
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false },
 ];
@@ -73,9 +73,7 @@ async function main(): Promise<void> {
     : ROWS.filter((r) => !only || only.has(r.id));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
-  const www = join(tempDir('quiesce-bench-cpu-'), 'www');
-  mkdirSync(www);
-  writeFileSync(join(www, '2k.txt'), 'x'.repeat(2047) + '\n');
+  const www = benchSite('quiesce-bench-cpu-');
 
   const body: string[][] = [];
   for (const row of rows) {

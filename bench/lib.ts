@@ -4,7 +4,7 @@
  * /proc readings (RSS, process trees), statistics and markdown tables.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,17 @@ export function tempDir(prefix: string): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
   tempDirs.add(d);
   return d;
+}
+
+/** The static rows' site, in a new temp dir: `/2k.txt` and `/1m.bin` (bytes that do not compress). Returns its path. */
+export function benchSite(prefix: string): string {
+  const www = join(tempDir(prefix), 'www');
+  mkdirSync(www);
+  writeFileSync(join(www, '2k.txt'), 'x'.repeat(2047) + '\n');
+  const mb = Buffer.alloc(1 << 20);
+  for (let i = 0; i < mb.length; i++) mb[i] = (i * 2654435761) >>> 24;
+  writeFileSync(join(www, '1m.bin'), mb);
+  return www;
 }
 
 /** Kill a process and everything below it, by pid, children first seen before the parent dies. */
