@@ -138,6 +138,29 @@ test('master SIGKILL: in-flight requests are answered and the workers leave with
   }
 });
 
+test('a process the app spawns does not inherit the listening socket: after a stop the port refuses', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'core/spawns-child.mjs'), '--workers', '1'] });
+  let child = 0;
+  try {
+    child = Number((await get(s.address, '/')).headers['x-child-pid']);
+    assert.ok(child > 0 && alive(child), 'the app spawned its child');
+    process.kill(s.pid, 'SIGTERM');
+    assert.equal((await waitExit(s)).code, 0);
+    assert.ok(alive(child), 'the child outlives quiesce (else this proves nothing)');
+    const { connect } = await import('node:net');
+    const m = /^(.*):(\d+)$/.exec(s.address)!;
+    const outcome = await new Promise<string>((resolve) => {
+      const c = connect(Number(m[2]), m[1]!);
+      c.on('connect', () => { c.destroy(); resolve('connected: the child holds the listener'); });
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    assert.equal(outcome, 'ECONNREFUSED');
+  } finally {
+    if (child > 0) try { process.kill(child, 'SIGKILL'); } catch { /* gone */ }
+    await cleanup(s);
+  }
+});
+
 test('Ctrl-C to the whole process group is one graceful stop', async () => {
   const s = await startServer({ args: [PID_APP, '--workers', '2'], detached: true });
   try {

@@ -197,7 +197,7 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
  * socket, so the address is known before quiesce says it is ready. Each raw client counts as ok
  * (a complete response), refused (never connected) or cut.
  */
-async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number; signal?: NodeJS.Signals; leave?: number }): Promise<{ ok: number; refused: number; cut: number; left: number; err: string; code: number | null; workersLeft: number[]; stopMs: number }> {
+async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number; signal?: NodeJS.Signals; leave?: number; atFork?: boolean }): Promise<{ ok: number; refused: number; cut: number; left: number; err: string; code: number | null; workersLeft: number[]; stopMs: number }> {
   const { mkdtempSync, existsSync } = await import('node:fs');
   const net = await import('node:net');
   const path = join(mkdtempSync('/tmp/quiesce-unix-'), 'app.sock');
@@ -225,9 +225,10 @@ async function stopDuringStart(opts: { n: number; args?: string[]; initMs: numbe
       });
     }));
     await waitFor(() => connected === opts.n, 5_000, 'every client connected (queued in the kernel)');
-    // the workers hold their listeners (sent right after the fork) and are inside init()
+    // the workers hold their listeners from the fork on and are inside init() (atFork: maybe
+    // still booting Node itself)
     await waitFor(() => (s.err().match(/worker-started /g) ?? []).length >= 2, 5_000, 'both workers forked');
-    await sleep(300);
+    if (!opts.atFork) await sleep(300);
     assert.ok(!/quiesce: ready /.test(s.out()), `the stop must come while the workers start: ${s.out()}`);
     // clients that give up while queued: the workers get their connections (read only once served)
     for (const c of leavers) c.destroy();
@@ -267,6 +268,12 @@ test('a stop while the workers start, past --graceful-timeout: what waited is fo
   const r = await stopDuringStart({ n: 6, initMs: 4000, args: ['--graceful-timeout', '1'] });
   assert.equal(r.ok + r.cut, 6, r.err);
   assert.match(r.err, /stopped forced=6 /, r.err);
+});
+
+test('the master SIGKILLed as soon as it has forked the workers: they serve what was queued, then exit', async () => {
+  const r = await stopDuringStart({ n: 20, initMs: 1000, signal: 'SIGKILL', atFork: true });
+  assert.deepEqual({ ok: r.ok, refused: r.refused, cut: r.cut }, { ok: 20, refused: 0, cut: 0 }, r.err);
+  assert.deepEqual(r.workersLeft, [], 'no orphan');
 });
 
 test('the master SIGKILLed while the workers start: they serve what was queued, then exit', async () => {

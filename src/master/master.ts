@@ -136,7 +136,7 @@ export class Master {
 
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
     const n = this.nextGeneration++;
-    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, listeners: 0, drainMode: this.drainMode } };
+    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, drainMode: this.drainMode } };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {

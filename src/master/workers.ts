@@ -17,11 +17,13 @@ export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
 export type Generation = {
   n: number;
-  boot: Omit<WorkerBoot, 'slot' | 'generation'>;
+  boot: Omit<WorkerBoot, 'slot' | 'generation' | 'listeners'>;
   startedAt: number;
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+/** A worker's fds: 0-2 stdio, 3 IPC, 4 the access log channel, then the listeners. */
+const LISTENER_FD0 = 5;
 
 /**
  * V8 heap sizing for workers: an old generation of this many MB before its first full collection.
@@ -117,13 +119,19 @@ export class WorkerProc {
     onAccessLog: (chunk: Buffer) => void,
     onMessage: (w: WorkerProc, m: ToMaster) => void,
   ) {
-    const boot: WorkerBoot = { ...generation.boot, slot, generation: generation.n, listeners: listeners.length };
+    // the listening sockets go in the stdio, after the log channel: the worker holds them from its
+    // first instruction, whenever the master dies (a handle sent over IPC waited ~200 ms for the
+    // worker to boot and read it: a master killed meanwhile reset every queued connection)
+    const boot: WorkerBoot = {
+      ...generation.boot, slot, generation: generation.n,
+      listeners: listeners.map((l, i) => ({ ...info(l), fd: LISTENER_FD0 + i })),
+    };
     const log = logChannel();
     try {
       this.child = fork(CLI, [], {
         execArgv: workerExecArgv(),
         env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
-        stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...listeners.map((l) => l.fd)],
         serialization: 'json',
       });
     } finally {
@@ -175,7 +183,6 @@ export class WorkerProc {
       onMessage(this, m);
     });
     this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
-    for (const l of listeners) this.sendListener(l);
   }
 
   get alive(): boolean { return this.phase !== 'exited'; }
@@ -207,10 +214,6 @@ export class WorkerProc {
     void err; // a send that failed belongs to a worker on its way out; its exit is handled
     this.unsent--;
     if (this.unsent === 0) for (const w of this.flushWaiters.splice(0)) w();
-  }
-
-  sendListener(l: Listener): void {
-    this.send({ t: 'listener', listener: info(l) }, l.handle);
   }
 
   private seq = 0;

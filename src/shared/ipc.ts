@@ -12,8 +12,12 @@ export type WorkerBoot = {
   /** The real path of the app at the moment the generation started (deploys swap symlinks). */
   appSpec: AppSpecWire;
   config: Config;
-  /** Listener count the worker must receive before it may report ready. */
-  listeners: number;
+  /**
+   * The listeners, each open in the worker from its first instruction as `fd` (the master puts
+   * them in its stdio at the fork): a master killed at any moment after the fork leaves the
+   * listening sockets, and the connections queued on them, with the workers.
+   */
+  listeners: ListenerBoot[];
   /** Whether the master loaded the native syscalls (the worker then uses them to drain). */
   drainMode: 'gate' | 'fallback';
 };
@@ -22,8 +26,10 @@ export type AppSpecWire = { kind: 'site' } | { kind: 'dir'; root: string; autoin
 
 export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6 };
 
+/** A listener as the worker gets it: `fd` is its number in the worker (stdio slot 5 onwards). */
+export type ListenerBoot = ListenerInfo & { fd: number };
+
 export type ToWorker =
-  | { t: 'listener'; listener: ListenerInfo }
   /** Lame duck: keep serving, but every response carries Connection: close. */
   | { t: 'lame-duck' }
   /** Accept up to `max` connections from the kernel queue of listener `id` right now; with `close`, then close that listener in the same tick. */

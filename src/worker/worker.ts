@@ -9,13 +9,13 @@ import net from 'node:net';
 import { formatLine, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
-import { isToWorker, type ListenerInfo, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
 import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 
-type Listener = { info: ListenerInfo; handle: object; server?: net.Server; closed: boolean };
+type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
 const STATS_INTERVAL_MS = 500;
 /**
@@ -48,7 +48,6 @@ class Worker {
   private askedToRetire = false;
   /** The master went away while the app was loading. */
   private masterLost = false;
-  private onAllListeners?: () => void;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready. */
   private readonly early: net.Socket[] = [];
@@ -57,6 +56,9 @@ class Worker {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
     const n = loadNative();
     this.native = n.ok && this.boot.drainMode === 'gate' ? n.native : undefined;
+    // the listeners' fds came with the fork; Node starts with them close-on-exec (20 and 24), so
+    // a process the app spawns does not hold them open past a stop (test/core.test.ts)
+    for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
     this.generationHeader = String(this.boot.generation);
     const max = this.boot.config.maxRequestsPerWorker;
@@ -123,7 +125,6 @@ class Worker {
     if (this.server.listenerCount('upgrade') > 0) {
       this.server.prependListener('upgrade', (req: Http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
     }
-    await this.allListeners();
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
     // serve the connections the master handed over from the kernel's queue, then retire.
     if (!this.retireStarted) for (const l of this.listeners.values()) this.listen(l);
@@ -145,20 +146,15 @@ class Worker {
     setImmediate(() => process.exit(WORKER_EXIT.FATAL));
   }
 
-  private allListeners(): Promise<void> {
-    if (this.listeners.size >= this.boot.listeners) return Promise.resolve();
-    return new Promise((resolve) => { this.onAllListeners = resolve; });
-  }
-
   /** The first listener is the http.Server's own handle, the others feed it connections. */
   private listen(l: Listener): void {
     const backlog = this.boot.config.backlog;
     if (!this.server.listening) {
-      this.server.listen(l.handle, backlog);
+      this.server.listen({ fd: l.info.fd, backlog });
       l.server = this.server;
     } else {
       const s = net.createServer((socket) => this.server.emit('connection', socket));
-      s.listen(l.handle, backlog);
+      s.listen({ fd: l.info.fd, backlog });
       l.server = s;
     }
   }
@@ -232,11 +228,6 @@ class Worker {
 
   private onMessage(m: ToWorker, handle: unknown): void {
     switch (m.t) {
-      case 'listener':
-        this.listeners.set(m.listener.id, { info: m.listener, handle: handle as object, closed: false });
-        if (this.ready) this.listen(this.listeners.get(m.listener.id)!);
-        else if (this.listeners.size >= this.boot.listeners) this.onAllListeners?.();
-        return;
       case 'lame-duck':
         this.conns.lameDuck();
         return;
@@ -359,7 +350,6 @@ class Worker {
       this.masterLost = true;
       this.log('warn', 'master-gone', { pid: process.pid, loading: true, listeners: this.listeners.size });
       this.armForce();
-      this.onAllListeners?.(); // no more will come: serve the ones we hold
       return;
     }
     this.log('warn', 'master-gone', { pid: process.pid });
