@@ -310,8 +310,8 @@ function sendWithSend(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file:
  * Larger files are read and written in chunks of this size, not Node's 64 KB: each chunk costs a
  * thread-pool read and a socket write whatever its size, and 256 KB chunks serve a 1 MB file with
  * 1.8x the requests per CPU of 64 KB ones (`npm run bench:cpu` A/B; 512 KB: 1.3x more again).
- * A stalled client holds about two chunks (one read ahead, one in the socket's queue): 512 KB,
- * where nginx without sendfile holds 64 KB, hence not more.
+ * A stalled download holds about two chunks (one read ahead, one in the socket's queue): 512 KB
+ * at this size (nginx without sendfile: 64 KB), hence no larger.
  */
 const STREAM_CHUNK = 256 * 1024;
 
