@@ -192,6 +192,31 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
 });
 
 /**
+ * One raw HTTP/1.1 request with Connection: close over a fresh connection to `path`, counted at
+ * its close in `tally`: refused (never connected), left (`gone(c)`: the test closed it), ok (a
+ * complete 200 "ok"), or cut.
+ */
+function rawClient(path: string, tally: { ok: number; refused: number; cut: number; left: number; connected?: number }, made?: (c: Socket) => void, gone?: (c: Socket) => boolean): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const c = connect(path);
+    made?.(c);
+    let data = '';
+    let up = false;
+    c.setTimeout(20_000, () => c.destroy(new Error('timeout')));
+    c.on('connect', () => { up = true; tally.connected = (tally.connected ?? 0) + 1; c.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'); });
+    c.on('data', (d: Buffer) => { data += d.toString(); });
+    c.on('error', () => { /* judged at close */ });
+    c.on('close', () => {
+      if (!up) tally.refused++;
+      else if (gone?.(c)) tally.left++;
+      else if (/^HTTP\/1\.1 200 [^]*\r\n\r\nok\n$/.test(data)) tally.ok++;
+      else tally.cut++;
+      resolve();
+    });
+  });
+}
+
+/**
  * A stop while the workers are still loading the app, with requests already queued: the master
  * hands the queue over, and each worker serves what it got once its app is up, then exits. A unix
  * socket, so the address is known before quiesce says it is ready. Each raw client counts as ok
@@ -199,35 +224,18 @@ test('fallback mode (no socket filter) says so at start and counts what the kern
  */
 async function stopDuringStart(opts: { n: number; args?: string[]; initMs: number; signal?: NodeJS.Signals; leave?: number; atFork?: boolean }): Promise<{ ok: number; refused: number; cut: number; left: number; err: string; code: number | null; workersLeft: number[]; stopMs: number }> {
   const { mkdtempSync, existsSync } = await import('node:fs');
-  const net = await import('node:net');
   const path = join(mkdtempSync('/tmp/quiesce-unix-'), 'app.sock');
   const s = await startServer({ args: [join(FIXTURES, 'core/slow-init.mjs'), '--workers', '2', '--listen', path, ...(opts.args ?? [])], env: { INIT_MS: String(opts.initMs) }, waitReady: false });
   try {
     await waitFor(() => existsSync(path), 10_000, 'the master binds the unix socket');
-    let connected = 0;
-    const tally = { ok: 0, refused: 0, cut: 0, left: 0 };
-    const leavers: Socket[] = [];
-    const clients = Array.from({ length: opts.n }, (_, i) => new Promise<void>((resolve) => {
-      const c = net.connect(path);
-      if (i < (opts.leave ?? 0)) leavers.push(c);
-      let data = '';
-      let up = false;
-      c.setTimeout(20_000, () => c.destroy(new Error('timeout')));
-      c.on('connect', () => { up = true; connected++; c.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'); });
-      c.on('data', (d: Buffer) => { data += d.toString(); });
-      c.on('error', () => { /* judged at close */ });
-      c.on('close', () => {
-        if (!up) tally.refused++;
-        else if (leavers.includes(c)) tally.left++;
-        else if (/^HTTP\/1\.1 200 [^]*\r\n\r\nok\n$/.test(data)) tally.ok++;
-        else tally.cut++;
-        resolve();
-      });
-    }));
-    await waitFor(() => connected === opts.n, 5_000, 'every client connected (queued in the kernel)');
-    // the workers hold their listeners from the fork on and are inside init() (atFork: maybe
-    // still booting Node itself)
+    // the socket listens once the workers are forked (they hold it from then on)
     await waitFor(() => (s.err().match(/worker-started /g) ?? []).length >= 2, 5_000, 'both workers forked');
+    await sleep(30);
+    const tally: { ok: number; refused: number; cut: number; left: number; connected?: number } = { ok: 0, refused: 0, cut: 0, left: 0 };
+    const leavers: Socket[] = [];
+    const clients = Array.from({ length: opts.n }, (_, i) => rawClient(path, tally, (c) => { if (i < (opts.leave ?? 0)) leavers.push(c); }, (c) => leavers.includes(c)));
+    await waitFor(() => tally.connected === opts.n, 5_000, 'every client connected (queued in the kernel)');
+    // the workers are inside init() (atFork: maybe still booting Node itself)
     if (!opts.atFork) await sleep(300);
     assert.ok(!/quiesce: ready /.test(s.out()), `the stop must come while the workers start: ${s.out()}`);
     // clients that give up while queued: the workers get their connections (read only once served)
@@ -242,7 +250,7 @@ async function stopDuringStart(opts: { n: number; args?: string[]; initMs: numbe
     const gone = await waitFor(() => workers.every((p) => !alive(p)), 10_000, 'the workers exit').catch(() => false);
     const workersLeft = gone ? [] : workers.filter(alive);
     for (const pid of workersLeft) process.kill(pid, 'SIGKILL'); // an orphan fails the test, and is not left behind
-    return { ...tally, err: s.err(), code, workersLeft, stopMs };
+    return { ok: tally.ok, refused: tally.refused, cut: tally.cut, left: tally.left, err: s.err(), code, workersLeft, stopMs };
   } finally {
     await cleanup(s);
   }
@@ -274,6 +282,30 @@ test('the master SIGKILLed as soon as it has forked the workers: they serve what
   const r = await stopDuringStart({ n: 20, initMs: 1000, signal: 'SIGKILL', atFork: true });
   assert.deepEqual({ ok: r.ok, refused: r.refused, cut: r.cut }, { ok: 20, refused: 0, cut: 0 }, r.err);
   assert.deepEqual(r.workersLeft, [], 'no orphan');
+});
+
+test('the master SIGKILLed right after it binds, before or while it forks: every client is answered or refused, none cut', async () => {
+  const { mkdtempSync, existsSync } = await import('node:fs');
+  const path = join(mkdtempSync('/tmp/quiesce-unix-'), 'app.sock');
+  const s = await startServer({ args: [join(FIXTURES, 'core/slow-init.mjs'), '--workers', '2', '--listen', path], env: { INIT_MS: '300' }, waitReady: false });
+  let workers: number[] = [];
+  try {
+    // freeze the master as soon as its socket exists: before its fork, or just after
+    await waitFor(() => existsSync(path), 10_000, 'the master binds the unix socket', 1);
+    process.kill(s.pid, 'SIGSTOP');
+    const tally = { ok: 0, refused: 0, cut: 0, left: 0 };
+    const clients = Array.from({ length: 10 }, () => rawClient(path, tally));
+    await sleep(200);
+    workers = s.workerPids();
+    process.kill(s.pid, 'SIGKILL');
+    await Promise.all(clients);
+    assert.equal(tally.cut, 0, `cut: ${JSON.stringify(tally)}\n${s.err()}`);
+    assert.equal(tally.ok + tally.refused, 10, JSON.stringify(tally));
+    await waitFor(() => workers.every((p) => !alive(p)), 10_000, 'the workers exit after serving');
+  } finally {
+    for (const p of workers) if (alive(p)) process.kill(p, 'SIGKILL');
+    await cleanup(s);
+  }
 });
 
 test('the master SIGKILLed while the workers start: they serve what was queued, then exit', async () => {

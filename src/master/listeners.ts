@@ -69,7 +69,7 @@ export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
 }
 
 /** Bind one listener. TCP listeners are put in LISTEN state at once when `native` is there. */
-export function bindListener(id: number, spec: ListenSpec, backlog: number, native: Native | undefined): Listener {
+export function bindListener(id: number, spec: ListenSpec): Listener {
   let handle: ServerHandle | number;
   if (spec.kind === 'unix') {
     if (existsSync(spec.path)) {
@@ -105,8 +105,25 @@ export function bindListener(id: number, spec: ListenSpec, backlog: number, nati
     fam = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
     address = fam === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
-  if (native) native.listen(handle.fd, backlog);
   return { id, spec, handle, fd: handle.fd, port, address, state: 'open', family: fam };
+}
+
+/**
+ * Put bound listeners in LISTEN state from the master (native `listen(2)` on the fd: libuv never
+ * watches it, so the master never accepts), once the workers that will serve them are forked and
+ * hold their fds: the kernel queues no connection that only the master holds, so a master killed
+ * before its fork leaves nothing to reset (clients are refused until then). Without the native
+ * module the workers' own listen() does it when they are ready. Throws naming the listener.
+ */
+export function startListening(listeners: Listener[], backlog: number, native: Native | undefined): void {
+  if (!native) return;
+  for (const l of listeners) {
+    try {
+      native.listen(l.fd, backlog);
+    } catch (err) {
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${l.spec.text}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
 }
 
 /** Whether a unix socket path has a live listener: read the kernel's table of bound unix sockets. */

@@ -9,7 +9,7 @@ import { controlSocketPath, type ControlReply, type ControlRequest } from '../sh
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
-import { bindListener, closeHandle, describe, parseListen, type Listener } from './listeners.js';
+import { bindListener, closeHandle, describe, parseListen, startListening, type Listener } from './listeners.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
@@ -76,7 +76,7 @@ export class Master {
 
   async start(): Promise<void> {
     this.pickDrainMode();
-    this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text), this.cfg.backlog, this.native));
+    this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text)));
     this.nextListenerId = this.listeners.length;
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
@@ -89,14 +89,20 @@ export class Master {
 
     this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex));
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
-    const failure = await this.awaitReady(started, this.cfg.readyTimeout);
-    if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
-    if (failure) {
+    const abort = async (err: QuiesceError): Promise<never> => {
       for (const w of started) w.kill();
       await Promise.all(started.map((w) => w.exited));
       this.shutdownSockets();
-      throw new QuiesceError('APP_FAILED', failure);
+      throw err;
+    };
+    try {
+      startListening(this.listeners, this.cfg.backlog, this.native);
+    } catch (err) {
+      return abort(err as QuiesceError);
     }
+    const failure = await this.awaitReady(started, this.cfg.readyTimeout);
+    if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
+    if (failure) return abort(new QuiesceError('APP_FAILED', failure));
     this.enter({ s: 'serving', since: Date.now() });
     for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
@@ -115,8 +121,9 @@ export class Master {
       this.drainModeReason = n.reason;
     } else {
       try {
-        const probe = bindListener(-1, { kind: 'tcp', host: '127.0.0.1', port: 0, family: 4, text: 'probe' }, 1, n.native);
+        const probe = bindListener(-1, { kind: 'tcp', host: '127.0.0.1', port: 0, family: 4, text: 'probe' });
         try {
+          n.native.listen(probe.fd, 1);
           n.native.passAll(probe.fd);
           n.native.ungate(probe.fd);
           n.native.acceptQueue(probe.fd);
@@ -423,7 +430,7 @@ export class Master {
     try {
       for (const text of cfg.listen) {
         if (keep.some((l) => l.spec.text === text)) continue;
-        added.push(bindListener(this.nextListenerId++, parseListen(text), this.cfg.backlog, this.native));
+        added.push(bindListener(this.nextListenerId++, parseListen(text)));
       }
     } catch (err) {
       for (const l of added) closeHandle(l);
@@ -452,7 +459,13 @@ export class Master {
       if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
       return this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
     };
-    const failure = await this.awaitReady(fresh, cfg.readyTimeout);
+    let failure: string | undefined;
+    try {
+      startListening(added, this.cfg.backlog, this.native);
+    } catch (err) {
+      failure = errorMessage(err);
+    }
+    failure ??= await this.awaitReady(fresh, cfg.readyTimeout);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
     progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s`);

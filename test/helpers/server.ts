@@ -116,14 +116,14 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Poll `fn` until it returns a truthy value, at most `ms`. */
-export async function waitFor<T>(fn: () => T | Promise<T>, ms: number, what: string): Promise<T> {
+/** Poll `fn` every `everyMs` until it returns a truthy value, at most `ms`. */
+export async function waitFor<T>(fn: () => T | Promise<T>, ms: number, what: string, everyMs = 25): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
+    await sleep(everyMs);
   }
 }
 
