@@ -68,7 +68,7 @@ export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
   return { kind: 'tcp', host: host === 'localhost' ? '127.0.0.1' : host, port: port(text.slice(i + 1)), family: 4, text };
 }
 
-/** Bind one listener. TCP listeners are put in LISTEN state at once when `native` is there. */
+/** Bind one listener; it listens once its workers are forked (startListening). Throws naming it. */
 export function bindListener(id: number, spec: ListenSpec): Listener {
   let handle: ServerHandle | number;
   if (spec.kind === 'unix') {
