@@ -72,8 +72,12 @@ type Tracked = ServerResponse & { [CONN]?: Conn };
 export class Connections {
   /** Records: tracked, every open connection; plain, those open at the last walk, and upgraded ones. */
   private readonly conns = new Map<Socket, Conn>();
-  /** Where plain mode finds the open connections: the http.Server's list, else this Set. */
-  private list?: NodeConnections;
+  /**
+   * Where plain mode finds the open connections: the http.Server's list, looked up at the first
+   * connection (Node makes it when the server starts listening), else (null) this Set.
+   */
+  private server?: object;
+  private list?: NodeConnections | null;
   private readonly open = new Set<Socket>();
   private closed = 0;
   /** Tracked mode: responses in flight on a connection without a record (none expected; kept exact). */
@@ -106,7 +110,7 @@ export class Connections {
 
   /** Read the open connections from this http.Server's own list (call once, before it serves). */
   watch(server: object): void {
-    this.list = nodeConnections(server);
+    this.server = server;
   }
 
   /** Open connections. */
@@ -128,10 +132,12 @@ export class Connections {
   add(socket: HttpSocket): void {
     this.accepted++;
     socket.on('close', this.onSocketClose);
+    // (a connection handed over while the app loaded comes before any listen(): no list, ever)
+    if (this.list === undefined) this.list = (this.server && nodeConnections(this.server)) ?? null;
     if (this.tracked) {
       const conn = this.know(socket);
       if (this.retiring) this.scheduleIdleClose(conn);
-    } else if (!this.list) this.open.add(socket);
+    } else if (this.list === null) this.open.add(socket);
   }
 
   /** The connection's record, made on first sight. */
