@@ -45,7 +45,8 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  // 'close', not 'exit': the master's last log lines may still be in its pipes at 'exit'
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
   const server: Server = {
     proc, pid: proc.pid!, dir, pidfile, address: '', addresses: [], port: 0, admin: '',
     out: () => out, err: () => err, exited,
