@@ -146,7 +146,7 @@ class Worker {
     setImmediate(() => process.exit(WORKER_EXIT.FATAL));
   }
 
-  /** The first listener is the http.Server's own handle, the others feed it connections. */
+  /** The http.Server listens on the first listener's fd itself; plain net.Servers on the others feed it their connections. */
   private listen(l: Listener): void {
     const backlog = this.boot.config.backlog;
     if (!this.server.listening) {
