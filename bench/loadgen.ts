@@ -35,7 +35,8 @@ function runWrk(o: LoadOptions): Promise<LoadResult> {
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--latency', '--timeout', '5s',
     ...(o.close ? ['-H', 'Connection: close'] : []), o.url];
   return new Promise((resolve, reject) => {
-    const p = o.cpu === undefined ? spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('taskset', ['-c', String(o.cpu), 'wrk', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, argv] = o.cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(o.cpu), 'wrk', ...args]];
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     track(p.pid!);
     let out = '';
     let err = '';

@@ -7,14 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { Connections } from '../src/worker/connections.js';
-import { sleep, waitFor } from './helpers/server.js';
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms); });
-  return Promise.race([p, late]).finally(() => clearTimeout(t));
-}
+import { sleep, waitFor, within } from './helpers/server.js';
 
 type Rig = { conns: Connections; port: number; release: () => void; close: () => Promise<void> };
 

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { startServer, cleanup, waitFor, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, waitFor, within, FIXTURES } from './helpers/server.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 
@@ -34,7 +34,7 @@ test('an idle keep-alive connection gets Keep-Alive: timeout=N and is closed aft
     }
     const answeredAt = Date.now();
     assert.match(c.data(), /\r\nConnection: keep-alive\r\nKeep-Alive: timeout=1\r\n/i);
-    const idle = (await Promise.race([c.closedAt, new Promise<number>((r) => setTimeout(() => r(Infinity), 6000))])) - answeredAt;
+    const idle = (await within(c.closedAt, 6000, 'close of the idle connection')) - answeredAt;
     assert.ok(idle >= 1950, `closed ${idle} ms after the last response: before the advertised 1 s + 1 s buffer`);
     assert.ok(idle < 4000, `closed ${idle} ms after the last response (want about 2 s)`);
   } finally {
@@ -48,7 +48,7 @@ test('a connection that sends nothing is closed after --headers-timeout', async 
   const c = open(s.port);
   try {
     const openedAt = Date.now();
-    const after = (await Promise.race([c.closedAt, new Promise<number>((r) => setTimeout(() => r(Infinity), 6000))])) - openedAt;
+    const after = (await within(c.closedAt, 6000, 'close of the silent connection')) - openedAt;
     assert.ok(after >= 950 && after < 4000, `closed after ${after} ms (want about 1 s)`);
     assert.equal(c.data(), '');
   } finally {

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { errnoName } from '../native/errors.js';
-import { QuiesceError } from '../shared/errors.js';
+import { QuiesceError, errorMessage } from '../shared/errors.js';
 import type { ListenerInfo } from '../shared/ipc.js';
 import type { Native } from '../native/index.js';
 
@@ -121,7 +121,7 @@ export function startListening(listeners: Listener[], backlog: number, native: N
     try {
       native.listen(l.fd, backlog);
     } catch (err) {
-      throw new QuiesceError('LISTEN_FAILED', `--listen ${l.spec.text}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${l.spec.text}: ${errorMessage(err)}`);
     }
   }
 }

@@ -12,6 +12,7 @@ import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerS
 import type { Listener } from './listeners.js';
 import { info } from './listeners.js';
 import { loadNative } from '../native/index.js';
+import { ACCESS_LOG_FD } from '../worker/access-log.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -22,8 +23,8 @@ export type Generation = {
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-/** A worker's fds: 0-2 stdio, 3 IPC, 4 the access log channel, then the listeners. */
-const LISTENER_FD0 = 5;
+/** A worker's fds: 0-2 stdio, 3 IPC, the access log channel, then the listeners. */
+const LISTENER_FD0 = ACCESS_LOG_FD + 1;
 
 /**
  * V8 heap sizing for workers: an old generation of this many MB before its first full collection.

@@ -16,7 +16,7 @@
  *   every response is followed to its 'close'. The switch adopts the connections open and the
  *   responses in flight at that moment.
  * Storing each response on its long-lived connection and listening for its 'close' cost 3-5% of
- * a hello-world worker's throughput, and a record in a Map for every new connection 3-4% of a
+ * a hello-world worker's throughput, and a record in a Map for every new connection ~2% of a
  * connection-per-request one (docs/STATUS.md).
  */
 import type { Socket } from 'node:net';
@@ -115,13 +115,6 @@ export class Connections {
 
   /** Open connections. */
   get size(): number { return this.accepted - this.closed; }
-  /** Requests in flight (untracked: the connections writing a response; a pipelined request queued behind one is not seen). */
-  get inflight(): number {
-    if (this.tracked) return this.inflightCount;
-    let n = 0;
-    for (const conn of this.walk()) if (!conn.upgraded && current(conn)) n++;
-    return n;
-  }
   /** Tracked mode: call request() for every request; otherwise count it in `requests` alone. */
   get tracking(): boolean { return this.tracked; }
   get isRetiring(): boolean { return this.retiring; }
@@ -165,7 +158,7 @@ export class Connections {
 
   private socketClosed(socket: Socket): void {
     this.closed++;
-    this.open.delete(socket);
+    if (this.list === null) this.open.delete(socket);
     const conn = this.conns.get(socket);
     this.bytesSent += socket.bytesWritten - (conn?.counted ?? 0);
     if (conn) {

@@ -27,10 +27,9 @@ const KEEP_ALIVE_BUFFER_MS = 1_000;
 /** Node's per-response copy of the keep-alive timeout, read when it writes the `Keep-Alive` header (undocumented; Node 20-24). */
 type KeepAliveHeader = { _keepAliveTimeout: number };
 
-/** The listening fd of a listener's server: `_handle.fd` (undocumented; Node 20+, net and http servers), or -1. */
+/** A listener's fd while this worker listens on it (it came with the fork), or -1. */
 function listenerFd(l: Listener): number {
-  const fd = (l.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd;
-  return typeof fd === 'number' ? fd : -1;
+  return l.server && !l.closed ? l.info.fd : -1;
 }
 
 class Worker {
@@ -285,7 +284,7 @@ class Worker {
   retire(reason: RetireReason): void {
     if (this.retireStarted) return;
     this.retireStarted = true;
-    this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.inflight, ready: this.ready });
+    this.log('info', 'retiring', { reason, connections: this.conns.size, inflight: this.conns.report(this.ready).inflight, ready: this.ready });
     for (const l of this.listeners.values()) this.closeListener(l);
     this.armForce();
     // Still loading: connections handed over meanwhile wait in `early`; start() serves them once

@@ -128,6 +128,13 @@ export async function waitFor<T>(fn: () => T | Promise<T>, ms: number, what: str
   }
 }
 
+/** `p`, or a rejection naming `what` after `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms); });
+  return Promise.race([p, late]).finally(() => clearTimeout(t));
+}
+
 /** One request on a new connection; resolves status, headers and body, or rejects with the socket error. */
 export function get(address: string, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   const m = /^(.*):(\d+)$/.exec(address)!;
