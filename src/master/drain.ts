@@ -2,9 +2,10 @@
  * The no-cut close of listening sockets (docs/ARCHITECTURE.md, "The drain protocol").
  *
  * On Linux the last close() of a listener resets every connection in its accept queue and every
- * handshake in progress. So: (1) gate — a socket filter drops new SYNs (new clients retransmit and
- * then get ECONNREFUSED) while handshakes in progress still complete; a unix socket path is
- * unlinked; (2) drain — each worker takes its load-weighted share of the kernel queue and closes
+ * handshake in progress. So: (1) gate — new SYNs are dropped (new clients retransmit and then get
+ * ECONNREFUSED) while handshakes in progress still complete: by the listener's reuseport group
+ * (no privilege needed) or a socket filter (native/gate.ts); a unix socket path is unlinked;
+ * (2) drain — each worker takes its load-weighted share of the kernel queue and closes
  * its own fd in the same tick; the master takes the rest and hands it over, until the kernel
  * itself says no handshake is in progress and the queue is empty; (3) close — the master re-checks
  * a moment later (a late syncookie handshake) and closes last.
@@ -12,6 +13,7 @@
 import { unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { kernelDrained, procTcpCounts, type Native } from '../native/index.js';
+import { gateTcp } from '../native/gate.js';
 import type { Logger } from '../shared/log.js';
 import { errorMessage } from '../shared/errors.js';
 import type { ToMaster } from '../shared/ipc.js';
@@ -19,11 +21,14 @@ import { closeHandle, type Listener } from './listeners.js';
 import type { WorkerProc } from './workers.js';
 
 export type DrainReport = {
-  mode: 'gate' | 'fallback';
+  /** The mechanisms that gated the listeners: reuseport, filter, unlink, fallback (comma-joined). */
+  mode: string;
   queuedAtGate: number;
   acceptedInDrain: number;
-  /** Connections the kernel still held when the last fd was closed (lost: must be 0). */
+  /** Connections the kernel still held when the last fd was closed, reset by it (must be 0). */
   leftAtClose: number;
+  /** Connections the master accepted with no live worker to hand them to, closed unanswered (must be 0). */
+  lost: number;
   handedOverByMaster: number;
   rounds: number;
   gateToCloseMs: number;
@@ -45,7 +50,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   const { native, log } = deps;
   const started = Date.now();
   const report: DrainReport = {
-    mode: native ? 'gate' : 'fallback', queuedAtGate: 0, acceptedInDrain: 0, leftAtClose: 0,
+    mode: '', queuedAtGate: 0, acceptedInDrain: 0, leftAtClose: 0, lost: 0,
     handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, cappedOut: false,
   };
   const open = listeners.filter((l) => l.state !== 'closed');
@@ -54,17 +59,14 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   for (const l of open) {
     if (l.spec.kind === 'unix') {
       try { unlinkSync(l.spec.path); } catch { /* already gone */ }
-      l.state = 'gated';
     } else if (native) {
-      try {
-        native.gate(l.fd);
-        l.state = 'gated';
-        report.queuedAtGate += native.acceptQueue(l.fd).queued;
-      } catch (err) {
-        log.alert('gate-failed', { listener: l.address, error: errorMessage(err) });
-      }
+      l.drainMode = await gateTcp(native, l.drainMode === 'unlink' ? 'fallback' : l.drainMode, l.fd, l.gate,
+        (why) => log.alert('gate-failed', { listener: l.address, mode: l.drainMode, error: why, note: 'falling back to listen(fd, 0)' }));
+      report.queuedAtGate += native.acceptQueue(l.fd).queued;
     }
+    l.state = 'gated';
   }
+  report.mode = [...new Set(open.map((l) => (native || l.spec.kind === 'unix' ? l.drainMode : 'fallback')))].join(',');
   log.notice('drain-gate', { listeners: open.length, queued: report.queuedAtGate, mode: report.mode });
 
   if (native) {
@@ -78,13 +80,18 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     // 3. the master, never busy and owner of the last fd, takes the rest (handshakes completing
     //    after the gate, what no worker took) and hands each connection to the least busy worker;
     //    it closes when every worker has let go and the kernel reports nothing half-open (first),
-    //    then nothing queued, re-checked once more a moment later (a late syncookie handshake).
+    //    then nothing queued. Behind a gate it re-checks once more a moment later (a late
+    //    syncookie handshake); without one (fallback) it closes in the same tick as the check,
+    //    since every moment open lets another SYN in.
     const deadline = started + deps.capMs;
+    const ungated = open.some((l) => l.drainMode === 'fallback');
     for (;;) {
-      for (const l of open) report.handedOverByMaster += handOver(l, native, workers, report);
+      for (const l of open) handOver(l, native, workers, report);
       if (acked && open.every((l) => settled(l, native))) {
-        await sleep(LAST_CHECK_DELAY_MS);
-        for (const l of open) report.handedOverByMaster += handOver(l, native, workers, report);
+        if (!ungated) {
+          await sleep(LAST_CHECK_DELAY_MS);
+          for (const l of open) handOver(l, native, workers, report);
+        }
         break;
       }
       if (Date.now() >= deadline) { report.cappedOut = true; break; }
@@ -95,29 +102,35 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     // connections handed over are on their way; whatever the caller sends next (retire) must follow them
     const flushing = Promise.all(workers.map((w) => w.flushed()));
     for (const l of open) {
-      report.leftAtClose += l.spec.kind === 'tcp' ? native.acceptQueue(l.fd).queued : 0;
+      // what the kernel holds at the last close is reset: the queue, and handshakes still in progress
+      if (l.spec.kind === 'tcp') report.leftAtClose += native.acceptQueue(l.fd).queued + (l.drainMode === 'fallback' ? native.halfOpen(l.port, l.family) : 0);
       closeHandle(l);
     }
     report.gateToCloseMs = Date.now() - started;
     await flushing;
   } else {
-    // fallback: no gate, so nothing stops new connections: workers close, the master counts what
-    // the kernel holds at its close (those are reset) and closes
+    // no native module: no gate, no drain: workers close, the master counts what the kernel holds
+    // at its close (those are reset) and closes
     const ids = open.map((l) => l.id);
     await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
     for (const l of open) {
-      report.leftAtClose += l.spec.kind === 'tcp' ? procTcpCounts(l.port).queued : 0;
+      if (l.spec.kind === 'tcp') {
+        const c = procTcpCounts(l.port);
+        report.leftAtClose += c.queued + c.halfOpen;
+      }
       closeHandle(l);
     }
   }
   report.gateToCloseMs ||= Date.now() - started;
-  const level = report.leftAtClose > 0 ? 'alert' : 'notice';
+  const level = report.leftAtClose + report.lost > 0 ? 'alert' : 'notice';
   log.log(level, 'drain-closed', {
     ms: report.gateToCloseMs, queued_at_gate: report.queuedAtGate, accepted_in_drain: report.acceptedInDrain,
-    handed_over: report.handedOverByMaster, left_at_close: report.leftAtClose, rounds: report.rounds, mode: report.mode,
+    handed_over: report.handedOverByMaster, left_at_close: report.leftAtClose, lost: report.lost || undefined, rounds: report.rounds, mode: report.mode,
     per_worker: Object.entries(report.perWorker).map(([pid, n]) => `${pid}:${n}`).join(',') || undefined,
   });
-  if (!native) log.alert('drain-fallback', { left_at_close: report.leftAtClose, note: 'no socket filter: connections the kernel held at close were reset' });
+  if (open.some((l) => l.drainMode === 'fallback')) {
+    log.alert('drain-fallback', { left_at_close: report.leftAtClose, native: native !== undefined, note: 'no gate: connections the kernel held at close were reset (counted as cut)' });
+  }
   return report;
 }
 
@@ -148,9 +161,8 @@ async function askWorkersToDrain(open: Listener[], workers: WorkerProc[], native
   await Promise.all(asks);
 }
 
-/** Accept what is queued now and pass each connection to the least busy worker; returns how many. */
-function handOver(l: Listener, native: Native, workers: WorkerProc[], report: DrainReport): number {
-  let n = 0;
+/** Accept what is queued now and pass each connection to the least busy worker (report.handedOverByMaster). */
+function handOver(l: Listener, native: Native, workers: WorkerProc[], report: DrainReport): void {
   for (let i = 0; i < 10_000; i++) {
     const fd = native.accept(l.fd);
     if (fd === -1) break;
@@ -162,13 +174,14 @@ function handOver(l: Listener, native: Native, workers: WorkerProc[], report: Dr
     // readable: false, so that the master never reads the request bytes the worker must see
     const socket = new net.Socket({ fd, readable: false, writable: false });
     if (!w || !w.send({ t: 'conn', id: l.id }, socket)) {
-      socket.destroy();
+      socket.destroy(); // no worker to serve it: reset, and counted
+      report.lost++;
       continue;
     }
     report.perWorker[w.pid] = (report.perWorker[w.pid] ?? 0) + 1;
-    n++;
+    report.handedOverByMaster++;
+    w.handedOver++;
   }
-  return n;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,16 +1,17 @@
 /**
  * The master's listening sockets. The master binds each one itself and keeps its handle for its
- * whole life (a reload never closes it); workers receive the handle over IPC and accept from the
- * same kernel queue. The master never accepts app traffic: its handle is bound and put in LISTEN
+ * whole life (a reload never closes it); workers inherit the socket at their fork and accept from
+ * the same kernel queue. The master never accepts app traffic: its handle is bound and put in LISTEN
  * state with listen(2) directly (native), so libuv never watches it here.
  */
 import net from 'node:net';
-import { existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { errnoName } from '../native/errors.js';
 import { QuiesceError, errorMessage } from '../shared/errors.js';
 import type { ListenerInfo } from '../shared/ipc.js';
-import type { Native } from '../native/index.js';
+import { NativeError, type Native } from '../native/index.js';
+import { SELECT_LISTENER, makeGateSockets, type GateSockets, type TcpDrainMode } from '../native/gate.js';
 
 /** A bound libuv handle (TCPWrap or PipeWrap). Node keeps these internal; we use fd, close and getsockname. */
 export type ServerHandle = { fd: number; close(cb?: () => void): void; getsockname?(out: Record<string, unknown>): number };
@@ -25,6 +26,9 @@ export type ListenSpec =
 
 export type ListenerState = 'open' | 'gated' | 'closed';
 
+/** How a listener is gated at a stop: a TCP mechanism (native/gate.ts) or, for a unix socket, unlinking its path. */
+export type ListenerDrainMode = TcpDrainMode | 'unlink';
+
 export type Listener = {
   id: number;
   spec: ListenSpec;
@@ -37,6 +41,10 @@ export type Listener = {
   state: ListenerState;
   /** The address family of the socket (a dual-stack listener is an IPv6 socket); 4 for unix. */
   family: 4 | 6;
+  /** The reuseport gate's sockets (TCP listeners made in reuseport drain mode). */
+  gate?: GateSockets;
+  /** Its gate: set at bind from the master's mode, and to what took effect at a stop. */
+  drainMode: ListenerDrainMode;
 };
 
 /** Parse one --listen value; throws QuiesceError('USAGE') naming it. */
@@ -68,9 +76,15 @@ export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
   return { kind: 'tcp', host: host === 'localhost' ? '127.0.0.1' : host, port: port(text.slice(i + 1)), family: 4, text };
 }
 
-/** Bind one listener; it listens once its workers are forked (startListening). Throws naming it. */
-export function bindListener(id: number, spec: ListenSpec): Listener {
+/**
+ * Bind one listener; it listens once its workers are forked (startListening). Throws naming it.
+ * In reuseport drain mode (with the native module) a TCP listener is made with SO_REUSEPORT,
+ * beside its gate sockets (native/gate.ts); otherwise by Node, as node:cluster does.
+ */
+export function bindListener(id: number, spec: ListenSpec, mode: TcpDrainMode, native?: Native): Listener {
+  const reuseport = mode === 'reuseport' ? native : undefined;
   let handle: ServerHandle | number;
+  let gate: GateSockets | undefined;
   if (spec.kind === 'unix') {
     if (existsSync(spec.path)) {
       if (!statSync(spec.path).isSocket()) throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${spec.path} exists and is not a socket`);
@@ -80,14 +94,24 @@ export function bindListener(id: number, spec: ListenSpec): Listener {
       unlinkSync(spec.path);
     }
     handle = createServerHandle(spec.path, -1, -1);
+  } else if (reuseport) {
+    const { fd, host, family } = bindReusePort(reuseport, spec);
+    try {
+      gate = makeGateSockets(reuseport, fd, host, reuseport.localPort(fd), family);
+    } catch (err) {
+      closeSync(fd);
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: the drain gate's sockets: ${errorMessage(err)}`);
+    }
+    // Node wraps the bound socket in its own handle (an fd it is given, as for systemd's sockets)
+    handle = createServerHandle(null, 0, 0, fd);
+    if (typeof handle === 'number') {
+      for (const x of [fd, gate.gateFd, gate.plugFd]) closeSync(x);
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${errnoName(-handle)}`);
+    }
   } else {
     handle = createServerHandle(spec.host, spec.port, spec.family === 6 ? 6 : 4);
   }
-  if (typeof handle === 'number') {
-    const name = errnoName(-handle); // libuv reports -errno
-    const why = name === 'EADDRINUSE' ? 'address in use' : name === 'EACCES' ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : name === 'EADDRNOTAVAIL' ? 'address not available on this machine' : name;
-    throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${why}`);
-  }
+  if (typeof handle === 'number') throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${bindError(errnoName(-handle))}`); // libuv reports -errno
   let port = 0;
   let fam: 4 | 6 = 4;
   let address = spec.kind === 'unix' ? spec.path : spec.text;
@@ -105,7 +129,27 @@ export function bindListener(id: number, spec: ListenSpec): Listener {
     fam = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
     address = fam === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
-  return { id, spec, handle, fd: handle.fd, port, address, state: 'open', family: fam };
+  return { id, spec, handle, fd: handle.fd, port, address, state: 'open', family: fam, gate, drainMode: spec.kind === 'unix' ? 'unlink' : mode };
+}
+
+function bindError(code: string): string {
+  return code === 'EADDRINUSE' ? 'address in use' : code === 'EACCES' ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : code === 'EADDRNOTAVAIL' ? 'address not available on this machine' : code;
+}
+
+/** A TCP socket bound with SO_REUSEPORT where Node would bind it: a bare port on `::` (dual-stack), else `0.0.0.0`. */
+function bindReusePort(native: Native, spec: Extract<ListenSpec, { kind: 'tcp' }>): { fd: number; host: string; family: 4 | 6 } {
+  const attempt = (host: string, family: 4 | 6) => ({ fd: native.bindTcp(host, spec.port, family, true), host, family });
+  try {
+    if (spec.host !== null) return attempt(spec.host, spec.family === 6 ? 6 : 4);
+    try {
+      return attempt('::', 6);
+    } catch (err) {
+      if (!(err instanceof NativeError) || (err.code !== 'EAFNOSUPPORT' && err.code !== 'EADDRNOTAVAIL')) throw err;
+      return attempt('0.0.0.0', 4); // no IPv6 on this machine
+    }
+  } catch (err) {
+    throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: ${err instanceof NativeError ? bindError(err.code) : errorMessage(err)}`);
+  }
 }
 
 /**
@@ -120,9 +164,23 @@ export function startListening(listeners: Listener[], backlog: number, native: N
   for (const l of listeners) {
     try {
       native.listen(l.fd, backlog);
+      if (l.gate) native.reuseportProgram(l.fd, SELECT_LISTENER);
     } catch (err) {
       throw new QuiesceError('LISTEN_FAILED', `--listen ${l.spec.text}: ${errorMessage(err)}`);
     }
+    // SO_REUSEPORT must not make a second server a silent co-listener: a socket of this user that
+    // listened on the address before us put ours in its group. (One that joins later gets nothing.)
+    if (l.gate && listenersAt(native, l.gate) > 1) {
+      throw new QuiesceError('LISTEN_FAILED', `--listen ${l.spec.text}: address in use (another process of this user listens on it with SO_REUSEPORT)`);
+    }
+  }
+}
+
+function listenersAt(native: Native, g: GateSockets): number {
+  try {
+    return native.listeners(g.host, g.port, g.family);
+  } catch {
+    return 1; // sock_diag unavailable: the check is skipped
   }
 }
 
@@ -157,10 +215,12 @@ export function describe(l: Listener): string {
   return l.spec.kind === 'unix' ? `unix:${l.address}` : `http://${l.address}`;
 }
 
+/** Close the listener (libuv closes the fd at once), then its gate sockets: G outlives L, or L would get SYNs again. */
 export function closeHandle(l: Listener): void {
   if (l.state === 'closed') return;
   l.state = 'closed';
   l.handle.close();
+  if (l.gate) for (const fd of [l.gate.gateFd, l.gate.plugFd]) closeSync(fd);
   if (l.spec.kind === 'unix') {
     try { unlinkSync(l.spec.path); } catch { /* unlinked at the gate already */ }
   }

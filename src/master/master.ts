@@ -9,6 +9,7 @@ import { controlSocketPath, type ControlReply, type ControlRequest } from '../sh
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
+import { SELECT_LISTENER, gateTcp, type TcpDrainMode } from '../native/gate.js';
 import { bindListener, closeHandle, describe, parseListen, startListening, type Listener } from './listeners.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { drainAndClose, type DrainReport } from './drain.js';
@@ -39,7 +40,7 @@ export class Master {
   readonly workers = new Set<WorkerProc>();
   listeners: Listener[] = [];
   generation!: Generation;
-  drainMode: 'gate' | 'fallback' = 'fallback';
+  drainMode: TcpDrainMode = 'fallback';
   drainModeReason = '';
   lastDrain?: DrainReport;
   readonly totals: Totals = { requests: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, retired: {} };
@@ -75,8 +76,8 @@ export class Master {
   // ─── start ────────────────────────────────────────────────────────────────
 
   async start(): Promise<void> {
-    this.pickDrainMode();
-    this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text)));
+    await this.pickDrainMode();
+    this.listeners = this.cfg.listen.map((text, i) => this.bind(i, text));
     this.nextListenerId = this.listeners.length;
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
@@ -112,33 +113,40 @@ export class Master {
 
   private nextListenerId = 0;
 
-  /** Test the socket filter for real on a throwaway listener: the drain's gate depends on it. */
-  private pickDrainMode(): void {
+  private bind(id: number, text: string): Listener {
+    return bindListener(id, parseListen(text), this.drainMode, this.native);
+  }
+
+  /**
+   * Pick how TCP listeners are gated at a stop, each mechanism tested for real on a throwaway
+   * listener first: the reuseport group's gate (no privilege needed), else the SYN-drop socket
+   * filter (CAP_NET_ADMIN since Linux 5d39580f68e6), else the fallback (listen(fd, 0) and a drain
+   * that narrows the race without closing it; with no native module at all, a plain close).
+   * QUIESCE_DRAIN_MODE=reuseport|filter|fallback asks for one (tests, benchmarks).
+   */
+  private async pickDrainMode(): Promise<void> {
     const n = loadNative();
-    if (process.env.QUIESCE_DRAIN_MODE === 'fallback') {
-      this.drainModeReason = 'QUIESCE_DRAIN_MODE=fallback';
-    } else if (!n.ok) {
-      this.drainModeReason = n.reason;
+    const asked = process.env.QUIESCE_DRAIN_MODE;
+    const why: string[] = [];
+    let mode: TcpDrainMode = 'fallback';
+    if (!n.ok) {
+      why.push(n.reason);
     } else {
-      try {
-        const probe = bindListener(-1, { kind: 'tcp', host: '127.0.0.1', port: 0, family: 4, text: 'probe' });
-        try {
-          n.native.listen(probe.fd, 1);
-          n.native.passAll(probe.fd);
-          n.native.ungate(probe.fd);
-          n.native.acceptQueue(probe.fd);
-          n.native.halfOpen(probe.port);
-          this.native = n.native;
-        } finally {
-          closeHandle(probe);
-        }
-      } catch (err) {
-        this.drainModeReason = `socket filter unavailable: ${errorMessage(err)}`;
+      const order: TcpDrainMode[] = asked === 'reuseport' || asked === 'filter' || asked === 'fallback' ? [asked] : ['reuseport', 'filter', 'fallback'];
+      for (const m of order) {
+        const problem = await selfTest(n.native, m);
+        // (the fallback still drains with the native calls; without them there is only the plain close)
+        if (problem === undefined) { mode = m; this.native = n.native; break; }
+        why.push(`${m}: ${problem}`);
       }
+      if (asked && !order.includes(mode)) why.unshift(`QUIESCE_DRAIN_MODE=${asked} is not a mode (reuseport, filter, fallback)`);
+      if (asked === mode) why.unshift(`QUIESCE_DRAIN_MODE=${asked}`);
     }
-    this.drainMode = this.native ? 'gate' : 'fallback';
-    if (this.native) this.log.notice('drain-mode', { mode: 'gate' });
-    else this.log.alert('drain-mode', { mode: 'fallback', reason: this.drainModeReason, note: 'a stop will reset what the kernel holds at close; counted in the log' });
+    this.drainMode = mode;
+    this.drainModeReason = mode === 'reuseport' && why.length === 0 ? 'reuseport group gate, needs no privilege' : why.join('; ');
+    const fields = { mode, reason: this.drainModeReason };
+    if (mode === 'fallback') this.log.alert('drain-mode', { ...fields, note: 'no gate: a stop under load may reset connections; counted as cut in the log' });
+    else this.log.notice('drain-mode', fields);
   }
 
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
@@ -211,6 +219,11 @@ export class Master {
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
     const reason = w.retireReason ?? 'crash';
     this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
+    if (!clean && w.handedOver > 0 && !w.wasReady) {
+      // connections a drain handed it while it loaded the app, never served: reset by its exit
+      this.totals.cut += w.handedOver;
+      this.log.alert('drain-lost', { pid: w.pid, connections: w.handedOver, note: 'handed over during a drain to a worker that died before it was ready' });
+    }
     if (this.state.s === 'stopping' || this.state.s === 'draining') {
       if (this.workers.size === 0 && this.state.s === 'stopping') void this.finish();
       return;
@@ -351,11 +364,17 @@ export class Master {
       }
     }
     this.enter({ s: 'draining', since: t0, phase: 'drain' });
-    const report = await drainAndClose(this.listeners, live(), { native: this.native, log: this.log, capMs: this.fastRequested ? 0 : this.cfg.drainCap });
+    let drainers = live();
+    if (drainers.length === 0 && this.listeners.some((l) => l.state !== 'closed')) {
+      // every worker crashed or waits out its backoff: what is queued still gets served, by a
+      // worker started for it (connections handed over while it loads wait for its app)
+      drainers = [this.spawn(0, this.generation)];
+      this.log.warn('drain-worker', { pid: drainers[0]!.pid, note: 'no live worker at the stop: one started to serve the queue' });
+    }
+    const report = await this.drain(this.listeners, drainers, this.fastRequested ? 0 : this.cfg.drainCap);
     this.lastDrain = report;
     this.totals.drains++;
     observeDrain(this, report.gateToCloseMs);
-    this.totals.cut += report.leftAtClose;
     this.enter({ s: 'stopping', since: Date.now(), fast: this.fastRequested });
     const ws = live();
     this.log.notice('stop-finishing', {
@@ -371,6 +390,13 @@ export class Master {
     if (this.workers.size === 0) await this.finish();
   }
 
+  /** Gate, drain and close listeners (drain.ts); what the kernel reset or no worker could take is counted as cut. */
+  private async drain(listeners: Listener[], workers: WorkerProc[], capMs: number): Promise<DrainReport> {
+    const report = await drainAndClose(listeners, workers, { native: this.native, log: this.log, capMs });
+    this.totals.cut += report.leftAtClose + report.lost;
+    return report;
+  }
+
   private finishing = false;
   private async finish(): Promise<void> {
     if (this.finishing) return;
@@ -378,9 +404,9 @@ export class Master {
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
-    const message = `stopped: ${d ? `drain ${d.gateToCloseMs} ms, ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced`;
-    this.log.notice('stopped', {
-      forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0,
+    const message = `stopped: ${d ? `drain ${d.gateToCloseMs} ms (${d.mode}), ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced, ${this.totals.cut} cut`;
+    this.log.log(this.totals.cut > 0 ? 'alert' : 'notice', 'stopped', {
+      forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0, cut: this.totals.cut,
       finish_ms: finishMs,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
     });
@@ -430,7 +456,7 @@ export class Master {
     try {
       for (const text of cfg.listen) {
         if (keep.some((l) => l.spec.text === text)) continue;
-        added.push(bindListener(this.nextListenerId++, parseListen(text)));
+        added.push(this.bind(this.nextListenerId++, text));
       }
     } catch (err) {
       for (const l of added) closeHandle(l);
@@ -454,7 +480,7 @@ export class Master {
     const rollback = async (why: string): Promise<Result> => {
       this.listeners = prevListeners;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
-      if (added.length > 0) await drainAndClose(added, ready, { native: this.native, log: this.log, capMs: this.cfg.drainCap });
+      if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
       for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
       if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
       return this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
@@ -479,7 +505,7 @@ export class Master {
     this.cfg = cfg;
     this.errorSink.reopen(cfg.errorLog);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
-    if (removed.length > 0) await drainAndClose(removed, old, { native: this.native, log: this.log, capMs: cfg.drainCap });
+    if (removed.length > 0) await this.drain(removed, old, cfg.drainCap);
     const oldCount = old.length;
     if (rolling) {
       const problem = await this.roll(gen, old, fresh, progress);
@@ -574,4 +600,34 @@ export class Master {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Gate a throwaway loopback listener the way `mode` would at a stop, then try a new connection:
+ * it must not enter the queue. Returns what went wrong, or undefined when the mode works here.
+ */
+async function selfTest(native: Native, mode: TcpDrainMode): Promise<string | undefined> {
+  let probe: Listener | undefined;
+  let client = -1;
+  try {
+    probe = bindListener(-1, { kind: 'tcp', host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' }, mode, native);
+    native.listen(probe.fd, 8);
+    native.acceptQueue(probe.fd);
+    native.halfOpen(probe.port, 4);
+    if (mode === 'fallback') return undefined; // listen(fd, 0) has no effect to check before a queue exists
+    if (mode === 'reuseport') native.reuseportProgram(probe.fd, SELECT_LISTENER);
+    let failure: string | undefined;
+    if (await gateTcp(native, mode, probe.fd, probe.gate, (w) => { failure = w; }) !== mode) return failure ?? 'gate failed';
+    client = native.bindTcp('127.0.0.1', 0, 4, false);
+    native.connect(client, '127.0.0.1', probe.port, 4);
+    await sleep(5); // on loopback a SYN that passes is queued within microseconds
+    const queued = native.acceptQueue(probe.fd).queued;
+    if (queued !== 0 || native.tcpState(client) !== 2 /* still SYN_SENT */) return `a connection got through the closed gate (queued ${queued})`;
+    return undefined;
+  } catch (err) {
+    return errorMessage(err);
+  } finally {
+    if (client >= 0) native.close(client);
+    if (probe) closeHandle(probe);
+  }
 }

@@ -23,7 +23,7 @@ export type Generation = {
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
-/** A worker's fds: 0-2 stdio, 3 IPC, the access log channel, then the listeners. */
+/** A worker's fds: 0-2 stdio, 3 IPC, the access log channel, then the listeners, then their gate sockets. */
 const LISTENER_FD0 = ACCESS_LOG_FD + 1;
 
 /**
@@ -98,6 +98,10 @@ export class WorkerProc {
   readonly pid: number;
   readonly child: ChildProcess;
   phase: WorkerPhase = 'starting';
+  /** It reported ready once. */
+  wasReady = false;
+  /** Connections the master handed it at the end of drains (drain.ts). */
+  handedOver = 0;
   retireReason?: RetireReason;
   retireStartedAt = 0;
   readonly startedAt = Date.now();
@@ -123,16 +127,21 @@ export class WorkerProc {
     // the listening sockets go in the stdio, after the log channel: the worker holds them from its
     // first instruction, whenever the master dies (a handle sent over IPC waited ~200 ms for the
     // worker to boot and read it: a master killed meanwhile reset every queued connection)
+    // then each reuseport listener's gate and plug sockets (the workers gate it themselves if the master dies)
+    const fds = listeners.map((l) => l.fd);
     const boot: WorkerBoot = {
       ...generation.boot, slot, generation: generation.n,
-      listeners: listeners.map((l, i) => ({ ...info(l), fd: LISTENER_FD0 + i })),
+      listeners: listeners.map((l, i) => {
+        const gate = l.gate && { ...l.gate, fd: LISTENER_FD0 + i, gateFd: LISTENER_FD0 + fds.push(l.gate.gateFd) - 1, plugFd: LISTENER_FD0 + fds.push(l.gate.plugFd) - 1 };
+        return { ...info(l), fd: LISTENER_FD0 + i, gate };
+      }),
     };
     const log = logChannel();
     try {
       this.child = fork(CLI, [], {
         execArgv: workerExecArgv(),
         env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
-        stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...listeners.map((l) => l.fd)],
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
       });
     } finally {
@@ -176,7 +185,7 @@ export class WorkerProc {
     });
     this.child.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
-      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; readyNow(true); }
+      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
       if (m.t === 'stats') this.stats = m.stats;
       if (m.t === 'retire-me' && m.reason === 'error') failNow(`worker ${this.pid} failed: ${m.detail}`);

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
 import { NativeError } from './errors.js';
 import { procTcpCounts } from './proc-tcp.js';
-import { AF_NETLINK, NETLINK_SOCK_DIAG, TCP_SYN_RECV, diagRequest, scanDiagChunk } from './sock-diag.js';
+import { AF_NETLINK, NETLINK_SOCK_DIAG, TCP_LISTEN as TCP_STATE_LISTEN, TCP_SYN_RECV, diagRequest, scanDiagChunk } from './sock-diag.js';
 
 export { NativeError, errnoName } from './errors.js';
 export { procTcpCounts } from './proc-tcp.js';
@@ -44,7 +44,26 @@ export type Native = {
   halfOpen(port: number, family?: 4 | 6): number;
   /** initgroups + setgid + setuid to `user` (name or numeric id), group default: the user's. */
   dropPrivileges(user: string, group?: string): void;
+  /**
+   * A non-blocking, close-on-exec TCP socket with SO_REUSEADDR, bound to `host`:`port` (an IP
+   * literal; IPv6 sockets are dual-stack), with SO_REUSEPORT when `reusePort`. Not listening.
+   * Throws NativeError (EADDRINUSE, EACCES, EADDRNOTAVAIL, EAFNOSUPPORT…).
+   */
+  bindTcp(host: string, port: number, family: 4 | 6, reusePort: boolean): number;
+  /** Start a non-blocking connect(2) of `fd` to `host`:`port`; one already under way or done is fine. */
+  connect(fd: number, host: string, port: number, family: 4 | 6): void;
+  /** The local port a socket is bound to (getsockname). */
+  localPort(fd: number): number;
+  /** The TCP state of a socket (TCP_INFO tcpi_state: 1 established, 2 SYN sent, 10 listen). */
+  tcpState(fd: number): number;
+  /** Attach a classic BPF program to the SO_REUSEPORT group of `fd` (SO_ATTACH_REUSEPORT_CBPF, no privilege needed). */
+  reuseportProgram(fd: number, program: readonly SockFilter[]): void;
+  /** Listening TCP sockets bound to exactly `host`:`port` (sock_diag): the members of its reuseport group and any other. */
+  listeners(host: string, port: number, family: 4 | 6): number;
 };
+
+/** One classic BPF instruction (struct sock_filter). */
+export type SockFilter = { code: number; jt: number; jf: number; k: number };
 
 export type LoadResult = { ok: true; native: Native } | { ok: false; reason: string };
 
@@ -65,7 +84,12 @@ export function loadNative(): LoadResult {
 // Linux constants (same on every Linux architecture koffi supports, unless noted).
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20; // not on ppc64/mips (18/4102): only used for a safety timeout
+const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
 const SO_ATTACH_FILTER = 26;
+const SO_ATTACH_REUSEPORT_CBPF = 51;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
 const SO_DETACH_FILTER = 27;
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
@@ -84,8 +108,6 @@ const BPF_LD_B_ABS = 0x30;
 const BPF_ALU_AND_K = 0x54;
 const BPF_JMP_JEQ_K = 0x15;
 const BPF_RET_K = 0x06;
-
-type SockFilter = { code: number; jt: number; jf: number; k: number };
 
 /** Drop TCP segments with SYN set and ACK clear (new connections); accept everything else. */
 const GATE_PROGRAM: readonly SockFilter[] = [
@@ -115,6 +137,10 @@ type Libc = {
   fcntl(fd: number, cmd: number, argType: 'int', arg: number): number;
   close(fd: number): number;
   socket(domain: number, type: number, protocol: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
+  connect(fd: number, addr: Buffer, len: number): number;
+  getsockname(fd: number, addr: Buffer, len: Uint32Array): number;
+  inet_pton(family: number, src: string, dst: Buffer): number;
   socketpair(domain: number, type: number, protocol: number, sv: Int32Array): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
   recv(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
@@ -165,6 +191,10 @@ function bind(): Native {
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     close: lib.func('int close(int fd)'),
     socket: lib.func('int socket(int domain, int type, int protocol)'),
+    bind: lib.func('int bind(int fd, const void *addr, uint32_t len)'),
+    connect: lib.func('int connect(int fd, const void *addr, uint32_t len)'),
+    getsockname: lib.func('int getsockname(int fd, void *addr, void *len)'),
+    inet_pton: lib.func('int inet_pton(int family, const char *src, void *dst)'),
     socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     send: lib.func('long send(int fd, const void *buf, size_t len, int flags)'),
     recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
@@ -198,8 +228,8 @@ function bind(): Native {
     timeout: koffi.as({ tv_sec: 1, tv_usec: 0 }, koffi.pointer(timeval)),
   };
 
-  /** SYN_RECV sockets of `port` by sock_diag, one short-lived netlink socket per call. */
-  const halfOpenNetlink = (port: number, families: readonly number[]): number => {
+  /** Sockets of `port` in `state` by sock_diag (bound to `addr` when given), one short-lived netlink socket per call. */
+  const countNetlink = (port: number, families: readonly number[], state: number, addr?: Buffer): number => {
     const nl = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (nl < 0) {
       diag.usable = false; // no sock_diag here (seccomp, old kernel): do not ask again
@@ -213,7 +243,7 @@ function bind(): Native {
       let count = 0;
       for (const family of families) {
         diag.seq = (diag.seq + 1) >>> 0;
-        const req = diagRequest(family, 1 << TCP_SYN_RECV, diag.seq);
+        const req = diagRequest(family, 1 << state, diag.seq);
         if (Number(c.send(nl, req, req.length, 0)) !== req.length) throw fail('send(sock_diag)');
         for (;;) {
           const n = Number(c.recv(nl, diag.reply, diag.reply.length, 0));
@@ -221,7 +251,7 @@ function bind(): Native {
             if (koffi.errno() === 4) continue; // EINTR
             throw fail('recv(sock_diag)');
           }
-          const chunk = scanDiagChunk(diag.reply, n, diag.seq, TCP_SYN_RECV, port);
+          const chunk = scanDiagChunk(diag.reply, n, diag.seq, state, port, addr);
           count += chunk.count;
           // ENOENT for AF_INET6: IPv6 (its diag module) absent, so nothing half-open there
           if (chunk.errno !== 0 && !(family === AF_INET6 && chunk.errno === 2)) {
@@ -234,6 +264,29 @@ function bind(): Native {
     } finally {
       c.close(nl);
     }
+  };
+
+  /** The address bytes of an IP literal (network order), for sockaddrs and sock_diag. */
+  const ipBytes = (host: string, family: 4 | 6): Buffer => {
+    const out = Buffer.alloc(family === 4 ? 4 : 16);
+    if (c.inet_pton(family === 4 ? AF_INET : AF_INET6, host, out) !== 1) {
+      throw new NativeError('inet_pton', 22, `not an IPv${family} address: ${JSON.stringify(host)}`);
+    }
+    return out;
+  };
+
+  /** struct sockaddr_in (16 bytes) or sockaddr_in6 (28 bytes); sa_family in host order (little-endian, see diag). */
+  const sockaddr = (host: string, port: number, family: 4 | 6): Buffer => {
+    const ip = ipBytes(host, family);
+    const sa = Buffer.alloc(family === 4 ? 16 : 28);
+    sa.writeUInt16LE(family === 4 ? AF_INET : AF_INET6, 0);
+    sa.writeUInt16BE(port, 2);
+    ip.copy(sa, family === 4 ? 4 : 8);
+    return sa;
+  };
+
+  const setInt = (fd: number, level: number, name: number, value: number, what: string): void => {
+    if (c.setsockopt(fd, level, name, new Int32Array([value]), 4) !== 0) throw fail(`setsockopt(${what})`, `fd ${fd}`);
   };
 
   const lookupUser = (user: string): { name: string | null; uid: number; gid: number | null } => {
@@ -312,7 +365,7 @@ function bind(): Native {
     halfOpen(port, family) {
       if (diag.usable) {
         try {
-          return halfOpenNetlink(port, family === 4 ? [AF_INET] : family === 6 ? [AF_INET6] : [AF_INET, AF_INET6]);
+          return countNetlink(port, family === 4 ? [AF_INET] : family === 6 ? [AF_INET6] : [AF_INET, AF_INET6], TCP_SYN_RECV);
         } catch {
           // fall through to /proc for this call (and for good if netlink itself is missing)
         }
@@ -334,6 +387,54 @@ function bind(): Native {
       if (c.setgid(gid) !== 0) throw fail('setgid', String(gid));
       if (c.setuid(pw.uid) !== 0) throw fail('setuid', String(pw.uid));
       if (c.getuid() !== pw.uid) throw new NativeError('setuid', 1, `still uid ${c.getuid()}`);
+    },
+
+    bindTcp(host, port, family, reusePort) {
+      const fd = c.socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) throw fail('socket', `IPv${family}`);
+      try {
+        setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR'); // as Node's own listeners (TIME_WAIT)
+        if (reusePort) setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, 'SO_REUSEPORT');
+        if (family === 6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0, 'IPV6_V6ONLY'); // dual-stack, as Node's
+        const sa = sockaddr(host, port, family);
+        if (c.bind(fd, sa, sa.length) !== 0) throw fail('bind', `${family === 6 ? `[${host}]` : host}:${port}`);
+        return fd;
+      } catch (err) {
+        c.close(fd);
+        throw err;
+      }
+    },
+
+    connect(fd, host, port, family) {
+      const sa = sockaddr(host, port, family);
+      if (c.connect(fd, sa, sa.length) === 0) return;
+      const err = fail('connect', `${host}:${port}`);
+      if (err.code !== 'EINPROGRESS' && err.code !== 'EALREADY' && err.code !== 'EISCONN') throw err;
+    },
+
+    localPort(fd) {
+      const sa = Buffer.alloc(28);
+      const len = new Uint32Array([sa.length]);
+      if (c.getsockname(fd, sa, len) !== 0) throw fail('getsockname', `fd ${fd}`);
+      return sa.readUInt16BE(2);
+    },
+
+    tcpState(fd) {
+      tcpInfoLen[0] = tcpInfo.length;
+      if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpInfoLen) !== 0) throw fail('getsockopt(TCP_INFO)', `fd ${fd}`);
+      return tcpInfo.readUInt8(0);
+    },
+
+    reuseportProgram(fd, program) {
+      const prog = koffi.as({ len: program.length, filter: program }, koffi.pointer(sockFprog));
+      if (c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog, sockFprog.size) !== 0) {
+        throw fail('setsockopt(SO_ATTACH_REUSEPORT_CBPF)', `fd ${fd}`);
+      }
+    },
+
+    listeners(host, port, family) {
+      if (!diag.usable) throw new NativeError('sock_diag', 95, 'netlink sock_diag unavailable');
+      return countNetlink(port, [family === 4 ? AF_INET : AF_INET6], TCP_STATE_LISTEN, ipBytes(host, family));
     },
   };
 }

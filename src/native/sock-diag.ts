@@ -2,12 +2,13 @@
  * sock_diag netlink messages, built and parsed in Buffers (no FFI here).
  * Request: struct nlmsghdr (16 bytes) + struct inet_diag_req_v2 (56 bytes).
  * Reply records: struct nlmsghdr + struct inet_diag_msg {u8 family, u8 state, u8 timer,
- * u8 retrans, struct inet_diag_sockid id {be16 sport, be16 dport, ...}, ...}.
+ * u8 retrans, struct inet_diag_sockid id {be16 sport, be16 dport, be32 src[4], ...}, ...}.
  */
 
 export const AF_NETLINK = 16;
 export const NETLINK_SOCK_DIAG = 4;
 export const TCP_SYN_RECV = 3;
+export const TCP_LISTEN = 10;
 
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLMSG_ERROR = 2;
@@ -41,8 +42,11 @@ export type DiagChunk = {
   errno: number;
 };
 
-/** Scan one recv()'d chunk of a dump reply; messages of another sequence number are skipped. */
-export function scanDiagChunk(buf: Buffer, len: number, seq: number, state: number, port: number): DiagChunk {
+/**
+ * Scan one recv()'d chunk of a dump reply; messages of another sequence number are skipped. With
+ * `addr` (4 or 16 bytes, network order), only sockets bound to that local address count.
+ */
+export function scanDiagChunk(buf: Buffer, len: number, seq: number, state: number, port: number, addr?: Buffer): DiagChunk {
   const chunk: DiagChunk = { count: 0, done: false, errno: 0 };
   let off = 0;
   while (off + NLMSG_HDRLEN <= len) {
@@ -57,7 +61,8 @@ export function scanDiagChunk(buf: Buffer, len: number, seq: number, state: numb
         chunk.done = true;
       } else if (type === SOCK_DIAG_BY_FAMILY && msgLen >= NLMSG_HDRLEN + 8) {
         const body = off + NLMSG_HDRLEN;
-        if (buf.readUInt8(body + 1) === state && buf.readUInt16BE(body + 4) === port) chunk.count++;
+        if (buf.readUInt8(body + 1) === state && buf.readUInt16BE(body + 4) === port &&
+          (addr === undefined || buf.compare(addr, 0, addr.length, body + 8, body + 8 + addr.length) === 0)) chunk.count++;
       }
     }
     off += (msgLen + 3) & ~3; // NLMSG_ALIGN

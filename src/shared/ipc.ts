@@ -1,9 +1,11 @@
 /**
  * The master <-> worker protocol, over the child_process IPC channel. Every message has a `t`.
- * Listener handles travel with `listener` messages (child_process sends the bound socket itself).
+ * The listening sockets are inherited at the fork (WorkerBoot.listeners); a connection the master
+ * accepted at the end of a drain travels with a `conn` message.
  * See docs/ARCHITECTURE.md, "IPC messages".
  */
 import type { Config } from './config.js';
+import type { GateSockets, TcpDrainMode } from '../native/gate.js';
 
 /** What a worker is told at fork, in the QUIESCE_WORKER environment variable (JSON). */
 export type WorkerBoot = {
@@ -18,16 +20,19 @@ export type WorkerBoot = {
    * listening sockets, and the connections queued on them, with the workers.
    */
   listeners: ListenerBoot[];
-  /** Whether the master loaded the native syscalls (the worker then uses them to drain). */
-  drainMode: 'gate' | 'fallback';
+  /** How TCP listeners are gated at a stop (the worker gates them itself if the master dies). */
+  drainMode: TcpDrainMode;
 };
 
 export type AppSpecWire = { kind: 'site' } | { kind: 'dir'; root: string; autoindex: boolean } | { kind: 'module'; path: string };
 
 export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6 };
 
-/** A listener as the worker gets it: `fd` is its number in the worker (stdio slot 5 onwards). */
-export type ListenerBoot = ListenerInfo & { fd: number };
+/**
+ * A listener as the worker gets it: `fd` is its number in the worker (stdio slot 5 onwards), and
+ * `gate` its reuseport gate's sockets, numbered in the worker too (after every listener).
+ */
+export type ListenerBoot = ListenerInfo & { fd: number; gate?: GateSockets };
 
 export type ToWorker =
   /** Lame duck: keep serving, but every response carries Connection: close. */

@@ -13,7 +13,9 @@ import { isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type T
 import { Connections } from './connections.js';
 import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
+import { closeSync } from 'node:fs';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
+import { gateTcp } from '../native/gate.js';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
@@ -54,7 +56,7 @@ class Worker {
   constructor() {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
     const n = loadNative();
-    this.native = n.ok && this.boot.drainMode === 'gate' ? n.native : undefined;
+    this.native = n.ok ? n.native : undefined;
     // the listeners' fds came with the fork; Node starts with them close-on-exec (20 and 24), so
     // a process the app spawns does not hold them open past a stop (test/core.test.ts)
     for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
@@ -158,13 +160,18 @@ class Worker {
     }
   }
 
+  /** Close our copy of a listener (one never listened on is a bare fd), then of its gate sockets: G must outlive L. */
   private closeListener(l: Listener): void {
-    if (l.closed || !l.server) return;
+    if (l.closed) return;
     l.closed = true;
     // Close only the listening handle: http.Server#close() would also close idle keep-alive
     // connections at once, which races the clients' next requests (the worker closes those itself,
     // after the idle grace).
-    net.Server.prototype.close.call(l.server);
+    if (l.server) net.Server.prototype.close.call(l.server);
+    const g = l.info.gate;
+    for (const fd of [...(l.server ? [] : [l.info.fd]), ...(g ? [g.gateFd, g.plugFd] : [])]) {
+      try { closeSync(fd); } catch { /* not open here */ }
+    }
   }
 
   /**
@@ -355,14 +362,13 @@ class Worker {
     const deadline = Date.now() + this.boot.config.drainCap;
     const native = this.native;
     const open = [...this.listeners.values()].filter((l) => !l.closed && l.server);
-    if (native) {
-      for (const l of open) {
-        const fd = listenerFd(l);
-        if (l.info.kind === 'tcp' && fd >= 0) {
-          try { native.gate(fd); } catch (err) { this.log('warn', 'gate-failed', { error: errorMessage(err) }); }
-        }
-      }
-    }
+    // every worker gates the same sockets: each step of the gate is idempotent (native/gate.ts)
+    const gating = native ? Promise.all(open.map(async (l) => {
+      const fd = listenerFd(l);
+      if (l.info.kind !== 'tcp' || fd < 0) return;
+      await gateTcp(native, this.boot.drainMode, fd, l.info.gate, (why) => this.log('warn', 'gate-failed', { error: why }));
+    })) : Promise.resolve([]);
+    // no gate (fallback): close in the same tick as the kernel's "drained", every moment open lets a SYN in
     const step = (): void => {
       let busy = false;
       for (const l of open) {
@@ -375,7 +381,7 @@ class Worker {
       if (busy && Date.now() < deadline) { setTimeout(step, 2); return; }
       this.retire('master-gone');
     };
-    step();
+    void gating.then(step);
   }
 
   private appError(kind: string, err: unknown): void {

@@ -52,7 +52,7 @@ export function renderPage(s: StatusSnapshot, url: URL): string {
     card('Connections', esc(fmtInt(conns)), `${esc(inflight)} in flight · queue ${esc(queued)}`),
     card('Cut', esc(fmtInt(t.cut)), t.cut === 0 ? 'nothing reset at close' : 'connections reset at a listener close', t.cut === 0 ? 'good' : 'bad'),
     card('Forced', esc(fmtInt(t.forced)), 'ended by the graceful timeout', t.forced === 0 ? '' : 'warn'),
-    card('Drain mode', esc(s.drainMode), s.drainModeReason ? esc(s.drainModeReason) : 'SYN gate: drains cut nothing', s.drainMode === 'gate' ? '' : 'warn'),
+    card('Drain mode', esc(s.drainMode), esc(s.drainModeReason ?? ''), s.drainMode === 'fallback' ? 'warn' : ''),
   ].join('');
 
   const progress = s.progress.map((p) => progressBlock(p)).join('');

@@ -145,7 +145,7 @@ function openSlot(slot: number, generation: number): SlotView {
 }
 
 function listenerView(l: Listener, native: Native | undefined): ListenerView {
-  const v: ListenerView = { id: l.id, address: l.address, kind: l.spec.kind, state: l.state, queued: null, backlog: null, halfOpen: null };
+  const v: ListenerView = { id: l.id, address: l.address, kind: l.spec.kind, state: l.state, drainMode: l.drainMode, queued: null, backlog: null, halfOpen: null };
   if (l.state === 'closed' || l.spec.kind !== 'tcp') return v;
   try {
     if (native) {

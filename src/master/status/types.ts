@@ -5,6 +5,8 @@
  */
 import type { WorkerState } from '../../shared/ipc.js';
 import type { DrainReport } from '../drain.js';
+import type { TcpDrainMode } from '../../native/gate.js';
+import type { ListenerDrainMode } from '../listeners.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -63,6 +65,8 @@ export type ListenerView = {
   address: string;
   kind: 'tcp' | 'unix';
   state: 'open' | 'gated' | 'closed';
+  /** How this listener is gated at a stop: the master's TCP mode, or `unlink` for a unix socket. */
+  drainMode: ListenerDrainMode;
   /** Connections waiting in the kernel's accept queue (null when unknown: unix sockets, closed). */
   queued: number | null;
   /** The accept queue's limit (listen backlog, capped by somaxconn), when known. */
@@ -141,7 +145,8 @@ export type StatusSnapshot = {
   /** Generations with live workers, ascending. */
   generations: number[];
   generationInfo: GenerationView[];
-  drainMode: 'gate' | 'fallback';
+  /** How TCP listeners are gated at a stop, and why that mechanism (docs/STATUS-SCHEMA.md). */
+  drainMode: TcpDrainMode;
   drainModeReason?: string;
   config: { workers: number; gracefulTimeoutMs: number; drainDelayMs: number; drainCapMs: number; idleGraceMs: number; readyTimeoutMs: number; reloadSoakMs: number };
   listeners: ListenerView[];
