@@ -1,7 +1,8 @@
 // Runs every compiled test file with node's own test runner (Node 20 has no glob in --test), then
 // checks that no process the tests started is left behind: every descendant inherits a marker in
 // its environment, and any process still carrying it after the run fails the run (and is ended).
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -20,6 +21,8 @@ if (files.length === 0) {
 const marker = `QUIESCE_TEST_RUN=${randomUUID()}`;
 const env = { ...process.env, QUIESCE_TEST_RUN: marker.split('=')[1] };
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit', env });
+// the files mirrored for the unprivileged runs (test/helpers/unprivileged.ts), if any
+rmSync(join(tmpdir(), `quiesce-nobody-root-${env.QUIESCE_TEST_RUN}`), { recursive: true, force: true });
 
 function leftovers() {
   const out = [];

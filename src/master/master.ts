@@ -132,14 +132,15 @@ export class Master {
     if (!n.ok) {
       why.push(n.reason);
     } else {
-      const order: TcpDrainMode[] = asked === 'reuseport' || asked === 'filter' || asked === 'fallback' ? [asked] : ['reuseport', 'filter', 'fallback'];
+      const known = asked === 'reuseport' || asked === 'filter' || asked === 'fallback';
+      const order: TcpDrainMode[] = known ? [asked] : ['reuseport', 'filter', 'fallback'];
       for (const m of order) {
         const problem = await selfTest(n.native, m);
         // (the fallback still drains with the native calls; without them there is only the plain close)
         if (problem === undefined) { mode = m; this.native = n.native; break; }
         why.push(`${m}: ${problem}`);
       }
-      if (asked && !order.includes(mode)) why.unshift(`QUIESCE_DRAIN_MODE=${asked} is not a mode (reuseport, filter, fallback)`);
+      if (asked && !known) why.unshift(`QUIESCE_DRAIN_MODE=${asked} is not a mode (reuseport, filter, fallback)`);
       if (asked === mode) why.unshift(`QUIESCE_DRAIN_MODE=${asked}`);
     }
     this.drainMode = mode;

@@ -69,8 +69,9 @@ export type LoadResult = { ok: true; native: Native } | { ok: false; reason: str
 
 let loaded: LoadResult | undefined;
 
-/** Load libc through koffi once; later calls return the same result. Never throws. */
+/** Load libc through koffi once; later calls return the same result. Never throws. QUIESCE_NATIVE=off: as if koffi were missing (tests). */
 export function loadNative(): LoadResult {
+  if (loaded === undefined && process.env.QUIESCE_NATIVE === 'off') loaded = { ok: false, reason: 'QUIESCE_NATIVE=off' };
   if (loaded === undefined) {
     try {
       loaded = { ok: true, native: bind() };

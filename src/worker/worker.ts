@@ -128,7 +128,7 @@ class Worker {
     }
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
     // serve the connections the master handed over from the kernel's queue, then retire.
-    if (!this.retireStarted) for (const l of this.listeners.values()) this.listen(l);
+    if (!this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l); // (a drain may have closed one already)
     this.ready = true;
     for (const socket of this.early.splice(0)) this.server.emit('connection', socket);
     this.send({ t: 'ready', pid: process.pid });

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
+import { asNobody, forNobody, nobodyDir } from './unprivileged.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli.js');
@@ -32,15 +33,19 @@ export type Server = {
   kill: () => Promise<void>;
 };
 
-export type StartOptions = { args?: string[]; cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean; waitReady?: boolean };
+/** `user: 'nobody'`: the master itself runs unprivileged (helpers/unprivileged.ts; the test must run as root). */
+export type StartOptions = { args?: string[]; cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean; waitReady?: boolean; user?: 'nobody' };
 
 export async function startServer(opts: StartOptions = {}): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-test-'));
+  const nobody = opts.user === 'nobody';
+  const dir = nobody ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-test-'));
   const pidfile = join(dir, 'quiesce.pid');
-  const args = [CLI, '--pidfile', pidfile, '--admin', '127.0.0.1:0', '--access-log', 'off', ...(opts.args ?? [])];
+  let args = [CLI, '--pidfile', pidfile, '--admin', '127.0.0.1:0', '--access-log', 'off', ...(opts.args ?? [])];
   if (!args.includes('--listen') && !args.includes('--config')) args.push('--listen', '127.0.0.1:0');
   if (!args.includes('--workers')) args.push('--workers', '2');
-  const proc = spawn(process.execPath, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, detached: opts.detached ?? false });
+  let cmd = process.execPath;
+  if (nobody) [cmd, args] = asNobody(cmd, args.map(forNobody));
+  const proc = spawn(cmd, args, { cwd: nobody ? forNobody(opts.cwd ?? ROOT) : opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, detached: opts.detached ?? false });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
