@@ -4,7 +4,7 @@
  * /proc readings (RSS, process trees), statistics and markdown tables.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -223,22 +223,26 @@ function launch(name: string, argv: string[], dir: string, pidfile: string, read
 }
 
 export type QuiesceOptions = { app: string; workers?: number; accessLog?: string; /** A file, or true: error.log in the instance's temp dir (`errorLogFile(r)`). */
-  errorLog?: string | true; extra?: string[]; env?: NodeJS.ProcessEnv };
+  errorLog?: string | true; extra?: string[]; env?: NodeJS.ProcessEnv;
+  /** Run the master itself as nobody (65534, through setpriv: the bench must run as root). */
+  user?: 'nobody' };
 
 /** `quiesce APP --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers N --pidfile P`; resolves once ready. */
 export async function startQuiesce(o: QuiesceOptions): Promise<Running> {
   const dir = tempDir('quiesce-bench-');
   const pidfile = join(dir, 'quiesce.pid');
+  if (o.user) chownSync(dir, 65534, 65534);
+  const run = (args: string[]): string[] => (o.user ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, ...args] : [process.execPath, ...args]);
   const args = [CLI, o.app, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--workers', String(o.workers ?? 2),
     '--pidfile', pidfile, '--access-log', o.accessLog ?? 'off', ...(o.errorLog ? ['--error-log', o.errorLog === true ? join(dir, 'error.log') : o.errorLog] : []), ...(o.extra ?? [])];
   try {
-    return await launch('quiesce', [process.execPath, ...args], dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return await launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
   } catch (e) {
     // others rebuild dist/ in the same tree: a start may read a half-written file. Retry once.
     process.stderr.write(`bench: quiesce failed to start, retrying once in 2 s: ${e instanceof Error ? e.message.split('\n').slice(0, 3).join(' ') : e}\n`);
     await sleep(2000);
     rmSync(pidfile, { force: true });
-    return launch('quiesce', [process.execPath, ...args], dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
   }
 }
 
