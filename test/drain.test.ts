@@ -387,8 +387,9 @@ async function intruder(who: Who, port: number): Promise<{ port: number; out: ()
 
 for (const who of WHO) test(`SO_REUSEPORT makes no co-listener, as ${who}: a socket of the same user that joins gets no connection; one that was there first stops the start`, { skip: skipFor(who) }, async () => {
   const s = await startServer({ args: [PID_APP, '--workers', '2'], user: user(who) });
-  const late = await intruder(who, s.port);
+  let late: Awaited<ReturnType<typeof intruder>> | undefined;
   try {
+    late = await intruder(who, s.port);
     const answers = await Promise.all(Array.from({ length: 40 }, () => get(s.address, '/')));
     assert.ok(answers.every((r) => r.status === 200), 'quiesce answers them all');
     await sleep(100);
@@ -397,7 +398,7 @@ for (const who of WHO) test(`SO_REUSEPORT makes no co-listener, as ${who}: a soc
     assert.equal((await waitExit(s)).code, 0);
     assert.match(s.err(), /drain-closed .*left_at_close=0 .*mode=reuseport/);
   } finally {
-    late.stop();
+    late?.stop();
     await cleanup(s);
   }
   const first = await intruder(who, 0);

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import koffi from 'koffi';
 import { loadNative, NativeError, procTcpCounts, type Native } from '../src/native/index.js';
+import { SELECT_LISTENER, closeGate, closedProgram, makeGateSockets, plugProgram } from '../src/native/gate.js';
 
 const loaded = loadNative();
 function native(): Native {
@@ -357,4 +358,66 @@ test('dropPrivileges switches uid, gid and groups for good (child process, needs
   const [byName, byIds] = await Promise.all([run(`'nobody'`), run(`'65534', '65533'`)]);
   assert.deepEqual(byName, { uid: 65534, gid: 65534, groups: [65534], regain: 'EPERM' });
   assert.deepEqual(byIds, { uid: 65534, gid: 65533, groups: [65533], regain: 'EPERM' });
+});
+
+// The reuseport gate (src/native/gate.ts), on a listener made as quiesce makes it: the client
+// families a listener of each kind serves (a dual-stack `::` one gets IPv4 and IPv6 packets, which
+// the group's program reads at different header offsets).
+for (const [host, family, clientHost] of [['127.0.0.1', 4, '127.0.0.1'], ['::1', 6, '::1'], ['::', 6, '127.0.0.1'], ['::', 6, '::1']] as const) {
+  test(`reuseport gate: a SYN after it stays out, the queue is kept, a same-user co-listener gets nothing, refused once closed (${host}, client ${clientHost})`, async () => {
+    const scope = new Scope();
+    try {
+      const n = native();
+      const fd = n.bindTcp(host, 0, family, true);
+      const g = makeGateSockets(n, fd, host, n.localPort(fd), family);
+      let closed = false;
+      scope.defer(() => { if (!closed) n.close(fd); n.close(g.gateFd); n.close(g.plugFd); });
+      n.listen(fd, 128);
+      n.reuseportProgram(fd, SELECT_LISTENER);
+      // serving: another socket of this user joins the group and gets nothing
+      const other = n.bindTcp(host, g.port, family, true);
+      scope.defer(() => n.close(other));
+      n.listen(other, 16);
+      await Promise.all(Array.from({ length: 8 }, () => connected(scope, g.port, clientHost)));
+      assert.ok(await waitFor(() => n.acceptQueue(fd).queued === 8), `L queue ${n.acceptQueue(fd).queued}`);
+      assert.equal(n.acceptQueue(other).queued, 0, 'the co-listener got a connection');
+
+      await closeGate(n, g);
+      assert.equal(n.acceptQueue(g.gateFd).queued, 1, 'the plug fills the gate socket');
+      const late = client(scope, g.port, clientHost);
+      const outcome = new Promise<string>((resolve) => {
+        late.once('connect', () => resolve('connected'));
+        late.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      });
+      await sleep(200);
+      assert.equal(n.acceptQueue(fd).queued, 8, 'the queue is kept, nothing new entered it');
+      assert.equal(n.acceptQueue(other).queued, 0);
+      assert.equal(n.halfOpen(g.port, family), 0, 'the SYN was dropped before any handshake began');
+      const { fds } = acceptAll(fd);
+      for (const c of fds) n.close(c);
+      assert.equal(fds.length, 8);
+      n.close(other);
+      n.close(fd);
+      closed = true;
+      n.close(g.gateFd);
+      n.close(g.plugFd);
+      const result = await Promise.race([outcome, sleep(4000).then(() => 'timeout')]);
+      assert.equal(result, 'ECONNREFUSED');
+    } finally {
+      scope.close();
+    }
+  });
+}
+
+test('closedProgram and plugProgram are the classic BPF the kernel accepts (an unknown opcode is refused)', () => {
+  const n = native();
+  const fd = n.bindTcp('127.0.0.1', 0, 4, true);
+  try {
+    n.listen(fd, 1);
+    n.reuseportProgram(fd, plugProgram(40000, 1));
+    n.reuseportProgram(fd, closedProgram(1));
+    assert.throws(() => n.reuseportProgram(fd, [{ code: 0xffff, jt: 0, jf: 0, k: 0 }]), (e: unknown) => e instanceof NativeError && e.code === 'EINVAL');
+  } finally {
+    n.close(fd);
+  }
 });

@@ -224,8 +224,11 @@ test('at most two generations: a reload waits for the previous generation to fin
     assert.match(bad.stderr, /reload failed: config: .*quiesce\.json.*"workers"/);
     assert.equal((await get(s.address, '/')).status, 200);
     writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 1, reloadSoak: '3s' }));
+    const reloads = (s.err().match(/to=reloading/g) ?? []).length;
     const during = s.cli('reload');
-    await sleep(800);
+    // the stop must come while this reload runs (a CLI slow to start on a loaded machine came after it)
+    await waitFor(() => (s.err().match(/to=reloading/g) ?? []).length > reloads, 10_000, 'the reload to begin');
+    await sleep(300);
     process.kill(s.pid, 'SIGTERM');
     const r3 = await during;
     assert.equal(r3.code, 1);

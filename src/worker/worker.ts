@@ -373,12 +373,15 @@ class Worker {
       let busy = false;
       for (const l of open) {
         if (!native || l.closed) continue;
-        const r = this.drainAccept(l.info.id, 64);
+        // all of it at once, as a worker does at the master's drain: serving a batch holds this
+        // loop, and the listener must not stay open that long (the drain cap would close it full)
+        const r = this.drainAccept(l.info.id, 1024);
         if (!r.empty) busy = true;
         const fd = listenerFd(l);
         if (l.info.kind === 'tcp' && fd >= 0 && !kernelDrained(native, fd, l.info.port, l.info.family)) busy = true;
       }
       if (busy && Date.now() < deadline) { setTimeout(step, 2); return; }
+      if (busy) this.log('alert', 'drain-capped', { ms: this.boot.config.drainCap, note: 'master gone: listeners closed with the kernel queue not yet empty' });
       this.retire('master-gone');
     };
     void gating.then(step);
