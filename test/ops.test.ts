@@ -6,6 +6,7 @@ import { readFileSync, renameSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
 import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
+import { cannotDropPrivileges, forNobody } from './helpers/unprivileged.js';
 
 const CHATTY = join(FIXTURES, 'core/chatty.mjs');
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -107,8 +108,9 @@ test('access log lines from several workers arrive whole, batched and in full at
     await cleanup(q);
   }
 });
-test('--user: the master binds as root, workers run as the user', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
-  const s = await startServer({ args: [CHATTY, '--workers', '1', '--user', 'nobody'] });
+test('--user: the master binds as root, workers run as the user', { skip: cannotDropPrivileges() }, async () => {
+  // the app must be readable by the user (a checkout under /root is not: its mirror is)
+  const s = await startServer({ args: [forNobody(CHATTY), '--workers', '1', '--user', 'nobody'] });
   try {
     const r = await get(s.address, '/');
     assert.match(r.body, /^uid=65534 /);
