@@ -114,8 +114,21 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
     lookups: new LookupCache<Found>(LOOKUP_TTL_MS, LOOKUP_CACHE_MAX),
     cache: cacheBytes > 0 ? new FileCache(cacheBytes, FILE_CACHE_ENTRY_MAX, LOOKUP_TTL_MS) : null,
     cacheControl: `public, max-age=${Math.floor((opts.maxAgeMs ?? 0) / 1000)}`,
+    hits: new HitMap(LOOKUP_CACHE_MAX),
   };
   const listener: RequestListener = (req, res) => {
+    if (ctx.cache !== null && (req.method === 'GET' || req.method === 'HEAD')) {
+      // a request target served from the cache within the lookup window: its checks and lookups gave
+      // this very entry, and would give it again until `until`
+      const k = hitKey(req);
+      const hit = ctx.hits.get(k);
+      if (hit !== undefined) {
+        const now = Date.now();
+        const e = now < hit.until ? ctx.cache.get(hit.key, now).fresh : undefined;
+        if (e !== undefined) return answer(ctx, req, res, e.meta, e.headers, e.body, -1);
+        ctx.hits.delete(k);
+      }
+    }
     handle(ctx, req, res).catch((err: unknown) => {
       report(opts.onError, err, 'static');
       answerError(res, 500);
@@ -125,7 +138,41 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
 }
 
 type Found = { real: string; st: Stats } | null;
-type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink; lookups: LookupCache<Found>; cache: FileCache | null; cacheControl: string };
+type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink; lookups: LookupCache<Found>; cache: FileCache | null; cacheControl: string; hits: HitMap };
+
+/**
+ * A request target (and Accept-Encoding) whose answer is the content cache's entry `key` until
+ * `until`: the target's checks depend on its text alone, and `until` is the earliest expiry of the
+ * lookups that led to the entry (the file, an index.html, the .br/.gz siblings) and of the entry's
+ * own validation, so a hit sees no more than what the full path would within the lookup window.
+ */
+type Hit = { key: string; until: number };
+
+function hitKey(req: IncomingMessage): string {
+  const ae = req.headers['accept-encoding'];
+  return ae === undefined ? `${req.url ?? ''}` : `${req.url ?? ''}\0${ae}`;
+}
+
+/** At most `max` hits (the oldest set go first); targets longer than LOOKUP_KEY_MAX are not kept. */
+class HitMap {
+  private readonly map = new Map<string, Hit>();
+  constructor(private readonly max: number) {}
+  get(key: string): Hit | undefined {
+    return this.map.get(key);
+  }
+  set(key: string, hit: Hit): void {
+    if (key.length > LOOKUP_KEY_MAX) return;
+    this.map.delete(key);
+    this.map.set(key, hit);
+    if (this.map.size > this.max) {
+      const oldest = this.map.keys().next();
+      if (!oldest.done) this.map.delete(oldest.value);
+    }
+  }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+}
 
 /**
  * A bounded LRU of promises that expire `ttlMs` after their load started. Concurrent lookups of
@@ -142,6 +189,11 @@ export class LookupCache<T> {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** When the entry of `key` expires (0 if there is none): what was looked up is trusted until then. */
+  expiresAt(key: string): number {
+    return this.entries.get(key)?.expires ?? 0;
   }
 
   get(key: string, load: (key: string) => Promise<T>): Promise<T> {
@@ -240,21 +292,24 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
     answerError(res, target);
     return;
   }
-  const found = await resolveInside(ctx, join(ctx.rootReal, ...target.segments));
+  const p = join(ctx.rootReal, ...target.segments);
+  const found = await resolveInside(ctx, p);
   if (!found) return answerError(res, 404);
+  const until = ctx.lookups.expiresAt(p);
 
   if (found.st.isDirectory()) {
     if (!target.trailingSlash) {
       const location = `/${target.segments.map(encodeURIComponent).join('/')}${target.segments.length ? '/' : ''}${target.query}`;
       return redirect(req, res, location);
     }
-    const index = await resolveInside(ctx, join(found.real, 'index.html'));
-    if (index?.st.isFile()) return serveFile(ctx, req, res, index);
+    const indexPath = join(found.real, 'index.html');
+    const index = await resolveInside(ctx, indexPath);
+    if (index?.st.isFile()) return serveFile(ctx, req, res, index, Math.min(until, ctx.lookups.expiresAt(indexPath)));
     if (ctx.autoindex) return listing(req, res, found.real, target.segments);
     return answerError(res, 404);
   }
   if (!found.st.isFile() || target.trailingSlash) return answerError(res, 404);
-  return serveFile(ctx, req, res, found);
+  return serveFile(ctx, req, res, found, until);
 }
 
 /** Which encodings the Accept-Encoding header allows (q > 0, `*` counts). */
@@ -278,7 +333,8 @@ export function acceptsEncoding(header: string | string[] | undefined, enc: Enco
   return (own ?? star ?? 0) > 0;
 }
 
-async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }): Promise<void> {
+/** `lookedUpUntil`: what the lookups of this request found is trusted until then (see Hit). */
+async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }, lookedUpUntil: number): Promise<void> {
   let served = file;
   let encoding: Encoding | null = null;
   let hasVariants = false;
@@ -295,8 +351,10 @@ async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, fi
   if (res.destroyed) return;
   const type = contentTypeOf(file.real);
   // A variant removed since it was looked up: the file itself is served.
-  const identity = (): void => deliver(ctx, req, res, file, { type, vary: hasVariants, encoding: null });
-  deliver(ctx, req, res, served, { type, vary: hasVariants, encoding }, encoding === null ? undefined : identity);
+  let until = lookedUpUntil;
+  for (const { suffix } of ENCODINGS) until = Math.min(until, ctx.lookups.expiresAt(file.real + suffix));
+  const identity = (): void => deliver(ctx, req, res, file, { type, vary: hasVariants, encoding: null }, 0);
+  deliver(ctx, req, res, served, { type, vary: hasVariants, encoding }, until, encoding === null ? undefined : identity);
 }
 
 /**
@@ -399,13 +457,19 @@ type CacheEntry = { meta: FileMeta; body: Buffer; headers: Record<string, string
 /** What a response for one file carries beside the file's own validators. */
 type Extra = { type: string; vary: boolean; encoding: Encoding | null };
 
-/** Sends a file; `onMissing` (if given) answers instead of a 404 when the file is gone. */
-function deliver(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string }, extra: Extra, onMissing?: () => void): void {
+/**
+ * Sends a file; `onMissing` (if given) answers instead of a 404 when the file is gone. A file kept
+ * in the content cache is remembered for this request target (a Hit) until `lookedUpUntil`.
+ */
+function deliver(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string }, extra: Extra, lookedUpUntil: number, onMissing?: () => void): void {
   const cache = ctx.cache;
   const key = cache ? `${file.real}\0${extra.type}\0${extra.encoding ?? ''}\0${extra.vary ? 'v' : ''}` : '';
   const now = cache ? Date.now() : 0;
   const cached = cache?.get(key, now);
-  if (cached?.fresh) return answer(ctx, req, res, cached.fresh.meta, cached.fresh.headers, cached.fresh.body, -1);
+  if (cached?.fresh) {
+    if (lookedUpUntil > now) ctx.hits.set(hitKey(req), { key, until: Math.min(lookedUpUntil, cached.fresh.checked + LOOKUP_TTL_MS) });
+    return answer(ctx, req, res, cached.fresh.meta, cached.fresh.headers, cached.fresh.body, -1);
+  }
   const missing = (): void => (onMissing ? onMissing() : answerError(res, 404));
   let opened: Opened | null;
   try {
@@ -419,7 +483,10 @@ function deliver(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { re
     return missing();
   }
   const headers = prepareHeaders(ctx, opened.meta, extra);
-  if (cache && opened.body !== null && cache.fits(opened.body.byteLength)) cache.set(key, { meta: opened.meta, body: opened.body, headers, checked: now });
+  if (cache && opened.body !== null && cache.fits(opened.body.byteLength)) {
+    cache.set(key, { meta: opened.meta, body: opened.body, headers, checked: now });
+    if (lookedUpUntil > now) ctx.hits.set(hitKey(req), { key, until: Math.min(lookedUpUntil, now + LOOKUP_TTL_MS) });
+  }
   answer(ctx, req, res, opened.meta, headers, opened.body, opened.fd);
 }
 
