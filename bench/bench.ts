@@ -2,7 +2,9 @@
  * npm run bench [-- --quick] [--rounds N] [--duration S] [--connections C] [--threads T] [--loadgen wrk|autocannon] [--only ID,ID]
  *
  * Throughput and latency of quiesce against node:cluster (round-robin and SCHED_NONE), same app,
- * 2 workers each, measured side by side in one run: every scenario starts the three servers, then
+ * 2 workers each, and for the static rows against nginx too (Debian's, its own config in a temp
+ * dir: 2 workers, sendfile on, access log off; rows skipped with a note when there is no nginx
+ * binary), measured side by side in one run: every scenario starts its servers, then
  * runs interleaved rounds (5 by default; the order rotates each round) and keeps the medians. The
  * machine is shared and noisy: the ratios are what to read, not the absolute numbers. A ratio
  * against the better of two node:cluster rows leans below 1.0x when all three are equal (the larger
@@ -11,7 +13,7 @@
  */
 import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, benchSite, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, quiesceWorkers, rssKiB, sleep, startCluster, startQuiesce, table,
+  APPS, bareNodeRssKiB, benchSite, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
   type Running, type WorkerStat,
 } from './lib.js';
 import { pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
@@ -26,6 +28,8 @@ type Scenario = {
   log: boolean;
   /** Which target the row is held to. */
   target: 'ka' | 'close' | 'same';
+  /** Static rows: the least ratio to nginx wanted (issue 18), if any. */
+  vsNginx?: number;
   share?: boolean;
 };
 
@@ -34,14 +38,16 @@ const SCENARIOS: Scenario[] = [
   { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true, log: false, target: 'close', share: true },
   { id: 'ka-log', label: 'hello, keep-alive, access log on', app: 'hello.mjs', path: '/', close: false, log: true, target: 'ka' },
   { id: 'close-log', label: 'hello, new connection, access log on', app: 'hello.mjs', path: '/', close: true, log: true, target: 'close' },
-  { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false, log: false, target: 'same' },
-  { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false, log: false, target: 'same' },
+  { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false, log: false, target: 'same', vsNginx: 0.85 },
+  { id: 'static-2k-close', label: 'static file 2 KB, new connection per request', static: true, path: '/2k.txt', close: true, log: false, target: 'same', vsNginx: 0.6 },
+  { id: 'static-64k', label: 'static file 64 KB, keep-alive', static: true, path: '/64k.bin', close: false, log: false, target: 'same' },
+  { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false, log: false, target: 'same', vsNginx: 0.8 },
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false, log: false, target: 'same' },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false, log: false, target: 'same' },
 ];
 
 const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
-type ServerName = (typeof SERVERS)[number];
+type ServerName = (typeof SERVERS)[number] | 'nginx';
 
 async function main(): Promise<void> {
   const f = flags(process.argv.slice(2), { quick: 'bool', rounds: 'num', duration: 'num', connections: 'num', threads: 'num', loadgen: 'str', only: 'str', help: 'bool' });
@@ -60,11 +66,13 @@ async function main(): Promise<void> {
 
   const www = benchSite('quiesce-bench-data-');
   const work = dirname(www);
+  const nginx = nginxBinary();
+  if (!nginx && scenarios.some((s) => s.static)) process.stderr.write('bench: no nginx binary found (apt-get install nginx): the static rows run without nginx\n');
 
   const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
   log(`${gen.name}, ${connections} connections, ${threads} thread(s), ${rounds} round(s) of ${durationS}s per server and scenario, warm-up ${warmupS ? `${warmupS}s` : 'none'}`);
 
-  type Row = { s: Scenario; res: Record<ServerName, LoadResult[]>; rssKiB: number; anonKiB: number; rrPrimaryKiB: number; logBytes?: Record<ServerName, number>; qShare?: string; tally?: Record<ServerName, string> };
+  type Row = { s: Scenario; names: readonly ServerName[]; res: Record<ServerName, LoadResult[]>; rssKiB: number; anonKiB: number; rrPrimaryKiB: number; logBytes?: Record<(typeof SERVERS)[number], number>; qShare?: string; tally?: Record<ServerName, string> };
   const rows: Row[] = [];
   const t0 = performance.now();
 
@@ -73,46 +81,49 @@ async function main(): Promise<void> {
     const app = s.app ? join(APPS, s.app) : www;
     const logFile = (n: string) => (s.log ? join(work, `${s.id}-${n}-access.log`) : undefined);
     const started: Running[] = [];
-    let servers: Record<ServerName, Running>;
+    const names: readonly ServerName[] = s.static && nginx ? [...SERVERS, 'nginx'] : SERVERS;
+    let servers: Partial<Record<ServerName, Running>>;
     try {
-      const [q, rr, none] = await Promise.all([
+      const [q, rr, none, ngx] = await Promise.all([
         startQuiesce({ app, accessLog: logFile('quiesce') }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr') }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none') }).then((x) => (started.push(x), x)),
+        names.includes('nginx') ? startNginx({ root: www }).then((x) => (started.push(x), x)) : undefined,
       ]);
-      servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none };
+      servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none, ...(ngx ? { nginx: ngx } : {}) };
     } catch (e) {
       for (const r of started) await r.kill();
       throw e;
     }
-    const q = servers.quiesce;
+    const q = servers.quiesce!;
+    const rrServer = servers['cluster-RR']!;
     let rss = rssKiB(q.pid);
     let anon = rssAnonKiB(q.pid);
-    let rrPrimary = rssKiB(servers['cluster-RR'].pid);
+    let rrPrimary = rssKiB(rrServer.pid);
     const sampler = setInterval(() => {
       rss = Math.max(rss, rssKiB(q.pid));
       anon = Math.max(anon, rssAnonKiB(q.pid));
-      rrPrimary = Math.max(rrPrimary, rssKiB(servers['cluster-RR'].pid));
+      rrPrimary = Math.max(rrPrimary, rssKiB(rrServer.pid));
     }, 100);
     try {
-      const url = (n: ServerName) => `http://127.0.0.1:${servers[n].port}${s.path}`;
-      if (warmupS > 0) for (const n of SERVERS) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
+      const url = (n: ServerName) => `http://127.0.0.1:${servers[n]!.port}${s.path}`;
+      if (warmupS > 0) for (const n of names) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
       const before = s.share ? await quiesceWorkers(q) : [];
-      const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [] } as Record<ServerName, LoadResult[]>;
+      const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [] } as Record<ServerName, LoadResult[]>;
       for (let r = 0; r < rounds; r++) {
-        const order = SERVERS.map((_, i) => SERVERS[(i + r) % SERVERS.length]!);
+        const order = names.map((_, i) => names[(i + r) % names.length]!);
         for (const n of order) {
           const x = await gen.run({ url: url(n), durationS, connections, threads, close: s.close });
           res[n].push(x);
           await sleep(50);
         }
       }
-      const row: Row = { s, res, rssKiB: 0, anonKiB: 0, rrPrimaryKiB: 0 };
+      const row: Row = { s, names, res, rssKiB: 0, anonKiB: 0, rrPrimaryKiB: 0 };
       if (s.share) {
         const after = await quiesceWorkers(q);
         row.qShare = shareText(after.map((w: WorkerStat) => w.requests - (before.find((b) => b.pid === w.pid)?.requests ?? 0)));
         row.tally = {} as Record<ServerName, string>;
-        for (const n of SERVERS) row.tally[n] = shareText((await tallyPids(servers[n].port, s.close, shareMs)).values());
+        for (const n of SERVERS) row.tally[n] = shareText((await tallyPids(servers[n]!.port, s.close, shareMs)).values());
       }
       row.rssKiB = Math.max(rss, rssKiB(q.pid));
       row.anonKiB = anon;
@@ -125,10 +136,10 @@ async function main(): Promise<void> {
       }
       rows.push(row);
       const m = (n: ServerName) => fmt(median(res[n].map((x) => x.rps)));
-      log(`${s.id}: quiesce ${m('quiesce')}  RR ${m('cluster-RR')}  NONE ${m('cluster-NONE')} req/s`);
+      log(`${s.id}: quiesce ${m('quiesce')}  RR ${m('cluster-RR')}  NONE ${m('cluster-NONE')}${names.includes('nginx') ? `  nginx ${m('nginx')}` : ''} req/s`);
     } finally {
       clearInterval(sampler);
-      for (const n of SERVERS) await servers[n].kill();
+      for (const n of names) await servers[n]!.kill();
     }
   }
 
@@ -162,7 +173,8 @@ async function main(): Promise<void> {
   out.push(`## quiesce vs node:cluster: throughput and latency (${new Date().toISOString()})`, '');
   out.push(`load generator: **${gen.name}**${gen.name === 'wrk' ? ` (-t ${threads} -c ${connections}; new connection per request: -H 'Connection: close')` : ` (${connections} connections)`}; ` +
     `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback; ${envLine()}`, '');
-  const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'per-round ratios min–max', 'p99 quiesce', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
+  const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'per-round ratios min–max', 'nginx req/s', 'ratio vs nginx (per round)',
+    'p99 quiesce', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
   const body: string[][] = [];
   const notes: string[] = [];
   let maxRss = 0;
@@ -181,6 +193,10 @@ async function main(): Promise<void> {
     let target: string;
     if (r.s.target === 'close') target = `>= 1.6x RR: ${ratioRR >= 1.6 ? 'met' : 'MISSED'} (${ratioRR.toFixed(2)}x RR)`;
     else target = `>= 1.0x better cluster: ${ratio >= 1.0 ? 'met' : 'MISSED'}`;
+    const withNginx = r.names.includes('nginx');
+    const vsNginx = withNginx ? rps('quiesce') / rps('nginx') : NaN;
+    const perRoundNginx = withNginx ? r.res.quiesce.map((x, i) => x.rps / r.res.nginx[i]!.rps) : [];
+    if (r.s.vsNginx !== undefined) target += withNginx ? `; >= ${r.s.vsNginx}x nginx: ${vsNginx >= r.s.vsNginx ? 'met' : 'MISSED'}` : '; nginx: not run';
     maxRss = Math.max(maxRss, r.rssKiB);
     maxAnon = Math.max(maxAnon, r.anonKiB);
     maxRR = Math.max(maxRR, r.rrPrimaryKiB);
@@ -188,16 +204,17 @@ async function main(): Promise<void> {
       notes.push(`${r.s.label}: access log written over all runs of the row: ` + SERVERS.map((n) => `${n} ${fmt(r.logBytes![n] / 1e6, 1)} MB`).join(', '));
     }
     body.push([r.s.label, fmt(rps('quiesce')), fmt(rps('cluster-RR')), fmt(rps('cluster-NONE')), `${ratio.toFixed(2)}x`, spread,
+      withNginx ? fmt(rps('nginx')) : '—', withNginx ? `**${vsNginx.toFixed(2)}x** (${Math.min(...perRoundNginx).toFixed(2)}–${Math.max(...perRoundNginx).toFixed(2)})` : '—',
       ms(p99('quiesce')), ms(p99('cluster-RR')), ms(p99('cluster-NONE')), `${(r.rssKiB / 1024).toFixed(1)} MB`, target]);
-    for (const n of SERVERS) {
+    for (const n of r.names) {
       const errs = r.res[n].reduce((a, x) => a + x.errors, 0);
       const non2xx = r.res[n].reduce((a, x) => a + x.non2xx, 0);
       if (errs || non2xx) notes.push(`${r.s.label}: ${n} had ${errs} socket errors and ${non2xx} non-2xx/3xx responses in the measured runs`);
     }
   }
   for (const r of rows.filter((x) => x.tally)) {
-    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (client tally of x-pid)`, r.tally!.quiesce, r.tally!['cluster-RR'], r.tally!['cluster-NONE'], '—', '', '', '', '', '', '']);
-    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (quiesce status workers[].requests over the ${gen.name} runs)`, r.qShare ?? '—', '', '', '—', '', '', '', '', '', '']);
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (client tally of x-pid)`, r.tally!.quiesce, r.tally!['cluster-RR'], r.tally!['cluster-NONE'], '—', '', '', '', '', '', '', '', '']);
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (quiesce status workers[].requests over the ${gen.name} runs)`, r.qShare ?? '—', '', '', '—', '', '', '', '', '', '', '', '']);
   }
   out.push(table(header, body), '');
   const bare = await bareNodeRssKiB();
@@ -205,7 +222,9 @@ async function main(): Promise<void> {
     `For scale: its anonymous part (RssAnon) peaked at ${(maxAnon / 1024).toFixed(1)} MB; an idle bare \`node -e\` process is ${(bare / 1024).toFixed(1)} MB; the node:cluster RR primary peaked at ${(maxRR / 1024).toFixed(1)} MB.`);
   if (statsLine) out.push(statsLine);
   out.push('- the access log rows write Combined Log Format to a file in a temp dir: quiesce through its master, node:cluster with a write stream per worker.');
-  out.push('- static rows: quiesce serves the directory itself (`quiesce DIR`), node:cluster serves it with `send`. Framework rows: the same module default-exporting the app.');
+  out.push('- static rows: quiesce serves the directory itself (`quiesce DIR`), node:cluster serves it with `send`' +
+    (nginx ? `, nginx (${nginx}) with its own config: 2 workers, sendfile on, tcp_nopush on, access log off, no keep-alive request limit` : '; no nginx binary was found: its columns are empty') +
+    '. Framework rows: the same module default-exporting the app.');
   for (const n of notes) out.push(`- ${n}`);
   out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
   process.stdout.write(out.join('\n') + '\n');

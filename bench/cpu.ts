@@ -1,5 +1,5 @@
 /**
- * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID]
+ * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID] [--vs nginx]
  * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--ready REGEX] [...]
  *
  * CPU cost per request of quiesce against node:cluster SCHED_NONE, side by side: one worker each,
@@ -16,11 +16,14 @@
  * its http://ADDR; ready when the output matches --ready, by default quiesce's "ready" line or a
  * "listening on" line of bench/bare-prefork.js or bench/cluster-server.js) are compared the same
  * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build.
+ *
+ * With --vs nginx, the static rows compare quiesce with nginx (1 worker, the config of `npm run
+ * bench`) instead of node:cluster.
  */
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { APPS, benchSite, childPids, cleanupAll, envLine, flags, fmt, startCluster, startCommand, startQuiesce, table, type Running } from './lib.js';
+import { APPS, benchSite, childPids, cleanupAll, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
 import { hasWrk, pickLoadGen } from './loadgen.js';
 
 type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean };
@@ -31,6 +34,8 @@ const ROWS: Row[] = [
   { id: 'ka', label: 'hello, keep-alive', app: 'hello.mjs', path: '/', close: false },
   { id: 'close', label: 'hello, new connection per request', app: 'hello.mjs', path: '/', close: true },
   { id: 'static-2k', label: 'static file 2 KB, keep-alive', static: true, path: '/2k.txt', close: false },
+  { id: 'static-2k-close', label: 'static file 2 KB, new connection per request', static: true, path: '/2k.txt', close: true },
+  { id: 'static-64k', label: 'static file 64 KB, keep-alive', static: true, path: '/64k.bin', close: false },
   { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false },
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false },
@@ -56,8 +61,14 @@ function quartiles(xs: number[]): [number, number, number] {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', ready: 'str', help: 'bool' });
-  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] | [--a CMD --b CMD [--path P] [--close] [--ready REGEX]]\n'); return; }
+  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', ready: 'str', vs: 'str', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] [--vs nginx] | [--a CMD --b CMD [--path P] [--close] [--ready REGEX]]\n'); return; }
+  if (f.vs !== undefined && f.vs !== 'nginx') throw new Error(`--vs: only nginx, got ${String(f.vs)}`);
+  const vsNginx = f.vs === 'nginx';
+  if (vsNginx && !nginxBinary()) {
+    process.stdout.write('bench:cpu --vs nginx: no nginx binary found (apt-get install nginx): skipped\n');
+    return;
+  }
   if ((f.a === undefined) !== (f.b === undefined)) throw new Error('--a and --b go together');
   if (availableParallelism() < 2 || spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status !== 0 || !hasWrk()) {
     process.stdout.write('bench:cpu needs 2 CPUs, taskset (util-linux) and wrk: skipped\n');
@@ -70,7 +81,7 @@ async function main(): Promise<void> {
   const custom = typeof f.a === 'string' && typeof f.b === 'string' ? { a: f.a, b: f.b, ready: new RegExp(typeof f.ready === 'string' ? f.ready : DEFAULT_READY) } : undefined;
   const rows = custom
     ? [{ id: 'ab', label: `A / B: ${typeof f.path === 'string' ? f.path : '/'}${f.close === true ? ', new connection per request' : ', keep-alive'}`, path: typeof f.path === 'string' ? f.path : '/', close: f.close === true }]
-    : ROWS.filter((r) => !only || only.has(r.id));
+    : ROWS.filter((r) => (!only || only.has(r.id)) && (!vsNginx || r.static));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
   const www = benchSite('quiesce-bench-cpu-');
@@ -85,7 +96,7 @@ async function main(): Promise<void> {
         ? { a: await startCommand('A', custom.a, custom.ready), b: await startCommand('B', custom.b, custom.ready) }
         : await Promise.all([
           startQuiesce({ app, workers: 1 }),
-          startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
+          vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
         ]).then(([a, b]) => ({ a, b }));
       try {
         pinServer(q, 1, 0);
@@ -107,10 +118,11 @@ async function main(): Promise<void> {
     const [q1, med, q3] = quartiles(ratios);
     body.push([row.label, `${fmt(med, 3)}x`, `${fmt(q1, 3)}–${fmt(q3, 3)}x`, perPair.join(' / ')]);
   }
-  const what = custom ? `A (${custom.a}) vs B (${custom.b})` : 'quiesce vs node:cluster SCHED_NONE';
+  const other = vsNginx ? 'nginx' : 'cluster-NONE';
+  const what = custom ? `A (${custom.a}) vs B (${custom.b})` : vsNginx ? 'quiesce vs nginx' : 'quiesce vs node:cluster SCHED_NONE';
   process.stdout.write(`## ${what}: requests per CPU, side by side (${new Date().toISOString()})\n\n`);
   process.stdout.write(`1 worker each, both on CPU 1, loaded at once by wrk -c 50 on CPU 0; ${pairs} fresh pair(s) x ${rounds} round(s) of ${durationS}s; ${envLine()}\n\n`);
-  process.stdout.write(table(['scenario', custom ? 'A / B (median of rounds)' : 'quiesce / cluster-NONE (median of rounds)', 'quartiles', 'median per pair'], body) + '\n');
+  process.stdout.write(table(['scenario', custom ? 'A / B (median of rounds)' : `quiesce / ${other} (median of rounds)`, 'quartiles', 'median per pair'], body) + '\n');
   process.stdout.write(`\n- A ratio above 1 means ${custom ? 'A' : 'quiesce'} serves more requests with the same CPU. This is the worker's cost alone: the parents run on CPU 0, uncharged.\n`);
 }
 

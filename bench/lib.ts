@@ -4,8 +4,9 @@
  * /proc readings (RSS, process trees), statistics and markdown tables.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,7 +35,7 @@ export function tempDir(prefix: string): string {
   return d;
 }
 
-/** The static rows' site, in a new temp dir: `/2k.txt` and `/1m.bin` (bytes that do not compress). Returns its path. */
+/** The static rows' site, in a new temp dir: `/2k.txt`, `/64k.bin` and `/1m.bin` (bytes that do not compress). Returns its path. */
 export function benchSite(prefix: string): string {
   const www = join(tempDir(prefix), 'www');
   mkdirSync(www);
@@ -42,6 +43,7 @@ export function benchSite(prefix: string): string {
   const mb = Buffer.alloc(1 << 20);
   for (let i = 0; i < mb.length; i++) mb[i] = (i * 2654435761) >>> 24;
   writeFileSync(join(www, '1m.bin'), mb);
+  writeFileSync(join(www, '64k.bin'), mb.subarray(0, 64 * 1024));
   return www;
 }
 
@@ -187,9 +189,9 @@ export type Running = {
   kill: () => Promise<void>;
 };
 
-/** Start `argv` (program first) and wait for `ready` in its stdout; `addr` captures its address. */
-function launch(name: string, argv: string[], dir: string, pidfile: string, ready: RegExp, addr: RegExp, env?: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Running> {
-  const proc = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** Spawn `argv` (program first), tracked, its output kept: a Running whose address is not known yet. */
+function spawnServer(name: string, argv: string[], dir: string, pidfile: string, cwd: string, env?: NodeJS.ProcessEnv): Running {
+  const proc = spawn(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   track(proc.pid!);
   let out = '';
   let err = '';
@@ -197,7 +199,7 @@ function launch(name: string, argv: string[], dir: string, pidfile: string, read
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); if (err.length > 1_000_000) err = err.slice(-100_000); });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) =>
     proc.once('exit', (code, signal) => { r({ code, signal, at: performance.now() }); }));
-  const r: Running = {
+  return {
     name, proc, pid: proc.pid!, port: 0, address: '', dir, pidfile, out: () => out, err: () => err, exited,
     kill: async () => {
       if (proc.exitCode === null && proc.signalCode === null) killTree(proc.pid!);
@@ -206,15 +208,21 @@ function launch(name: string, argv: string[], dir: string, pidfile: string, read
       untrack(proc.pid!);
     },
   };
+}
+
+/** Start `argv` (program first) and wait for `ready` in its stdout; `addr` captures its address. */
+function launch(name: string, argv: string[], dir: string, pidfile: string, ready: RegExp, addr: RegExp, env?: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Running> {
+  const r = spawnServer(name, argv, dir, pidfile, ROOT, env);
   return (async () => {
     const deadline = Date.now() + timeoutMs;
     let done = false;
-    void exited.then(() => { done = true; });
+    void r.exited.then(() => { done = true; });
     for (;;) {
+      const out = r.out();
       const m = ready.test(out) ? addr.exec(out) : null;
       if (m) { r.address = m[1]!; break; }
-      if (done) throw new Error(`${name} exited before it was ready:\n${out}\n${err}`);
-      if (Date.now() > deadline) { await r.kill(); throw new Error(`${name} not ready within ${timeoutMs} ms:\n${out}\n${err}`); }
+      if (done) throw new Error(`${name} exited before it was ready:\n${out}\n${r.err()}`);
+      if (Date.now() > deadline) { await r.kill(); throw new Error(`${name} not ready within ${timeoutMs} ms:\n${out}\n${r.err()}`); }
       await sleep(15);
     }
     r.port = Number(/:(\d+)$/.exec(r.address)![1]);
@@ -253,6 +261,70 @@ export function startCommand(name: string, command: string, ready: RegExp): Prom
 }
 
 export const errorLogFile = (r: Running): string => join(r.dir, 'error.log');
+
+/** The nginx binary (Debian's package puts it in /usr/sbin), or undefined when there is none. */
+export function nginxBinary(): string | undefined {
+  for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('bash', ['-c', 'command -v nginx'], { encoding: 'utf8', timeout: 2_000 }).trim() || undefined;
+  } catch { return undefined; }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(port, '127.0.0.1');
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * nginx serving `root` with its own config in a temp dir: N workers, `sendfile on`, access log off,
+ * keep-alive without a request limit (as quiesce), in the foreground; resolves once it accepts.
+ */
+export async function startNginx(o: { root: string; workers?: number; timeoutMs?: number }): Promise<Running> {
+  const bin = nginxBinary();
+  if (!bin) throw new Error('no nginx binary');
+  const dir = tempDir('nginx-bench-');
+  const port = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(conf, [
+    ...(process.getuid?.() === 0 ? [`user ${userInfo().username};`] : []), // the temp dirs are 0700: workers read as us
+    `worker_processes ${o.workers ?? 2};`, 'daemon off;', 'master_process on;', `pid ${join(dir, 'nginx.pid')};`, 'error_log stderr warn;',
+    'events { worker_connections 4096; }',
+    'http {',
+    '  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 65;',
+    `  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;`,
+    '  types { text/plain txt; text/html html; application/octet-stream bin; }',
+    '  default_type application/octet-stream;',
+    `  server { listen 127.0.0.1:${port}; root ${o.root}; }`,
+    '}', ''].join('\n'));
+  const r = spawnServer('nginx', [bin, '-e', 'stderr', '-p', dir, '-c', conf], dir, join(dir, 'nginx.pid'), dir);
+  r.port = port;
+  r.address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + (o.timeoutMs ?? 10_000);
+  let done = false;
+  void r.exited.then(() => { done = true; });
+  while (!(await canConnect(port))) {
+    if (done) throw new Error(`nginx exited before it was ready:\n${r.err()}`);
+    if (Date.now() > deadline) { await r.kill(); throw new Error(`nginx not ready within ${o.timeoutMs ?? 10_000} ms:\n${r.err()}`); }
+    await sleep(20);
+  }
+  // the master binds before it forks: wait for its workers too
+  for (let i = 0; i < 250 && childPids(r.pid).length < (o.workers ?? 2); i++) await sleep(20);
+  return r;
+}
 
 export type ClusterOptions = { app?: string; static?: string; sched: 'rr' | 'none'; workers?: number; accessLog?: string; closeOnTerm?: boolean };
 

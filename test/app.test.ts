@@ -377,12 +377,13 @@ test('exporting nothing usable is APP_BAD_EXPORT saying what to export', async (
 });
 
 test('resolveAppSpec: none → site, directory → dir, file → module (realpath), else APP_NOT_FOUND', () => {
-  assert.deepEqual(resolveAppSpec(undefined, '/', false), { kind: 'site' });
-  assert.deepEqual(resolveAppSpec('.', fixtures, true), { kind: 'dir', root: fixtures.replace(/\/$/, ''), autoindex: true });
-  assert.deepEqual(resolveAppSpec('hono.mjs', fixtures, false), { kind: 'module', path: fixture('hono.mjs') });
+  const statics = { autoindex: true, fileCache: 1024, staticMaxAge: 60_000 };
+  assert.deepEqual(resolveAppSpec(undefined, '/', statics), { kind: 'site', fileCache: 1024, staticMaxAge: 60_000 });
+  assert.deepEqual(resolveAppSpec('.', fixtures, statics), { kind: 'dir', root: fixtures.replace(/\/$/, ''), ...statics });
+  assert.deepEqual(resolveAppSpec('hono.mjs', fixtures, statics), { kind: 'module', path: fixture('hono.mjs') });
   assert.throws(
-    () => resolveAppSpec('no-such-app.js', fixtures, false),
+    () => resolveAppSpec('no-such-app.js', fixtures, statics),
     (err: unknown) => err instanceof AppError && err.code === 'APP_NOT_FOUND' && err.message.includes(`${fixtures}no-such-app.js`),
   );
-  assert.throws(() => resolveAppSpec('/dev/null', '/', false), (err: unknown) => err instanceof AppError && err.code === 'APP_NOT_FOUND');
+  assert.throws(() => resolveAppSpec('/dev/null', '/', statics), (err: unknown) => err instanceof AppError && err.code === 'APP_NOT_FOUND');
 });

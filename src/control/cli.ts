@@ -32,7 +32,7 @@ function optionTable(): NonNullable<ParseOptions> {
 
 export function usage(): string {
   const rows = Object.values(SETTINGS).map((s) => {
-    const def = s.kind === 'duration' ? `${(s.default as number) / 1000}s` : JSON.stringify(s.default);
+    const def = s.kind === 'duration' ? `${(s.default as number) / 1000}s` : s.kind === 'size' ? `${(s.default as number) / 1024 / 1024}m` : JSON.stringify(s.default);
     return `  --${s.flag.padEnd(24)} ${s.doc} [default ${def}]`;
   });
   return [
@@ -153,7 +153,7 @@ async function configtest(flags: RawConfig, configPath: string | undefined): Pro
   for (const l of cfg.listen) parseListen(l);
   if (cfg.admin !== 'off') parseListen(cfg.admin);
   const { resolveAppSpec } = await import('../worker/app-spec.js');
-  const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex);
+  const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg);
   const what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';
   process.stdout.write(`quiesce: configuration ok (${what}; listen ${cfg.listen.join(' ')}; ${cfg.workers} workers)\n`);
   return EXIT.OK;

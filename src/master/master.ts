@@ -88,7 +88,7 @@ export class Master {
     for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
     process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
 
-    this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex));
+    this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg));
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const abort = async (err: QuiesceError): Promise<never> => {
       for (const w of started) w.kill();
@@ -439,7 +439,7 @@ export class Master {
     let appSpec: AppSpecWire;
     try {
       cfg = await this.loadConfig();
-      appSpec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex);
+      appSpec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg);
     } catch (err) {
       return this.reloadFailed(`config: ${errorMessage(err)}`);
     }
@@ -580,7 +580,7 @@ export class Master {
       return { type: 'result', ok: false, message: `restart failed: ${errorMessage(err)}` };
     }
     const old = [...this.workers];
-    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex));
+    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg));
     for (const w of old) { w.retire('restart', escalation(0, cfg.killGrace)); w.send({ t: 'force' }); }
     const fresh = this.spawnGeneration(gen, cfg.workers);
     this.generation = gen;

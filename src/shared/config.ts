@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { QuiesceError, errorMessage } from './errors.js';
 
-type Kind = 'string' | 'int' | 'duration' | 'bool' | 'list';
+type Kind = 'string' | 'int' | 'duration' | 'size' | 'bool' | 'list';
 
 type Setting = {
   flag: string;
@@ -23,7 +23,10 @@ type Setting = {
   reload: boolean;
 };
 
-/** Durations are milliseconds inside; flags and files take seconds (`25`, `1.5`) or `500ms`/`2s`/`1m`. */
+/**
+ * Durations are milliseconds inside; flags and files take seconds (`25`, `1.5`) or `500ms`/`2s`/`1m`.
+ * Sizes are bytes inside; flags and files take bytes (`65536`) or `512k`/`64m`/`1g` (powers of 1024).
+ */
 export const SETTINGS = {
   listen: { flag: 'listen', kind: 'list', default: ['8080'], reload: true,
     doc: 'address to serve: HOST:PORT, [V6]:PORT, a bare PORT (all interfaces, dual-stack) or a unix socket path; repeatable' },
@@ -79,6 +82,10 @@ export const SETTINGS = {
     doc: 'add an x-quiesce-generation response header' },
   autoindex: { flag: 'autoindex', kind: 'bool', default: false, reload: true,
     doc: 'list directories when serving static files' },
+  fileCache: { flag: 'file-cache', kind: 'size', default: 64 * 1024 * 1024, reload: true,
+    doc: 'static files: content cache per worker in bytes (512k, 64m); files up to 1 MB kept with their headers for 1 s; 0 = off' },
+  staticMaxAge: { flag: 'static-max-age', kind: 'duration', default: 0, reload: true,
+    doc: 'static files: Cache-Control max-age (s; at most 1 year)' },
   adminToken: { flag: 'admin-token', kind: 'string', default: '', reload: true,
     doc: 'token required for the admin pages (but /live and /ready) when the admin listener is off loopback' },
 } as const satisfies Record<string, Setting>;
@@ -104,6 +111,7 @@ function numeric(parse: (v: number | string) => number | undefined, want: string
   );
 }
 const duration = numeric(parseDuration, 'not a duration (use seconds, or 500ms, 2s, 1m)');
+const size = numeric(parseSize, 'not a size (use bytes, or 512k, 64m, 1g)');
 const int = numeric((x) => {
   const n = typeof x === 'number' ? x : Number(x);
   return Number.isInteger(n) && n >= 0 ? n : undefined;
@@ -139,6 +147,8 @@ export const configSchema = v.strictObject({
   healthPath: v.pipe(str, v.check((p) => p === '' || p.startsWith('/'), 'must start with /')),
   exposeGeneration: bool,
   autoindex: bool,
+  fileCache: size,
+  staticMaxAge: v.pipe(duration, v.maxValue(365 * 24 * 3600 * 1000, got('at most 1 year'))),
   adminToken: str,
   /** The positional argument: an app module, a directory, or '' for the bundled site. */
   app: str,
@@ -155,6 +165,15 @@ export function parseDuration(v: number | string): number | undefined {
   const n = Number(m[1]);
   const unit = m[2] ?? 's';
   return Math.round(unit === 'ms' ? n : unit === 'm' ? n * 60_000 : n * 1000);
+}
+
+/** Bytes from a number or `512k` / `64m` / `1g` (powers of 1024, an optional trailing b); undefined when not a size. */
+export function parseSize(v: number | string): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$/i.exec(v);
+  if (!m) return undefined;
+  const n = Math.round(Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase()));
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 export function defaults(): RawConfig {

@@ -24,7 +24,10 @@ export type WorkerBoot = {
   drainMode: TcpDrainMode;
 };
 
-export type AppSpecWire = { kind: 'site' } | { kind: 'dir'; root: string; autoindex: boolean } | { kind: 'module'; path: string };
+export type AppSpecWire =
+  | { kind: 'site'; fileCache?: number; staticMaxAge?: number }
+  | { kind: 'dir'; root: string; autoindex: boolean; fileCache?: number; staticMaxAge?: number }
+  | { kind: 'module'; path: string };
 
 export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6 };
 
@@ -87,6 +90,8 @@ export type WorkerStats = {
   /** Responses refused by design: 503 answered while lame-duck or retiring (the health path), forced ones excluded. */
   refused?: number;
   current?: { method: string; path: string; sinceMs: number };
+  /** Static files: bytes of content held by the worker's file cache (never above --file-cache). */
+  fileCacheBytes?: number;
 };
 
 /**

@@ -15,6 +15,8 @@ export type LoadedApp = {
    * were already sent, and is reported through `onError`.
    */
   listener: RequestListener;
+  /** Static files: bytes held by the content cache now (for the worker's stats). */
+  fileCacheBytes?: () => number;
   /** 'upgrade' handler if the app has one (known when loadApp resolves). */
   upgrade?: UpgradeListener;
   /** Awaited before the worker reports ready. */
@@ -27,9 +29,12 @@ export type LoadedApp = {
   attach?: (server: Server) => void;
 };
 
+/** How static files are served: `--autoindex`, `--file-cache` (bytes), `--static-max-age` (ms). */
+export type StaticSettings = { autoindex: boolean; fileCache?: number; staticMaxAge?: number };
+
 export type AppSpec =
-  | { kind: 'site' }
-  | { kind: 'dir'; root: string; autoindex: boolean }
+  | ({ kind: 'site' } & Omit<StaticSettings, 'autoindex'>)
+  | ({ kind: 'dir'; root: string } & StaticSettings)
   | { kind: 'module'; path: string /* absolute real path */ };
 
 export type LoadOptions = {

@@ -8,6 +8,7 @@
  */
 import type { AppSpec, LoadedApp, LoadOptions } from './app-types.js';
 import { loadModuleApp } from './app-module.js';
+import type { StaticListener } from './static.js';
 
 export { AppError } from './app-types.js';
 export { resolveAppSpec } from './app-spec.js';
@@ -16,14 +17,19 @@ export type { AppErrorCode, AppSpec, LoadedApp, LoadOptions, RequestListener, Up
 export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedApp> {
   switch (spec.kind) {
     case 'site': {
-      const { createStaticListener, locateSiteDir } = await import('./static.js'); // send and mime only where files are served
-      return { kind: 'static', listener: await createStaticListener(locateSiteDir(), { autoindex: false, onError: opts.onError }) };
+      const { createStaticListener, locateSiteDir } = await import('./static.js'); // mime and friends only where files are served
+      return staticApp(await createStaticListener(locateSiteDir(), { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge }));
     }
     case 'dir': {
       const { createStaticListener } = await import('./static.js');
-      return { kind: 'static', listener: await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError }) };
+      return staticApp(await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge }));
     }
     case 'module':
       return loadModuleApp(spec.path, opts);
   }
+}
+
+function staticApp(listener: StaticListener): LoadedApp {
+  const cache = listener.fileCache;
+  return { kind: 'static', listener, fileCacheBytes: () => cache?.bytes ?? 0 };
 }

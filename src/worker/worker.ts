@@ -400,6 +400,7 @@ class Worker {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
       accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
+      fileCacheBytes: this.app?.fileCacheBytes?.(),
     } });
   }
 }

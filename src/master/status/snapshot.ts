@@ -133,6 +133,7 @@ function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
     rssBytes: proc?.rssBytes ?? null,
     cpuSeconds: proc?.cpuSeconds ?? null,
     cpuPercent: proc ? cpu.percent(w.pid, proc, ageMs, now) : null,
+    fileCacheBytes: s.fileCacheBytes,
   };
 }
 

@@ -58,6 +58,8 @@ export type SlotView = {
   cpuSeconds: number | null;
   /** CPU use since the previous snapshot (or over its life for the first one), 100 = one core. */
   cpuPercent: number | null;
+  /** Static files: bytes held by the worker's content cache (--file-cache); absent for apps. */
+  fileCacheBytes?: number;
 };
 
 export type ListenerView = {
