@@ -17,7 +17,8 @@
  * Without a default export, a named `fetch` function is a fetch handler.
  * Otherwise, if the module called listen() on exactly one HTTP server (possibly several times
  * on the same port, as Fastify does for 'localhost'), that server is adopted.
- * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such.
+ * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such; a plain-object default
+ * export (`defineApp({ fetch, init })`) may carry them as methods (a named export wins).
  */
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
@@ -184,14 +185,28 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+/** A plain object (`{ fetch, init }`, what `defineApp()` returns), not a class instance such as a Hono or Koa app. */
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null) return false;
+  const proto: unknown = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * The hooks: named exports, else methods of a plain-object default export (`defineApp({ fetch, init })`),
+ * called on that object. Only a plain object's: an Express app (a function) has an unrelated `init`.
+ */
 function namedHooks(ns: Namespace, path: string): Hooks {
   const hooks: Hooks = {};
+  const def = isPlainObject(ns.default) ? ns.default : undefined;
   for (const name of ['init', 'onDrain', 'onStop', 'attach'] as const) {
-    const v = ns[name];
+    const named = ns[name];
+    const v = named ?? def?.[name];
     if (v === undefined) continue;
-    if (typeof v !== 'function') throw new AppError('APP_BAD_EXPORT', `${path}: the export \`${name}\` must be a function, not ${describe(v)}`);
+    const what = named !== undefined ? `the export \`${name}\`` : `the default export's \`${name}\``;
+    if (typeof v !== 'function') throw new AppError('APP_BAD_EXPORT', `${path}: ${what} must be a function, not ${describe(v)}`);
     // The contract types are what the docs ask of users; the values are unchecked user functions.
-    (hooks as Record<string, unknown>)[name] = v;
+    (hooks as Record<string, unknown>)[name] = named !== undefined ? v : (v as (...a: unknown[]) => unknown).bind(def);
   }
   return hooks;
 }
