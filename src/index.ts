@@ -89,6 +89,9 @@ export interface ConfigFile {
   accessLog?: string;
   errorLog?: string;
   logFormat?: 'combined' | 'json';
+  errorLogFormat?: 'text' | 'json';
+  logLevel?: 'debug' | 'info' | 'notice' | 'warn' | 'error' | 'alert';
+  appOutput?: 'raw' | 'tagged';
   user?: string;
   group?: string;
   healthPath?: string;

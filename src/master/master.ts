@@ -2,7 +2,7 @@
  * The master: owns the listening sockets, the pool of workers and the lifecycle state. Signals and
  * control-socket verbs only record a request; `act()` carries requests out one at a time.
  */
-import { formatLine, LineSink, Logger, type Level } from '../shared/log.js';
+import { LineSink, Logger, type Level } from '../shared/log.js';
 import { EXIT, QuiesceError, WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
@@ -18,6 +18,7 @@ import { writePidfile, removePidfile, makePidfileDir } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
+import { OutputRelay } from './app-output.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -63,6 +64,7 @@ export class Master {
     this.accessSink = new LineSink(cfg.accessLog === 'off' ? '-' : cfg.accessLog, process.stdout,
       (err) => this.log.error('log-write-failed', { file: '-', error: err.message, note: 'stdout is closed: access lines for it are dropped' }));
     this.log = new Logger(this.errorSink, `master[${process.pid}]`);
+    this.log.configure(cfg);
     this.admin = new AdminServer(() => this.state.s === 'serving' || this.state.s === 'reloading', () => this.cfg.adminToken);
   }
 
@@ -155,7 +157,7 @@ export class Master {
   private spawn(slot: number, gen: Generation): WorkerProc {
     const open = this.listeners.filter((l) => l.state !== 'closed');
     const w = new WorkerProc(slot, gen, open,
-      (wp, stream, line) => this.workerLine(wp, stream, line),
+      (wp, stream) => this.workerOutput(wp, stream),
       (chunk) => this.accessSink.write(chunk),
       (wp, m) => this.onWorkerMessage(wp, m));
     this.workers.add(w);
@@ -184,11 +186,14 @@ export class Master {
 
   // ─── workers ──────────────────────────────────────────────────────────────
 
-  private workerLine(w: WorkerProc, stream: 'stdout' | 'stderr', line: string): void {
-    // the worker's own log lines are already formatted; tag them, and wrap the app's output
-    const m = /^(\S+) \[(\w+)\] worker: (.*)$/.exec(line);
-    if (m) this.errorSink.write(`${m[1]} [${m[2]}] worker[${w.pid} g${w.generation.n}]: ${m[3]}\n`);
-    else this.errorSink.write(formatLine(stream === 'stderr' ? 'warn' : 'info', `worker[${w.pid} g${w.generation.n}]`, stream, { line }));
+  /** The app's output to the master's own stdout/stderr as written; the worker's log records to the error log. */
+  private workerOutput(w: WorkerProc, stream: 'stdout' | 'stderr'): OutputRelay {
+    const std = process[stream];
+    return new OutputRelay(`worker[${w.pid} g${w.generation.n}]`, {
+      write: (data) => { if (!std.destroyed) std.write(data); },
+      record: (r) => this.log.record(r),
+      tag: () => (this.cfg.appOutput === 'tagged' ? `[${w.pid} g${w.generation.n}] ` : ''),
+    }, stream === 'stderr');
   }
 
   private onWorkerMessage(w: WorkerProc, m: ToMaster): void {
@@ -478,6 +483,7 @@ export class Master {
     this.generation = gen;
     this.cfg = cfg;
     this.errorSink.reopen(cfg.errorLog);
+    this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
     if (removed.length > 0) await drainAndClose(removed, old, { native: this.native, log: this.log, capMs: cfg.drainCap });
     const oldCount = old.length;

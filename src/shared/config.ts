@@ -10,6 +10,7 @@ import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { QuiesceError, errorMessage } from './errors.js';
+import { LEVELS } from './log.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'bool' | 'list';
 
@@ -69,6 +70,12 @@ export const SETTINGS = {
     doc: 'error log file, "-" for stderr' },
   logFormat: { flag: 'log-format', kind: 'string', default: 'combined', reload: true,
     doc: 'access log format: "combined" (Combined Log Format) or "json"' },
+  errorLogFormat: { flag: 'error-log-format', kind: 'string', default: 'text', reload: true,
+    doc: 'error log format: "text" (TIME [level] who: event key=value) or "json" (one object per line)' },
+  logLevel: { flag: 'log-level', kind: 'string', default: 'info', reload: true,
+    doc: 'least severe error log level written: debug, info, notice, warn, error or alert' },
+  appOutput: { flag: 'app-output', kind: 'string', default: 'raw', reload: true,
+    doc: 'the app\'s stdout/stderr, passed to quiesce\'s own: "raw" as written, or "tagged" with "[PID gGEN] " before each line' },
   user: { flag: 'user', kind: 'string', default: '', reload: false,
     doc: 'workers drop privileges to this user (the master binds as root)' },
   group: { flag: 'group', kind: 'string', default: '', reload: false,
@@ -134,6 +141,9 @@ export const configSchema = v.strictObject({
   accessLog: str,
   errorLog: str,
   logFormat: oneOf(['combined', 'json']),
+  errorLogFormat: oneOf(['text', 'json']),
+  logLevel: oneOf(LEVELS),
+  appOutput: oneOf(['raw', 'tagged']),
   user: str,
   group: str,
   healthPath: v.pipe(str, v.check((p) => p === '' || p.startsWith('/'), 'must start with /')),

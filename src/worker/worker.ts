@@ -6,7 +6,7 @@
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
-import { formatLine, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
+import { encodeWorkerRecord, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
 import { isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
@@ -65,7 +65,7 @@ class Worker {
   }
 
   log(level: Level, event: string, fields?: Fields): void {
-    if (!process.stderr.destroyed) process.stderr.write(formatLine(level, 'worker', event, fields));
+    if (!process.stderr.destroyed) process.stderr.write(encodeWorkerRecord(level, event, fields));
   }
 
   send(msg: ToMaster): void {
