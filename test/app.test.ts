@@ -369,6 +369,7 @@ test('load failures: syntax error, top-level throw, missing package', async () =
   assert.equal(thrown.code, 'APP_LOAD_FAILED');
   assert.match(thrown.message, /database url missing at top level/);
   assert.ok(thrown.message.includes(fixture('throws-top-level.mjs')));
+  assert.ok(thrown.message.includes(`(at ${fixture('throws-top-level.mjs')}:2:7)`), `the message says where it threw: ${thrown.message}`);
   assert.ok(thrown.cause instanceof Error);
   const missing = await loadError('missing-dep.mjs');
   assert.equal(missing.code, 'APP_LOAD_FAILED');

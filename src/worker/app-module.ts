@@ -118,13 +118,23 @@ async function loadSerial(path: string, opts: LoadOptions): Promise<LoadedApp> {
 function loadFailed(path: string, err: unknown): AppError {
   const e = err as { message?: unknown; name?: unknown } | null;
   let msg = typeof e?.message === 'string' ? e.message : String(err);
-  if (e?.name === 'SyntaxError') {
-    const where = syntaxErrorLocation(path);
-    if (where && !msg.includes(where)) msg = `${msg} (at ${where})`;
-  }
+  const where = e?.name === 'SyntaxError' ? syntaxErrorLocation(path) : thrownAt(err);
+  if (where && !msg.includes(where)) msg = `${msg} (at ${where})`;
   let hint = '';
   if (/\.[mc]?ts$/.test(path)) hint = ' (compile TypeScript to JavaScript first, or run Node with type stripping)';
   return new AppError('APP_LOAD_FAILED', `could not load app ${path}: ${msg}${hint}`, { cause: err });
+}
+
+/** The file:line:column of the first frame of a thrown error's stack in a file (source-mapped if the app has maps). */
+function thrownAt(err: unknown): string | null {
+  const stack = err instanceof Error && typeof err.stack === 'string' ? err.stack : '';
+  for (const line of stack.split('\n')) {
+    const m = /^\s+at (?:.*\()?((?:file:\/\/|\/)[^()]+?:\d+:\d+)\)?$/.exec(line);
+    if (!m) continue;
+    const loc = m[1] as string;
+    return loc.startsWith('file://') ? `${fileURLToPath(loc.replace(/:\d+:\d+$/, ''))}${/:\d+:\d+$/.exec(loc)?.[0]}` : loc;
+  }
+  return null;
 }
 
 /**
