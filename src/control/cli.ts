@@ -151,7 +151,7 @@ async function configtest(flags: RawConfig, configPath: string | undefined): Pro
   const cfg = await loadConfig(flags, configPath);
   const { parseListen } = await import('../master/listeners.js');
   for (const l of cfg.listen) parseListen(l);
-  if (cfg.admin !== 'off') parseListen(cfg.admin);
+  if (cfg.admin !== 'off' && cfg.admin !== 'auto') parseListen(cfg.admin);
   const { resolveAppSpec } = await import('../worker/app-spec.js');
   const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg.autoindex);
   const what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';

@@ -81,7 +81,7 @@ export class Master {
     this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text)));
     this.nextListenerId = this.listeners.length;
     installStatus(this);
-    if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
+    if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     await this.control.listen();
@@ -108,6 +108,7 @@ export class Master {
     this.enter({ s: 'serving', since: Date.now() });
     for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
+    process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
     process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
     this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
   }
