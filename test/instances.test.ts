@@ -9,7 +9,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, childPids, sleep } from './helpers/server.js';
+import { CLI, FIXTURES, childPids, sleep } from './helpers/server.js';
+import { defaultPidfile } from '../src/master/pidfile.js';
 
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
@@ -172,5 +173,36 @@ test('symlinks planted beside the pid file in a sticky world-writable directory 
     await s?.kill();
     rmSync(base, { recursive: true, force: true });
     rmSync(victimDir, { recursive: true, force: true });
+  }
+});
+
+test('no start failure leaves a file; a verb says what is true of a socket a killed master left', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'quiesce-leftover-'));
+  let s: Instance | undefined;
+  try {
+    // the app is missing: the default pid file and socket of this directory are never made
+    const missing = verb(base, [join(base, 'nope.mjs'), '--listen', '127.0.0.1:0', '--admin', 'off']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /nope\.mjs/);
+    const def = defaultPidfile(base);
+    assert.ok(!existsSync(def) && !existsSync(`${def}.sock`), `nothing left at ${def}`);
+    // the pid file cannot be written (a directory is in its place): the control socket goes too
+    const pidfile = join(base, 'taken.pid');
+    spawnSync('mkdir', [pidfile]);
+    const unwritable = verb(base, ['--listen', '127.0.0.1:0', '--admin', 'off', '--pidfile', pidfile]);
+    assert.equal(unwritable.code, 1);
+    assert.match(unwritable.stderr, new RegExp(`--pidfile ${pidfile}: cannot write it`));
+    assert.ok(!existsSync(`${pidfile}.sock`), 'the control socket is removed');
+    // a master killed outright leaves its socket file: the verb says nothing answers there
+    const killed = join(base, 'killed.pid');
+    s = await launch(base, [join(FIXTURES, 'core/pid-app.mjs'), '--listen', '127.0.0.1:0', '--workers', '1', '--admin', 'off', '--pidfile', killed]);
+    assert.ok(existsSync(`${killed}.sock`));
+    await s.kill();
+    const st = verb(base, ['status', '--pidfile', killed]);
+    assert.equal(st.code, 1);
+    assert.match(st.stderr, new RegExp(`nothing answers on the control socket ${killed}\\.sock: a master that was killed left it; the pid file ${killed} names ${s.pid}, which is not running`));
+  } finally {
+    await s?.kill();
+    rmSync(base, { recursive: true, force: true });
   }
 });

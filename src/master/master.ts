@@ -77,6 +77,8 @@ export class Master {
   // ─── start ────────────────────────────────────────────────────────────────
 
   async start(): Promise<void> {
+    // a missing app fails here, before any socket or file is made
+    const appSpec = resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex);
     this.pickDrainMode();
     this.listeners = this.cfg.listen.map((text, i) => bindListener(i, parseListen(text)));
     this.nextListenerId = this.listeners.length;
@@ -84,12 +86,17 @@ export class Master {
     if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
-    await this.control.listen();
-    writePidfile(this.pidfile);
+    try {
+      await this.control.listen();
+      writePidfile(this.pidfile);
+    } catch (err) {
+      this.shutdownSockets(); // no start failure leaves a socket file or pid file behind
+      throw err;
+    }
     for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
     process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
 
-    this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg.autoindex));
+    this.generation = this.newGeneration(this.cfg, appSpec);
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const abort = async (err: QuiesceError): Promise<never> => {
       for (const w of started) w.kill();

@@ -101,17 +101,17 @@ export function makePidfileDir(path: string): void {
  */
 export function writePidfile(path: string, pid = process.pid): void {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   try {
-    writeSync(fd, `${pid}\n`);
-  } finally {
-    closeSync(fd);
-  }
-  try {
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    try {
+      writeSync(fd, `${pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   } catch (err) {
-    try { unlinkSync(tmp); } catch { /* gone */ }
-    throw err;
+    try { unlinkSync(tmp); } catch { /* not made, or gone */ }
+    throw new QuiesceError('CONTROL_FAILED', `--pidfile ${path}: cannot write it: ${(err as Error).message}`);
   }
 }
 
