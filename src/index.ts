@@ -67,7 +67,8 @@ export type Duration = number | `${number}` | `${number}ms` | `${number}s` | `${
 export interface ConfigFile {
   /** The app: a module, a directory of static files, or "" for the bundled site (the positional APP argument wins). */
   app?: string;
-  listen?: string[];
+  /** One address, or a list. */
+  listen?: string | string[];
   admin?: string;
   workers?: number;
   gracefulTimeout?: Duration;

@@ -208,6 +208,7 @@ test('bad flags and config name the fault and exit 2', async () => {
     [['--listen', '127.0.0.1:99999'], /port out of range/],
     [['--reload-strategy', 'sideways'], /--reload-strategy/],
     [['a', 'b'], /one APP at most/],
+    [['--lisen', '8080'], /Unknown option '--lisen' \(did you mean --listen\?\)/],
   ];
   for (const [args, want] of cases) {
     const r = await runCli(['configtest', ...args]);
@@ -219,7 +220,23 @@ test('bad flags and config name the fault and exit 2', async () => {
   writeFileSync(bad, JSON.stringify({ workers: 2, gracefulTimeot: 5 }));
   const r1 = await runCli(['configtest', '--config', bad]);
   assert.equal(r1.code, 2);
-  assert.match(r1.stderr, /bad\.json.*"gracefulTimeot"/);
+  assert.match(r1.stderr, /bad\.json.*"gracefulTimeot" \(did you mean "gracefulTimeout"\?\)/);
+  // one listen address as a string is a one-element list; errors name the key path in quiesce's words
+  writeFileSync(bad, JSON.stringify({ listen: '127.0.0.1:8089' }));
+  const one = await runCli(['configtest', '--config', bad]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.match(one.stdout, /listen 127\.0\.0\.1:8089;/);
+  for (const [value, want] of [[{ listen: [5] }, /"listen\.0": not text, got 5/], [{ autoindex: 'yes' }, /"autoindex": not true or false, got "yes"/], [[1], /must hold an object of settings/]] as const) {
+    writeFileSync(bad, JSON.stringify(value));
+    const r = await runCli(['configtest', '--config', bad]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, want);
+    assert.doesNotMatch(r.stderr, /Expected|Invalid type/, 'no schema library wording');
+  }
+  // a misspelt verb is neither run as an app nor looked for as one
+  const typo = await runCli(['stpo']);
+  assert.equal(typo.code, 2);
+  assert.match(typo.stderr, /"stpo" is neither a verb nor a file or directory \(did you mean stop\?\); verbs: start, stop,/);
   writeFileSync(bad, '{ "workers": ');
   const r2 = await runCli(['configtest', '--config', bad]);
   assert.equal(r2.code, 2);

@@ -1,6 +1,7 @@
 /** The command line: flags → config, verbs → the running master's control socket. */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { didYouMean } from '../shared/suggest.js';
 import { SETTINGS, defaults, loadConfigFile, merge, validate, type Config, type Key, type RawConfig } from '../shared/config.js';
 import { EXIT, QuiesceError, errorMessage } from '../shared/errors.js';
 import { defaultPidfile } from '../master/pidfile.js';
@@ -47,6 +48,7 @@ export function usage(): string {
     '       quiesce probe --target ADDR    load a server and classify every request (see quiesce probe --help)',
     '',
     'The instance is named by --pidfile (its control socket is PIDFILE.sock).',
+    'APP may also be given as the config key "app" (the positional argument wins).',
     '',
     'flags (a config file given with --config/-c takes the same settings in camelCase; flags win):',
     '  -c, --config FILE             JSON or JS module default-exporting the settings',
@@ -87,12 +89,15 @@ export async function cliMain(argv: string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: rest, options: optionTable(), allowPositionals: true, strict: true });
     } catch (err) {
-      throw new QuiesceError('USAGE', `${errorMessage(err).replace(/\. To specify.*$/s, '')} (see quiesce --help)`);
+      const flag = /Unknown option '--([^']+)'/.exec(errorMessage(err))?.[1];
+      const hint = flag ? didYouMean(flag, Object.keys(optionTable()), (f) => `--${f}`) : '';
+      throw new QuiesceError('USAGE', `${errorMessage(err).replace(/\. To specify.*$/s, '')}${hint} (see quiesce --help)`);
     }
     const { values, positionals } = parsed;
     if (values.help || verb === 'help') { process.stdout.write(usage() + '\n'); return EXIT.OK; }
     if (values.version || verb === 'version') { process.stdout.write(version() + '\n'); return EXIT.OK; }
     if (positionals.length > 1) throw new QuiesceError('USAGE', `one APP at most, got: ${positionals.join(' ')}`);
+    if (verb === 'start' && positionals[0] !== undefined) notAVerb(positionals[0]);
     const flags = flagsToRaw(values, positionals[0]);
     const configPath = values.config as string | undefined;
     switch (verb) {
@@ -112,6 +117,12 @@ export async function cliMain(argv: string[]): Promise<number> {
     process.stderr.write(`quiesce: ${errorMessage(err)}\n`);
     return EXIT.RUNTIME;
   }
+}
+
+/** `quiesce stpo`: a word that is neither a verb nor a path that exists is a typo, not an app to look for. */
+function notAVerb(word: string): void {
+  if (!/^[a-z][a-z-]*$/i.test(word) || existsSync(word)) return;
+  throw new QuiesceError('USAGE', `"${word}" is neither a verb nor a file or directory${didYouMean(word, VERBS)}; verbs: ${VERBS.join(', ')} (see quiesce --help)`);
 }
 
 function version(): string {

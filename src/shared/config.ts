@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { QuiesceError, errorMessage } from './errors.js';
 import { LEVELS } from './log.js';
+import { didYouMean } from './suggest.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'bool' | 'list';
 
@@ -91,6 +92,8 @@ export const SETTINGS = {
 } as const satisfies Record<string, Setting>;
 
 export type Key = keyof typeof SETTINGS;
+/** Every key a config file may have: the settings and `app`. */
+export const CONFIG_KEYS: readonly string[] = [...Object.keys(SETTINGS), 'app'];
 
 /** The message of an issue with what was received: `at least 1, got 0`. */
 const got = (want: string) => (i: { received: string }) => `${want}, got ${i.received}`;
@@ -115,12 +118,19 @@ const int = numeric((x) => {
   const n = typeof x === 'number' ? x : Number(x);
   return Number.isInteger(n) && n >= 0 ? n : undefined;
 }, 'not a whole number >= 0');
-const str = v.string();
-const bool = v.boolean();
+const str = v.string(got('not text'));
+const bool = v.boolean(got('not true or false'));
+const address = v.pipe(str, v.minLength(1, 'empty address'));
 
 export const configSchema = v.strictObject({
-  listen: v.pipe(v.array(v.pipe(str, v.minLength(1, 'empty address'))), v.minLength(1, 'at least one listen address')),
-  admin: v.pipe(str, v.minLength(1, 'empty address')),
+  // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
+  listen: v.pipe(
+    v.unknown(),
+    v.transform((x) => (typeof x === 'string' ? [x] : x)),
+    v.array(address, got('not an address or a list of addresses')),
+    v.minLength(1, 'at least one listen address'),
+  ),
+  admin: address,
   workers: v.pipe(int, v.maxValue(512, got('at most 512'))),
   gracefulTimeout: duration,
   drainDelay: duration,
@@ -182,8 +192,9 @@ export function validate(raw: RawConfig, source: string): Config {
     const issue = r.issues[0];
     const top = String(issue.path?.[0]?.key ?? '');
     if (issue.type === 'strict_object') {
-      const unknown = r.issues.filter((i) => i.type === 'strict_object').map((i) => JSON.stringify(String(i.path?.[0]?.key)));
-      throw new QuiesceError('CONFIG_INVALID', `${source}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: not a setting of quiesce`);
+      const unknown = r.issues.filter((i) => i.type === 'strict_object').map((i) => String(i.path?.[0]?.key));
+      const named = unknown.map((k) => `${JSON.stringify(k)}${didYouMean(k, CONFIG_KEYS, (s) => JSON.stringify(s))}`);
+      throw new QuiesceError('CONFIG_INVALID', `${source}: unknown key${unknown.length > 1 ? 's' : ''} ${named.join(', ')}: not a setting of quiesce`);
     }
     const setting = (SETTINGS as Record<string, Setting>)[top];
     const name = setting && source === 'flags' ? `--${setting.flag}` : `"${issue.path?.map((p) => String(p.key)).join('.') ?? top}"`;
@@ -212,7 +223,11 @@ export async function loadConfigFile(path: string): Promise<RawConfig> {
   if (!existsSync(abs)) throw new QuiesceError('CONFIG_FILE', `--config ${path}: no such file`);
   const ext = extname(abs);
   try {
-    if (ext === '.json') return JSON.parse(readFileSync(abs, 'utf8')) as RawConfig;
+    if (ext === '.json') {
+      const value: unknown = JSON.parse(readFileSync(abs, 'utf8'));
+      if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('must hold an object of settings ({ "listen": "8080", … })');
+      return value as RawConfig;
+    }
     // cache-busting query so that a reload re-reads the file
     const mod = (await import(`${pathToFileURL(abs).href}?t=${Date.now()}`)) as { default?: unknown };
     const value = typeof mod.default === 'function' ? await (mod.default as () => unknown)() : mod.default;
