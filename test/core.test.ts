@@ -330,3 +330,31 @@ test('the master and a plain app worker load no undici (nor its http2, zlib) (an
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
   assert.deepEqual(JSON.parse(out), [], `on ${process.version}`);
 });
+
+test('configtest loads the app as a worker would and fails with the error the start gives; init() only with --init', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-configtest-'));
+  try {
+    const startLine = async (app: string): Promise<string> => {
+      const r = await runCli([app, '--listen', '127.0.0.1:0', '--admin', 'off', '--workers', '1', '--pidfile', join(dir, 'q.pid')]);
+      assert.equal(r.code, 1, r.stderr);
+      const line = r.stderr.split('\n').find((l) => l.startsWith('quiesce: the app failed to load:'));
+      assert.ok(line, r.stderr);
+      return line;
+    };
+    const broken = join(FIXTURES, 'core/broken-syntax.mjs');
+    const check = await runCli(['configtest', broken]);
+    assert.equal(check.code, 1, check.stdout);
+    assert.match(check.stderr, /broken-syntax\.mjs:\d+\)/, 'the file and line');
+    assert.equal(check.stderr.trim(), await startLine(broken), 'configtest says what the start says');
+
+    const initThrows = join(FIXTURES, 'core/init-throws.mjs');
+    const noInit = await runCli(['configtest', initThrows]);
+    assert.equal(noInit.code, 0, `init() is not run unless asked: ${noInit.stderr}`);
+    assert.match(noInit.stdout, /loads as a listener app/);
+    const withInit = await runCli(['configtest', '--init', initThrows]);
+    assert.equal(withInit.code, 1);
+    assert.equal(withInit.stderr.trim(), await startLine(initThrows));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,7 @@
  * control-socket verbs only record a request; `act()` carries requests out one at a time.
  */
 import { LineSink, Logger, type Level } from '../shared/log.js';
-import { EXIT, QuiesceError, WORKER_EXIT, errorMessage } from '../shared/errors.js';
+import { EXIT, QuiesceError, WORKER_EXIT, errorMessage, appFailedMessage } from '../shared/errors.js';
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
@@ -182,7 +182,7 @@ export class Master {
       let ready = 0;
       for (const w of ws) {
         void w.ready.then((ok) => {
-          if (!ok) resolve(w.fatal ? `the app failed to load: ${w.fatal.message}` : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
+          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
           else if (++ready === ws.length) resolve('');
         });
       }
