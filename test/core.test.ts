@@ -358,3 +358,28 @@ test('configtest loads the app as a worker would and fails with the error the st
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('quiesce stop says what it waits for (requests, connections, by worker) as it changes, and the log says the same', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2'] });
+  try {
+    const slow = Promise.all([get(s.address, '/?sleep=3000'), get(s.address, '/?sleep=3000')]);
+    // both requests are in the workers' reports before the stop is asked
+    await waitFor(async () => {
+      const st = await s.cli('status', '--json');
+      const ws = (JSON.parse(st.stdout) as { workers: Array<{ inflight: number }> }).workers;
+      return ws.reduce((n, w) => n + w.inflight, 0) === 2;
+    }, 10_000, 'two requests in flight in the status');
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    const answers = await slow;
+    assert.deepEqual(answers.map((a) => a.status), [200, 200]);
+    const lines = stop.stderr.split('\n').filter((l) => l.startsWith('quiesce: waiting for'));
+    assert.ok(lines.length >= 1, `progress lines: ${stop.stderr}`);
+    assert.match(lines[0]!, /^quiesce: waiting for 2 requests in flight and 2 connections on 2 workers \(worker \d+: \d requests, \d connections; worker \d+: \d requests, \d connections\); forced in \d+ s at most$/);
+    assert.equal(new Set(lines).size, lines.length, 'a line only when the figures change');
+    await waitExit(s);
+    assert.match(s.err(), /stop-waiting requests=2 connections=2 workers=2 per_worker=\d+:\d\/\d,\d+:\d\/\d/);
+  } finally {
+    await cleanup(s);
+  }
+});

@@ -8,6 +8,7 @@ import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js'
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { bindListener, closeHandle, describe, parseListen, startListening, type Listener } from './listeners.js';
 import { WorkerProc, type Generation } from './workers.js';
@@ -19,6 +20,7 @@ import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js
 import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
 import { OutputRelay } from './app-output.js';
+import { describeWaiting } from './stop-progress.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -298,7 +300,7 @@ export class Master {
         return Promise.resolve({ type: 'result', ok: true, message: 'logs reopened' });
       case 'stop':
       case 'fast-stop':
-        return this.stop(verb === 'fast-stop');
+        return this.stop(verb === 'fast-stop', progress);
       case 'reload':
       case 'restart': {
         if (stopping) return Promise.resolve({ type: 'result', ok: false, message: `cannot ${verb}: the server is stopping` });
@@ -325,7 +327,9 @@ export class Master {
 
   // ─── stop ─────────────────────────────────────────────────────────────────
 
-  private stop(fast: boolean): Promise<Result> {
+  private readonly stopProgress = new Set<(m: string) => void>();
+  private stop(fast: boolean, progress: (m: string) => void = () => {}): Promise<Result> {
+    this.stopProgress.add(progress);
     const done = new Promise<Result>((r) => this.stopWaiters.push(r));
     if (this.state.s === 'stopping' || this.state.s === 'stopped') {
       if (fast && this.state.s === 'stopping' && !this.state.fast) this.forceAll();
@@ -359,6 +363,7 @@ export class Master {
       for (const w of live()) w.send({ t: 'lame-duck' });
       if (this.cfg.drainDelay > 0) {
         this.log.notice('lame-duck', { ms: this.cfg.drainDelay });
+        for (const p of this.stopProgress) p(`lame duck for ${this.cfg.drainDelay / 1000} s: /ready answers 503, everything is still served`);
         const until = Date.now() + this.cfg.drainDelay;
         while (Date.now() < until && !this.fastRequested) await sleep(Math.min(50, until - Date.now()));
       }
@@ -381,7 +386,24 @@ export class Master {
       if (this.fastRequested) { this.forceAll(); break; }
       this.retire(w, 'stop');
     }
-    if (this.workers.size === 0) await this.finish();
+    if (this.workers.size === 0) return this.finish();
+    this.reportStopWait(Date.now() + this.cfg.gracefulTimeout);
+  }
+
+  /** While the workers finish: what the stop waits for, to the stop's clients and the log, whenever it changes. */
+  private reportStopWait(forceAt: number): void {
+    let last = '';
+    const tick = (): void => {
+      if (this.state.s !== 'stopping') return clearInterval(timer);
+      const w = describeWaiting([...this.workers].filter((x) => x.alive), this.fastRequested ? 0 : forceAt - Date.now());
+      const figures = JSON.stringify(w.fields);
+      if (figures === last) return;
+      last = figures;
+      this.log.info('stop-waiting', w.fields);
+      for (const p of this.stopProgress) p(w.text);
+    };
+    const timer = setInterval(tick, STATS_INTERVAL_MS);
+    tick();
   }
 
   private finishing = false;

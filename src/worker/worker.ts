@@ -9,7 +9,7 @@ import net from 'node:net';
 import { encodeWorkerRecord, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
-import { isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { STATS_INTERVAL_MS, isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
 import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
@@ -18,7 +18,6 @@ import { kernelDrained, loadNative, type Native } from '../native/index.js';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
-const STATS_INTERVAL_MS = 500;
 /**
  * Idle keep-alive connections are closed this long after the advertised `Keep-Alive: timeout`, as
  * Node does (a client reusing a connection just before the advertised end must not meet a close).
