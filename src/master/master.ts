@@ -21,6 +21,7 @@ import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
 import { OutputRelay } from './app-output.js';
 import { describeWaiting } from './stop-progress.js';
+import { hasControllingTty } from './tty.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -265,7 +266,13 @@ export class Master {
 
   // ─── verbs ────────────────────────────────────────────────────────────────
 
+  /** Whether the master had a controlling terminal at start (see tty.ts). */
+  private readonly hadTty = hasControllingTty();
   private onSignal(signal: NodeJS.Signals, verb: Verb): void {
+    if (signal === 'SIGHUP' && this.hadTty && !hasControllingTty()) {
+      this.log.notice('terminal-gone', { note: 'SIGHUP with the controlling terminal closed: a graceful stop, not a reload' });
+      verb = 'stop';
+    }
     this.log.notice('signal', { signal, verb });
     if (verb === 'stop') {
       const now = Date.now();
