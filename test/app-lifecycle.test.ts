@@ -2,6 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import WebSocket from 'ws';
 import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
 
@@ -30,6 +32,35 @@ test('an async throw retires the worker: a replacement starts first, a parallel 
     await stopServer(s);
   } finally {
     await cleanup(s);
+  }
+});
+
+test('a throwing handler: logged with its source-mapped stack and the request, once per distinct error per interval, the repeats counted', async () => {
+  const app = join(FIXTURES, 'core/sourcemap/throws.mjs'); // compiled from throws.mts with its map
+  const logDir = mkdtempSync(join(tmpdir(), 'quiesce-test-log-'));
+  const log = join(logDir, 'error.log');
+  const s = await startServer({ args: [app, '--workers', '1', '--error-log', log, '--error-log-format', 'json'] });
+  try {
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => get(s.address, `/boom?secret=${i}`)));
+    assert.deepEqual([...new Set(answers.map((a) => a.status))], [500]);
+    assert.equal((await get(s.address, '/')).status, 200);
+    await stopServer(s);
+    const records = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const errors = records.filter((r) => r.event === 'app-error');
+    const repeats = records.filter((r) => r.event === 'app-error-repeated');
+    assert.ok(errors.length >= 1 && errors.length <= 2, `20 throws within ms of each other are logged once (twice if they straddle an interval):\n${JSON.stringify(errors)}`);
+    const first = errors[0]!;
+    assert.equal(first.where, 'request');
+    assert.equal(first.method, 'GET');
+    assert.equal(first.path, '/boom', 'the path, without its query');
+    assert.equal(first.error, 'handler boom');
+    assert.match(String(first.stack), /^Error: handler boom\n\s+at app \(.*throws\.mts:14:11\)/, 'the stack points into the TypeScript source');
+    assert.ok(!JSON.stringify(records).includes('secret'), 'the query stays out of the log');
+    const counted = repeats.reduce((n, r) => n + Number(r.times), 0);
+    assert.equal(errors.length + counted, 20, `every throw is logged or counted: ${JSON.stringify(repeats)}`);
+  } finally {
+    await cleanup(s);
+    rmSync(logDir, { recursive: true, force: true });
   }
 });
 

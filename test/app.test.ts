@@ -348,6 +348,17 @@ test('init, onDrain, onStop and attach exports are surfaced', async () => {
   assert.deepEqual(mod.calls, ['init', 'attach:Server', 'onDrain', 'onStop']);
 });
 
+test('a defineApp() object carries its hooks as methods, called on the object (the package imports itself by name)', async () => {
+  const s = await serveFixture('define-app.mjs');
+  const mod = (await import(fixture('define-app.mjs'))) as { calls: string[] };
+  assert.equal(s.app.kind, 'fetch');
+  assert.deepEqual(mod.calls, ['init:bound', 'attach:Server']);
+  await s.app.onDrain?.();
+  assert.equal(await (await fetch(`${s.base}/x`)).text(), 'calls=init:bound,attach:Server,onDrain path=/x');
+  await s.close();
+  assert.deepEqual(mod.calls, ['init:bound', 'attach:Server', 'onDrain', 'onStop']);
+});
+
 test('load failures: syntax error, top-level throw, missing package', async () => {
   const syntax = await loadError('syntax-error.mjs');
   assert.equal(syntax.code, 'APP_LOAD_FAILED');
@@ -358,6 +369,7 @@ test('load failures: syntax error, top-level throw, missing package', async () =
   assert.equal(thrown.code, 'APP_LOAD_FAILED');
   assert.match(thrown.message, /database url missing at top level/);
   assert.ok(thrown.message.includes(fixture('throws-top-level.mjs')));
+  assert.ok(thrown.message.includes(`(at ${fixture('throws-top-level.mjs')}:2:7)`), `the message says where it threw: ${thrown.message}`);
   assert.ok(thrown.cause instanceof Error);
   const missing = await loadError('missing-dep.mjs');
   assert.equal(missing.code, 'APP_LOAD_FAILED');

@@ -208,6 +208,7 @@ test('bad flags and config name the fault and exit 2', async () => {
     [['--listen', '127.0.0.1:99999'], /port out of range/],
     [['--reload-strategy', 'sideways'], /--reload-strategy/],
     [['a', 'b'], /one APP at most/],
+    [['--lisen', '8080'], /Unknown option '--lisen' \(did you mean --listen\?\)/],
   ];
   for (const [args, want] of cases) {
     const r = await runCli(['configtest', ...args]);
@@ -219,7 +220,23 @@ test('bad flags and config name the fault and exit 2', async () => {
   writeFileSync(bad, JSON.stringify({ workers: 2, gracefulTimeot: 5 }));
   const r1 = await runCli(['configtest', '--config', bad]);
   assert.equal(r1.code, 2);
-  assert.match(r1.stderr, /bad\.json.*"gracefulTimeot"/);
+  assert.match(r1.stderr, /bad\.json.*"gracefulTimeot" \(did you mean "gracefulTimeout"\?\)/);
+  // one listen address as a string is a one-element list; errors name the key path in quiesce's words
+  writeFileSync(bad, JSON.stringify({ listen: '127.0.0.1:8089' }));
+  const one = await runCli(['configtest', '--config', bad]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.match(one.stdout, /listen 127\.0\.0\.1:8089;/);
+  for (const [value, want] of [[{ listen: [5] }, /"listen\.0": not text, got 5/], [{ autoindex: 'yes' }, /"autoindex": not true or false, got "yes"/], [[1], /must hold an object of settings/]] as const) {
+    writeFileSync(bad, JSON.stringify(value));
+    const r = await runCli(['configtest', '--config', bad]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, want);
+    assert.doesNotMatch(r.stderr, /Expected|Invalid type/, 'no schema library wording');
+  }
+  // a misspelt verb is neither run as an app nor looked for as one
+  const typo = await runCli(['stpo']);
+  assert.equal(typo.code, 2);
+  assert.match(typo.stderr, /"stpo" is neither a verb nor a file or directory \(did you mean stop\?\); verbs: start, stop,/);
   writeFileSync(bad, '{ "workers": ');
   const r2 = await runCli(['configtest', '--config', bad]);
   assert.equal(r2.code, 2);
@@ -312,4 +329,57 @@ test('the master and a plain app worker load no undici (nor its http2, zlib) (an
     process.stdout.write(JSON.stringify(heavy));`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
   assert.deepEqual(JSON.parse(out), [], `on ${process.version}`);
+});
+
+test('configtest loads the app as a worker would and fails with the error the start gives; init() only with --init', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-configtest-'));
+  try {
+    const startLine = async (app: string): Promise<string> => {
+      const r = await runCli([app, '--listen', '127.0.0.1:0', '--admin', 'off', '--workers', '1', '--pidfile', join(dir, 'q.pid')]);
+      assert.equal(r.code, 1, r.stderr);
+      const line = r.stderr.split('\n').find((l) => l.startsWith('quiesce: the app failed to load:'));
+      assert.ok(line, r.stderr);
+      return line;
+    };
+    const broken = join(FIXTURES, 'core/broken-syntax.mjs');
+    const check = await runCli(['configtest', broken]);
+    assert.equal(check.code, 1, check.stdout);
+    assert.match(check.stderr, /broken-syntax\.mjs:\d+\)/, 'the file and line');
+    assert.equal(check.stderr.trim(), await startLine(broken), 'configtest says what the start says');
+
+    const initThrows = join(FIXTURES, 'core/init-throws.mjs');
+    const noInit = await runCli(['configtest', initThrows]);
+    assert.equal(noInit.code, 0, `init() is not run unless asked: ${noInit.stderr}`);
+    assert.match(noInit.stdout, /loads as a listener app/);
+    const withInit = await runCli(['configtest', '--init', initThrows]);
+    assert.equal(withInit.code, 1);
+    assert.equal(withInit.stderr.trim(), await startLine(initThrows));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('quiesce stop says what it waits for (requests, connections, by worker) as it changes, and the log says the same', async () => {
+  const s = await startServer({ args: [PID_APP, '--workers', '2'] });
+  try {
+    const slow = Promise.all([get(s.address, '/?sleep=3000'), get(s.address, '/?sleep=3000')]);
+    // both requests are in the workers' reports before the stop is asked
+    await waitFor(async () => {
+      const st = await s.cli('status', '--json');
+      const ws = (JSON.parse(st.stdout) as { workers: Array<{ inflight: number }> }).workers;
+      return ws.reduce((n, w) => n + w.inflight, 0) === 2;
+    }, 10_000, 'two requests in flight in the status');
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    const answers = await slow;
+    assert.deepEqual(answers.map((a) => a.status), [200, 200]);
+    const lines = stop.stderr.split('\n').filter((l) => l.startsWith('quiesce: waiting for'));
+    assert.ok(lines.length >= 1, `progress lines: ${stop.stderr}`);
+    assert.match(lines[0]!, /^quiesce: waiting for 2 requests in flight and 2 connections on 2 workers \(worker \d+: \d requests, \d connections; worker \d+: \d requests, \d connections\); forced in \d+ s at most$/);
+    assert.equal(new Set(lines).size, lines.length, 'a line only when the figures change');
+    await waitExit(s);
+    assert.match(s.err(), /stop-waiting requests=2 connections=2 workers=2 per_worker=\d+:\d\/\d,\d+:\d\/\d/);
+  } finally {
+    await cleanup(s);
+  }
 });

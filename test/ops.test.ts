@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync, renameSync, existsSync } from 'node:fs';
+import { readFileSync, renameSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import http from 'node:http';
 import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
@@ -10,6 +11,7 @@ import { cannotDropPrivileges, forNobody } from './helpers/unprivileged.js';
 
 const CHATTY = join(FIXTURES, 'core/chatty.mjs');
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+const APP_OUTPUT = join(FIXTURES, 'core/app-output.mjs');
 
 /** Send raw bytes on a new connection and read until the server closes. */
 function raw(address: string, data: string): Promise<string> {
@@ -25,7 +27,7 @@ function raw(address: string, data: string): Promise<string> {
   });
 }
 
-test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen-logs; app output tagged with pid and generation', async () => {
+test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen-logs; app output on stdout/stderr, not in the error log', async () => {
   const s0 = await startServer({ args: [CHATTY, '--workers', '1'] });
   const dir = s0.dir;
   await stopServer(s0);
@@ -36,10 +38,10 @@ test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen
     await get(s.address, '/first?x=1', { 'user-agent': 'test-agent/1', referer: 'http://ref.example/' });
     const line = await waitFor(() => (existsSync(access) ? readFileSync(access, 'utf8') : ''), 5_000, 'access log line');
     assert.match(line, /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/first\?x=1 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test-agent\/1"\n$/);
-    const [w] = s.workerPids();
-    const err = await waitFor(() => { const e = readFileSync(errors, 'utf8'); return e.includes('hello stderr') ? e : ''; }, 5_000, 'app output in the error log');
-    assert.match(err, new RegExp(`worker\\[${w} g1\\]: stdout line="hello stdout /first\\?x=1"`));
-    assert.match(err, new RegExp(`worker\\[${w} g1\\]: stderr line="hello stderr /first\\?x=1"`));
+    await waitFor(() => s.err().includes('hello stderr'), 5_000, 'app output on stderr');
+    assert.match(s.out(), /^hello stdout \/first\?x=1$/m);
+    assert.match(s.err(), /^hello stderr \/first\?x=1$/m);
+    assert.doesNotMatch(readFileSync(errors, 'utf8'), /hello/, 'the error log file is quiesce\'s own');
     // logrotate: move the files away, signal, and the next lines go to new files
     renameSync(access, `${access}.1`);
     renameSync(errors, `${errors}.1`);
@@ -72,6 +74,43 @@ test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen
   }
 });
 
+test('app output passes through as written (JSON lines, a stack in one block); --app-output tagged; --error-log-format json and --log-level', async () => {
+  const s = await startServer({ args: [APP_OUTPUT, '--workers', '1'] });
+  try {
+    await get(s.address, '/a');
+    await waitFor(() => s.out().includes('second half /a') && s.err().includes('stack for /a'), 5_000, 'the app output');
+    const json = s.out().split('\n').find((l) => l.includes('"level":30'));
+    assert.ok(json, s.out());
+    assert.deepEqual(JSON.parse(json), { level: 30, msg: 'json "quoted"', url: '/a' }, 'the JSON line is the app\'s, unchanged');
+    assert.match(s.out(), /^first half second half \/a$/m, 'a line written in two parts is one line');
+    // the stack is one block: its message line directly followed by its frames
+    assert.match(s.err(), /^Error: stack for \/a\n(    at .*\n)+/m);
+    await stopServer(s);
+  } finally {
+    await cleanup(s);
+  }
+  const logDir = mkdtempSync(join(tmpdir(), 'quiesce-test-log-'));
+  const log = join(logDir, 'error.log');
+  const t = await startServer({ args: [APP_OUTPUT, '--workers', '1', '--app-output', 'tagged', '--error-log', log, '--error-log-format', 'json', '--log-level', 'notice'] });
+  try {
+    const [w] = t.workerPids();
+    await get(t.address, '/b');
+    await get(t.address, '/throw');
+    await waitFor(() => t.err().includes('stack for /b') && readFileSync(log, 'utf8').includes('app-error'), 5_000, 'tagged output and the app-error record');
+    assert.match(t.out(), new RegExp(`^\\[${w} g1\\] \\{"level":30,`, 'm'));
+    assert.match(t.err(), new RegExp(`^\\[${w} g1\\] Error: stack for /b\\n\\[${w} g1\\]     at `, 'm'));
+    await stopServer(t);
+    const records = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(records.some((r) => r.event === 'ready' && r.level === 'notice' && String(r.who).startsWith('master[')), 'the master\'s notice');
+    const appError = records.find((r) => r.event === 'app-error');
+    assert.equal(appError?.who, `worker[${w} g1]`, 'a worker\'s record, named by the master');
+    assert.equal(appError?.level, 'error');
+    assert.ok(!records.some((r) => r.level === 'info' || r.level === 'debug'), 'nothing below --log-level notice');
+  } finally {
+    await cleanup(t);
+    rmSync(logDir, { recursive: true, force: true });
+  }
+});
 
 test('access log lines from several workers arrive whole, batched and in full at stop', async () => {
   const s = await startServer({ args: [PID_APP, '--workers', '2'] });

@@ -232,6 +232,14 @@ describe('tally and timeline', () => {
     assert.deepEqual(result.generations, { '1': 1, '2': 1 });
     assert.equal(result.status, 'fail');
     assert.equal(buildResultForTest(outcomes.filter((x) => ['ok', 'refused', 'forced'].includes(x.kind)), []).status, 'pass');
+    assert.deepEqual(result.reasons, ['2 cut', '1 other']);
+    // nothing completed before the first command (at 0.2 s): the command met a server not serving
+    const late = [o('refused', 10, { code: 'ECONNREFUSED' }), o('ok', 300, { status: 200 })];
+    const lateResult = buildResultForTest(late, [command]);
+    assert.equal(lateResult.status, 'fail');
+    assert.deepEqual(lateResult.reasons, ['no request completed before the first command (at 0.2 s): the target was not serving when it ran']);
+    assert.equal(buildResultForTest([o('ok', 10, { status: 200 }), ...late], [command]).status, 'pass');
+    assert.deepEqual(buildResultForTest([o('refused', 10, { code: 'ECONNREFUSED' })], []).reasons, ['no request completed (of 1 sent, 1 refused): is the target serving?']);
     assert.deepEqual(result.latency_ms, { p50: 2, p90: 2, p99: 2, max: 2 });
   });
 

@@ -29,7 +29,7 @@ function rateSlots(r: ProbeResult): number {
 
 const JSON_KEYS = [
   'ok', 'refused', 'cut', 'cut_after_bytes', 'ka_race', 'forced', 'timeout', 'other',
-  'ok_by_status', 'other_by_code', 'status', 'sent', 'latency_ms', 'rate', 'commands', 'duration_s', 'generations',
+  'ok_by_status', 'other_by_code', 'status', 'reasons', 'sent', 'latency_ms', 'rate', 'commands', 'duration_s', 'generations',
 ].sort();
 
 describe('probe against real servers', () => {
@@ -70,15 +70,16 @@ describe('probe against real servers', () => {
     }
   });
 
-  test('unix socket path that does not exist: refused (ENOENT), pass', async () => {
+  test('unix socket path that does not exist: refused (ENOENT), fail: nothing completed', async () => {
     const r = await runProbe({ target: `unix:${join(dir, 'missing.sock')}`, rate: 20, keepalive: 1, durationS: 0.5 });
     assertAccounted(r);
     assert.equal(r.refused, r.sent);
     assert.ok(r.outcomes.every((o) => o.code === 'ENOENT'));
-    assert.equal(r.status, 'pass');
+    assert.equal(r.status, 'fail');
+    assert.match(r.reasons.join('\n'), /^no request completed \(of \d+ sent, \d+ refused\)/);
   });
 
-  test('closed port: refused, pass', async () => {
+  test('closed port: refused, and through the CLI a FAIL with its reason (a dead target proves nothing)', async () => {
     const port = await new Promise<number>((resolve) => {
       const s = createServer().listen(0, '127.0.0.1', () => {
         const a = s.address();
@@ -89,8 +90,12 @@ describe('probe against real servers', () => {
     assertAccounted(r);
     assert.equal(r.refused, r.sent);
     assert.ok(r.outcomes.every((o) => o.code === 'ECONNREFUSED'));
-    assert.equal(r.status, 'pass');
+    assert.equal(r.status, 'fail');
     assert.equal(rateSlots(r), 10);
+    const cli = await runCli(['--target', `127.0.0.1:${port}`, '--rate', '20', '--duration', '0.5']);
+    assert.equal(cli.code, 1, cli.stdout + cli.stderr);
+    assert.match(cli.stdout, /status: FAIL/);
+    assert.match(cli.stdout, /fail: no request completed \(of \d+ sent, \d+ refused\): is the target serving\?/);
   });
 
   test('reset in the middle of the response body: cut after bytes, every one', async () => {

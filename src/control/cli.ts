@@ -1,8 +1,9 @@
 /** The command line: flags → config, verbs → the running master's control socket. */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { didYouMean } from '../shared/suggest.js';
 import { SETTINGS, defaults, loadConfigFile, merge, validate, type Config, type Key, type RawConfig } from '../shared/config.js';
-import { EXIT, QuiesceError, errorMessage } from '../shared/errors.js';
+import { EXIT, QuiesceError, appFailedMessage, errorMessage } from '../shared/errors.js';
 import { defaultPidfile } from '../master/pidfile.js';
 import { sendControl } from './client.js';
 import { SIGNAL_VERBS } from '../shared/signals.js';
@@ -21,6 +22,7 @@ function optionTable(): NonNullable<ParseOptions> {
     force: { type: 'boolean' },
     json: { type: 'boolean' },
     watch: { type: 'boolean' },
+    init: { type: 'boolean' },
   };
   for (const s of Object.values(SETTINGS)) {
     opts[s.flag] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
@@ -43,10 +45,12 @@ export function usage(): string {
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
     '       quiesce status [--json] [--watch]  the running instance\'s workers and drains',
-    '       quiesce configtest [APP]       check flags, config file and app path, then exit',
+    '       quiesce configtest [APP] [--init]  check flags and config file, load the app as a worker would',
+    '                                      (in a child process; --init also runs its init()), then exit',
     '       quiesce probe --target ADDR    load a server and classify every request (see quiesce probe --help)',
     '',
     'The instance is named by --pidfile (its control socket is PIDFILE.sock).',
+    'APP may also be given as the config key "app" (the positional argument wins).',
     '',
     'flags (a config file given with --config/-c takes the same settings in camelCase; flags win):',
     '  -c, --config FILE             JSON or JS module default-exporting the settings',
@@ -87,17 +91,20 @@ export async function cliMain(argv: string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: rest, options: optionTable(), allowPositionals: true, strict: true });
     } catch (err) {
-      throw new QuiesceError('USAGE', `${errorMessage(err).replace(/\. To specify.*$/s, '')} (see quiesce --help)`);
+      const flag = /Unknown option '--([^']+)'/.exec(errorMessage(err))?.[1];
+      const hint = flag ? didYouMean(flag, Object.keys(optionTable()), (f) => `--${f}`) : '';
+      throw new QuiesceError('USAGE', `${errorMessage(err).replace(/\. To specify.*$/s, '')}${hint} (see quiesce --help)`);
     }
     const { values, positionals } = parsed;
     if (values.help || verb === 'help') { process.stdout.write(usage() + '\n'); return EXIT.OK; }
     if (values.version || verb === 'version') { process.stdout.write(version() + '\n'); return EXIT.OK; }
     if (positionals.length > 1) throw new QuiesceError('USAGE', `one APP at most, got: ${positionals.join(' ')}`);
+    if (verb === 'start' && positionals[0] !== undefined) notAVerb(positionals[0]);
     const flags = flagsToRaw(values, positionals[0]);
     const configPath = values.config as string | undefined;
     switch (verb) {
       case 'start': return await runServer(flags, configPath);
-      case 'configtest': return await configtest(flags, configPath);
+      case 'configtest': return await configtest(flags, configPath, values.init === true);
       default: {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
@@ -112,6 +119,12 @@ export async function cliMain(argv: string[]): Promise<number> {
     process.stderr.write(`quiesce: ${errorMessage(err)}\n`);
     return EXIT.RUNTIME;
   }
+}
+
+/** `quiesce stpo`: a word that is neither a verb nor a path that exists is a typo, not an app to look for. */
+function notAVerb(word: string): void {
+  if (!/^[a-z][a-z-]*$/i.test(word) || existsSync(word)) return;
+  throw new QuiesceError('USAGE', `"${word}" is neither a verb nor a file or directory${didYouMean(word, VERBS)}; verbs: ${VERBS.join(', ')} (see quiesce --help)`);
 }
 
 function version(): string {
@@ -147,14 +160,21 @@ async function runServer(flags: RawConfig, configPath: string | undefined): Prom
   return new Promise<number>(() => { /* the master exits the process itself when it stops */ });
 }
 
-async function configtest(flags: RawConfig, configPath: string | undefined): Promise<number> {
+async function configtest(flags: RawConfig, configPath: string | undefined, init: boolean): Promise<number> {
   const cfg = await loadConfig(flags, configPath);
   const { parseListen } = await import('../master/listeners.js');
   for (const l of cfg.listen) parseListen(l);
-  if (cfg.admin !== 'off') parseListen(cfg.admin);
+  if (cfg.admin !== 'off' && cfg.admin !== 'auto') parseListen(cfg.admin);
   const { resolveAppSpec } = await import('../worker/app-spec.js');
   const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg);
-  const what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';
+  let what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';
+  if (spec.kind === 'module') {
+    // loaded as a worker would, in a child process: the same error the start would give
+    const { checkApp } = await import('./check-app.js');
+    const r = await checkApp(spec, { init, timeoutMs: cfg.readyTimeout });
+    if (!r.ok) throw new QuiesceError('APP_FAILED', appFailedMessage(r.message));
+    what += ` loads as a ${r.kind} app${init ? ', init() ran' : ''}`;
+  }
   process.stdout.write(`quiesce: configuration ok (${what}; listen ${cfg.listen.join(' ')}; ${cfg.workers} workers)\n`);
   return EXIT.OK;
 }

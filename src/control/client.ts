@@ -18,9 +18,12 @@ export function sendControl(pidfile: string, req: ControlRequest, onProgress: (m
       clearTimeout(timer);
       const pid = readPid(pidfile);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+        const stale = pid ? `; the pid file ${pidfile} names ${pid}, which is not running` : '';
         reject(new QuiesceError('NOT_RUNNING', pid && isAlive(pid)
           ? `pid ${pid} in ${pidfile} is alive but its control socket ${path} does not answer`
-          : `quiesce is not running (no control socket ${path}${pid ? `, stale pid file names ${pid}` : ''})`));
+          : err.code === 'ENOENT'
+            ? `quiesce is not running (no control socket ${path}${stale})`
+            : `quiesce is not running (nothing answers on the control socket ${path}: a master that was killed left it${stale})`));
       } else {
         reject(new QuiesceError('CONTROL_FAILED', `control socket ${path}: ${err.message}`));
       }

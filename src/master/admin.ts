@@ -8,6 +8,10 @@ import { http } from '../shared/node-http.js';
 import { QuiesceError } from '../shared/errors.js';
 import { parseListen } from './listeners.js';
 
+/** The default --admin: ADMIN_AUTO_FIRST, or a free loopback port when that is taken. */
+export const ADMIN_AUTO = 'auto';
+export const ADMIN_AUTO_FIRST = '127.0.0.1:8081';
+
 export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
 
 export class AdminServer {
@@ -21,6 +25,21 @@ export class AdminServer {
       const ok = this.isReady();
       text(res, ok ? 200 : 503, ok ? 'ready\n' : 'not ready\n');
     });
+  }
+
+  /**
+   * `auto` (the default): 127.0.0.1:8081, or a free port on 127.0.0.1 when another instance has it
+   * (two instances on one machine both start; each prints where its admin listener is). An
+   * address given with --admin that is taken stays an error.
+   */
+  async listenAuto(spec: string): Promise<void> {
+    if (spec !== ADMIN_AUTO) return this.listen(spec);
+    try {
+      await this.listen(ADMIN_AUTO_FIRST);
+    } catch (err) {
+      if (!(err instanceof QuiesceError && err.code === 'LISTEN_FAILED' && /address in use/.test(err.message))) throw err;
+      await this.listen('127.0.0.1:0');
+    }
   }
 
   async listen(spec: string): Promise<void> {

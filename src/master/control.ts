@@ -1,6 +1,6 @@
 /** The master's end of the control socket (see shared/control-protocol.ts). */
 import net from 'node:net';
-import { chmodSync, unlinkSync, existsSync } from 'node:fs';
+import { unlinkSync, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { ControlReply, ControlRequest } from '../shared/control-protocol.js';
 import { QuiesceError } from '../shared/errors.js';
@@ -27,7 +27,7 @@ export class ControlServer {
     } finally {
       process.umask(old);
     }
-    chmodSync(this.path, 0o600);
+    // made 0600 by the umask above; no chmod after the fact: chmod follows a symlink put in its place
     this.server = server;
   }
 

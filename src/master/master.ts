@@ -2,12 +2,13 @@
  * The master: owns the listening sockets, the pool of workers and the lifecycle state. Signals and
  * control-socket verbs only record a request; `act()` carries requests out one at a time.
  */
-import { formatLine, LineSink, Logger, type Level } from '../shared/log.js';
-import { EXIT, QuiesceError, WORKER_EXIT, errorMessage } from '../shared/errors.js';
+import { LineSink, Logger, type Level } from '../shared/log.js';
+import { EXIT, QuiesceError, WORKER_EXIT, errorMessage, appFailedMessage } from '../shared/errors.js';
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, type TcpDrainMode } from '../native/gate.js';
 import { bindListener, closeHandle, describe, parseListen, startListening, type Listener } from './listeners.js';
@@ -19,6 +20,9 @@ import { writePidfile, removePidfile, makePidfileDir } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app-spec.js';
 import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
+import { OutputRelay } from './app-output.js';
+import { describeWaiting } from './stop-progress.js';
+import { hasControllingTty } from './tty.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
 export type ConfigLoader = () => Promise<Config>;
@@ -64,6 +68,7 @@ export class Master {
     this.accessSink = new LineSink(cfg.accessLog === 'off' ? '-' : cfg.accessLog, process.stdout,
       (err) => this.log.error('log-write-failed', { file: '-', error: err.message, note: 'stdout is closed: access lines for it are dropped' }));
     this.log = new Logger(this.errorSink, `master[${process.pid}]`);
+    this.log.configure(cfg);
     this.admin = new AdminServer(() => this.state.s === 'serving' || this.state.s === 'reloading', () => this.cfg.adminToken);
   }
 
@@ -76,19 +81,26 @@ export class Master {
   // ─── start ────────────────────────────────────────────────────────────────
 
   async start(): Promise<void> {
+    // a missing app fails here, before any socket or file is made
+    const appSpec = resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg);
     await this.pickDrainMode();
     this.listeners = this.cfg.listen.map((text, i) => this.bind(i, text));
     this.nextListenerId = this.listeners.length;
     installStatus(this);
-    if (this.cfg.admin !== 'off') await this.admin.listen(this.cfg.admin);
+    if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
-    await this.control.listen();
-    writePidfile(this.pidfile);
+    try {
+      await this.control.listen();
+      writePidfile(this.pidfile);
+    } catch (err) {
+      this.shutdownSockets(); // no start failure leaves a socket file or pid file behind
+      throw err;
+    }
     for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
     process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
 
-    this.generation = this.newGeneration(this.cfg, resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg));
+    this.generation = this.newGeneration(this.cfg, appSpec);
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const abort = async (err: QuiesceError): Promise<never> => {
       for (const w of started) w.kill();
@@ -107,6 +119,7 @@ export class Master {
     this.enter({ s: 'serving', since: Date.now() });
     for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
+    process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
     process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
     this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
   }
@@ -164,7 +177,7 @@ export class Master {
   private spawn(slot: number, gen: Generation): WorkerProc {
     const open = this.listeners.filter((l) => l.state !== 'closed');
     const w = new WorkerProc(slot, gen, open,
-      (wp, stream, line) => this.workerLine(wp, stream, line),
+      (wp, stream) => this.workerOutput(wp, stream),
       (chunk) => this.accessSink.write(chunk),
       (wp, m) => this.onWorkerMessage(wp, m));
     this.workers.add(w);
@@ -181,7 +194,7 @@ export class Master {
       let ready = 0;
       for (const w of ws) {
         void w.ready.then((ok) => {
-          if (!ok) resolve(w.fatal ? `the app failed to load: ${w.fatal.message}` : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
+          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
           else if (++ready === ws.length) resolve('');
         });
       }
@@ -193,11 +206,14 @@ export class Master {
 
   // ─── workers ──────────────────────────────────────────────────────────────
 
-  private workerLine(w: WorkerProc, stream: 'stdout' | 'stderr', line: string): void {
-    // the worker's own log lines are already formatted; tag them, and wrap the app's output
-    const m = /^(\S+) \[(\w+)\] worker: (.*)$/.exec(line);
-    if (m) this.errorSink.write(`${m[1]} [${m[2]}] worker[${w.pid} g${w.generation.n}]: ${m[3]}\n`);
-    else this.errorSink.write(formatLine(stream === 'stderr' ? 'warn' : 'info', `worker[${w.pid} g${w.generation.n}]`, stream, { line }));
+  /** The app's output to the master's own stdout/stderr as written; the worker's log records to the error log. */
+  private workerOutput(w: WorkerProc, stream: 'stdout' | 'stderr'): OutputRelay {
+    const std = process[stream];
+    return new OutputRelay(`worker[${w.pid} g${w.generation.n}]`, {
+      write: (data) => { if (!std.destroyed) std.write(data); },
+      record: (r) => this.log.record(r),
+      tag: () => (this.cfg.appOutput === 'tagged' ? `[${w.pid} g${w.generation.n}] ` : ''),
+    }, stream === 'stderr');
   }
 
   private onWorkerMessage(w: WorkerProc, m: ToMaster): void {
@@ -264,7 +280,13 @@ export class Master {
 
   // ─── verbs ────────────────────────────────────────────────────────────────
 
+  /** Whether the master had a controlling terminal at start (see tty.ts). */
+  private readonly hadTty = hasControllingTty();
   private onSignal(signal: NodeJS.Signals, verb: Verb): void {
+    if (signal === 'SIGHUP' && this.hadTty && !hasControllingTty()) {
+      this.log.notice('terminal-gone', { note: 'SIGHUP with the controlling terminal closed: a graceful stop, not a reload' });
+      verb = 'stop';
+    }
     this.log.notice('signal', { signal, verb });
     if (verb === 'stop') {
       const now = Date.now();
@@ -299,7 +321,7 @@ export class Master {
         return Promise.resolve({ type: 'result', ok: true, message: 'logs reopened' });
       case 'stop':
       case 'fast-stop':
-        return this.stop(verb === 'fast-stop');
+        return this.stop(verb === 'fast-stop', progress);
       case 'reload':
       case 'restart': {
         if (stopping) return Promise.resolve({ type: 'result', ok: false, message: `cannot ${verb}: the server is stopping` });
@@ -326,7 +348,9 @@ export class Master {
 
   // ─── stop ─────────────────────────────────────────────────────────────────
 
-  private stop(fast: boolean): Promise<Result> {
+  private readonly stopProgress = new Set<(m: string) => void>();
+  private stop(fast: boolean, progress: (m: string) => void = () => {}): Promise<Result> {
+    this.stopProgress.add(progress);
     const done = new Promise<Result>((r) => this.stopWaiters.push(r));
     if (this.state.s === 'stopping' || this.state.s === 'stopped') {
       if (fast && this.state.s === 'stopping' && !this.state.fast) this.forceAll();
@@ -360,6 +384,7 @@ export class Master {
       for (const w of live()) w.send({ t: 'lame-duck' });
       if (this.cfg.drainDelay > 0) {
         this.log.notice('lame-duck', { ms: this.cfg.drainDelay });
+        for (const p of this.stopProgress) p(`lame duck for ${this.cfg.drainDelay / 1000} s: /ready answers 503, everything is still served`);
         const until = Date.now() + this.cfg.drainDelay;
         while (Date.now() < until && !this.fastRequested) await sleep(Math.min(50, until - Date.now()));
       }
@@ -388,7 +413,24 @@ export class Master {
       if (this.fastRequested) { this.forceAll(); break; }
       this.retire(w, 'stop');
     }
-    if (this.workers.size === 0) await this.finish();
+    if (this.workers.size === 0) return this.finish();
+    this.reportStopWait(Date.now() + this.cfg.gracefulTimeout);
+  }
+
+  /** While the workers finish: what the stop waits for, to the stop's clients and the log, whenever it changes. */
+  private reportStopWait(forceAt: number): void {
+    let last = '';
+    const tick = (): void => {
+      if (this.state.s !== 'stopping') return clearInterval(timer);
+      const w = describeWaiting([...this.workers].filter((x) => x.alive), this.fastRequested ? 0 : forceAt - Date.now());
+      const figures = JSON.stringify(w.fields);
+      if (figures === last) return;
+      last = figures;
+      this.log.info('stop-waiting', w.fields);
+      for (const p of this.stopProgress) p(w.text);
+    };
+    const timer = setInterval(tick, STATS_INTERVAL_MS);
+    tick();
   }
 
   /** Gate, drain and close listeners (drain.ts); what the kernel reset or no worker could take is counted as cut. */
@@ -505,6 +547,7 @@ export class Master {
     this.generation = gen;
     this.cfg = cfg;
     this.errorSink.reopen(cfg.errorLog);
+    this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
     if (removed.length > 0) await this.drain(removed, old, cfg.drainCap);
     const oldCount = old.length;

@@ -5,7 +5,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerStats, type RetireReason } from '../shared/ipc.js';
@@ -13,6 +12,7 @@ import type { Listener } from './listeners.js';
 import { info } from './listeners.js';
 import { loadNative } from '../native/index.js';
 import { ACCESS_LOG_FD } from '../worker/access-log.js';
+import type { OutputRelay } from './app-output.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -120,7 +120,7 @@ export class WorkerProc {
     readonly slot: number,
     readonly generation: Generation,
     listeners: Listener[],
-    onLine: (w: WorkerProc, stream: 'stdout' | 'stderr', line: string) => void,
+    relay: (w: WorkerProc, stream: 'stdout' | 'stderr') => OutputRelay,
     onAccessLog: (chunk: Buffer) => void,
     onMessage: (w: WorkerProc, m: ToMaster) => void,
   ) {
@@ -150,7 +150,9 @@ export class WorkerProc {
     this.pid = this.child.pid ?? -1;
     for (const stream of ['stdout', 'stderr'] as const) {
       const s = this.child[stream];
-      if (s) createInterface({ input: s, crlfDelay: Infinity }).on('line', (line) => onLine(this, stream, line));
+      if (!s) continue;
+      const r = relay(this, stream);
+      s.on('data', (chunk: Buffer) => r.push(chunk)).on('end', () => r.flush());
     }
     const lines = new LogLines(onAccessLog);
     if (log) {

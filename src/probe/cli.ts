@@ -18,7 +18,8 @@ export const USAGE = `usage: quiesce probe --target HOST:PORT|[v6]:PORT|unix:PAT
   --timeout S     seconds before a request counts as timeout (default 10)
   --json          print one JSON object instead of the table
   --timeline F    write an SVG (or .html) timeline of the outcomes to F
-exit code: 0 pass (nothing cut), 1 fail, 2 usage error`;
+exit code: 0 pass, 1 fail (anything cut, ka_race, timeout or other; or no request completed at all,
+           or none before the first --at: a target that was not serving proves nothing), 2 usage error`;
 
 const OPTIONS = {
   target: { type: 'string' },

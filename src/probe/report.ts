@@ -62,6 +62,7 @@ export function formatSummary(r: ProbeResult, info: RunInfo): string {
       if (c.stderr_tail.trim()) out.push(`      stderr: ${lastLine(c.stderr_tail)}`);
     }
   }
-  out.push('', `  status: ${r.status.toUpperCase()}  (nothing cut: ${r.status === 'pass' ? 'yes' : 'NO'}; ran ${r.duration_s} s)`);
+  out.push('', `  status: ${r.status.toUpperCase()}  (nothing cut: ${r.cut === 0 ? 'yes' : 'NO'}; ran ${r.duration_s} s)`);
+  for (const why of r.reasons) out.push(`  fail: ${why}`);
   return out.join('\n');
 }

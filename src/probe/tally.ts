@@ -41,8 +41,29 @@ export interface RunFacts {
   durationMs: number;
 }
 
+/**
+ * Why a run fails: anything cut, ka_race, timeout or other; and a run that proves nothing: no
+ * request completed at all (a dead target), or none before the first command (the command then
+ * met a server that was not serving). A forced response is a completed one.
+ */
+export function failReasons(c: ProbeCounts, outcomes: readonly Outcome[], commands: readonly CommandResult[]): string[] {
+  const reasons: string[] = [];
+  for (const k of ['cut', 'ka_race', 'timeout', 'other'] as const) if (c[k] > 0) reasons.push(`${c[k]} ${k}`);
+  const completed = (o: Outcome): boolean => o.kind === 'ok' || o.kind === 'forced';
+  if (c.ok + c.forced === 0) {
+    reasons.push(`no request completed (of ${outcomes.length} sent${c.refused > 0 ? `, ${c.refused} refused` : ''}): is the target serving?`);
+  } else if (commands.length > 0) {
+    const firstAtMs = Math.min(...commands.map((x) => x.at_s)) * 1000;
+    if (!outcomes.some((o) => completed(o) && o.endMs <= firstAtMs)) {
+      reasons.push(`no request completed before the first command (at ${firstAtMs / 1000} s): the target was not serving when it ran`);
+    }
+  }
+  return reasons;
+}
+
 export function buildResult(outcomes: Outcome[], facts: RunFacts): ProbeResult {
   const c = countOutcomes(outcomes);
+  const reasons = failReasons(c, outcomes, facts.commands);
   const lat = outcomes
     .filter((o) => o.kind === 'ok')
     .map((o) => o.endMs - o.startMs)
@@ -59,7 +80,8 @@ export function buildResult(outcomes: Outcome[], facts: RunFacts): ProbeResult {
     other: c.other,
     ok_by_status: c.ok_by_status,
     other_by_code: c.other_by_code,
-    status: c.cut === 0 && c.ka_race === 0 && c.timeout === 0 && c.other === 0 ? 'pass' : 'fail',
+    status: reasons.length === 0 ? 'pass' : 'fail',
+    reasons,
     sent: outcomes.length,
     latency_ms: {
       p50: round2(percentile(lat, 0.5)),

@@ -85,6 +85,8 @@ export interface ProbeReport extends ProbeCounts {
   ok_by_status: Record<string, number>;
   other_by_code: Record<string, number>;
   status: 'pass' | 'fail';
+  /** Why the run failed, one reason each (empty when it passed). */
+  reasons: string[];
   sent: number;
   latency_ms: { p50: number | null; p90: number | null; p99: number | null; max: number | null };
   rate: { asked: number; achieved: number; behind: number };

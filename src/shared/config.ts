@@ -10,6 +10,8 @@ import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as v from 'valibot';
 import { QuiesceError, errorMessage } from './errors.js';
+import { LEVELS } from './log.js';
+import { didYouMean } from './suggest.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'size' | 'bool' | 'list';
 
@@ -30,8 +32,8 @@ type Setting = {
 export const SETTINGS = {
   listen: { flag: 'listen', kind: 'list', default: ['8080'], reload: true,
     doc: 'address to serve: HOST:PORT, [V6]:PORT, a bare PORT (all interfaces, dual-stack) or a unix socket path; repeatable' },
-  admin: { flag: 'admin', kind: 'string', default: '127.0.0.1:8081', reload: false,
-    doc: 'admin listener of the master (/live, /ready, /server-status, /metrics); "off" to disable' },
+  admin: { flag: 'admin', kind: 'string', default: 'auto', reload: false,
+    doc: 'admin listener of the master (/live, /ready, /server-status, /metrics); "auto": 127.0.0.1:8081, or a free loopback port when taken; "off" to disable' },
   workers: { flag: 'workers', kind: 'int', default: 0, reload: true,
     doc: 'worker processes; 0 = CPU count, respecting cgroup CPU limits' },
   gracefulTimeout: { flag: 'graceful-timeout', kind: 'duration', default: 25_000, reload: true,
@@ -65,13 +67,19 @@ export const SETTINGS = {
   maxRequestsPerWorker: { flag: 'max-requests-per-worker', kind: 'int', default: 0, reload: true,
     doc: 'retire a worker after this many requests (with up to 10% jitter); 0 = never' },
   pidfile: { flag: 'pidfile', kind: 'string', default: '', reload: false,
-    doc: 'pid file naming the instance; its control socket is PIDFILE.sock (default: $XDG_RUNTIME_DIR or /tmp, quiesce.pid)' },
+    doc: 'pid file naming the instance; its control socket is PIDFILE.sock (default: named after the working directory, in /run/quiesce for root, else $XDG_RUNTIME_DIR/quiesce or TMPDIR/quiesce-UID)' },
   accessLog: { flag: 'access-log', kind: 'string', default: '-', reload: true,
     doc: 'access log file, "-" for stdout, "off" to disable' },
   errorLog: { flag: 'error-log', kind: 'string', default: '-', reload: true,
     doc: 'error log file, "-" for stderr' },
   logFormat: { flag: 'log-format', kind: 'string', default: 'combined', reload: true,
     doc: 'access log format: "combined" (Combined Log Format) or "json"' },
+  errorLogFormat: { flag: 'error-log-format', kind: 'string', default: 'text', reload: true,
+    doc: 'error log format: "text" (TIME [level] who: event key=value) or "json" (one object per line)' },
+  logLevel: { flag: 'log-level', kind: 'string', default: 'info', reload: true,
+    doc: 'least severe error log level written: debug, info, notice, warn, error or alert' },
+  appOutput: { flag: 'app-output', kind: 'string', default: 'raw', reload: true,
+    doc: 'the app\'s stdout/stderr, passed to quiesce\'s own: "raw" as written, or "tagged" with "[PID gGEN] " before each line' },
   user: { flag: 'user', kind: 'string', default: '', reload: false,
     doc: 'workers drop privileges to this user (the master binds as root)' },
   group: { flag: 'group', kind: 'string', default: '', reload: false,
@@ -91,6 +99,8 @@ export const SETTINGS = {
 } as const satisfies Record<string, Setting>;
 
 export type Key = keyof typeof SETTINGS;
+/** Every key a config file may have: the settings and `app`. */
+export const CONFIG_KEYS: readonly string[] = [...Object.keys(SETTINGS), 'app'];
 
 /** The message of an issue with what was received: `at least 1, got 0`. */
 const got = (want: string) => (i: { received: string }) => `${want}, got ${i.received}`;
@@ -116,12 +126,19 @@ const int = numeric((x) => {
   const n = typeof x === 'number' ? x : Number(x);
   return Number.isInteger(n) && n >= 0 ? n : undefined;
 }, 'not a whole number >= 0');
-const str = v.string();
-const bool = v.boolean();
+const str = v.string(got('not text'));
+const bool = v.boolean(got('not true or false'));
+const address = v.pipe(str, v.minLength(1, 'empty address'));
 
 export const configSchema = v.strictObject({
-  listen: v.pipe(v.array(v.pipe(str, v.minLength(1, 'empty address'))), v.minLength(1, 'at least one listen address')),
-  admin: v.pipe(str, v.minLength(1, 'empty address')),
+  // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
+  listen: v.pipe(
+    v.unknown(),
+    v.transform((x) => (typeof x === 'string' ? [x] : x)),
+    v.array(address, got('not an address or a list of addresses')),
+    v.minLength(1, 'at least one listen address'),
+  ),
+  admin: address,
   workers: v.pipe(int, v.maxValue(512, got('at most 512'))),
   gracefulTimeout: duration,
   drainDelay: duration,
@@ -142,6 +159,9 @@ export const configSchema = v.strictObject({
   accessLog: str,
   errorLog: str,
   logFormat: oneOf(['combined', 'json']),
+  errorLogFormat: oneOf(['text', 'json']),
+  logLevel: oneOf(LEVELS),
+  appOutput: oneOf(['raw', 'tagged']),
   user: str,
   group: str,
   healthPath: v.pipe(str, v.check((p) => p === '' || p.startsWith('/'), 'must start with /')),
@@ -191,8 +211,9 @@ export function validate(raw: RawConfig, source: string): Config {
     const issue = r.issues[0];
     const top = String(issue.path?.[0]?.key ?? '');
     if (issue.type === 'strict_object') {
-      const unknown = r.issues.filter((i) => i.type === 'strict_object').map((i) => JSON.stringify(String(i.path?.[0]?.key)));
-      throw new QuiesceError('CONFIG_INVALID', `${source}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: not a setting of quiesce`);
+      const unknown = r.issues.filter((i) => i.type === 'strict_object').map((i) => String(i.path?.[0]?.key));
+      const named = unknown.map((k) => `${JSON.stringify(k)}${didYouMean(k, CONFIG_KEYS, (s) => JSON.stringify(s))}`);
+      throw new QuiesceError('CONFIG_INVALID', `${source}: unknown key${unknown.length > 1 ? 's' : ''} ${named.join(', ')}: not a setting of quiesce`);
     }
     const setting = (SETTINGS as Record<string, Setting>)[top];
     const name = setting && source === 'flags' ? `--${setting.flag}` : `"${issue.path?.map((p) => String(p.key)).join('.') ?? top}"`;
@@ -221,7 +242,11 @@ export async function loadConfigFile(path: string): Promise<RawConfig> {
   if (!existsSync(abs)) throw new QuiesceError('CONFIG_FILE', `--config ${path}: no such file`);
   const ext = extname(abs);
   try {
-    if (ext === '.json') return JSON.parse(readFileSync(abs, 'utf8')) as RawConfig;
+    if (ext === '.json') {
+      const value: unknown = JSON.parse(readFileSync(abs, 'utf8'));
+      if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('must hold an object of settings ({ "listen": "8080", … })');
+      return value as RawConfig;
+    }
     // cache-busting query so that a reload re-reads the file
     const mod = (await import(`${pathToFileURL(abs).href}?t=${Date.now()}`)) as { default?: unknown };
     const value = typeof mod.default === 'function' ? await (mod.default as () => unknown)() : mod.default;

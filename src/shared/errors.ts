@@ -45,3 +45,8 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** How a start (and `configtest`) words an app that could not load: the worker's fatal message follows. */
+export function appFailedMessage(fatal: string): string {
+  return `the app failed to load: ${fatal}`;
+}

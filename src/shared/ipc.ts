@@ -54,6 +54,9 @@ export type ToWorker =
 
 export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down';
 
+/** A worker sends its WorkerStats this often; the master's views of them are this old at most. */
+export const STATS_INTERVAL_MS = 500;
+
 export type ToMaster =
   | { t: 'ready'; pid: number }
   /** The app could not load or init threw: do not respawn (the error is shown to the operator). */

@@ -5,8 +5,14 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 
-export type Level = 'debug' | 'info' | 'notice' | 'warn' | 'error' | 'alert';
+/** Levels from the least to the most severe; `--log-level` keeps a level and those after it. */
+export const LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'alert'] as const;
+export type Level = (typeof LEVELS)[number];
 export type Fields = Record<string, string | number | boolean | undefined | null>;
+export type LogFormat = 'text' | 'json';
+
+/** One event of the error log, before it is formatted. */
+export type LogRecord = { time: string; level: Level; who: string; event: string; fields: Fields };
 
 function fmtValue(v: string | number | boolean): string {
   const s = String(v);
@@ -14,9 +20,46 @@ function fmtValue(v: string | number | boolean): string {
 }
 
 export function formatLine(level: Level, who: string, event: string, fields: Fields = {}): string {
-  let line = `${new Date().toISOString()} [${level}] ${who}: ${event}`;
-  for (const [k, v] of Object.entries(fields)) if (v !== undefined && v !== null) line += ` ${k}=${fmtValue(v)}`;
+  return formatRecord({ time: new Date().toISOString(), level, who, event, fields }, 'text');
+}
+
+/**
+ * `text`: `TIME [level] who: event key=value …`; `json`: one object per line with `time`, `level`,
+ * `who`, `event` and the fields (a field named like one of those four is put under `field_NAME`).
+ */
+export function formatRecord(r: LogRecord, format: LogFormat): string {
+  if (format === 'json') {
+    const o: Record<string, unknown> = { time: r.time, level: r.level, who: r.who, event: r.event };
+    for (const [k, v] of Object.entries(r.fields)) if (v !== undefined && v !== null) o[k in o ? `field_${k}` : k] = v;
+    return JSON.stringify(o) + '\n';
+  }
+  let line = `${r.time} [${r.level}] ${r.who}: ${r.event}`;
+  for (const [k, v] of Object.entries(r.fields)) if (v !== undefined && v !== null) line += ` ${k}=${fmtValue(v)}`;
   return line + '\n';
+}
+
+/**
+ * A worker's own log events reach the master on the worker's stderr, beside the app's output,
+ * each as one line: this marker (an ASCII record separator, which no text log starts with) and
+ * the record as JSON. The master decodes them and formats them its way; every other line is the
+ * app's, passed through as written.
+ */
+export const WORKER_RECORD_MARK = '\x1eqlog';
+
+export function encodeWorkerRecord(level: Level, event: string, fields: Fields = {}): string {
+  return `${WORKER_RECORD_MARK}${JSON.stringify({ time: new Date().toISOString(), level, event, fields })}\n`;
+}
+
+/** The record of a worker's log line (without its newline), or null when the line is the app's. */
+export function decodeWorkerRecord(line: string, who: string): LogRecord | null {
+  if (!line.startsWith(WORKER_RECORD_MARK)) return null;
+  try {
+    const o = JSON.parse(line.slice(WORKER_RECORD_MARK.length)) as Partial<LogRecord>;
+    if (typeof o.event !== 'string' || !(LEVELS as readonly unknown[]).includes(o.level)) return null;
+    return { time: typeof o.time === 'string' ? o.time : new Date().toISOString(), level: o.level as Level, who, event: o.event, fields: o.fields ?? {} };
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -89,9 +132,20 @@ export class LineSink {
 }
 
 export class Logger {
+  private min = LEVELS.indexOf('info');
+  private format: LogFormat = 'text';
   constructor(private readonly sink: LineSink, private readonly who: string) {}
-  log(level: Level, event: string, fields?: Fields): void {
-    this.sink.write(formatLine(level, this.who, event, fields));
+  /** `--log-level` and `--error-log-format` (at start and at each reload). */
+  configure(o: { logLevel: Level; errorLogFormat: LogFormat }): void {
+    this.min = LEVELS.indexOf(o.logLevel);
+    this.format = o.errorLogFormat;
+  }
+  log(level: Level, event: string, fields: Fields = {}): void {
+    this.record({ time: new Date().toISOString(), level, who: this.who, event, fields });
+  }
+  /** Writes a record made elsewhere (a worker's), if its level is kept. */
+  record(r: LogRecord): void {
+    if (LEVELS.indexOf(r.level) >= this.min) this.sink.write(formatRecord(r, this.format));
   }
   info(event: string, fields?: Fields): void { this.log('info', event, fields); }
   notice(event: string, fields?: Fields): void { this.log('notice', event, fields); }

@@ -5,12 +5,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { RequestListener, UpgradeListener } from './app-types.js';
 
-export type ErrorSink = (err: unknown, where: string) => void;
+/** Where an app error surfaced, and the request it broke when there is one. */
+export type ErrorSink = (err: unknown, where: string, req?: IncomingMessage) => void;
 
 /** Calls the sink, swallowing anything the sink itself throws. */
-export function report(onError: ErrorSink, err: unknown, where: string): void {
+export function report(onError: ErrorSink, err: unknown, where: string, req?: IncomingMessage): void {
   try {
-    onError(err, where);
+    onError(err, where, req);
   } catch {
     // the error reporter failed: nothing sensible is left to do with it
   }
@@ -58,13 +59,13 @@ export function guardListener(fn: (req: IncomingMessage, res: ServerResponse) =>
     try {
       ret = fn(req, res);
     } catch (err) {
-      report(onError, err, where);
+      report(onError, err, where, req);
       failResponse(res);
       return;
     }
     if (isThenable(ret)) {
       Promise.resolve(ret).catch((err: unknown) => {
-        report(onError, err, where);
+        report(onError, err, where, req);
         failResponse(res);
       });
     }
@@ -78,12 +79,12 @@ export function guardUpgrade(fn: (req: IncomingMessage, socket: Duplex, head: Bu
       const ret = fn(req, socket, head);
       if (isThenable(ret)) {
         Promise.resolve(ret).catch((err: unknown) => {
-          report(onError, err, 'upgrade');
+          report(onError, err, 'upgrade', req);
           socket.destroy();
         });
       }
     } catch (err) {
-      report(onError, err, 'upgrade');
+      report(onError, err, 'upgrade', req);
       socket.destroy();
     }
   };

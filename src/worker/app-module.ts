@@ -17,7 +17,8 @@
  * Without a default export, a named `fetch` function is a fetch handler.
  * Otherwise, if the module called listen() on exactly one HTTP server (possibly several times
  * on the same port, as Fastify does for 'localhost'), that server is adopted.
- * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such.
+ * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such; a plain-object default
+ * export (`defineApp({ fetch, init })`) may carry them as methods (a named export wins).
  */
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
@@ -117,13 +118,23 @@ async function loadSerial(path: string, opts: LoadOptions): Promise<LoadedApp> {
 function loadFailed(path: string, err: unknown): AppError {
   const e = err as { message?: unknown; name?: unknown } | null;
   let msg = typeof e?.message === 'string' ? e.message : String(err);
-  if (e?.name === 'SyntaxError') {
-    const where = syntaxErrorLocation(path);
-    if (where && !msg.includes(where)) msg = `${msg} (at ${where})`;
-  }
+  const where = e?.name === 'SyntaxError' ? syntaxErrorLocation(path) : thrownAt(err);
+  if (where && !msg.includes(where)) msg = `${msg} (at ${where})`;
   let hint = '';
   if (/\.[mc]?ts$/.test(path)) hint = ' (compile TypeScript to JavaScript first, or run Node with type stripping)';
   return new AppError('APP_LOAD_FAILED', `could not load app ${path}: ${msg}${hint}`, { cause: err });
+}
+
+/** The file:line:column of the first frame of a thrown error's stack in a file (source-mapped if the app has maps). */
+function thrownAt(err: unknown): string | null {
+  const stack = err instanceof Error && typeof err.stack === 'string' ? err.stack : '';
+  for (const line of stack.split('\n')) {
+    const m = /^\s+at (?:.*\()?((?:file:\/\/|\/)[^()]+?:\d+:\d+)\)?$/.exec(line);
+    if (!m) continue;
+    const loc = m[1] as string;
+    return loc.startsWith('file://') ? `${fileURLToPath(loc.replace(/:\d+:\d+$/, ''))}${/:\d+:\d+$/.exec(loc)?.[0]}` : loc;
+  }
+  return null;
 }
 
 /**
@@ -184,14 +195,28 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+/** A plain object (`{ fetch, init }`, what `defineApp()` returns), not a class instance such as a Hono or Koa app. */
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null) return false;
+  const proto: unknown = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * The hooks: named exports, else methods of a plain-object default export (`defineApp({ fetch, init })`),
+ * called on that object. Only a plain object's: an Express app (a function) has an unrelated `init`.
+ */
 function namedHooks(ns: Namespace, path: string): Hooks {
   const hooks: Hooks = {};
+  const def = isPlainObject(ns.default) ? ns.default : undefined;
   for (const name of ['init', 'onDrain', 'onStop', 'attach'] as const) {
-    const v = ns[name];
+    const named = ns[name];
+    const v = named ?? def?.[name];
     if (v === undefined) continue;
-    if (typeof v !== 'function') throw new AppError('APP_BAD_EXPORT', `${path}: the export \`${name}\` must be a function, not ${describe(v)}`);
+    const what = named !== undefined ? `the export \`${name}\`` : `the default export's \`${name}\``;
+    if (typeof v !== 'function') throw new AppError('APP_BAD_EXPORT', `${path}: ${what} must be a function, not ${describe(v)}`);
     // The contract types are what the docs ask of users; the values are unchecked user functions.
-    (hooks as Record<string, unknown>)[name] = v;
+    (hooks as Record<string, unknown>)[name] = named !== undefined ? v : (v as (...a: unknown[]) => unknown).bind(def);
   }
   return hooks;
 }

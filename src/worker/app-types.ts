@@ -38,7 +38,8 @@ export type AppSpec =
   | { kind: 'module'; path: string /* absolute real path */ };
 
 export type LoadOptions = {
-  onError: (err: unknown, where: string) => void;
+  /** An app error: where it surfaced, and the request it broke when there is one. */
+  onError: (err: unknown, where: string, req?: IncomingMessage) => void;
   /**
    * How long to wait, after the module was imported, for a first listen() call when the module
    * exports nothing usable (adoption). Default 2000 ms.

@@ -779,7 +779,7 @@ export function fetchListener(handler: FetchHandler, onError: ErrorSink): Reques
 }
 
 function handlerFailed(light: NodeRequest, res: ServerResponse, err: unknown, onError: ErrorSink): void {
-  if (!NodeRequest.aborted(light)) report(onError, err, 'fetch');
+  if (!NodeRequest.aborted(light)) report(onError, err, 'fetch', res.req);
   failResponse(res);
 }
 
@@ -791,7 +791,7 @@ function respond(req: IncomingMessage, res: ServerResponse, response: unknown, o
     return;
   }
   if (!isResponseLike(response)) {
-    report(onError, new TypeError(`the fetch handler returned ${describe(response)} instead of a Response`), 'fetch');
+    report(onError, new TypeError(`the fetch handler returned ${describe(response)} instead of a Response`), 'fetch', req);
     failResponse(res);
     return;
   }
@@ -803,7 +803,7 @@ function respond(req: IncomingMessage, res: ServerResponse, response: unknown, o
 }
 
 function writeFailed(res: ServerResponse, err: unknown, onError: ErrorSink): void {
-  report(onError, err, 'fetch');
+  report(onError, err, 'fetch', res.req);
   failResponse(res);
 }
 

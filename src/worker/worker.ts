@@ -6,20 +6,20 @@
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
-import { formatLine, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
+import { encodeWorkerRecord, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
-import { isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { STATS_INTERVAL_MS, isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
 import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
 import { closeSync } from 'node:fs';
+import { AppErrorLog, stackOf } from './app-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
-const STATS_INTERVAL_MS = 500;
 /**
  * Idle keep-alive connections are closed this long after the advertised `Keep-Alive: timeout`, as
  * Node does (a client reusing a connection just before the advertised end must not meet a close).
@@ -37,6 +37,7 @@ function listenerFd(l: Listener): number {
 class Worker {
   private readonly boot: WorkerBoot;
   private readonly conns = new Connections();
+  private readonly appErrors = new AppErrorLog((level, event, fields) => this.log(level, event, fields));
   private readonly listeners = new Map<number, Listener>();
   private readonly native: Native | undefined;
   private readonly accessLog: AccessLogPipe | undefined;
@@ -67,7 +68,7 @@ class Worker {
   }
 
   log(level: Level, event: string, fields?: Fields): void {
-    if (!process.stderr.destroyed) process.stderr.write(formatLine(level, 'worker', event, fields));
+    if (!process.stderr.destroyed) process.stderr.write(encodeWorkerRecord(level, event, fields));
   }
 
   send(msg: ToMaster): void {
@@ -96,9 +97,11 @@ class Worker {
       }
     }
     try {
-      this.app = await loadApp(this.boot.appSpec, { onError: (err, where) => this.log('error', 'app-error', { where, error: errorMessage(err) }) });
+      // the app's stacks name its own sources when it ships source maps (as --enable-source-maps)
+      process.setSourceMapsEnabled(true);
+      this.app = await loadApp(this.boot.appSpec, { onError: (err, where, req) => this.appErrors.report(err, where, req) });
     } catch (err) {
-      return this.fatal((err as { code?: string }).code ?? 'APP_LOAD_FAILED', errorMessage(err));
+      return this.fatal((err as { code?: string }).code ?? 'APP_LOAD_FAILED', errorMessage(err), stackOf((err as { cause?: unknown }).cause));
     }
     this.server = http.createServer({
       maxHeaderSize: cfg.maxHeaderSize,
@@ -121,7 +124,7 @@ class Worker {
     try {
       await this.app.init?.();
     } catch (err) {
-      return this.fatal('APP_INIT_FAILED', `init() failed: ${errorMessage(err)}`);
+      return this.fatal('APP_INIT_FAILED', `init() failed: ${errorMessage(err)}`, stackOf(err));
     }
     if (this.server.listenerCount('upgrade') > 0) {
       this.server.prependListener('upgrade', (req: Http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
@@ -141,8 +144,8 @@ class Worker {
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
   }
 
-  private fatal(code: string, message: string): void {
-    this.log('error', 'app-failed', { code, error: message });
+  private fatal(code: string, message: string, stack?: string): void {
+    this.log('error', 'app-failed', { code, error: message, stack });
     this.send({ t: 'fatal', code, message });
     setImmediate(() => process.exit(WORKER_EXIT.FATAL));
   }
@@ -305,7 +308,7 @@ class Worker {
     this.conns.retire(this.boot.config.idleGrace, () => void this.exit(WORKER_EXIT.OK));
     Promise.resolve()
       .then(() => this.app?.onDrain?.())
-      .catch((err: unknown) => this.log('error', 'app-error', { where: 'onDrain', error: errorMessage(err) }));
+      .catch((err: unknown) => this.appErrors.report(err, 'onDrain'));
     this.sendStats();
   }
 
@@ -336,9 +339,10 @@ class Worker {
     try {
       await this.app?.onStop?.();
     } catch (err) {
-      this.log('error', 'app-error', { where: 'onStop', error: errorMessage(err) });
+      this.appErrors.report(err, 'onStop');
     }
     clearTimeout(stopTimer);
+    this.appErrors.flush();
     this.sendStats();
     await this.accessLog?.end();
     process.exit(code);
@@ -388,7 +392,7 @@ class Worker {
   }
 
   private appError(kind: string, err: unknown): void {
-    this.log('error', kind, { error: errorMessage(err), stack: err instanceof Error ? err.stack?.split('\n').slice(1, 3).join(' | ') : undefined });
+    this.log('error', kind, { error: errorMessage(err), stack: stackOf(err) });
     this.askToRetire('error', `${kind}: ${errorMessage(err)}`);
   }
 
