@@ -10,6 +10,7 @@ import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, sy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, FIXTURES, childPids, sleep } from './helpers/server.js';
+import { asNobody as nobody, forNobody } from './helpers/unprivileged.js';
 import { defaultPidfile } from '../src/master/pidfile.js';
 
 const NOBODY = 65534;
@@ -27,8 +28,7 @@ type Instance = {
 async function launch(cwd: string, args: string[], asNobody = false): Promise<Instance & { ready: boolean }> {
   const env = { ...process.env };
   delete env.XDG_RUNTIME_DIR;
-  const cmd = asNobody ? 'setpriv' : process.execPath;
-  const argv = asNobody ? [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, ...args] : [CLI, ...args];
+  const [cmd, argv] = asNobody ? nobody(process.execPath, [forNobody(CLI), ...args]) : [process.execPath, [CLI, ...args]];
   const proc = spawn(cmd, argv, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -54,9 +54,9 @@ async function launch(cwd: string, args: string[], asNobody = false): Promise<In
 function verb(cwd: string, args: string[], asNobody = false): { code: number | null; stdout: string; stderr: string } {
   const env = { ...process.env };
   delete env.XDG_RUNTIME_DIR;
-  const r = asNobody
-    ? spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, ...args], { cwd, env, encoding: 'utf8', timeout: 60_000 })
-    : spawnSync(process.execPath, [CLI, ...args], { cwd, env, encoding: 'utf8', timeout: 60_000 });
+  // (nobody reaches the project through the mirror when it cannot read the checkout)
+  const [cmd, argv] = asNobody ? nobody(process.execPath, [forNobody(CLI), ...args]) : [process.execPath, [CLI, ...args]];
+  const r = spawnSync(cmd, argv, { cwd, env, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -6,26 +6,12 @@ import { readFileSync, renameSync, existsSync, mkdtempSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import http from 'node:http';
-import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, stopServer, waitExit, get, raw, sleep, waitFor, FIXTURES } from './helpers/server.js';
 import { cannotDropPrivileges, forNobody } from './helpers/unprivileged.js';
 
 const CHATTY = join(FIXTURES, 'core/chatty.mjs');
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 const APP_OUTPUT = join(FIXTURES, 'core/app-output.mjs');
-
-/** Send raw bytes on a new connection and read until the server closes. */
-function raw(address: string, data: string): Promise<string> {
-  const m = /^(.*):(\d+)$/.exec(address)!;
-  return new Promise((resolve, reject) => {
-    const c = net.connect(Number(m[2]), m[1]!);
-    let out = '';
-    c.on('data', (d) => { out += d.toString(); });
-    c.on('end', () => resolve(out));
-    c.on('error', reject);
-    c.setTimeout(5000, () => { c.destroy(); resolve(out); });
-    c.write(data);
-  });
-}
 
 test('access log in Combined Log Format and JSON, reopened on USR1 and by reopen-logs; app output on stdout/stderr, not in the error log', async () => {
   const s0 = await startServer({ args: [CHATTY, '--workers', '1'] });

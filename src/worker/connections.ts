@@ -23,6 +23,7 @@ import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
+import { midRequest } from './client-errors.js';
 
 /** http.Server's socket: the response being written on it, if any (Node internal, see above). */
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
@@ -245,7 +246,9 @@ export class Connections {
     const now = Date.now();
     for (const conn of this.walk()) {
       const read = conn.socket.bytesRead;
-      if (read !== conn.lastRead || conn.upgraded || conn.inflight.length > 0 || current(conn)) {
+      // a request partly received (a client pausing inside its headers) is not idle: Node's
+      // --headers-timeout judges it
+      if (read !== conn.lastRead || conn.upgraded || conn.inflight.length > 0 || current(conn) || midRequest(conn.socket)) {
         conn.lastRead = read;
         conn.activeAt = now;
         continue;
@@ -285,15 +288,17 @@ export class Connections {
     this.track();
   }
 
-  private scheduleIdleClose(conn: Conn): void {
+  private scheduleIdleClose(conn: Conn, wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now())): void {
     if (conn.upgraded || conn.inflight.length > 0) return;
     clearTimeout(conn.idleTimer);
-    const wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now());
     conn.idleTimer = setTimeout(() => {
       if (conn.inflight.length > 0 || conn.upgraded) return;
       // a pipelined request queued before the switch, now being answered: follow it instead
       const res = current(conn);
       if (res) this.follow(conn, res);
+      // a request partly received: closing now would cut it; it is answered (with Connection:
+      // close) once its headers are in, or ended by --headers-timeout or the graceful timeout
+      else if (midRequest(conn.socket)) this.scheduleIdleClose(conn, this.idleGraceMs);
       else conn.socket.destroy();
     }, wait);
     conn.idleTimer.unref();
@@ -323,7 +328,14 @@ export class Connections {
         continue;
       }
       if (conn.inflight.length === 0) {
-        conn.socket.destroy();
+        // a request still arriving (its headers not all in) is forced too: answered, not cut
+        if (midRequest(conn.socket) && conn.socket.writable) {
+          n++;
+          conn.socket.end(`HTTP/1.1 503 Service Unavailable\r\n${FORCED_HEADER}: graceful-timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+          setTimeout(() => conn.socket.destroy(), 200).unref();
+        } else {
+          conn.socket.destroy();
+        }
         continue;
       }
       for (const res of [...conn.inflight]) {

@@ -15,6 +15,8 @@ import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js
 import { loadApp, type LoadedApp } from './app.js';
 import { closeSync } from 'node:fs';
 import { AppErrorLog, stackOf } from './app-errors.js';
+import { RepeatLog } from './repeat-log.js';
+import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
 
@@ -38,6 +40,7 @@ class Worker {
   private readonly boot: WorkerBoot;
   private readonly conns = new Connections();
   private readonly appErrors = new AppErrorLog((level, event, fields) => this.log(level, event, fields));
+  private readonly badRequests = new RepeatLog((level, event, fields) => this.log(level, event, fields), 'info', 'bad-request');
   private readonly listeners = new Map<number, Listener>();
   private readonly native: Native | undefined;
   private readonly accessLog: AccessLogPipe | undefined;
@@ -110,15 +113,14 @@ class Worker {
       // Node re-arms a timer on every response for this (~7% of a hello-world request): the
       // worker sweeps idle connections itself (Connections.sweepIdle) and keeps the header.
       keepAliveTimeout: 0,
+      // how often Node checks the headers and request timeouts (its default, 30 s, lets a 60 s
+      // --headers-timeout run to 90 s); a native walk of the connections, once a second
+      connectionsCheckingInterval: 1_000,
     });
     this.conns.watch(this.server);
     this.server.on('connection', (s: net.Socket) => this.conns.add(s));
     this.server.on('request', this.requestListener());
-    this.server.on('clientError', (err: Error & { code?: string }, socket: net.Socket) => {
-      if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
-      this.log('info', 'bad-request', { remote: socket.remoteAddress, error: err.code ?? err.message });
-    });
+    this.server.on('clientError', (err: Error, socket: net.Socket) => answerClientError(err, socket, this.badRequests));
     this.app.attach?.(this.server);
     if (this.app.upgrade) this.server.on('upgrade', this.app.upgrade);
     try {
@@ -343,6 +345,7 @@ class Worker {
     }
     clearTimeout(stopTimer);
     this.appErrors.flush();
+    this.badRequests.flush();
     this.sendStats();
     await this.accessLog?.end();
     process.exit(code);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
+import net from 'node:net';
 import { asNobody, forNobody, nobodyDir } from './unprivileged.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -158,6 +159,27 @@ export function get(address: string, path = '/', headers: Record<string, string>
 }
 
 /** Wait for the master to exit, at most `ms`; fails (after killing it) when it does not. */
+/** A raw connection to `address`: what it reads, until the server ends it (or `ms` pass). */
+export function rawConnection(address: string, ms = 5_000): { socket: net.Socket; done: Promise<{ data: string; how: 'end' | 'reset' | 'timeout' }> } {
+  const m = /^\[?(.*?)\]?:(\d+)$/.exec(address)!;
+  const socket = net.connect(Number(m[2]), m[1]!);
+  let data = '';
+  socket.on('data', (d) => { data += d.toString(); });
+  const done = new Promise<{ data: string; how: 'end' | 'reset' | 'timeout' }>((resolve) => {
+    socket.on('end', () => resolve({ data, how: 'end' }));
+    socket.on('error', () => resolve({ data, how: 'reset' }));
+    socket.setTimeout(ms, () => { socket.destroy(); resolve({ data, how: 'timeout' }); });
+  });
+  return { socket, done };
+}
+
+/** Send raw bytes on a new connection and read until the server closes. */
+export async function raw(address: string, data: string, ms = 5_000): Promise<string> {
+  const c = rawConnection(address, ms);
+  c.socket.write(data);
+  return (await c.done).data;
+}
+
 export async function waitExit(s: Server, ms = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   let t: NodeJS.Timeout | undefined;
   const r = await Promise.race([s.exited, new Promise<null>((res) => { t = setTimeout(() => res(null), ms); })]);

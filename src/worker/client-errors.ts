@@ -1,0 +1,59 @@
+/**
+ * What a client's malformed, oversized or too slow request gets: the status Node itself would
+ * give (Node answers 431 and 408 when a server has no 'clientError' listener; the worker has one),
+ * 414 for a request line past the header limit, one `bad-request` line per kind per interval
+ * (`RepeatLog`), and nothing logged for a client that went away or a connection's own error.
+ */
+import type net from 'node:net';
+import type { RepeatLog } from './repeat-log.js';
+
+export type ClientErrorStatus = 400 | 408 | 414 | 431;
+
+const REASON: Record<ClientErrorStatus, string> = {
+  400: 'Bad Request', 408: 'Request Timeout', 414: 'URI Too Long', 431: 'Request Header Fields Too Large',
+};
+
+type ClientError = Error & { code?: string; rawPacket?: Buffer };
+
+/**
+ * Node's parser on a server's socket (undocumented, Node 18-24: what its own headers timeout
+ * reads): `headersCompleted()` is false from a request's first byte until its headers end, and
+ * after a complete request it stays true until the next one begins.
+ */
+type ServerSocket = net.Socket & {
+  parser?: { headersCompleted?: () => boolean } | null;
+  _httpMessage?: { headersSent?: boolean } | null;
+};
+
+/** The status for a client error, or undefined when there is no request to answer. */
+export function clientErrorStatus(err: ClientError): ClientErrorStatus | undefined {
+  const code = err.code ?? '';
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408; // --headers-timeout or --request-timeout
+  // the parser's packet has no line end yet: the request line itself is past the limit (a header
+  // line longer than one whole read would be taken for one too: both are "too large")
+  if (code === 'HPE_HEADER_OVERFLOW') return err.rawPacket && !err.rawPacket.includes(10) ? 414 : 431;
+  if (code === 'HPE_INVALID_EOF_STATE') return undefined; // the client closed mid-request
+  return code.startsWith('HPE_') ? 400 : undefined; // else: ECONNRESET and kin, the socket's own
+}
+
+/**
+ * Answers a client error (the http.Server's 'clientError') and logs it through `log`, keyed by
+ * its kind. A connection already answered, or whose response has begun, is only closed.
+ */
+export function answerClientError(err: ClientError, socket: net.Socket, log: RepeatLog): void {
+  const status = clientErrorStatus(err);
+  const s = socket as ServerSocket;
+  if (status === undefined || !socket.writable || s._httpMessage?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`HTTP/1.1 ${status} ${REASON[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  const error = err.code ?? err.message;
+  log.report(error, { remote: socket.remoteAddress, status, error }, { status, error });
+}
+
+/** A request partly received on this connection (its headers begun, not complete): not idle. */
+export function midRequest(socket: net.Socket): boolean {
+  const p = (socket as ServerSocket).parser;
+  return socket.bytesRead > 0 && typeof p?.headersCompleted === 'function' && !p.headersCompleted();
+}
