@@ -59,7 +59,7 @@ export const SETTINGS = {
   keepAliveTimeout: { flag: 'keepalive-timeout', kind: 'duration', default: 5_000, reload: true,
     doc: 'idle keep-alive connections are closed after this plus 1 s, as Node does; sent as `Keep-Alive: timeout` (s)' },
   headersTimeout: { flag: 'headers-timeout', kind: 'duration', default: 60_000, reload: true,
-    doc: 'time to receive the request headers; a connection that sends nothing is closed after it (s)' },
+    doc: 'time to receive the request headers: a request whose headers are not all in gets 408, a connection that sends nothing is closed (s)' },
   requestTimeout: { flag: 'request-timeout', kind: 'duration', default: 300_000, reload: true,
     doc: 'time to receive the whole request (s)' },
   maxHeaderSize: { flag: 'max-header-size', kind: 'int', default: 16_384, reload: true,
@@ -220,8 +220,22 @@ export function validate(raw: RawConfig, source: string): Config {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name}: ${issue.message}`);
   }
   const cfg = { ...r.output };
+  crossCheck(cfg, source);
   if (cfg.workers === 0) cfg.workers = cpuCount();
   return Object.freeze(cfg);
+}
+
+/** The rules between settings, checked at parse time (a worker would fail on them at its start, every one of them). */
+function crossCheck(cfg: v.InferOutput<typeof configSchema>, source: string): void {
+  const name = (k: Key) => (source === 'flags' ? `--${SETTINGS[k].flag}` : `"${k}"`);
+  const secs = (ms: number) => `${ms / 1000} s`;
+  // Node's http.createServer refuses it (ERR_OUT_OF_RANGE): 0 turns the request timeout off
+  if (cfg.requestTimeout > 0 && cfg.headersTimeout > cfg.requestTimeout) {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('requestTimeout')} (${secs(cfg.requestTimeout)}) must be at least ${name('headersTimeout')} (${secs(cfg.headersTimeout)}), or 0 for none`);
+  }
+  if (cfg.group !== '' && cfg.user === '') {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('group')} needs ${name('user')} (workers drop privileges to a user and, optionally, a group)`);
+  }
 }
 
 /** CPU count, respecting a cgroup v2 CPU quota (containers) and the affinity mask. */

@@ -395,6 +395,9 @@ class Worker {
   }
 
   private appError(kind: string, err: unknown): void {
+    // before ready there is nothing to retire from: the start failed, and the master hears it now
+    // (not at --ready-timeout)
+    if (!this.ready) return this.fatal('WORKER_START_FAILED', `${kind} before the worker was ready: ${errorMessage(err)}`, stackOf(err));
     this.log('error', kind, { error: errorMessage(err), stack: stackOf(err) });
     this.askToRetire('error', `${kind}: ${errorMessage(err)}`);
   }
