@@ -89,7 +89,7 @@ export async function cliMain(argv: string[]): Promise<number> {
   try {
     let parsed;
     try {
-      parsed = parseArgs({ args: rest, options: optionTable(), allowPositionals: true, strict: true });
+      parsed = parseArgs({ args: negativeValues(rest, optionTable()), options: optionTable(), allowPositionals: true, strict: true });
     } catch (err) {
       const flag = /Unknown option '--([^']+)'/.exec(errorMessage(err))?.[1];
       const hint = flag ? didYouMean(flag, Object.keys(optionTable()), (f) => `--${f}`) : '';
@@ -119,6 +119,26 @@ export async function cliMain(argv: string[]): Promise<number> {
     process.stderr.write(`quiesce: ${errorMessage(err)}\n`);
     return EXIT.RUNTIME;
   }
+}
+
+/**
+ * `--workers -1`: parseArgs takes "-1" for a flag and calls the option ambiguous; a value that
+ * looks like a negative number is the option's value, for validation to judge with the flag's name.
+ */
+function negativeValues(args: string[], options: ParseOptions): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    const opt = a.startsWith('--') ? options?.[a.slice(2)] : undefined;
+    if (opt?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
 }
 
 /** `quiesce stpo`: a word that is neither a verb nor a path that exists is a typo, not an app to look for. */
@@ -164,7 +184,7 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   const cfg = await loadConfig(flags, configPath);
   const { parseListen } = await import('../master/listeners.js');
   for (const l of cfg.listen) parseListen(l);
-  if (cfg.admin !== 'off' && cfg.admin !== 'auto') parseListen(cfg.admin);
+  if (cfg.admin !== 'off' && cfg.admin !== 'auto') parseListen(cfg.admin, process.cwd(), '--admin');
   const { resolveAppSpec } = await import('../worker/app-spec.js');
   const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg);
   let what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';

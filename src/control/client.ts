@@ -31,8 +31,12 @@ export function sendControl(pidfile: string, req: ControlRequest, onProgress: (m
     socket.on('connect', () => {
       socket.write(JSON.stringify(req) + '\n');
       createInterface({ input: socket }).on('line', (line) => {
-        const r = JSON.parse(line) as ControlReply;
-        if (r.type === 'progress') onProgress(r.message);
+        const r = parseReply(line);
+        if (!r) {
+          clearTimeout(timer);
+          socket.destroy();
+          reject(new QuiesceError('CONTROL_FAILED', `control socket ${path}: not a quiesce master's answer: ${JSON.stringify(line.slice(0, 80))}`));
+        } else if (r.type === 'progress') onProgress(r.message);
         else result = r;
       });
     });
@@ -42,4 +46,17 @@ export function sendControl(pidfile: string, req: ControlRequest, onProgress: (m
       else reject(new QuiesceError('CONTROL_FAILED', 'the server closed the control connection without an answer (did it exit?)'));
     });
   });
+}
+
+/** One line from the master, or undefined when it is not one of its replies. */
+function parseReply(line: string): ControlReply | undefined {
+  try {
+    const r = JSON.parse(line) as unknown;
+    if (!r || typeof r !== 'object') return undefined;
+    const t = (r as { type?: unknown }).type;
+    if (t === 'progress' && typeof (r as { message?: unknown }).message === 'string') return r as ControlReply;
+    return t === 'result' ? (r as ControlReply) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -43,7 +43,7 @@ export class AdminServer {
   }
 
   async listen(spec: string): Promise<void> {
-    const l = parseListen(spec);
+    const l = parseListen(spec, process.cwd(), '--admin');
     const server = http.createServer((req, res) => void this.handle(req, res));
     server.keepAliveTimeout = 2_000;
     await new Promise<void>((resolve, reject) => {

@@ -47,9 +47,9 @@ export type Listener = {
   drainMode: ListenerDrainMode;
 };
 
-/** Parse one --listen value; throws QuiesceError('USAGE') naming it. */
-export function parseListen(text: string, cwd = process.cwd()): ListenSpec {
-  const bad = (why: string) => new QuiesceError('USAGE', `--listen ${JSON.stringify(text)}: ${why}`);
+/** Parse one --listen value (or the `flag` it came from: --admin); throws QuiesceError('USAGE') naming it. */
+export function parseListen(text: string, cwd = process.cwd(), flag = '--listen'): ListenSpec {
+  const bad = (why: string) => new QuiesceError('USAGE', `${flag} ${JSON.stringify(text)}: ${why}`);
   if (text.startsWith('unix:') || text.startsWith('/') || text.startsWith('./') || text.startsWith('../')) {
     const p = text.startsWith('unix:') ? text.slice(5) : text;
     if (!p) throw bad('empty unix socket path');

@@ -11,7 +11,7 @@
  * with O_CREAT|O_EXCL|O_NOFOLLOW under an unpredictable name, so a planted symlink is never
  * written through.
  */
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -75,11 +75,30 @@ export function unsafeDirReason(dir: string): string {
  * failure names --pidfile. The default directory is made 0700 (0755 for root's /run/quiesce) and
  * must be a real directory of ours that no one else can write.
  */
+/**
+ * mkdir -p, one level at a time: Node's `mkdirSync(…, { recursive: true })` loops forever where the
+ * kernel answers ENOENT for a directory that cannot be made under one that exists (`/proc/nope`).
+ */
+function mkdirs(dir: string, mode: number): void {
+  const missing: string[] = [];
+  for (let d = dir; missing.length < 256 && !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d, { mode });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 export function makePidfileDir(path: string): void {
   const dir = dirname(path);
   const isDefault = dir === defaultRuntimeDir();
   try {
-    mkdirSync(dir, { recursive: true, mode: isDefault && uid() !== 0 ? 0o700 : 0o755 });
+    mkdirs(dir, isDefault && uid() !== 0 ? 0o700 : 0o755);
   } catch (err) {
     throw new QuiesceError('CONTROL_FAILED', `--pidfile ${path}: cannot create its directory: ${(err as Error).message}`);
   }

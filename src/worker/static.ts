@@ -26,7 +26,7 @@
  */
 import { createRequire } from 'node:module';
 import { closeSync, constants as fsConstants, createReadStream, existsSync, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { access, readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, extname, join, relative, sep } from 'node:path';
@@ -103,6 +103,10 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
   try {
     rootReal = await realpath(root);
     if (!(await stat(rootReal)).isDirectory()) throw new Error('not a directory');
+    // a directory this user cannot enter would answer 404 to everything (a --user worker, a 0700 root)
+    await access(rootReal, fsConstants.X_OK).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`${err.code ?? err.message}: this user (uid ${process.getuid?.()}) cannot enter it`);
+    });
   } catch (err) {
     throw new AppError('APP_NOT_FOUND', `static root ${root} is not a readable directory: ${(err as Error).message}`, { cause: err });
   }
