@@ -102,7 +102,10 @@ export interface ConfigFile {
   fileCache?: number | string;
   /** Cache-Control max-age of static files (at most 1 year). */
   staticMaxAge?: Duration;
+  /** Prefer `adminTokenFile` or QUIESCE_ADMIN_TOKEN: a token on the command line shows in ps. */
   adminToken?: string;
+  adminTokenFile?: string;
+  statusQuery?: boolean;
 }
 
 /** Types a config file for the editor; returns it unchanged: `export default defineConfig({ listen: ['8080'] })`. */

@@ -38,7 +38,7 @@ async function look(page: Page, s: Server, shot: string): Promise<{ scoreboard: 
 test('the status page in chromium: W for a slow request, the new generation after a reload, G during a stop', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
-  const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '15'] });
+  const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '15', '--status-query'] /* requests are told apart by their ?hold= */ });
   let ctx: BrowserContext | undefined;
   try {
     ctx = await chromium.launchPersistentContext(profile, {

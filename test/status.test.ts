@@ -58,7 +58,7 @@ function rawGet(address: string, path: string): Promise<number> {
 }
 
 test('?auto, ?json and /metrics show the requests, bytes and a slow request in flight; totals survive a reload', async () => {
-  const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '10'] });
+  const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '10', '--status-query'] /* requests are told apart by their ?hold= */ });
   try {
     let sent = 0;
     for (let i = 0; i < 5; i++) sent += await rawGet(s.address, '/');

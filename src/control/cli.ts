@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { didYouMean } from '../shared/suggest.js';
-import { SETTINGS, defaults, loadConfigFile, merge, validate, type Config, type Key, type RawConfig } from '../shared/config.js';
+import { SETTINGS, defaults, loadConfigFile, merge, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
 import { EXIT, QuiesceError, appFailedMessage, errorMessage } from '../shared/errors.js';
 import { defaultPidfile } from '../master/pidfile.js';
 import { sendControl } from './client.js';
@@ -74,7 +74,7 @@ function flagsToRaw(values: Record<string, unknown>, positional: string | undefi
 export async function loadConfig(flags: RawConfig, configPath: string | undefined): Promise<Config> {
   const file = configPath ? await loadConfigFile(configPath) : {};
   if (configPath) validate(merge(defaults(), file), `config file ${configPath}`); // name the file when it is at fault
-  return validate(merge(defaults(), file, flags), 'flags');
+  return withAdminToken(validate(merge(defaults(), file, flags), 'flags'));
 }
 
 export async function cliMain(argv: string[]): Promise<number> {
@@ -168,6 +168,7 @@ async function runServer(flags: RawConfig, configPath: string | undefined): Prom
   await claimPidfile(pidfile);
   const { Master } = await import('../master/master.js');
   const master = new Master(cfg, () => loadConfig(flags, configPath), pidfile);
+  if (flags.adminToken) master.log.warn('admin-token-visible', { note: 'a token on the command line shows in ps and /proc/PID/cmdline: use --admin-token-file or QUIESCE_ADMIN_TOKEN' });
   // The master must outlive its own bugs: its workers and connections depend on it.
   process.on('uncaughtException', (err) => master.log.alert('master-error', { error: errorMessage(err), stack: err.stack?.split('\n').slice(1, 4).join(' | ') }));
   process.on('unhandledRejection', (err) => master.log.alert('master-error', { error: errorMessage(err) }));

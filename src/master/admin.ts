@@ -5,6 +5,7 @@
  */
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { QuiesceError } from '../shared/errors.js';
 import { parseListen } from './listeners.js';
 
@@ -13,6 +14,16 @@ export const ADMIN_AUTO = 'auto';
 export const ADMIN_AUTO_FIRST = '127.0.0.1:8081';
 
 export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
+
+/** Admin pages that show requests (their paths): behind the token on loopback too, once one is set. */
+const SHOWS_REQUESTS = new Set(['/server-status']);
+
+/** A comparison that takes as long whatever the first differing byte (the token is a secret). */
+function sameSecret(got: string, want: string): boolean {
+  const a = createHash('sha256').update(got).digest();
+  const b = createHash('sha256').update(want).digest();
+  return timingSafeEqual(a, b);
+}
 
 export class AdminServer {
   readonly routes = new Map<string, AdminRoute>();
@@ -64,10 +75,12 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = this.routes.get(url.pathname);
     if (!route) return text(res, 404, 'not found\n');
-    if (url.pathname !== '/live' && url.pathname !== '/ready' && !this.loopback) {
-      const want = this.token();
+    const want = this.token();
+    // off loopback every page but /live and /ready needs the token; on loopback, once a token is
+    // set, the pages that show requests (/server-status) need it too
+    if (url.pathname !== '/live' && url.pathname !== '/ready' && (!this.loopback || (want !== '' && SHOWS_REQUESTS.has(url.pathname)))) {
       const got = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('token') || '';
-      if (!want || got !== want) return text(res, 401, want ? 'admin token required\n' : 'admin pages are off: set --admin-token to reach them off loopback\n');
+      if (!want || !sameSecret(got, want)) return text(res, 401, want ? 'admin token required\n' : 'admin pages are off: set --admin-token-file (or --admin-token) to reach them off loopback\n');
     }
     try {
       await route(req, res, url);

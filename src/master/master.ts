@@ -165,7 +165,8 @@ export class Master {
 
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
     const n = this.nextGeneration++;
-    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, drainMode: this.drainMode } };
+    // the admin token stays with the master: a worker runs the app (and maybe as another user)
+    return { n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode } };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {

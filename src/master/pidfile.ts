@@ -92,6 +92,7 @@ function mkdirs(dir: string, mode: number): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
+  if (!statSync(dir).isDirectory()) throw new Error(`${dir} is not a directory`);
 }
 
 export function makePidfileDir(path: string): void {

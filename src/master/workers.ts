@@ -94,6 +94,13 @@ function logChannel(): { childFd: number; masterFd: number } | undefined {
   }
 }
 
+/** The worker's environment: the master's, less the admin token, plus its boot. */
+function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) };
+  delete env.QUIESCE_ADMIN_TOKEN;
+  return env;
+}
+
 export class WorkerProc {
   readonly pid: number;
   readonly child: ChildProcess;
@@ -140,7 +147,7 @@ export class WorkerProc {
     try {
       this.child = fork(CLI, [], {
         execArgv: workerExecArgv(),
-        env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
+        env: workerEnv(boot),
         stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
       });

@@ -95,7 +95,11 @@ export const SETTINGS = {
   staticMaxAge: { flag: 'static-max-age', kind: 'duration', default: 0, reload: true,
     doc: 'static files: Cache-Control max-age (s; at most 1 year)' },
   adminToken: { flag: 'admin-token', kind: 'string', default: '', reload: true,
-    doc: 'token required for the admin pages (but /live and /ready) when the admin listener is off loopback' },
+    doc: 'token for the admin pages: required for all but /live and /ready off loopback, and for /server-status on loopback too once set (on the command line it shows in ps: prefer --admin-token-file or QUIESCE_ADMIN_TOKEN)' },
+  adminTokenFile: { flag: 'admin-token-file', kind: 'string', default: '', reload: true,
+    doc: 'file holding the admin token, read at start and at each reload (or the QUIESCE_ADMIN_TOKEN environment variable); never passed to workers' },
+  statusQuery: { flag: 'status-query', kind: 'bool', default: false, reload: true,
+    doc: 'show requests in flight with their query strings on the status pages (default: paths only; a query may carry secrets)' },
 } as const satisfies Record<string, Setting>;
 
 export type Key = keyof typeof SETTINGS;
@@ -170,6 +174,8 @@ export const configSchema = v.strictObject({
   fileCache: size,
   staticMaxAge: v.pipe(duration, v.maxValue(365 * 24 * 3600 * 1000, got('at most 1 year'))),
   adminToken: str,
+  adminTokenFile: str,
+  statusQuery: bool,
   /** The positional argument: an app module, a directory, or '' for the bundled site. */
   app: str,
 });
@@ -223,6 +229,24 @@ export function validate(raw: RawConfig, source: string): Config {
   crossCheck(cfg, source);
   if (cfg.workers === 0) cfg.workers = cpuCount();
   return Object.freeze(cfg);
+}
+
+/**
+ * The admin token from where it was given: --admin-token, --admin-token-file (read now: at start
+ * and at each reload), or the QUIESCE_ADMIN_TOKEN environment variable.
+ */
+export function withAdminToken(cfg: Config, env: NodeJS.ProcessEnv = process.env): Config {
+  if (cfg.adminToken && cfg.adminTokenFile) throw new QuiesceError('CONFIG_INVALID', '--admin-token and --admin-token-file: give one of them');
+  let token = cfg.adminToken || (env.QUIESCE_ADMIN_TOKEN ?? '');
+  if (cfg.adminTokenFile) {
+    try {
+      token = readFileSync(cfg.adminTokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new QuiesceError('CONFIG_INVALID', `--admin-token-file ${cfg.adminTokenFile}: ${errorMessage(err)}`);
+    }
+    if (token === '') throw new QuiesceError('CONFIG_INVALID', `--admin-token-file ${cfg.adminTokenFile}: the file is empty`);
+  }
+  return Object.freeze({ ...cfg, adminToken: token });
 }
 
 /** The rules between settings, checked at parse time (a worker would fail on them at its start, every one of them). */

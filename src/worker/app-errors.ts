@@ -17,9 +17,13 @@ export function stackOf(err: unknown): string | undefined {
 /** The request's method and path (its query left out: it may carry secrets). */
 export function requestFields(req: IncomingMessage | undefined): Fields {
   if (!req) return {};
-  const url = req.url ?? '';
+  return { method: req.method, path: withoutQuery(req.url ?? '') };
+}
+
+/** A request target without its query (which may carry secrets: tokens, keys). */
+export function withoutQuery(url: string): string {
   const q = url.indexOf('?');
-  return { method: req.method, path: q < 0 ? url : url.slice(0, q) };
+  return q < 0 ? url : url.slice(0, q);
 }
 
 export class AppErrorLog {

@@ -24,6 +24,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
 import { midRequest } from './client-errors.js';
+import { withoutQuery } from './app-errors.js';
 
 /** http.Server's socket: the response being written on it, if any (Node internal, see above). */
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
@@ -60,6 +61,12 @@ function nodeConnections(server: object): NodeConnections | undefined {
 }
 
 /** The response an untracked connection is writing now. */
+/** A request's target as the status pages show it: its path, its query only when asked (it may carry secrets), 64 characters at most. */
+function shownPath(url: string | undefined, withQuery: boolean): string {
+  if (url === undefined) return '-';
+  return (withQuery ? url : withoutQuery(url)).slice(0, 64);
+}
+
 function current(conn: Conn): ServerResponse | undefined {
   return conn.socket._httpMessage ?? undefined;
 }
@@ -376,7 +383,7 @@ export class Connections {
    * - current: the longest-running request. Untracked, a request's start is when a report first
    *   saw it running: its age is known to within 500 ms.
    */
-  report(ready: boolean): {
+  report(ready: boolean, withQuery = false): {
     inflight: number; completed: number; bytesSent: number; state: WorkerState; stateMs: number | undefined;
     current: { method: string; path: string; sinceMs: number } | undefined;
   } {
@@ -412,7 +419,7 @@ export class Connections {
     return {
       inflight, completed: this.requests - inflight - this.aborted, bytesSent: this.bytesSent, state,
       stateMs: ready ? now - this.shown.since : undefined,
-      current: best ? { method: req?.method ?? '-', path: (req?.url ?? '-').slice(0, 64), sinceMs: since === Infinity ? 0 : now - since } : undefined,
+      current: best ? { method: req?.method ?? '-', path: shownPath(req?.url, withQuery), sinceMs: since === Infinity ? 0 : now - since } : undefined,
     };
   }
 }

@@ -405,7 +405,7 @@ class Worker {
   /** Counters only, read here every 500 ms (and at retire and exit): nothing per request crosses IPC. */
   private sendStats(): void {
     const c = this.conns;
-    const r = c.report(this.ready);
+    const r = c.report(this.ready, this.boot.config.statusQuery);
     this.send({ t: 'stats', stats: {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
