@@ -53,14 +53,19 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     mode: '', queuedAtGate: 0, acceptedInDrain: 0, leftAtClose: 0, lost: 0,
     handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, cappedOut: false,
   };
-  const open = listeners.filter((l) => l.state !== 'closed');
+  // a socket the service manager keeps is not gated or drained: workers and master let go of it,
+  // which resets nothing, and its queue waits for the next instance
+  const kept = listeners.filter((l) => l.state !== 'closed' && l.drainMode === 'inherited');
+  const open = listeners.filter((l) => l.state !== 'closed' && l.drainMode !== 'inherited');
+  if (kept.length > 0) await releaseKept(kept, workers, log);
+  if (open.length === 0) return report;
 
   // 1. gate
   for (const l of open) {
     if (l.spec.kind === 'unix') {
       try { unlinkSync(l.spec.path); } catch { /* already gone */ }
     } else if (native) {
-      l.drainMode = await gateTcp(native, l.drainMode === 'unlink' ? 'fallback' : l.drainMode, l.fd, l.gate,
+      l.drainMode = await gateTcp(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate,
         (why) => log.alert('gate-failed', { listener: l.address, mode: l.drainMode, error: why, note: 'falling back to listen(fd, 0)' }));
       report.queuedAtGate += native.acceptQueue(l.fd).queued;
     }
@@ -132,6 +137,14 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     log.alert('drain-fallback', { left_at_close: report.leftAtClose, native: native !== undefined, note: 'no gate: connections the kernel held at close were reset (counted as cut)' });
   }
   return report;
+}
+
+/** Every live worker closes its copy of the kept listeners, then the master closes its own. */
+async function releaseKept(kept: Listener[], workers: WorkerProc[], log: Logger): Promise<void> {
+  const ids = kept.map((l) => l.id);
+  await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
+  for (const l of kept) closeHandle(l);
+  log.notice('drain-kept', { listeners: kept.map((l) => l.address).join(','), note: 'passed by the service manager, which keeps them: not gated, their queue waits for the next instance' });
 }
 
 /** TCP: half-open handshakes first, then the queue, in this order so that nothing slips in between. Unix: the path is gone; handOver() emptied the queue. */

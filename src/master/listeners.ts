@@ -5,7 +5,7 @@
  * state with listen(2) directly (native), so libuv never watches it here.
  */
 import net from 'node:net';
-import { closeSync, existsSync, unlinkSync, statSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, unlinkSync, statSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { errnoName } from '../native/errors.js';
 import { QuiesceError, errorMessage } from '../shared/errors.js';
@@ -26,8 +26,12 @@ export type ListenSpec =
 
 export type ListenerState = 'open' | 'gated' | 'closed';
 
-/** How a listener is gated at a stop: a TCP mechanism (native/gate.ts) or, for a unix socket, unlinking its path. */
-export type ListenerDrainMode = TcpDrainMode | 'unlink';
+/**
+ * How a listener is gated at a stop: a TCP mechanism (native/gate.ts) or, for a unix socket,
+ * unlinking its path; 'inherited': a socket the service manager passed and keeps (systemd socket
+ * activation), never gated: closing our copies resets nothing, its queue waits for the next instance.
+ */
+export type ListenerDrainMode = TcpDrainMode | 'unlink' | 'inherited';
 
 export type Listener = {
   id: number;
@@ -45,6 +49,8 @@ export type Listener = {
   gate?: GateSockets;
   /** Its gate: set at bind from the master's mode, and to what took effect at a stop. */
   drainMode: ListenerDrainMode;
+  /** Passed by the service manager (socket activation): its LISTEN_FDNAMES name. */
+  inherited?: string;
 };
 
 /** Parse one --listen value (or the `flag` it came from: --admin); throws QuiesceError('USAGE') naming it. */
@@ -162,6 +168,7 @@ function bindReusePort(native: Native, spec: Extract<ListenSpec, { kind: 'tcp' }
 export function startListening(listeners: Listener[], backlog: number, native: Native | undefined): void {
   if (!native) return;
   for (const l of listeners) {
+    if (l.inherited !== undefined) continue; // systemd listens on it already, with the unit's backlog
     try {
       native.listen(l.fd, backlog);
       if (l.gate) native.reuseportProgram(l.fd, SELECT_LISTENER);
@@ -194,25 +201,80 @@ function unixSocketInUse(path: string): boolean {
   }
 }
 
-function readProcNetUnix(): Array<{ path: string; listening: boolean }> {
+function readProcNetUnix(): Array<{ path: string; listening: boolean; inode: string }> {
   const rows = readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1);
-  const out: Array<{ path: string; listening: boolean }> = [];
+  const out: Array<{ path: string; listening: boolean; inode: string }> = [];
   for (const row of rows) {
     const f = row.trim().split(/\s+/);
     if (f.length < 8) continue;
-    // Flags 00010000 = __SO_ACCEPTCON (listening); St 01 = unconnected
-    out.push({ path: f[7]!, listening: f[3] === '00010000' });
+    // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = __SO_ACCEPTCON (listening)
+    out.push({ path: f[7]!, listening: f[3] === '00010000', inode: f[6]! });
   }
   return out;
 }
 
 export function info(l: Listener): ListenerInfo {
-  return { id: l.id, kind: l.spec.kind, address: l.address, port: l.port, path: l.spec.kind === 'unix' ? l.spec.path : '', family: l.family };
+  return { id: l.id, kind: l.spec.kind, address: l.address, port: l.port, path: l.spec.kind === 'unix' ? l.spec.path : '', family: l.family, inherited: l.inherited !== undefined };
 }
 
 /** The URL-ish form printed at start and in status. */
 export function describe(l: Listener): string {
   return l.spec.kind === 'unix' ? `unix:${l.address}` : `http://${l.address}`;
+}
+
+/**
+ * A listening socket passed by the service manager (`fd`, named `name`): wrapped in a libuv
+ * handle as Node does for `listen({ fd })`, its address read back, any socket filter or reuseport
+ * program a previous instance left on it detached. Throws naming the fd.
+ */
+export function adoptListener(id: number, fd: number, name: string, native: Native | undefined): Listener {
+  const bad = (why: string) => new QuiesceError('LISTEN_FAILED', `systemd socket fd ${fd}${name ? ` (${name})` : ''}: ${why}`);
+  let handle: ServerHandle | number;
+  try {
+    handle = createServerHandle(null, 0, 0, fd);
+  } catch (err) {
+    throw bad(`not a stream socket: ${errorMessage(err)}`);
+  }
+  if (typeof handle === 'number') throw bad(errnoName(-handle));
+  const out: Record<string, unknown> = {};
+  if (handle.constructor.name === 'Pipe') {
+    const path = unixPathOf(fd);
+    if (!path) throw bad('not a listening unix socket with a path');
+    return { id, spec: { kind: 'unix', path, text: path }, handle, fd, port: 0, address: path, state: 'open', family: 4, drainMode: 'inherited', inherited: name || 'unnamed' };
+  }
+  if ((handle.getsockname?.(out) ?? -1) !== 0 || !out.port) throw bad('not a bound TCP socket');
+  if (native) {
+    // a filter or a reuseport program left by an instance killed during its stop would keep SYNs out
+    try {
+      native.ungate(fd);
+      native.detachReuseportProgram(fd);
+    } catch (err) {
+      throw bad(`cannot detach a filter left on it: ${errorMessage(err)}`);
+    }
+  }
+  const port = Number(out.port);
+  const host = String(out.address);
+  const family: 4 | 6 = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
+  const address = family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+  return { id, spec: { kind: 'tcp', host, port, family, text: address }, handle, fd, port, address, state: 'open', family, drainMode: 'inherited', inherited: name || 'unnamed' };
+}
+
+/** Whether a --listen address names this (inherited) listener: the same unix path, or the same port on the same or any address. */
+export function listenMatches(spec: ListenSpec, l: Listener): boolean {
+  if (spec.kind === 'unix' || l.spec.kind === 'unix') return spec.kind === 'unix' && l.spec.kind === 'unix' && spec.path === l.spec.path;
+  if (spec.port !== l.port) return false;
+  const any = (h: string | null) => h === null || h === '::' || h === '0.0.0.0';
+  return any(spec.host) ? any(l.spec.host) : spec.host === l.spec.host || `[${spec.host}]` === l.spec.host;
+}
+
+/** The path of a listening unix socket fd (its inode looked up in /proc/net/unix). */
+function unixPathOf(fd: number): string | undefined {
+  try {
+    const inode = String(fstatSync(fd).ino);
+    return readProcNetUnix().find((row) => row.inode === inode && row.listening)?.path;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Close the listener (libuv closes the fd at once), then its gate sockets: G outlives L, or L would get SYNs again. */
@@ -221,7 +283,7 @@ export function closeHandle(l: Listener): void {
   l.state = 'closed';
   l.handle.close();
   if (l.gate) for (const fd of [l.gate.gateFd, l.gate.plugFd]) closeSync(fd);
-  if (l.spec.kind === 'unix') {
+  if (l.spec.kind === 'unix' && !l.inherited) { // the service manager's path stays
     try { unlinkSync(l.spec.path); } catch { /* unlinked at the gate already */ }
   }
 }

@@ -11,7 +11,8 @@ import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, type TcpDrainMode } from '../native/gate.js';
-import { bindListener, closeHandle, describe, parseListen, startListening, type Listener } from './listeners.js';
+import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, type Listener } from './listeners.js';
+import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
@@ -84,8 +85,19 @@ export class Master {
     // a missing app fails here, before any socket or file is made
     const appSpec = resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg);
     await this.pickDrainMode();
-    this.listeners = this.cfg.listen.map((text, i) => this.bind(i, text));
-    this.nextListenerId = this.listeners.length;
+    const n = loadNative();
+    this.systemd = new Notifier(n.ok ? n.native : undefined, this.log);
+    // sockets passed by systemd (socket activation) serve first; --listen adds what they lack
+    const passed = listenFds().map(({ fd, name }, i) => adoptListener(i, fd, name, n.ok ? n.native : undefined));
+    if (passed.length > 0) this.log.notice('socket-activation', { listeners: passed.map((l) => `${l.address}${l.inherited !== 'unnamed' ? `(${l.inherited})` : ''}`).join(',') });
+    this.listeners = passed;
+    this.nextListenerId = passed.length;
+    try {
+      for (const text of this.toBind(this.cfg, passed)) this.listeners.push(this.bind(this.nextListenerId++, text));
+    } catch (err) {
+      for (const l of this.listeners) closeHandle(l);
+      throw err;
+    }
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     makePidfileDir(this.pidfile);
@@ -122,9 +134,24 @@ export class Master {
     process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
     process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
     this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
+    this.systemd.ready(this.statusLine());
+    this.systemd.startWatchdog(() => this.state.s !== 'stopped');
   }
 
   private nextListenerId = 0;
+  private systemd!: Notifier;
+
+  /**
+   * The --listen addresses to bind, given the sockets systemd passed: an address one of them
+   * already serves is not bound again, and the default address is not added to them (with
+   * socket activation, the unit's sockets are the listeners unless --listen asks for more).
+   */
+  private toBind(cfg: Config, passed: readonly Listener[]): string[] {
+    if (passed.length === 0) return [...cfg.listen];
+    const isDefault = cfg.listen.length === SETTINGS.listen.default.length && cfg.listen.every((t, i) => t === SETTINGS.listen.default[i]);
+    if (isDefault) return [];
+    return cfg.listen.filter((text) => !passed.some((l) => listenMatches(parseListen(text), l)));
+  }
 
   private bind(id: number, text: string): Listener {
     return bindListener(id, parseListen(text), this.drainMode, this.native);
@@ -330,7 +357,7 @@ export class Master {
           if (this.queuedReload) { progress('a reload is already queued behind the running one: joined it'); return this.queuedReload; }
           progress('a reload is running: this one is queued behind it');
         }
-        const run = this.running.then(() => (verb === 'reload' ? this.reload(progress) : this.restart(progress)));
+        const run = this.running.then(() => this.notified(verb, () => (verb === 'reload' ? this.reload(progress) : this.restart(progress))));
         if (verb === 'reload' && this.state.s === 'reloading') {
           this.queuedReload = run;
           void run.finally(() => { if (this.queuedReload === run) this.queuedReload = undefined; });
@@ -339,6 +366,22 @@ export class Master {
         return run;
       }
     }
+  }
+
+  /** A reload or restart, told to systemd: RELOADING=1 first, READY=1 once it ended either way (unless a stop came). */
+  private async notified(verb: 'reload' | 'restart', run: () => Promise<Result>): Promise<Result> {
+    this.systemd.reloading(`${verb === 'reload' ? 'reloading' : 'restarting workers'} (generation ${this.generation.n} serving)`);
+    try {
+      return await run();
+    } finally {
+      if (this.state.s === 'serving') this.systemd.ready(this.statusLine());
+    }
+  }
+
+  /** One line for systemd's STATUS=: what serves now. */
+  private statusLine(): string {
+    const live = [...this.workers].filter((w) => w.alive && w.generation.n === this.generation.n).length;
+    return `serving generation ${this.generation.n}: ${live} workers, ${this.listeners.filter((l) => l.state !== 'closed').map((l) => l.address).join(' ')}`;
   }
 
   private reopenLogs(): void {
@@ -378,6 +421,7 @@ export class Master {
   private async gracefulStop(fast: boolean): Promise<void> {
     const t0 = Date.now();
     this.enter({ s: 'draining', since: t0, phase: 'lame-duck' });
+    this.systemd.stopping(`stopping: draining generation ${this.generation.n}`);
     const live = () => [...this.workers].filter((w) => w.alive);
     if (fast) {
       this.fastRequested = true;
@@ -428,6 +472,7 @@ export class Master {
       if (figures === last) return;
       last = figures;
       this.log.info('stop-waiting', w.fields);
+      this.systemd.status(`stopping: ${w.text}`);
       for (const p of this.stopProgress) p(w.text);
     };
     const timer = setInterval(tick, STATS_INTERVAL_MS);
@@ -494,11 +539,14 @@ export class Master {
       cfg = Object.freeze({ ...cfg, ...Object.fromEntries(restartOnly.map((k) => [k, this.cfg[k]])) });
     }
     // listeners: keep those still configured, bind the new ones, drain the removed ones at the end
-    const keep = this.listeners.filter((l) => l.state !== 'closed' && cfg.listen.includes(l.spec.text));
-    const removed = this.listeners.filter((l) => l.state !== 'closed' && !cfg.listen.includes(l.spec.text));
+    // (the sockets systemd passed stay whatever the config says: the unit owns them)
+    const passed = this.listeners.filter((l) => l.state !== 'closed' && l.inherited !== undefined);
+    const wanted = [...passed.map((l) => l.spec.text), ...this.toBind(cfg, passed)];
+    const keep = this.listeners.filter((l) => l.state !== 'closed' && wanted.includes(l.spec.text));
+    const removed = this.listeners.filter((l) => l.state !== 'closed' && !wanted.includes(l.spec.text));
     const added: Listener[] = [];
     try {
-      for (const text of cfg.listen) {
+      for (const text of wanted) {
         if (keep.some((l) => l.spec.text === text)) continue;
         added.push(this.bind(this.nextListenerId++, text));
       }

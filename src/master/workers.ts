@@ -13,6 +13,7 @@ import { info } from './listeners.js';
 import { loadNative } from '../native/index.js';
 import { ACCESS_LOG_FD } from '../worker/access-log.js';
 import type { OutputRelay } from './app-output.js';
+import { SYSTEMD_ENV } from './systemd.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -94,10 +95,10 @@ function logChannel(): { childFd: number; masterFd: number } | undefined {
   }
 }
 
-/** The worker's environment: the master's, less the admin token, plus its boot. */
+/** The worker's environment: the master's, less the admin token and systemd's variables (only the master speaks to systemd), plus its boot. */
 function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) };
-  delete env.QUIESCE_ADMIN_TOKEN;
+  for (const k of ['QUIESCE_ADMIN_TOKEN', ...SYSTEMD_ENV]) delete env[k];
   return env;
 }
 

@@ -60,6 +60,13 @@ export type Native = {
   reuseportProgram(fd: number, program: readonly SockFilter[]): void;
   /** Listening TCP sockets bound to exactly `host`:`port` (sock_diag): the members of its reuseport group and any other. */
   listeners(host: string, port: number, family: 4 | 6): number;
+  /** Detach the program of `fd`'s reuseport group (SO_DETACH_REUSEPORT_BPF); none attached is not an error. */
+  detachReuseportProgram(fd: number): void;
+  /**
+   * One datagram to the unix socket at `path` (`@name`: the abstract namespace), from a fresh
+   * SOCK_DGRAM socket: systemd's notification protocol (sd_notify(3)) without libsystemd.
+   */
+  sendDatagram(path: string, message: string): void;
 };
 
 /** One classic BPF instruction (struct sock_filter). */
@@ -92,6 +99,9 @@ const SO_ATTACH_REUSEPORT_CBPF = 51;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const SO_DETACH_FILTER = 27;
+const SO_DETACH_REUSEPORT_BPF = 68;
+const SOCK_DGRAM = 2;
+const MSG_NOSIGNAL = 0x4000;
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
 const TCP_LISTEN = 10;
@@ -145,6 +155,7 @@ type Libc = {
   socketpair(domain: number, type: number, protocol: number, sv: Int32Array): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
   recv(fd: number, buf: Buffer, len: number, flags: number): number | bigint;
+  sendto(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number): number | bigint;
   getpwnam(name: string): CPointer;
   getpwuid(uid: number): CPointer;
   getgrnam(name: string): CPointer;
@@ -199,6 +210,7 @@ function bind(): Native {
     socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     send: lib.func('long send(int fd, const void *buf, size_t len, int flags)'),
     recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
+    sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
     getpwnam: lib.func('void *getpwnam(const char *name)'),
     getpwuid: lib.func('void *getpwuid(uint32_t uid)'),
     getgrnam: lib.func('void *getgrnam(const char *name)'),
@@ -313,6 +325,31 @@ function bind(): Native {
   return {
     gate: (fd) => attach(fd, GATE_PROGRAM),
     passAll: (fd) => attach(fd, PASS_ALL_PROGRAM),
+
+    detachReuseportProgram(fd) {
+      if (c.setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, new Int32Array(1), 4) !== 0) {
+        const err = fail('setsockopt(SO_DETACH_REUSEPORT_BPF)', `fd ${fd}`);
+        if (err.code !== 'ENOENT' && err.code !== 'EINVAL') throw err; // none attached, or not in a group
+      }
+    },
+
+    sendDatagram(path, message) {
+      // struct sockaddr_un: sa_family (host order), then the path; '@' is a leading NUL (abstract)
+      const name = Buffer.from(path.startsWith('@') ? `\0${path.slice(1)}` : path);
+      if (name.length > 107) throw new NativeError('sendto', 36, `socket path too long: ${path}`); // ENAMETOOLONG
+      const sa = Buffer.alloc(110);
+      sa.writeUInt16LE(AF_UNIX, 0);
+      name.copy(sa, 2);
+      const len = 2 + name.length + (path.startsWith('@') ? 0 : 1);
+      const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) throw fail('socket(AF_UNIX, SOCK_DGRAM)');
+      try {
+        const buf = Buffer.from(message);
+        if (Number(c.sendto(fd, buf, buf.length, MSG_NOSIGNAL, sa, len)) < 0) throw fail('sendto', path);
+      } finally {
+        c.close(fd);
+      }
+    },
 
     ungate(fd) {
       if (c.setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, new Int32Array(1), 4) !== 0) {

@@ -29,7 +29,8 @@ export type AppSpecWire =
   | { kind: 'dir'; root: string; autoindex: boolean; fileCache?: number; staticMaxAge?: number }
   | { kind: 'module'; path: string };
 
-export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6 };
+/** `inherited`: passed by the service manager, which keeps it (never gated; its queue waits for the next instance). */
+export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; port: number; path: string; family: 4 | 6; inherited?: boolean };
 
 /**
  * A listener as the worker gets it: `fd` is its number in the worker (stdio slot 5 onwards), and

@@ -368,7 +368,8 @@ class Worker {
     this.log('warn', 'master-gone', { pid: process.pid });
     const deadline = Date.now() + this.boot.config.drainCap;
     const native = this.native;
-    const open = [...this.listeners.values()].filter((l) => !l.closed && l.server);
+    // (a socket the service manager keeps is left as it is: retiring closes our copy, nothing is reset)
+    const open = [...this.listeners.values()].filter((l) => !l.closed && l.server && !l.info.inherited);
     // every worker gates the same sockets: each step of the gate is idempotent (native/gate.ts)
     const gating = native ? Promise.all(open.map(async (l) => {
       const fd = listenerFd(l);
