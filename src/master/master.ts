@@ -88,6 +88,7 @@ export class Master {
     this.nextListenerId = this.listeners.length;
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
+    this.warnAdminToken();
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     try {
@@ -125,6 +126,12 @@ export class Master {
   }
 
   private nextListenerId = 0;
+
+  /** An admin listener off loopback without --admin-token answers 401 on every page but /live, /ready and /: say so (at start and at a reload). */
+  private warnAdminToken(): void {
+    if (!this.admin.address || this.admin.isLoopback || this.cfg.adminToken) return;
+    this.log.warn('admin-token-missing', { address: this.admin.address, note: 'the admin listener is off loopback: its pages (but /live, /ready and /) answer 401 until --admin-token is set' });
+  }
 
   private bind(id: number, text: string): Listener {
     return bindListener(id, parseListen(text), this.drainMode, this.native);
@@ -165,7 +172,7 @@ export class Master {
 
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
     const n = this.nextGeneration++;
-    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, drainMode: this.drainMode } };
+    return { n, startedAt: Date.now(), boot: { appSpec, config: cfg, drainMode: this.drainMode, admin: this.admin.address } };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -549,6 +556,7 @@ export class Master {
     this.errorSink.reopen(cfg.errorLog);
     this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
+    this.warnAdminToken();
     if (removed.length > 0) await this.drain(removed, old, cfg.drainCap);
     const oldCount = old.length;
     if (rolling) {

@@ -31,7 +31,7 @@ type Setting = {
  */
 export const SETTINGS = {
   listen: { flag: 'listen', kind: 'list', default: ['8080'], reload: true,
-    doc: 'address to serve: HOST:PORT, [V6]:PORT, a bare PORT (all interfaces, dual-stack) or a unix socket path; repeatable' },
+    doc: 'address to serve: HOST:PORT, [V6]:PORT, a bare PORT (all interfaces, dual-stack) or a unix socket path (unix:PATH, with :0660 at the end for its permissions); repeatable' },
   admin: { flag: 'admin', kind: 'string', default: 'auto', reload: false,
     doc: 'admin listener of the master (/live, /ready, /server-status, /metrics); "auto": 127.0.0.1:8081, or a free loopback port when taken; "off" to disable' },
   workers: { flag: 'workers', kind: 'int', default: 0, reload: true,
@@ -70,6 +70,8 @@ export const SETTINGS = {
     doc: 'pid file naming the instance; its control socket is PIDFILE.sock (default: named after the working directory, in /run/quiesce for root, else $XDG_RUNTIME_DIR/quiesce or TMPDIR/quiesce-UID)' },
   accessLog: { flag: 'access-log', kind: 'string', default: '-', reload: true,
     doc: 'access log file, "-" for stdout, "off" to disable' },
+  accessLogSkipHealth: { flag: 'access-log-skip-health', kind: 'bool', default: false, reload: true,
+    doc: 'leave requests for --health-path out of the access log' },
   errorLog: { flag: 'error-log', kind: 'string', default: '-', reload: true,
     doc: 'error log file, "-" for stderr' },
   logFormat: { flag: 'log-format', kind: 'string', default: 'combined', reload: true,
@@ -95,7 +97,7 @@ export const SETTINGS = {
   staticMaxAge: { flag: 'static-max-age', kind: 'duration', default: 0, reload: true,
     doc: 'static files: Cache-Control max-age (s; at most 1 year)' },
   adminToken: { flag: 'admin-token', kind: 'string', default: '', reload: true,
-    doc: 'token required for the admin pages (but /live and /ready) when the admin listener is off loopback' },
+    doc: 'token required for the admin pages (but /live, /ready and the index /) when the admin listener is off loopback (started without one, it warns: admin-token-missing)' },
 } as const satisfies Record<string, Setting>;
 
 export type Key = keyof typeof SETTINGS;
@@ -157,6 +159,7 @@ export const configSchema = v.strictObject({
   maxRequestsPerWorker: int,
   pidfile: str,
   accessLog: str,
+  accessLogSkipHealth: bool,
   errorLog: str,
   logFormat: oneOf(['combined', 'json']),
   errorLogFormat: oneOf(['text', 'json']),
