@@ -9,7 +9,7 @@ import { mkdtempSync, symlinkSync, renameSync, writeFileSync, rmSync } from 'nod
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, within, CLI, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, within, statusJson, CLI, FIXTURES } from './helpers/server.js';
 
 const F = (name: string) => join(FIXTURES, 'reload', name);
 
@@ -244,18 +244,30 @@ test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed
 test('at most two generations: a reload waits for the previous generation to finish; a bad config fails; a stop during a reload wins', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-cfg-'));
   const cfg = join(dir, 'quiesce.json');
-  writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 1, reloadSoak: '100ms', gracefulTimeout: 10 }));
+  // a request held until the test creates a file keeps generation 1 retiring as long as needed
+  // (it was a 2.5 s sleep: two CLI starts on a loaded machine outlasted it)
+  const HOLD = join(FIXTURES, 'status/hold-app.mjs');
+  const release = join(dir, 'release');
+  writeFileSync(cfg, JSON.stringify({ app: HOLD, workers: 1, reloadSoak: '100ms', gracefulTimeout: 60 }));
   const s = await startServer({ args: ['--config', cfg, '--listen', '127.0.0.1:0'] });
+  const clis: Array<ReturnType<typeof liveCli>> = [];
   try {
-    const long = get(s.address, '/?sleep=2500'); // keeps generation 1 retiring for a while
-    await sleep(200);
+    const long = get(s.address, `/?hold=${encodeURIComponent(release)}`);
+    long.catch(() => undefined); // awaited below; a failing assertion must not leave it unhandled
+    await waitFor(async () => (await statusJson(s)).workers.some((w) => w.state === 'W'), 10_000, 'the held request in flight');
     const r1 = await s.cli('reload');
     assert.equal(r1.code, 0, r1.stderr);
-    const t0 = Date.now();
-    const r2 = await s.cli('reload');
-    assert.equal(r2.code, 0, r2.stderr);
-    assert.match(r2.stderr, /waiting for 1 retiring worker\(s\) of generation 1 to finish first/);
-    assert.ok(Date.now() - t0 >= 1500, 'the second reload waited for generation 1');
+    const r2 = liveCli(s, 'reload');
+    clis.push(r2);
+    let released = false;
+    let doneBeforeRelease = false;
+    void r2.done.then(() => { doneBeforeRelease = !released; });
+    await waitFor(() => /waiting for 1 retiring worker\(s\) of generation 1 to finish first/.test(r2.stderr()), 30_000, 'the second reload to wait for generation 1');
+    released = true;
+    writeFileSync(release, '');
+    const o2 = await within(r2.done, 60_000, 'the second reload');
+    assert.equal(o2.code, 0, o2.stderr);
+    assert.ok(!doneBeforeRelease, 'the second reload waited for generation 1\'s held request');
     assert.equal((await long).status, 200);
     writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 'lots' }));
     const bad = await s.cli('reload');
@@ -274,6 +286,7 @@ test('at most two generations: a reload waits for the previous generation to fin
     assert.match(r3.stderr, /interrupted by a stop/);
     assert.equal((await waitExit(s, 15_000)).code, 0);
   } finally {
+    for (const c of clis) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* exited */ } }
     await cleanup(s);
   }
 });

@@ -9,17 +9,14 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startServer, cleanup, get, sleep, waitFor, FIXTURES, ROOT, type Server } from './helpers/server.js';
-import type { StatusSnapshot } from '../src/master/status/types.js';
+import { startServer, cleanup, get, sleep, waitFor, statusJson, FIXTURES, ROOT, type Server } from './helpers/server.js';
 
 const HOLD_APP = join(FIXTURES, 'status/hold-app.mjs');
 /** Debian's chromium; QUIESCE_TEST_CHROMIUM names another binary (test/suite.test.ts names a missing one). */
 const CHROMIUM = process.env.QUIESCE_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 
-async function json(s: Server): Promise<StatusSnapshot> {
-  return JSON.parse((await get(s.admin, '/server-status?json')).body) as StatusSnapshot;
-}
+const json = statusJson;
 
 /** Load the page and return what a reader sees: the raw scoreboard, the state badge, the generation card, the workers table. */
 async function look(page: Page, s: Server, shot: string): Promise<{ scoreboard: string; state: string; generation: string; table: string; body: string }> {
