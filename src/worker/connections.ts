@@ -290,11 +290,16 @@ export class Connections {
     clearTimeout(conn.idleTimer);
     const wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now());
     conn.idleTimer = setTimeout(() => {
-      if (conn.inflight.length > 0 || conn.upgraded) return;
-      // a pipelined request queued before the switch, now being answered: follow it instead
-      const res = current(conn);
-      if (res) this.follow(conn, res);
-      else conn.socket.destroy();
+      // Timers run before the loop reads its sockets: a worker kept busy past the grace (a long
+      // synchronous handler, a starved CPU) would close a connection whose request already waits
+      // in the kernel, unread. The poll phase reads it before setImmediate runs: judge it then.
+      setImmediate(() => {
+        if (conn.inflight.length > 0 || conn.upgraded || conn.socket.destroyed) return;
+        // a pipelined request queued before the switch, now being answered: follow it instead
+        const res = current(conn);
+        if (res) this.follow(conn, res);
+        else conn.socket.destroy();
+      });
     }, wait);
     conn.idleTimer.unref();
   }
