@@ -88,6 +88,8 @@ export interface ConfigFile {
   maxRequestsPerWorker?: number;
   pidfile?: string;
   accessLog?: string;
+  /** Leave requests for `healthPath` out of the access log. */
+  accessLogSkipHealth?: boolean;
   errorLog?: string;
   logFormat?: 'combined' | 'json';
   errorLogFormat?: 'text' | 'json';

@@ -56,3 +56,34 @@ test('a connection that sends nothing is closed after --headers-timeout', async 
     await cleanup(s);
   }
 });
+
+// A retiring worker closes a keep-alive connection once idle for --idle-grace. A request sent
+// within the grace while the worker's loop was busy (here a 3 s synchronous handler on another
+// connection) waits unread in the kernel when the grace's timer fires: it must be answered, not
+// cut. (Under a loaded suite, a starved worker cut requests this way: "3 reloads in a row", cut=15.)
+test('a retiring worker busy past the idle grace still answers the request that arrived meanwhile on an idle keep-alive connection', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '1', '--idle-grace', '300ms', '--reload-soak', '100ms'] });
+  const a = open(s.port);
+  const b = open(s.port);
+  try {
+    for (const c of [a, b]) {
+      c.sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+      await waitFor(() => /\r\n\r\nv1 \d+\n$/.test(c.data()), 5000, 'the first response');
+    }
+    const r = await s.cli('reload'); // generation 1's worker, holding a and b, retires
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(() => /retiring reason=reload/.test(s.err()), 10_000, 'generation 1 retiring');
+    b.sock.write('GET /?burn=3000 HTTP/1.1\r\nhost: x\r\n\r\n'); // the worker's loop is busy for 3 s
+    await new Promise((res) => setTimeout(res, 500));
+    const before = a.data().length;
+    a.sock.write('GET /after HTTP/1.1\r\nhost: x\r\n\r\n'); // within the grace of a, the worker busy
+    await within(a.closedAt, 20_000, 'the close of connection a');
+    assert.match(a.data().slice(before), /^HTTP\/1\.1 200 OK\r\n[^]*\r\nConnection: close\r\n[^]*\r\n\r\nv1 \d+\n$/i, `a's second request is answered: ${JSON.stringify(a.data().slice(before))}`);
+    await within(b.closedAt, 20_000, 'the close of connection b');
+    assert.match(b.data(), /v1 \d+\n$/);
+  } finally {
+    a.sock.destroy();
+    b.sock.destroy();
+    await cleanup(s);
+  }
+});

@@ -6,13 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ConfigFile } from '../src/index.js';
 import type { Key } from '../src/shared/config.js';
 import { ROOT } from './helpers/server.js';
+import { packedProject, run } from './helpers/pack.js';
 
 // ConfigFile has exactly the settings' keys and `app`: each line fails to compile when they differ.
 const fileKeys: Record<keyof ConfigFile, true> = {} as Record<Key | 'app', true>;
@@ -58,28 +57,12 @@ defineConfig({ drainDelay: '5 seconds' });
 defineApp({ fetch: () => 'hello' });
 `;
 
-function run(cmd: string, args: string[], cwd: string): { status: number | null; out: string } {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
-  return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
-}
-
 test('the packed package: its types check a sample app and config, refuse wrong ones, and it imports at run time', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-pack-'));
+  const { dir, proj } = packedProject({ name: 'sample', private: true, type: 'module' });
   try {
-    // dist is built by `npm test` (tsc) before the tests run: no prepare script here
-    const pack = run('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', dir], ROOT);
-    assert.equal(pack.status, 0, pack.out);
-    const tgz = readdirSync(dir).find((f) => f.endsWith('.tgz'));
-    assert.ok(tgz, `npm pack made no tarball: ${pack.out}`);
-    const proj = join(dir, 'proj');
-    const pkg = join(proj, 'node_modules', 'quiesce');
-    mkdirSync(pkg, { recursive: true });
-    const untar = run('tar', ['xzf', join(dir, tgz), '--strip-components=1', '-C', pkg], dir);
-    assert.equal(untar.status, 0, untar.out);
     mkdirSync(join(proj, 'node_modules', '@types'), { recursive: true });
     symlinkSync(realpathSync(join(ROOT, 'node_modules/@types/node')), join(proj, 'node_modules/@types/node'));
     symlinkSync(realpathSync(join(ROOT, 'node_modules/undici-types')), join(proj, 'node_modules/undici-types'));
-    writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'sample', private: true, type: 'module' }));
     writeFileSync(join(proj, 'tsconfig.json'), TSCONFIG);
     writeFileSync(join(proj, 'app.ts'), APP);
     writeFileSync(join(proj, 'quiesce.config.ts'), CONFIG);

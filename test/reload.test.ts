@@ -5,10 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { mkdtempSync, symlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, symlinkSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, within, statusJson, CLI, FIXTURES } from './helpers/server.js';
 
 const F = (name: string) => join(FIXTURES, 'reload', name);
 
@@ -140,19 +141,57 @@ test('reload adds and removes listeners: the new one serves, the removed one dra
   }
 });
 
-test('a reload asked during a reload is queued once, later ones join it', async () => {
-  const s = await startServer({ args: [F('v1.mjs'), '--workers', '1', '--reload-soak', '800ms'] });
+/** A verb run as its own process, its progress (stderr) readable while it runs. */
+function liveCli(s: { pidfile: string }, verb: string): { stderr: () => string; done: Promise<{ code: number | null; stdout: string; stderr: string }>; pid: number } {
+  const p = spawn(process.execPath, [CLI, verb, '--pidfile', s.pidfile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => p.on('close', (code) => resolve({ code, stdout, stderr })));
+  return { stderr: () => stderr, done, pid: p.pid! };
+}
+
+// Each request is sent once the previous one is seen where it should be (its progress line), and
+// each generation's init() is held until the test lets it go: no order rests on timing. (It used to
+// send three verbs 150 ms apart: a slow start of the second CLI let the third arrive first, and
+// the third got "queued behind it".)
+test('a reload asked during a reload is queued once, later ones join it until it starts; one asked after it started queues anew', async () => {
+  const hold = mkdtempSync(join(tmpdir(), 'quiesce-hold-'));
+  for (const g of [2, 3]) writeFileSync(join(hold, `hold-g${g}`), '');
+  const s = await startServer({ args: [F('held.mjs'), '--workers', '1', '--reload-soak', '100ms', '--ready-timeout', '90s'], env: { HOLD_DIR: hold } });
+  const clis: Array<ReturnType<typeof liveCli>> = [];
+  const cli = (): ReturnType<typeof liveCli> => { const c = liveCli(s, 'reload'); clis.push(c); return c; };
+  const sees = async (c: ReturnType<typeof liveCli>, re: RegExp, what: string): Promise<void> => {
+    try {
+      await waitFor(() => re.test(c.stderr()), 30_000, what);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; its stderr: ${c.stderr()}`);
+    }
+  };
   try {
-    const rs = await Promise.all([s.cli('reload'), sleep(150).then(() => s.cli('reload')), sleep(300).then(() => s.cli('reload'))]);
-    for (const r of rs) assert.equal(r.code, 0, r.stderr);
-    assert.match(rs[0]!.stdout, /generation 2 serving/);
-    assert.match(rs[1]!.stderr, /queued behind/);
-    assert.match(rs[1]!.stdout, /generation 3 serving/);
-    assert.match(rs[2]!.stderr, /already queued/);
-    assert.match(rs[2]!.stdout, /generation 3 serving/);
+    const r1 = cli();
+    await sees(r1, /starting generation 2/, 'reload 1 running');
+    const r2 = cli();
+    await sees(r2, /this one is queued behind it/, 'reload 2 queued');
+    const r3 = cli();
+    await sees(r3, /already queued behind the running one: joined it/, 'reload 3 joining reload 2');
+    rmSync(join(hold, 'hold-g2')); // reload 1 completes; reload 2 starts, held in generation 3's init()
+    await sees(r2, /starting generation 3/, 'reload 2 running');
+    const r4 = cli();
+    await sees(r4, /this one is queued behind it/, 'reload 4 queued anew, not joined to the running reload 2');
+    rmSync(join(hold, 'hold-g3'));
+    const [o1, o2, o3, o4] = await Promise.all(clis.map((c) => within(c.done, 60_000, 'a reload verb to finish')));
+    for (const r of [o1, o2, o3, o4]) assert.equal(r!.code, 0, r!.stderr);
+    assert.match(o1!.stdout, /generation 2 serving/);
+    assert.match(o2!.stdout, /generation 3 serving/);
+    assert.match(o3!.stdout, /generation 3 serving/);
+    assert.match(o4!.stdout, /generation 4 serving/);
     await stopServer(s);
   } finally {
+    for (const c of clis) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* exited */ } }
     await cleanup(s);
+    rmSync(hold, { recursive: true, force: true });
   }
 });
 
@@ -205,18 +244,30 @@ test('--reload-strategy rolling: never more than workers + 1 processes, 0 failed
 test('at most two generations: a reload waits for the previous generation to finish; a bad config fails; a stop during a reload wins', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-cfg-'));
   const cfg = join(dir, 'quiesce.json');
-  writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 1, reloadSoak: '100ms', gracefulTimeout: 10 }));
+  // a request held until the test creates a file keeps generation 1 retiring as long as needed
+  // (it was a 2.5 s sleep: two CLI starts on a loaded machine outlasted it)
+  const HOLD = join(FIXTURES, 'status/hold-app.mjs');
+  const release = join(dir, 'release');
+  writeFileSync(cfg, JSON.stringify({ app: HOLD, workers: 1, reloadSoak: '100ms', gracefulTimeout: 60 }));
   const s = await startServer({ args: ['--config', cfg, '--listen', '127.0.0.1:0'] });
+  const clis: Array<ReturnType<typeof liveCli>> = [];
   try {
-    const long = get(s.address, '/?sleep=2500'); // keeps generation 1 retiring for a while
-    await sleep(200);
+    const long = get(s.address, `/?hold=${encodeURIComponent(release)}`);
+    long.catch(() => undefined); // awaited below; a failing assertion must not leave it unhandled
+    await waitFor(async () => (await statusJson(s)).workers.some((w) => w.state === 'W'), 10_000, 'the held request in flight');
     const r1 = await s.cli('reload');
     assert.equal(r1.code, 0, r1.stderr);
-    const t0 = Date.now();
-    const r2 = await s.cli('reload');
-    assert.equal(r2.code, 0, r2.stderr);
-    assert.match(r2.stderr, /waiting for 1 retiring worker\(s\) of generation 1 to finish first/);
-    assert.ok(Date.now() - t0 >= 1500, 'the second reload waited for generation 1');
+    const r2 = liveCli(s, 'reload');
+    clis.push(r2);
+    let released = false;
+    let doneBeforeRelease = false;
+    void r2.done.then(() => { doneBeforeRelease = !released; });
+    await waitFor(() => /waiting for 1 retiring worker\(s\) of generation 1 to finish first/.test(r2.stderr()), 30_000, 'the second reload to wait for generation 1');
+    released = true;
+    writeFileSync(release, '');
+    const o2 = await within(r2.done, 60_000, 'the second reload');
+    assert.equal(o2.code, 0, o2.stderr);
+    assert.ok(!doneBeforeRelease, 'the second reload waited for generation 1\'s held request');
     assert.equal((await long).status, 200);
     writeFileSync(cfg, JSON.stringify({ app: F('v1.mjs'), workers: 'lots' }));
     const bad = await s.cli('reload');
@@ -235,6 +286,7 @@ test('at most two generations: a reload waits for the previous generation to fin
     assert.match(r3.stderr, /interrupted by a stop/);
     assert.equal((await waitExit(s, 15_000)).code, 0);
   } finally {
+    for (const c of clis) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* exited */ } }
     await cleanup(s);
   }
 });

@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 
 const dir = new URL('../dist/test/', import.meta.url).pathname;
@@ -20,9 +20,29 @@ if (files.length === 0) {
 }
 const marker = `QUIESCE_TEST_RUN=${randomUUID()}`;
 const env = { ...process.env, QUIESCE_TEST_RUN: marker.split('=')[1] };
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit', env });
+// the usual reporter (what node --test picks: spec on a terminal or from Node 23 on, else TAP),
+// and test/skips-reporter.mjs writing the skipped tests to a file, printed at the end
+const major = Number(process.versions.node.split('.')[0]);
+const usual = major >= 23 || process.stdout.isTTY ? 'spec' : 'tap';
+const skipsFile = join(tmpdir(), `quiesce-skips-${env.QUIESCE_TEST_RUN}.jsonl`);
+const reporters = [`--test-reporter=${usual}`, '--test-reporter-destination=stdout',
+  `--test-reporter=${new URL('./skips-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${skipsFile}`];
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...reporters, ...files], { stdio: 'inherit', env });
+printSkips();
 // the files mirrored for the unprivileged runs (test/helpers/unprivileged.ts), if any
 rmSync(join(tmpdir(), `quiesce-nobody-root-${env.QUIESCE_TEST_RUN}`), { recursive: true, force: true });
+
+/** Every skipped test with its reason, after the run's own output: a missing tool is said where it is seen. */
+function printSkips() {
+  let skipped = [];
+  try {
+    skipped = readFileSync(skipsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  } catch { /* no file: nothing was skipped, or the run failed before reporting */ }
+  rmSync(skipsFile, { force: true });
+  if (skipped.length === 0) return;
+  const lines = skipped.map((t) => `  SKIPPED ${basename(t.file)}: ${t.name}\n          because: ${t.reason}`);
+  process.stdout.write(`\n== ${skipped.length} test(s) skipped, not run:\n${lines.join('\n')}\n`);
+}
 
 function leftovers() {
   const out = [];

@@ -9,16 +9,14 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startServer, cleanup, get, sleep, waitFor, FIXTURES, ROOT, type Server } from './helpers/server.js';
-import type { StatusSnapshot } from '../src/master/status/types.js';
+import { startServer, cleanup, get, sleep, waitFor, statusJson, FIXTURES, ROOT, type Server } from './helpers/server.js';
 
 const HOLD_APP = join(FIXTURES, 'status/hold-app.mjs');
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium; QUIESCE_TEST_CHROMIUM names another binary (test/suite.test.ts names a missing one). */
+const CHROMIUM = process.env.QUIESCE_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 
-async function json(s: Server): Promise<StatusSnapshot> {
-  return JSON.parse((await get(s.admin, '/server-status?json')).body) as StatusSnapshot;
-}
+const json = statusJson;
 
 /** Load the page and return what a reader sees: the raw scoreboard, the state badge, the generation card, the workers table. */
 async function look(page: Page, s: Server, shot: string): Promise<{ scoreboard: string; state: string; generation: string; table: string; body: string }> {
@@ -35,7 +33,7 @@ async function look(page: Page, s: Server, shot: string): Promise<{ scoreboard: 
   };
 }
 
-test('the status page in chromium: W for a slow request, the new generation after a reload, G during a stop', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, async () => {
+test('the status page in chromium: W for a slow request, the new generation after a reload, G during a stop', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium, as .ci/run does)` }, async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
   const s = await startServer({ args: [HOLD_APP, '--workers', '2', '--reload-soak', '200ms', '--graceful-timeout', '15', '--status-query'] /* requests are told apart by their ?hold= */ });

@@ -1,7 +1,7 @@
 /**
  * The admin listener, served by the master itself (never app traffic): /live, /ready, and the
- * routes other modules add (server-status, metrics). Bound off loopback, every route but /live and
- * /ready requires the admin token.
+ * routes other modules add (the index `/`, server-status, metrics). Bound off loopback, every route
+ * but /live, /ready and the index requires the admin token.
  */
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
@@ -12,6 +12,9 @@ import { parseListen } from './listeners.js';
 /** The default --admin: ADMIN_AUTO_FIRST, or a free loopback port when that is taken. */
 export const ADMIN_AUTO = 'auto';
 export const ADMIN_AUTO_FIRST = '127.0.0.1:8081';
+
+/** Answered off loopback without the token: the probes, and the index (it shows nothing but the pages' names). */
+const OPEN_ROUTES = new Set(['/live', '/ready', '/']);
 
 export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
 
@@ -65,20 +68,21 @@ export class AdminServer {
     });
     const a = server.address();
     this.address = typeof a === 'string' ? `unix:${a}` : a ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : spec;
-    this.loopback = typeof a === 'string' || (a !== null && (a.address.startsWith('127.') || a.address === '::1'));
+    this.isLoopback = typeof a === 'string' || (a !== null && (/^(?:::ffff:)?127\./.test(a.address) || a.address === '::1'));
     this.server = server;
   }
 
-  private loopback = true;
+  /** Bound to loopback or a unix socket: no token is asked. */
+  isLoopback = true;
 
   private async handle(req: Http.IncomingMessage, res: Http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = this.routes.get(url.pathname);
     if (!route) return text(res, 404, 'not found\n');
     const want = this.token();
-    // off loopback every page but /live and /ready needs the token; on loopback, once a token is
-    // set, the pages that show requests (/server-status) need it too
-    if (url.pathname !== '/live' && url.pathname !== '/ready' && (!this.loopback || (want !== '' && SHOWS_REQUESTS.has(url.pathname)))) {
+    // off loopback every page but /live, /ready and the index needs the token; on loopback, once a
+    // token is set, the pages that show requests (/server-status) need it too
+    if (!OPEN_ROUTES.has(url.pathname) && (!this.isLoopback || (want !== '' && SHOWS_REQUESTS.has(url.pathname)))) {
       const got = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('token') || '';
       if (!want || !sameSecret(got, want)) return text(res, 401, want ? 'admin token required\n' : 'admin pages are off: set --admin-token-file (or --admin-token) to reach them off loopback\n');
     }

@@ -22,7 +22,8 @@ const createServerHandle = (net as unknown as { _createServerHandle: CreateServe
 
 export type ListenSpec =
   | { kind: 'tcp'; host: string | null; port: number; family: 4 | 6 | 0; text: string }
-  | { kind: 'unix'; path: string; text: string };
+  /** `mode`: the socket file's permissions (`unix:/run/app.sock:0660`), else what the umask gives. */
+  | { kind: 'unix'; path: string; mode?: number; text: string };
 
 export type ListenerState = 'open' | 'gated' | 'closed';
 
@@ -57,9 +58,14 @@ export type Listener = {
 export function parseListen(text: string, cwd = process.cwd(), flag = '--listen'): ListenSpec {
   const bad = (why: string) => new QuiesceError('USAGE', `${flag} ${JSON.stringify(text)}: ${why}`);
   if (text.startsWith('unix:') || text.startsWith('/') || text.startsWith('./') || text.startsWith('../')) {
-    const p = text.startsWith('unix:') ? text.slice(5) : text;
+    let p = text.startsWith('unix:') ? text.slice(5) : text;
+    // a trailing :MODE (3 or 4 octal digits) sets the socket file's permissions
+    const m = /:([0-7]{3,4})$/.exec(p);
+    const mode = m ? parseInt(m[1]!, 8) : undefined;
+    if (m) p = p.slice(0, m.index);
     if (!p) throw bad('empty unix socket path');
-    return { kind: 'unix', path: isAbsolute(p) ? p : resolve(cwd, p), text };
+    if (mode !== undefined && mode > 0o777) throw bad(`mode ${m![1]}: only permission bits (at most 0777)`);
+    return { kind: 'unix', path: isAbsolute(p) ? p : resolve(cwd, p), mode, text };
   }
   const port = (s: string): number => {
     if (!/^\d+$/.test(s)) throw bad(`not a port: ${JSON.stringify(s)}`);
@@ -99,7 +105,7 @@ export function bindListener(id: number, spec: ListenSpec, mode: TcpDrainMode, n
       if (unixSocketInUse(spec.path)) throw new QuiesceError('LISTEN_FAILED', `--listen ${spec.text}: address in use (another server listens on ${spec.path})`);
       unlinkSync(spec.path);
     }
-    handle = createServerHandle(spec.path, -1, -1);
+    handle = bindUnix(spec.path, spec.mode);
   } else if (reuseport) {
     const { fd, host, family } = bindReusePort(reuseport, spec);
     try {
@@ -136,6 +142,21 @@ export function bindListener(id: number, spec: ListenSpec, mode: TcpDrainMode, n
     address = fam === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
   return { id, spec, handle, fd: handle.fd, port, address, state: 'open', family: fam, gate, drainMode: spec.kind === 'unix' ? 'unlink' : mode };
+}
+
+/**
+ * Bind a unix socket; with `mode`, the file is created with exactly those permissions: the umask
+ * is set to their complement around bind(2) (synchronous, and the master runs no other file
+ * creation meanwhile), so the path never exists with other permissions, and no chmod follows.
+ */
+function bindUnix(path: string, mode: number | undefined): ServerHandle | number {
+  if (mode === undefined) return createServerHandle(path, -1, -1);
+  const umask = process.umask(0o777 & ~mode);
+  try {
+    return createServerHandle(path, -1, -1);
+  } finally {
+    process.umask(umask);
+  }
 }
 
 function bindError(code: string): string {

@@ -59,7 +59,10 @@ export class Master {
   private readonly crashes = new Map<number, { n: number }>();
   private stopWaiters: Array<(r: Result) => void> = [];
   private stopSignal?: { signal: string; at: number };
+  /** A reload waiting on `running` that has not started: later reload requests join it. */
   private queuedReload?: Promise<Result>;
+  /** Reloads and restarts on `running`, running or waiting. */
+  private onChain = 0;
   private running: Promise<unknown> = Promise.resolve();
   /** Figures of workers that have exited (the live ones report their own): totals survive reloads. */
   private readonly ofExited: ExitedTotals = { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0 };
@@ -100,6 +103,7 @@ export class Master {
     }
     installStatus(this);
     if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
+    this.warnAdminToken();
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     try {
@@ -153,6 +157,12 @@ export class Master {
     return cfg.listen.filter((text) => !passed.some((l) => listenMatches(parseListen(text), l)));
   }
 
+  /** An admin listener off loopback without --admin-token answers 401 on every page but /live, /ready and /: say so (at start and at a reload). */
+  private warnAdminToken(): void {
+    if (!this.admin.address || this.admin.isLoopback || this.cfg.adminToken) return;
+    this.log.warn('admin-token-missing', { address: this.admin.address, note: 'the admin listener is off loopback: its pages (but /live, /ready and /) answer 401 until --admin-token is set' });
+  }
+
   private bind(id: number, text: string): Listener {
     return bindListener(id, parseListen(text), this.drainMode, this.native);
   }
@@ -193,7 +203,7 @@ export class Master {
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
     const n = this.nextGeneration++;
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
-    return { n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode } };
+    return { n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address } };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -340,7 +350,11 @@ export class Master {
     }
   }
 
-  /** Carry out a verb. Reloads run one at a time; a reload asked during one is queued once (later ones coalesce). */
+  /**
+   * Carry out a verb. Reloads and restarts run one at a time on `running`; a reload asked while one
+   * runs or waits is queued once, and later ones join the queued one until it starts: from then on
+   * it may have read its config already, so a reload asked later queues anew.
+   */
   request(verb: Verb, progress: (m: string) => void = () => {}): Promise<Result> {
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
     switch (verb) {
@@ -353,15 +367,22 @@ export class Master {
       case 'reload':
       case 'restart': {
         if (stopping) return Promise.resolve({ type: 'result', ok: false, message: `cannot ${verb}: the server is stopping` });
-        if (verb === 'reload' && this.state.s === 'reloading') {
+        // busy, not the state: a reload is in 'serving' while it reads its config, and between two queued runs
+        const queued = verb === 'reload' && this.onChain > 0;
+        if (queued) {
           if (this.queuedReload) { progress('a reload is already queued behind the running one: joined it'); return this.queuedReload; }
           progress('a reload is running: this one is queued behind it');
         }
-        const run = this.running.then(() => this.notified(verb, () => (verb === 'reload' ? this.reload(progress) : this.restart(progress))));
-        if (verb === 'reload' && this.state.s === 'reloading') {
-          this.queuedReload = run;
-          void run.finally(() => { if (this.queuedReload === run) this.queuedReload = undefined; });
-        }
+        this.onChain++;
+        const run: Promise<Result> = this.running.then(async () => {
+          if (this.queuedReload === run) this.queuedReload = undefined; // it starts: no longer joinable
+          try {
+            return await this.notified(verb, () => (verb === 'reload' ? this.reload(progress) : this.restart(progress)));
+          } finally {
+            this.onChain--;
+          }
+        });
+        if (queued) this.queuedReload = run;
         this.running = run.catch(() => undefined);
         return run;
       }
@@ -598,6 +619,7 @@ export class Master {
     this.errorSink.reopen(cfg.errorLog);
     this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
+    this.warnAdminToken();
     if (removed.length > 0) await this.drain(removed, old, cfg.drainCap);
     const oldCount = old.length;
     if (rolling) {

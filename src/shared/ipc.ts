@@ -22,6 +22,8 @@ export type WorkerBoot = {
   listeners: ListenerBoot[];
   /** How TCP listeners are gated at a stop (the worker gates them itself if the master dies). */
   drainMode: TcpDrainMode;
+  /** The admin listener's bound address as the master prints it ("127.0.0.1:8081", "unix:PATH"), "" when off. */
+  admin: string;
 };
 
 export type AppSpecWire =

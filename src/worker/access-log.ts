@@ -27,10 +27,31 @@ function q(s: string | undefined): string {
   return s === undefined ? '-' : s.replace(/[\\"\x00-\x1f\x7f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 }
 
+/** `bytes`: the body bytes sent (see bodyBytes). */
 export type AccessEntry = { req: IncomingMessage; res: ServerResponse; bytes: number; startedAt: number };
 
+/** Node's header block of a response once written (undocumented, Node 20-24): latin1, so its length is its bytes. */
+type WrittenHeader = { _header?: string | null };
+
+/**
+ * The body bytes of a response (Combined Log Format's `%b`), from what its socket wrote since the
+ * request began (`before`, its socket's bytesWritten then): minus the header block, as nginx's `$body_bytes_sent` counts it (chunk
+ * framing included). Nothing per write is counted on the way.
+ */
+export function bodyBytes(req: IncomingMessage, res: ServerResponse, before: number): number {
+  const sent = req.socket.bytesWritten - before; // (res.socket is detached once the response finished)
+  const header = (res as unknown as WrittenHeader)._header;
+  return Math.max(0, sent - (typeof header === 'string' ? header.length : 0));
+}
+
+/** The client's address; an IPv4 client of a dual-stack listener shows as 127.0.0.1, not ::ffff:127.0.0.1. */
+export function clientAddress(req: IncomingMessage): string | undefined {
+  const a = req.socket.remoteAddress;
+  return a !== undefined && a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
 export function combined({ req, res, bytes }: AccessEntry): string {
-  const host = req.socket.remoteAddress ?? '-';
+  const host = clientAddress(req) ?? '-';
   const line = `${req.method ?? '-'} ${req.url ?? '-'} HTTP/${req.httpVersion}`;
   return `${host} - - [${clfTime(Date.now())}] "${q(line)}" ${res.statusCode} ${bytes > 0 ? bytes : '-'} "${q(req.headers.referer)}" "${q(req.headers['user-agent'])}"\n`;
 }
@@ -38,7 +59,7 @@ export function combined({ req, res, bytes }: AccessEntry): string {
 export function json({ req, res, bytes, startedAt }: AccessEntry, extra: Record<string, number>): string {
   return JSON.stringify({
     time: new Date().toISOString(),
-    remote: req.socket.remoteAddress ?? null,
+    remote: clientAddress(req) ?? null,
     method: req.method,
     url: req.url,
     protocol: `HTTP/${req.httpVersion}`,

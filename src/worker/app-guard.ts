@@ -49,6 +49,35 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }
 
+/** The duck type of a fetch Response (undici's, or a framework's own): a numeric status, headers with get(), a body reader. */
+function isResponseLike(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as { status?: unknown; headers?: { get?: unknown } | null; arrayBuffer?: unknown };
+  return typeof r.status === 'number' && typeof r.headers?.get === 'function' && typeof r.arrayBuffer === 'function';
+}
+
+/**
+ * A function taken as a Node listener that returns a Response (or a promise of one) is a fetch
+ * handler declaring two parameters (`async (request, env) => new Response(…)`): left alone its
+ * request would hang. The request is answered 500 and `why` (what to change) is reported as an
+ * app error, which the worker logs once per interval.
+ */
+export function refuseResponse(fn: (req: IncomingMessage, res: ServerResponse) => unknown, why: string, onError: ErrorSink): (req: IncomingMessage, res: ServerResponse) => unknown {
+  const refuse = (req: IncomingMessage, res: ServerResponse): void => {
+    const err = new Error(why);
+    err.stack = ''; // quiesce's own frames would only mislead: the message says it all
+    report(onError, err, 'request', req);
+    if (!res.headersSent) failResponse(res, 500, 'Internal Server Error: the app returned a fetch Response from a Node listener (see the server log)');
+  };
+  return (req, res) => {
+    const ret = fn(req, res);
+    if (ret === undefined) return ret; // a listener's usual answer: one compare
+    if (isResponseLike(ret)) return refuse(req, res);
+    if (isThenable(ret)) return Promise.resolve(ret).then((v) => { if (isResponseLike(v)) refuse(req, res); });
+    return ret;
+  };
+}
+
 /**
  * A listener that never throws: a synchronous throw, or a rejection of a promise the listener
  * returns (async listeners), answers 500 and is reported to `onError` with `where`.

@@ -27,7 +27,7 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { AppError, type LoadedApp, type LoadOptions, type UpgradeListener } from './app-types.js';
-import { guardListener, guardUpgrade, type ErrorSink } from './app-guard.js';
+import { guardListener, guardUpgrade, refuseResponse, type ErrorSink } from './app-guard.js';
 import { ListenCapture, settle, isHttpServer, describeEndpoints, fakeListen, isAdopted, parseListenArgs, type ListenCall } from './app-adopt.js';
 import type { FetchHandler } from './fetch-bridge.js';
 
@@ -155,7 +155,8 @@ function syntaxErrorLocation(path: string): string | null {
 type Handler =
   | { kind: 'unusable'; why: string }
   | { kind: 'fastify'; app: FastifyLike }
-  | { kind: 'listener'; fn: (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown }
+  /** `why`: how a function default export came to be taken as a listener (said when it returns a Response). */
+  | { kind: 'listener'; fn: (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown; why?: string }
   | { kind: 'fetch'; fn: FetchHandler }
   | { kind: 'server'; server: Http.Server };
 
@@ -175,7 +176,11 @@ function findHandler(ns: Namespace, path: string): Handler | null {
   if (typeof def === 'function') {
     const fn = def as (...args: unknown[]) => unknown;
     const kind = override ?? (fn.length >= 2 ? 'listener' : fn.length === 1 ? 'fetch' : undefined);
-    if (kind === 'listener') return { kind: 'listener', fn };
+    if (kind === 'listener') {
+      const why = override ? "of `export const kind = 'listener'`" : `it declares ${fn.length} parameters`;
+      return { kind: 'listener', fn, why: `${path}: the default export returned a Response, but it is called as a Node listener (req, res) because ${why}; ` +
+        "a fetch handler `(request, env) => Response` needs `export const kind = 'fetch'` (or declare only `(request)`)" };
+    }
     if (kind === 'fetch') return { kind: 'fetch', fn: fn as FetchHandler };
     if (hasFetch(def)) return { kind: 'fetch', fn: def.fetch.bind(def) };
     return {
@@ -281,7 +286,7 @@ function closeServer(server: net.Server): Promise<void> {
 async function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink): Promise<LoadedApp> {
   switch (h.kind) {
     case 'listener':
-      return { kind: 'listener', listener: guardListener(h.fn, onError), ...hooks };
+      return { kind: 'listener', listener: guardListener(h.why ? refuseResponse(h.fn, h.why, onError) : h.fn, onError), ...hooks };
     case 'fetch': {
       // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
       const { fetchListener } = await import('./fetch-bridge.js');

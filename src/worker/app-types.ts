@@ -38,6 +38,8 @@ export type AppSpec =
   | { kind: 'module'; path: string /* absolute real path */ };
 
 export type LoadOptions = {
+  /** Where the master's admin listener is ("127.0.0.1:8081", "unix:PATH", "" when off): the welcome page links to it. */
+  admin?: string;
   /** An app error: where it surfaced, and the request it broke when there is one. */
   onError: (err: unknown, where: string, req?: IncomingMessage) => void;
   /**

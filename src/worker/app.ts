@@ -18,7 +18,10 @@ export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedA
   switch (spec.kind) {
     case 'site': {
       const { createStaticListener, locateSiteDir } = await import('./static.js'); // mime and friends only where files are served
-      return staticApp(await createStaticListener(locateSiteDir(), { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge }));
+      const { welcomeListener } = await import('./welcome.js');
+      const dir = locateSiteDir();
+      const files = await createStaticListener(dir, { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge });
+      return { ...staticApp(files), listener: welcomeListener(dir, opts.admin ?? '', files) };
     }
     case 'dir': {
       const { createStaticListener } = await import('./static.js');

@@ -299,14 +299,19 @@ export class Connections {
     if (conn.upgraded || conn.inflight.length > 0) return;
     clearTimeout(conn.idleTimer);
     conn.idleTimer = setTimeout(() => {
-      if (conn.inflight.length > 0 || conn.upgraded) return;
-      // a pipelined request queued before the switch, now being answered: follow it instead
-      const res = current(conn);
-      if (res) this.follow(conn, res);
-      // a request partly received: closing now would cut it; it is answered (with Connection:
-      // close) once its headers are in, or ended by --headers-timeout or the graceful timeout
-      else if (midRequest(conn.socket)) this.scheduleIdleClose(conn, this.idleGraceMs);
-      else conn.socket.destroy();
+      // Timers run before the loop reads its sockets: a worker kept busy past the grace (a long
+      // synchronous handler, a starved CPU) would close a connection whose request already waits
+      // in the kernel, unread. The poll phase reads it before setImmediate runs: judge it then.
+      setImmediate(() => {
+        if (conn.inflight.length > 0 || conn.upgraded || conn.socket.destroyed) return;
+        // a pipelined request queued before the switch, now being answered: follow it instead
+        const res = current(conn);
+        if (res) this.follow(conn, res);
+        // a request partly received: closing now would cut it; it is answered (with Connection:
+        // close) once its headers are in, or ended by --headers-timeout or the graceful timeout
+        else if (midRequest(conn.socket)) this.scheduleIdleClose(conn, this.idleGraceMs);
+        else conn.socket.destroy();
+      });
     }, wait);
     conn.idleTimer.unref();
   }

@@ -11,7 +11,7 @@ import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
 import { STATS_INTERVAL_MS, isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
-import { AccessLogPipe, combined, json, type AccessEntry } from './access-log.js';
+import { AccessLogPipe, bodyBytes, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
 import { closeSync } from 'node:fs';
 import { AppErrorLog, stackOf } from './app-errors.js';
@@ -102,7 +102,7 @@ class Worker {
     try {
       // the app's stacks name its own sources when it ships source maps (as --enable-source-maps)
       process.setSourceMapsEnabled(true);
-      this.app = await loadApp(this.boot.appSpec, { onError: (err, where, req) => this.appErrors.report(err, where, req) });
+      this.app = await loadApp(this.boot.appSpec, { admin: this.boot.admin, onError: (err, where, req) => this.appErrors.report(err, where, req) });
     } catch (err) {
       return this.fatal((err as { code?: string }).code ?? 'APP_LOAD_FAILED', errorMessage(err), stackOf((err as { cause?: unknown }).cause));
     }
@@ -220,17 +220,20 @@ class Worker {
     const format = cfg.logFormat === 'json'
       ? (entry: AccessEntry) => json(entry, { pid: process.pid, generation: this.boot.generation })
       : combined;
+    const logHealth = !cfg.accessLogSkipHealth;
     return (req, res) => {
       if (cfg.exposeGeneration) res.setHeader('x-quiesce-generation', this.generationHeader);
-      if (log) {
+      const health = cfg.healthPath !== '' && req.url === cfg.healthPath;
+      if (log && (logHealth || !health)) {
         const startedAt = Date.now();
         const written = req.socket.bytesWritten;
-        res.once('close', () => log.write(format({ req, res, bytes: req.socket.bytesWritten - written, startedAt })));
+        res.once('close', () => log.write(format({ req, res, bytes: bodyBytes(req, res, written), startedAt })));
       }
-      if (cfg.healthPath && req.url === cfg.healthPath) {
+      if (health) {
         const up = !this.conns.winding;
-        res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
-        res.end(up ? 'ok\n' : 'draining\n');
+        const body = up ? 'ok\n' : 'draining\n';
+        res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'content-length': body.length });
+        res.end(body);
         return true;
       }
       return false;

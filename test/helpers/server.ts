@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import http from 'node:http';
 import net from 'node:net';
 import { asNobody, forNobody, nobodyDir } from './unprivileged.js';
+import type { StatusSnapshot } from '../../src/master/status/types.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli.js');
@@ -156,6 +157,11 @@ export function get(address: string, path = '/', headers: Record<string, string>
     req.on('error', reject);
     req.end();
   });
+}
+
+/** The admin listener's /server-status?json. */
+export async function statusJson(s: Server): Promise<StatusSnapshot> {
+  return JSON.parse((await get(s.admin, '/server-status?json')).body) as StatusSnapshot;
 }
 
 /** Wait for the master to exit, at most `ms`; fails (after killing it) when it does not. */

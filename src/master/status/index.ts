@@ -4,25 +4,31 @@
  * the master reports drain and reload durations through observeDrain()/observeReload().
  */
 import type http from 'node:http';
+import { hostname } from 'node:os';
 import type { Master } from '../master.js';
 import { text } from '../admin.js';
 import { stateOf } from './state.js';
 import { Metrics } from './metrics.js';
 import { renderAuto } from './auto.js';
-import { PAGE_CSP, renderPage } from './page.js';
+import { PAGE_CSP, renderIndex, renderPage } from './page.js';
 import type { StatusSnapshot } from './types.js';
 
 export type { StatusSnapshot } from './types.js';
 export { buildSnapshot, type ExitedTotals } from './snapshot.js';
 
+const HTML_HEADERS = { 'content-security-policy': PAGE_CSP, 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' };
+
 export function installStatus(master: Master): void {
   const snap = (): StatusSnapshot => master.snapshot();
 
+  master.admin.routes.set('/', (_req, res, url) => {
+    send(res, renderIndex(url, hostname(), !master.admin.isLoopback), 'text/html; charset=utf-8', HTML_HEADERS);
+  });
   master.admin.routes.set('/server-status', (_req, res, url) => {
     const s = snap();
     if (url.searchParams.has('json')) return send(res, JSON.stringify(s, null, 2) + '\n', 'application/json; charset=utf-8');
     if (url.searchParams.has('auto')) return text(res, 200, renderAuto(s));
-    send(res, renderPage(s, url), 'text/html; charset=utf-8', { 'content-security-policy': PAGE_CSP, 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' });
+    send(res, renderPage(s, url), 'text/html; charset=utf-8', HTML_HEADERS);
   });
   master.admin.routes.set('/metrics', async (_req, res) => {
     const m = await metricsOf(master);

@@ -24,16 +24,52 @@ export function refreshOf(url: URL): number | undefined {
   return Number.isFinite(n) && n >= 1 ? Math.min(n, 3600) : undefined;
 }
 
-export function renderPage(s: StatusSnapshot, url: URL): string {
-  const refresh = refreshOf(url);
+/** Links of a page reached with `?token=`: each carries the token (escaped for an attribute). */
+function linker(url: URL): (path: string, query?: Record<string, string | number | undefined>) => string {
   const token = url.searchParams.get('token');
-  const href = (path: string, query: Record<string, string | number | undefined> = {}): string => {
+  return (path, query = {}) => {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
     if (token) q.set('token', token);
     const qs = q.toString().replace(/=(?=&|$)/g, '');
     return esc(qs ? `${path}?${qs}` : path);
   };
+}
+
+/** The admin listener's `/`: what each page is, linked. */
+export function renderIndex(url: URL, hostname: string, offLoopback: boolean): string {
+  const href = linker(url);
+  const pages: Array<[string, string, string]> = [
+    ['/server-status', href('/server-status'), 'workers, generations, listeners, drains and reloads (HTML; <code>?refresh=N</code>)'],
+    ['/server-status?auto', href('/server-status', { auto: '' }), 'the same as key: value lines, as mod_status'],
+    ['/server-status?json', href('/server-status', { json: '' }), 'the same as JSON (docs/STATUS-SCHEMA.md)'],
+    ['/metrics', href('/metrics'), 'Prometheus metrics'],
+    ['/live', href('/live'), '200 while the master runs (liveness)'],
+    ['/ready', href('/ready'), '200 while serving or reloading, 503 from the start of a stop (readiness)'],
+  ];
+  const rows = pages.map(([name, link, what]) => `<tr><td><a href="${link}"><code>${esc(name)}</code></a></td><td>${what}</td></tr>`).join('\n');
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Admin · ${esc(hostname)} · quiesce</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header><div class="title"><span class="logo" aria-hidden="true">q</span><div><h1>Admin <span class="host">${esc(hostname)}</span></h1>
+<div class="meta">quiesce's admin listener</div></div></div></header>
+<main><div class="panel"><table class="pages"><tbody>
+${rows}
+</tbody></table>${offLoopback ? '\n<p class="summary">Off loopback every page but /live and /ready needs the admin token (<code>Authorization: Bearer TOKEN</code> or <code>?token=</code>).</p>' : ''}</div></main>
+</body>
+</html>
+`;
+}
+
+export function renderPage(s: StatusSnapshot, url: URL): string {
+  const refresh = refreshOf(url);
+  const href = linker(url);
   const t = s.totals;
   const upS = Math.max(1, s.uptimeMs / 1000);
   const conns = s.generationInfo.reduce((a, g) => a + g.connections, 0);
