@@ -23,8 +23,12 @@ import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusS
 import { OutputRelay } from './app-output.js';
 import { describeWaiting } from './stop-progress.js';
 import { hasControllingTty } from './tty.js';
+import { readdirSync } from 'node:fs';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
+
+/** Past a worker's escalation (graceful timeout, kill grace), how long more a lifecycle wait may last. */
+const EXIT_SLACK_MS = 3_000;
 export type ConfigLoader = () => Promise<Config>;
 
 export type Totals = {
@@ -194,7 +198,7 @@ export class Master {
       let ready = 0;
       for (const w of ws) {
         void w.ready.then((ok) => {
-          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
+          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : w.spawnError ? `a worker could not be started: ${w.spawnError}` : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
           else if (++ready === ws.length) resolve('');
         });
       }
@@ -231,6 +235,7 @@ export class Master {
     this.ofExited.refused += st.refused ?? 0;
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
+    if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
     // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
     const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections };
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
@@ -372,6 +377,46 @@ export class Master {
       w.retire('stop', escalation(0, this.cfg.killGrace));
       w.send({ t: 'force' });
     }
+    this.stopDeadline(this.cfg.killGrace);
+  }
+
+  /**
+   * The stop's last bound: `ms` (the escalation's own course) plus EXIT_SLACK_MS from now, any
+   * worker still there is killed and the master finishes anyway (a worker SIGKILLed that does not
+   * exit, a record that never gets its exit event: nothing may hold a stop forever). An earlier
+   * deadline wins over a later one.
+   */
+  private stopDeadline(ms: number): void {
+    const at = Date.now() + ms + EXIT_SLACK_MS;
+    if (this.deadlineAt !== undefined && this.deadlineAt <= at) return;
+    this.deadlineAt = at;
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = setTimeout(() => {
+      // still draining (a forced stop during a long drain): the drain is capped, and the stop sets its own deadline after it
+      if (this.state.s !== 'stopping') { this.deadlineAt = undefined; return; }
+      const left = [...this.workers];
+      this.log.alert('stop-deadline', { ms: ms + EXIT_SLACK_MS, workers: left.length, pids: left.map((w) => w.pid).join(',') || undefined, note: 'finishing without waiting any longer' });
+      for (const w of left) w.kill();
+      void this.finish();
+    }, at - Date.now());
+  }
+  private deadlineAt?: number;
+  private deadlineTimer?: NodeJS.Timeout;
+
+  /**
+   * Wait for workers told to retire to exit, at most until their escalation has run its course
+   * (graceful timeout + kill grace) plus EXIT_SLACK_MS: a reload must not wait forever on one.
+   */
+  private async exitedWithin(ws: WorkerProc[], what: string): Promise<void> {
+    const ms = Math.max(0, ...ws.map((w) => w.generation.boot.config.gracefulTimeout + w.generation.boot.config.killGrace)) + EXIT_SLACK_MS;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(ws.map((w) => w.exited)), new Promise((r) => { timer = setTimeout(r, ms); })]);
+    clearTimeout(timer);
+    const left = ws.filter((w) => w.alive);
+    if (left.length > 0) {
+      this.log.alert('wait-capped', { waiting_for: what, ms, pids: left.map((w) => w.pid).join(','), note: 'retiring workers did not exit in time: killed, not waited for' });
+      for (const w of left) w.kill();
+    }
   }
 
   private async gracefulStop(fast: boolean): Promise<void> {
@@ -414,6 +459,7 @@ export class Master {
       this.retire(w, 'stop');
     }
     if (this.workers.size === 0) return this.finish();
+    this.stopDeadline(this.cfg.gracefulTimeout + this.cfg.killGrace);
     this.reportStopWait(Date.now() + this.cfg.gracefulTimeout);
   }
 
@@ -444,6 +490,7 @@ export class Master {
   private async finish(): Promise<void> {
     if (this.finishing) return;
     this.finishing = true;
+    clearTimeout(this.deadlineTimer);
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
@@ -511,7 +558,7 @@ export class Master {
     const lingering = [...this.workers].filter((w) => w.phase === 'retiring');
     if (lingering.length > 0) {
       progress(`waiting for ${lingering.length} retiring worker(s) of generation ${[...new Set(lingering.map((w) => w.generation.n))].join(', ')} to finish first`);
-      await Promise.all(lingering.map((w) => w.exited));
+      await this.exitedWithin(lingering, 'reload');
       if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     }
     progress(`starting generation ${gen.n} (${cfg.workers} workers)`);
@@ -579,7 +626,7 @@ export class Master {
       const out = old.shift();
       if (out) {
         this.retire(out, 'reload');
-        await out.exited;
+        await this.exitedWithin([out], 'rolling reload');
       }
       if (slot >= want || this.state.s !== 'reloading') continue;
       const w = this.spawn(slot, gen);
@@ -644,6 +691,11 @@ export class Master {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The master's open file descriptors (a failed fork's usual cause is EMFILE); undefined off Linux. */
+function openFds(): number | undefined {
+  try { return readdirSync('/proc/self/fd').length; } catch { return undefined; }
 }
 
 /**

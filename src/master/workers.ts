@@ -13,6 +13,7 @@ import { info } from './listeners.js';
 import { loadNative } from '../native/index.js';
 import { ACCESS_LOG_FD } from '../worker/access-log.js';
 import type { OutputRelay } from './app-output.js';
+import { errorMessage } from '../shared/errors.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -96,7 +97,10 @@ function logChannel(): { childFd: number; masterFd: number } | undefined {
 
 export class WorkerProc {
   readonly pid: number;
-  readonly child: ChildProcess;
+  /** Undefined when the fork itself failed (spawnError says why): the record is born exited. */
+  readonly child: ChildProcess | undefined;
+  /** Why the process could not be started (EMFILE, EAGAIN, ENOMEM...): a crash of its slot. */
+  spawnError?: string;
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
@@ -137,19 +141,24 @@ export class WorkerProc {
       }),
     };
     const log = logChannel();
+    let child: ChildProcess | undefined;
     try {
-      this.child = fork(CLI, [], {
+      child = fork(CLI, [], {
         execArgv: workerExecArgv(),
         env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
         stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
       });
+    } catch (err) {
+      // a synchronous spawn error (Node throws for most; EMFILE/ENFILE/EAGAIN/EACCES come as 'error' below)
+      this.spawnError = errorMessage(err);
     } finally {
       if (log) closeSync(log.childFd); // the worker has its copy as fd 4
     }
-    this.pid = this.child.pid ?? -1;
+    this.child = child;
+    this.pid = child?.pid ?? -1;
     for (const stream of ['stdout', 'stderr'] as const) {
-      const s = this.child[stream];
+      const s = child?.[stream];
       if (!s) continue;
       const r = relay(this, stream);
       s.on('data', (chunk: Buffer) => r.push(chunk)).on('end', () => r.flush());
@@ -165,14 +174,17 @@ export class WorkerProc {
       reader.on('error', () => { /* the worker is gone: its exit is handled */ });
       reader.on('end', () => lines.end());
     } else {
-      (this.child.stdio[4] as Readable | null)?.on('data', (chunk: Buffer) => lines.push(chunk)).on('end', () => lines.end());
+      (child?.stdio[4] as Readable | null | undefined)?.on('data', (chunk: Buffer) => lines.push(chunk)).on('end', () => lines.end());
     }
     let readyNow: (ok: boolean) => void = () => {};
     let failNow: (why: string) => void = () => {};
     this.ready = new Promise((resolve) => { readyNow = resolve; });
     this.failed = new Promise((resolve) => { failNow = resolve; });
     this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
+      let done = false;
+      const died = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (done) return;
+        done = true;
         this.exitCode = code;
         this.exitSignal = signal;
         this.phase = 'exited';
@@ -181,11 +193,21 @@ export class WorkerProc {
         for (const w of this.flushWaiters.splice(0)) w();
         this.waiters.clear();
         readyNow(false);
-        failNow(`worker ${this.pid} exited (code ${code}, signal ${signal})`);
+        failNow(this.spawnError ? `worker could not be started: ${this.spawnError}` : `worker ${this.pid} exited (code ${code}, signal ${signal})`);
         resolve();
+      };
+      if (!child) { setImmediate(() => died(null, null)); return; }
+      child.once('exit', died);
+      // a process that never started emits 'error' and no 'exit' (Node, for EMFILE, ENFILE, EAGAIN,
+      // EACCES, ENOENT): without this its record stayed 'starting' with pid -1 forever, and every
+      // later reload and stop waited for it
+      child.on('error', (err) => {
+        if (child.pid !== undefined) return; // a send to a dead child: its exit follows
+        this.spawnError = errorMessage(err);
+        died(null, null);
       });
     });
-    this.child.on('message', (m: unknown) => {
+    child?.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
       if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
@@ -194,13 +216,12 @@ export class WorkerProc {
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);
     });
-    this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
   }
 
   get alive(): boolean { return this.phase !== 'exited'; }
 
   send(m: ToWorker, handle?: unknown): boolean {
-    if (!this.alive || !this.child.connected) return false;
+    if (!this.alive || !this.child?.connected) return false;
     try {
       // child_process types want a net.Socket/Server; a raw bound handle is what it sends ('net.Native').
       this.child.send(m, handle as never, (err) => this.sent(err));
@@ -250,12 +271,12 @@ export class WorkerProc {
       this.timers.push(setTimeout(() => {
         if (!this.alive) return;
         if (step.action === 'force') this.send({ t: 'force' });
-        else this.child.kill('SIGKILL');
+        else this.child?.kill('SIGKILL');
       }, step.afterMs));
     }
   }
 
   kill(): void {
-    if (this.alive) this.child.kill('SIGKILL');
+    if (this.alive) this.child?.kill('SIGKILL');
   }
 }
