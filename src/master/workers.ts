@@ -101,6 +101,14 @@ export class WorkerProc {
   readonly child: ChildProcess | undefined;
   /** Why the process could not be started (EMFILE, EAGAIN, ENOMEM...): a crash of its slot. */
   spawnError?: string;
+  /** When its last message arrived (the stats report every 500 ms is the heartbeat: --worker-timeout). */
+  lastHeard = Date.now();
+  /** Its event loop was silent past --worker-timeout: being replaced, then killed. */
+  hung = false;
+  /** Where its inspector listens, once a hung worker opened it (hung-stack.ts). */
+  inspectorUrl?: string;
+  /** What it said last about its own end: an uncaught error, or the app-exit record (code, request). */
+  lastWords?: string;
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
@@ -144,7 +152,9 @@ export class WorkerProc {
     let child: ChildProcess | undefined;
     try {
       child = fork(CLI, [], {
-        execArgv: workerExecArgv(),
+        // the inspector is not started by this: on SIGUSR1 (a hung worker's stack, hung-stack.ts)
+        // it takes a free loopback port instead of 9229, which another process may hold
+        execArgv: [...workerExecArgv(), '--inspect-port=127.0.0.1:0'],
         env: { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) },
         stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
@@ -209,10 +219,11 @@ export class WorkerProc {
     });
     child?.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
+      this.lastHeard = Date.now();
       if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
       if (m.t === 'stats') this.stats = m.stats;
-      if (m.t === 'retire-me' && m.reason === 'error') failNow(`worker ${this.pid} failed: ${m.detail}`);
+      if (m.t === 'retire-me' && m.reason === 'error') { this.lastWords = m.detail; failNow(`worker ${this.pid} failed: ${m.detail}`); }
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);
     });
