@@ -77,6 +77,10 @@ export interface ConfigFile {
   idleGrace?: Duration;
   readyTimeout?: Duration;
   killGrace?: Duration;
+  /** A ready worker whose event loop has not answered for this long is replaced and killed; 0 = never. */
+  workerTimeout?: Duration;
+  /** RSS above which a worker retires gracefully (its replacement first): bytes or "512m", "1g"; 0 = no limit. */
+  maxMemory?: number | string;
   respawnBackoff?: Duration;
   reloadSoak?: Duration;
   reloadStrategy?: 'all' | 'rolling';

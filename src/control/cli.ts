@@ -9,7 +9,7 @@ import { sendControl } from './client.js';
 import { SIGNAL_VERBS } from '../shared/signals.js';
 import type { ControlVerb } from '../shared/control-protocol.js';
 
-const VERBS = ['start', 'stop', 'graceful-stop', 'reload', 'restart', 'reopen-logs', 'status', 'configtest', 'probe', 'help', 'version'] as const;
+const VERBS = ['start', 'stop', 'graceful-stop', 'reload', 'restart', 'reopen-logs', 'scale', 'status', 'configtest', 'probe', 'help', 'version'] as const;
 type CliVerb = (typeof VERBS)[number];
 
 type ParseOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
@@ -44,6 +44,7 @@ export function usage(): string {
     '       quiesce reload                 new code and config live, nothing refused, nothing cut',
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
+    '       quiesce scale N|+N|-N          run N workers (or N more, N fewer) without a reload (as TTIN/TTOU, one each)',
     '       quiesce status [--json] [--watch]  the running instance\'s workers and drains',
     '       quiesce configtest [APP] [--init]  check flags and config file, load the app as a worker would',
     '                                      (in a child process; --init also runs its init()), then exit',
@@ -82,6 +83,9 @@ export async function cliMain(argv: string[]): Promise<number> {
   let verb: CliVerb = 'start';
   let rest = argv;
   if (first && (VERBS as readonly string[]).includes(first)) { verb = first as CliVerb; rest = argv.slice(1); }
+  // scale's count comes first and may look like a flag (-2): taken before the flags are parsed
+  let scaleTo: string | undefined;
+  if (verb === 'scale' && rest[0] !== undefined && !rest[0].startsWith('--')) [scaleTo, ...rest] = rest;
   if (verb === 'probe') {
     const { probeMain } = await import('../probe/index.js');
     return probeMain(rest);
@@ -100,6 +104,9 @@ export async function cliMain(argv: string[]): Promise<number> {
     if (values.version || verb === 'version') { process.stdout.write(version() + '\n'); return EXIT.OK; }
     if (positionals.length > 1) throw new QuiesceError('USAGE', `one APP at most, got: ${positionals.join(' ')}`);
     if (verb === 'start' && positionals[0] !== undefined) notAVerb(positionals[0]);
+    if (verb === 'scale') {
+      if (scaleTo === undefined || !/^[+-]?\d+$/.test(scaleTo)) throw new QuiesceError('USAGE', `scale: give a worker count N, +N or -N${scaleTo === undefined ? '' : `, got ${JSON.stringify(scaleTo)}`}`);
+    }
     const flags = flagsToRaw(values, positionals[0]);
     const configPath = values.config as string | undefined;
     switch (verb) {
@@ -108,7 +115,7 @@ export async function cliMain(argv: string[]): Promise<number> {
       default: {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
-        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true });
+        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo });
       }
     }
   } catch (err) {
@@ -200,12 +207,12 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   return EXIT.OK;
 }
 
-async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean }): Promise<number> {
+async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string }): Promise<number> {
   if (verb === 'status') {
     const { statusMain } = await import('./status.js');
     return statusMain(pidfile, o);
   }
-  const r = await sendControl(pidfile, { verb, force: o.force }, (m) => process.stderr.write(`quiesce: ${m}\n`));
+  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers }, (m) => process.stderr.write(`quiesce: ${m}\n`));
   (r.ok ? process.stdout : process.stderr).write(`quiesce: ${r.message}\n`);
   return r.ok ? EXIT.OK : EXIT.RUNTIME;
 }

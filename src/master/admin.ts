@@ -15,6 +15,13 @@ export const ADMIN_AUTO_FIRST = '127.0.0.1:8081';
 
 /** Answered off loopback without the token: the probes, and the index (it shows nothing but the pages' names). */
 const OPEN_ROUTES = new Set(['/live', '/ready', '/']);
+/**
+ * What one client may hold of the master (issue 14: 100 idle connections under `ulimit -n 80` took
+ * the fds the next fork needed): connections past ADMIN_MAX_CONNECTIONS are closed at accept, and
+ * a connection is let go after ADMIN_IDLE_MS without a complete request or between requests.
+ */
+export const ADMIN_MAX_CONNECTIONS = 64;
+export const ADMIN_IDLE_MS = 10_000;
 
 export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
 
@@ -60,6 +67,10 @@ export class AdminServer {
     const l = parseListen(spec, process.cwd(), '--admin');
     const server = http.createServer((req, res) => void this.handle(req, res));
     server.keepAliveTimeout = 2_000;
+    server.maxConnections = ADMIN_MAX_CONNECTIONS;
+    server.headersTimeout = ADMIN_IDLE_MS;
+    server.requestTimeout = ADMIN_IDLE_MS;
+    server.setTimeout(ADMIN_IDLE_MS, (socket) => socket.destroy());
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new QuiesceError('LISTEN_FAILED', `--admin ${spec}: ${err.code === 'EADDRINUSE' ? 'address in use' : err.message}`)));
@@ -69,6 +80,9 @@ export class AdminServer {
     const a = server.address();
     this.address = typeof a === 'string' ? `unix:${a}` : a ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : spec;
     this.isLoopback = typeof a === 'string' || (a !== null && (/^(?:::ffff:)?127\./.test(a.address) || a.address === '::1'));
+    // after listening, an accept that fails (EMFILE: libuv then accepts and closes to shed the
+    // client) is not the master's end
+    server.on('error', () => { /* accept errors: the client was shed */ });
     this.server = server;
   }
 

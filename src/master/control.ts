@@ -7,6 +7,8 @@ import { QuiesceError } from '../shared/errors.js';
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 const REQUEST_LINE_TIMEOUT_MS = 10_000;
+/** Connections past this are closed at accept (each verb is one short connection; a stop's clients wait on theirs). */
+export const CONTROL_MAX_CONNECTIONS = 32;
 
 export type ControlHandler = (req: ControlRequest, progress: (message: string) => void) => Promise<Extract<ControlReply, { type: 'result' }>>;
 
@@ -18,6 +20,7 @@ export class ControlServer {
   async listen(): Promise<void> {
     if (existsSync(this.path)) unlinkSync(this.path); // the pid file check found no live master
     const server = net.createServer((socket) => this.serve(socket));
+    server.maxConnections = CONTROL_MAX_CONNECTIONS;
     const old = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -28,6 +31,7 @@ export class ControlServer {
       process.umask(old);
     }
     // made 0600 by the umask above; no chmod after the fact: chmod follows a symlink put in its place
+    server.on('error', () => { /* an accept that failed (EMFILE): that client was shed */ });
     this.server = server;
   }
 

@@ -32,11 +32,12 @@ export function canMove(from: MasterState['s'], to: MasterState['s']): boolean {
 /** Escalation for a retiring worker, from the moment it is told to retire. */
 export type EscalationStep = { afterMs: number; action: 'force' | 'kill' };
 export function escalation(gracefulTimeoutMs: number, killGraceMs: number): EscalationStep[] {
-  // The worker forces itself at the graceful timeout; the master's force is the backstop.
-  const force = gracefulTimeoutMs + 1_000;
+  // The worker forces itself at the graceful timeout; the master's force is the backstop (for a
+  // worker whose loop is blocked it never runs); SIGKILL at the graceful timeout + the kill grace,
+  // so that a stop with a hung worker ends within those two (plus the drain).
   return [
-    { afterMs: force, action: 'force' },
-    { afterMs: force + killGraceMs, action: 'kill' },
+    { afterMs: gracefulTimeoutMs + Math.min(1_000, killGraceMs / 2), action: 'force' },
+    { afterMs: gracefulTimeoutMs + killGraceMs, action: 'kill' },
   ];
 }
 

@@ -10,7 +10,7 @@ import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
-import { SELECT_LISTENER, gateTcp, type TcpDrainMode } from '../native/gate.js';
+import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
 import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, type Listener } from './listeners.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
@@ -24,8 +24,21 @@ import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusS
 import { OutputRelay } from './app-output.js';
 import { describeWaiting } from './stop-progress.js';
 import { hasControllingTty } from './tty.js';
+import { readdirSync } from 'node:fs';
+import { captureStack } from './hung-stack.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
+
+/** Past a worker's escalation (graceful timeout, kill grace), how long more a lifecycle wait may last. */
+const EXIT_SLACK_MS = 3_000;
+/** How often the watchdog looks at the workers' heartbeats. */
+const WATCH_MS = 500;
+/** The most workers --workers and quiesce scale allow. */
+const MAX_WORKERS = 512;
+/** The longest respawn delay of the last live worker, whatever the slot's backoff. */
+const LAST_WORKER_BACKOFF_MS = 1_000;
+/** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
+const CRASH_LOOP_AFTER = 3;
 export type ConfigLoader = () => Promise<Config>;
 
 export type Totals = {
@@ -133,6 +146,7 @@ export class Master {
     if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
     if (failure) return abort(new QuiesceError('APP_FAILED', failure));
     this.enter({ s: 'serving', since: Date.now() });
+    setInterval(() => this.watch(), WATCH_MS).unref();
     for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
     process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
@@ -232,7 +246,7 @@ export class Master {
       let ready = 0;
       for (const w of ws) {
         void w.ready.then((ok) => {
-          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
+          if (!ok) resolve(w.fatal ? appFailedMessage(w.fatal.message) : w.spawnError ? `a worker could not be started: ${w.spawnError}` : `worker ${w.pid} exited before it was ready (code ${w.exitCode}, signal ${w.exitSignal})`);
           else if (++ready === ws.length) resolve('');
         });
       }
@@ -248,13 +262,24 @@ export class Master {
   private workerOutput(w: WorkerProc, stream: 'stdout' | 'stderr'): OutputRelay {
     const std = process[stream];
     return new OutputRelay(`worker[${w.pid} g${w.generation.n}]`, {
-      write: (data) => { if (!std.destroyed) std.write(data); },
-      record: (r) => this.log.record(r),
+      write: (data) => {
+        // the inspector a hung worker was asked to open (hung-stack.ts) says where, on its stderr
+        if (w.hung && stream === 'stderr' && /^(Debugger listening on|For help, see: )/m.test(data.toString())) {
+          w.inspectorUrl ??= /Debugger listening on (ws:\/\/\S+)/.exec(data.toString())?.[1];
+          return;
+        }
+        if (!std.destroyed) std.write(data);
+      },
+      record: (r) => {
+        if (r.event === 'app-exit') w.lastWords = `process.exit(${String(r.fields.code)})${r.fields.path ? ` during ${String(r.fields.method)} ${String(r.fields.path)}` : ''}`;
+        this.log.record(r);
+      },
       tag: () => (this.cfg.appOutput === 'tagged' ? `[${w.pid} g${w.generation.n}] ` : ''),
     }, stream === 'stderr');
   }
 
   private onWorkerMessage(w: WorkerProc, m: ToMaster): void {
+    if (m.t === 'ready') this.syncHold();
     if (m.t === 'retire-me') void this.replace(w, m.reason, m.detail);
     else if (m.t === 'forced' && m.n > 0) this.totals.forced += m.n;
   }
@@ -269,6 +294,7 @@ export class Master {
     this.ofExited.refused += st.refused ?? 0;
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
+    if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
     // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
     const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections };
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
@@ -283,24 +309,183 @@ export class Master {
       if (this.workers.size === 0 && this.state.s === 'stopping') void this.finish();
       return;
     }
+    this.syncHold();
     // exited without being told to retire: a crash (or an app that no longer loads): respawn with backoff
     const serving = this.state.s === 'serving' || this.state.s === 'reloading';
     if (serving && w.retireReason === undefined && w.generation === this.generation) this.respawnLater(w);
   }
 
+  // ─── scale ────────────────────────────────────────────────────────────────
+
+  /**
+   * `quiesce scale N|+N|-N`, TTIN (+1), TTOU (-1): the serving generation runs N workers from now
+   * on, without a reload. Up: the missing slots start (a slot waiting out its backoff starts now).
+   * Down: the workers of the highest slots retire gracefully (nothing cut). The count holds until
+   * a reload, which applies the configured --workers again.
+   */
+  private async scale(spec: string, progress: (m: string) => void): Promise<Result> {
+    const fail = (message: string): Result => ({ type: 'result', ok: false, message });
+    if (this.state.s !== 'serving') return fail(`cannot scale while ${this.state.s}`);
+    const m = /^([+-]?)(\d+)$/.exec(spec.trim());
+    if (!m) return fail(`scale: ${JSON.stringify(spec)} is not a worker count (N, +N or -N)`);
+    const from = this.generation.boot.config.workers;
+    const k = Number(m[2]);
+    const n = m[1] === '+' ? from + k : m[1] === '-' ? from - k : k;
+    if (n < 1 || n > MAX_WORKERS) return fail(`scale: ${n} workers: the count must be between 1 and ${MAX_WORKERS} (now ${from})`);
+    const cfg: Config = Object.freeze({ ...this.generation.boot.config, workers: n });
+    this.cfg = cfg;
+    this.generation.boot = { ...this.generation.boot, config: cfg };
+    this.log.notice('scaled', { from, to: n, generation: this.generation.n });
+    const current = [...this.workers].filter((w) => w.generation === this.generation && w.alive && w.phase !== 'retiring');
+    for (const w of current) if (w.slot >= n) this.retire(w, 'scale-down');
+    const fresh: WorkerProc[] = [];
+    for (let slot = 0; slot < n; slot++) if (!current.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
+    if (fresh.length > 0) {
+      progress(`starting ${fresh.length} worker(s)`);
+      const failure = await this.awaitReady(fresh, cfg.readyTimeout);
+      if (failure) return fail(`scaled to ${n} workers, but ${failure} (its slot is respawned with backoff)`);
+    }
+    return { type: 'result', ok: true, message: `scaled: ${from} → ${n} workers (generation ${this.generation.n})`, data: { from, to: n } };
+  }
+
   private respawnLater(w: WorkerProc): void {
     const c = this.crashes.get(w.slot) ?? { n: 0 };
-    if (Date.now() - w.startedAt > 10_000) c.n = 0;
+    if (Date.now() - w.startedAt > 10_000) { c.n = 0; this.crashLoop = false; }
     c.n++;
     this.crashes.set(w.slot, c);
-    const delay = backoffMs(this.cfg.respawnBackoff, c.n);
-    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n });
+    // the last live worker is never held back long: a crash storm must not leave none (issue 14)
+    const lastLive = ![...this.workers].some((x) => x.alive && x.phase !== 'retiring');
+    const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
+    const delay = lastLive ? Math.min(backoff, LAST_WORKER_BACKOFF_MS) : backoff;
+    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive });
+    if (c.n >= CRASH_LOOP_AFTER && !this.crashLoop) {
+      this.crashLoop = true;
+      this.log.error('crash-loop', {
+        slot: w.slot, generation: w.generation.n, crashes: c.n,
+        cause: w.spawnError ? `could not be started: ${w.spawnError}` : w.lastWords ?? `exit code ${w.exitCode}, signal ${w.exitSignal}`,
+        last_request: w.stats.current ? `${w.stats.current.method} ${w.stats.current.path}` : undefined,
+        note: 'logged once per loop; a worker living 10 s ends it',
+      });
+    }
     setTimeout(() => {
       if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
-      if (w.generation !== this.generation) return;
+      if (w.generation !== this.generation || w.slot >= this.generation.boot.config.workers) return;
       if ([...this.workers].some((x) => x.slot === w.slot && x.generation === w.generation && x.phase !== 'retiring')) return;
       this.spawn(w.slot, w.generation);
     }, delay).unref();
+  }
+  /** A crash loop was logged and no worker has lived 10 s since. */
+  private crashLoop = false;
+
+  /**
+   * While no worker serves (all crashed, in backoff or loading), new connections are kept out at
+   * the gate (reversible: reuseport and filter modes) instead of queueing for a worker that may
+   * take them to its death: their SYNs are dropped and retransmitted (1 s, 3 s, ...), and get in
+   * once a worker is ready and the gate opens. What the queue already held stays for the next
+   * worker. The drain owns the gates from a stop on.
+   */
+  private syncHold(): void {
+    this.holding = this.holding.then(async () => {
+      const serving = this.state.s === 'serving' || this.state.s === 'reloading';
+      if (!serving || !this.native) return;
+      const want = ![...this.workers].some((x) => x.phase === 'ready');
+      if (want === (this.heldSince > 0)) return;
+      const native = this.native;
+      // (a socket systemd keeps is not held: its queue is the service manager's to keep)
+      const tcp = this.listeners.filter((l) => l.state === 'open' && l.spec.kind === 'tcp' && l.drainMode !== 'inherited');
+      if (want) {
+        for (const l of tcp) {
+          try {
+            await holdGate(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate);
+          } catch (err) {
+            this.log.warn('gate-hold-failed', { listener: l.address, error: errorMessage(err), note: 'new connections queue for the next worker' });
+          }
+        }
+        // a stop may have begun meanwhile: its drain gated the listeners for good, nothing to open
+        this.heldSince = Date.now();
+        this.log.warn('gate-held', { listeners: tcp.map((l) => l.address).join(','), note: 'no worker serves: new connections wait at the gate' });
+      } else {
+        for (const l of tcp) openGate(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate);
+        this.log.notice('gate-opened', { held_ms: Date.now() - this.heldSince });
+        this.heldSince = 0;
+      }
+    }).catch((err: unknown) => this.log.error('gate-hold-failed', { error: errorMessage(err) }));
+  }
+  private holding: Promise<void> = Promise.resolve();
+  private heldSince = 0;
+
+  // ─── watchdog ─────────────────────────────────────────────────────────────
+
+  private lastWatch = Date.now();
+  /**
+   * Every WATCH_MS: a ready worker not heard from (its 500 ms report is the heartbeat, sent from
+   * its event loop) for longer than its generation's --worker-timeout is hung. A master that was
+   * itself held up (its own timer late by a second: paused, swapped) judges nobody on that round.
+   */
+  private watch(): void {
+    const now = Date.now();
+    const late = now - this.lastWatch - WATCH_MS;
+    this.lastWatch = now;
+    if (late > 1_000) { for (const w of this.workers) w.lastHeard = Math.max(w.lastHeard, now - WATCH_MS); return; }
+    if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
+    for (const w of this.workers) {
+      const limit = w.generation.boot.config.workerTimeout;
+      if (limit > 0 && w.phase === 'ready' && !w.hung && now - w.lastHeard > limit) void this.onHung(w, now - w.lastHeard);
+    }
+  }
+
+  /**
+   * A hung worker: shown as such (H, retiring with reason hung), new connections go to the others
+   * (or wait at the gate if it was the only one), a replacement is started and, once it is ready,
+   * the hung one is killed. What it held in flight at its last report is reset by the kill: counted
+   * as cut, with this cause. If its loop came back meanwhile (a long synchronous job), it retires
+   * gracefully instead.
+   */
+  private async onHung(w: WorkerProc, silentMs: number): Promise<void> {
+    w.hung = true;
+    w.phase = 'retiring';
+    w.retireReason = 'hung';
+    w.retireStartedAt = Date.now();
+    const st = w.stats;
+    const limit = w.generation.boot.config.workerTimeout;
+    this.log.error('worker-hung', {
+      pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: silentMs, worker_timeout_ms: limit,
+      loop_delay_ms: st.loopDelayMs, inflight_last_report: st.inflight, connections_last_report: st.connections,
+      request: st.current ? `${st.current.method} ${st.current.path}` : undefined,
+      request_ms: st.current?.sinceMs,
+    });
+    this.syncHold();
+    if (w.generation === this.generation && this.state.s === 'serving') {
+      const next = this.spawn(w.slot, w.generation);
+      const failure = await this.awaitReady([next], this.cfg.readyTimeout);
+      if (failure) this.log.error('worker-replace-failed', { pid: w.pid, reason: 'hung', error: failure });
+    }
+    if (!w.alive) return;
+    if (Date.now() - w.lastHeard < limit) {
+      // it answered again: not hung after all, a long job; let it finish gracefully
+      w.hung = false;
+      w.phase = 'ready';
+      w.retireReason = undefined;
+      this.log.warn('worker-unhung', { pid: w.pid, note: 'its event loop answered again: retired gracefully' });
+      this.retire(w, 'hung');
+      return;
+    }
+    const seen = await captureStack(w, this.log);
+    if (seen) this.log.error('worker-hung-stack', { pid: w.pid, request: seen.request ?? (st.current ? `${st.current.method} ${st.current.path}` : undefined), stack: seen.stack });
+    this.killHung(w, seen?.inflight);
+  }
+
+  /**
+   * Kill a hung worker. Its requests in flight are cut: counted as read through the inspector
+   * (`inflight`), else as its last report had them (a request that blocked the loop before the
+   * next report is not in it: the log says which figure it is).
+   */
+  private killHung(w: WorkerProc, inflight?: number): void {
+    if (!w.alive) return;
+    const cut = inflight ?? w.stats.inflight;
+    this.totals.cut += cut;
+    this.log.alert('worker-killed', { pid: w.pid, reason: 'hung', cut, counted_from: inflight === undefined ? 'last_report' : 'inspector', connections_last_report: w.stats.connections });
+    w.kill();
   }
 
   /** A worker asked to retire (recycling, an uncaught error): start its replacement first. */
@@ -346,6 +531,7 @@ export class Master {
       case 'reload': return this.request('reload', progress);
       case 'restart': return this.request('restart', progress);
       case 'reopen-logs': return this.request('reopen-logs', progress);
+      case 'scale': return this.request('scale', progress, req.workers ?? '');
       default: return { type: 'result', ok: false, message: `unknown verb ${JSON.stringify((req as { verb: unknown }).verb)}` };
     }
   }
@@ -355,7 +541,7 @@ export class Master {
    * runs or waits is queued once, and later ones join the queued one until it starts: from then on
    * it may have read its config already, so a reload asked later queues anew.
    */
-  request(verb: Verb, progress: (m: string) => void = () => {}): Promise<Result> {
+  request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = ''): Promise<Result> {
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
     switch (verb) {
       case 'reopen-logs':
@@ -364,6 +550,15 @@ export class Master {
       case 'stop':
       case 'fast-stop':
         return this.stop(verb === 'fast-stop', progress);
+      case 'scale':
+      case 'scale-up':
+      case 'scale-down': {
+        // one at a time with reloads: a scale asked during a reload waits for it
+        const spec = verb === 'scale' ? workers : verb === 'scale-up' ? '+1' : '-1';
+        const run = this.running.then(() => this.scale(spec, progress));
+        this.running = run.catch(() => undefined);
+        return run;
+      }
       case 'reload':
       case 'restart': {
         if (stopping) return Promise.resolve({ type: 'result', ok: false, message: `cannot ${verb}: the server is stopping` });
@@ -437,13 +632,55 @@ export class Master {
       w.retire('stop', escalation(0, this.cfg.killGrace));
       w.send({ t: 'force' });
     }
+    this.stopDeadline(this.cfg.killGrace);
+  }
+
+  /**
+   * The stop's last bound: `ms` (the escalation's own course) plus EXIT_SLACK_MS from now, any
+   * worker still there is killed and the master finishes anyway (a worker SIGKILLed that does not
+   * exit, a record that never gets its exit event: nothing may hold a stop forever). An earlier
+   * deadline wins over a later one.
+   */
+  private stopDeadline(ms: number): void {
+    const at = Date.now() + ms + EXIT_SLACK_MS;
+    if (this.deadlineAt !== undefined && this.deadlineAt <= at) return;
+    this.deadlineAt = at;
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = setTimeout(() => {
+      // still draining (a forced stop during a long drain): the drain is capped, and the stop sets its own deadline after it
+      if (this.state.s !== 'stopping') { this.deadlineAt = undefined; return; }
+      const left = [...this.workers];
+      this.log.alert('stop-deadline', { ms: ms + EXIT_SLACK_MS, workers: left.length, pids: left.map((w) => w.pid).join(',') || undefined, note: 'finishing without waiting any longer' });
+      for (const w of left) w.kill();
+      void this.finish();
+    }, at - Date.now());
+  }
+  private deadlineAt?: number;
+  private deadlineTimer?: NodeJS.Timeout;
+
+  /**
+   * Wait for workers told to retire to exit, at most until their escalation has run its course
+   * (graceful timeout + kill grace) plus EXIT_SLACK_MS: a reload must not wait forever on one.
+   */
+  private async exitedWithin(ws: WorkerProc[], what: string): Promise<void> {
+    const ms = Math.max(0, ...ws.map((w) => w.generation.boot.config.gracefulTimeout + w.generation.boot.config.killGrace)) + EXIT_SLACK_MS;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(ws.map((w) => w.exited)), new Promise((r) => { timer = setTimeout(r, ms); })]);
+    clearTimeout(timer);
+    const left = ws.filter((w) => w.alive);
+    if (left.length > 0) {
+      this.log.alert('wait-capped', { waiting_for: what, ms, pids: left.map((w) => w.pid).join(','), note: 'retiring workers did not exit in time: killed, not waited for' });
+      for (const w of left) w.kill();
+    }
   }
 
   private async gracefulStop(fast: boolean): Promise<void> {
     const t0 = Date.now();
     this.enter({ s: 'draining', since: t0, phase: 'lame-duck' });
     this.systemd.stopping(`stopping: draining generation ${this.generation.n}`);
-    const live = () => [...this.workers].filter((w) => w.alive);
+    // a hung worker serves nothing more and would hold the drain (it never answers): killed now
+    for (const w of this.workers) if (w.hung) this.killHung(w);
+    const live = () => [...this.workers].filter((w) => w.alive && !w.hung);
     if (fast) {
       this.fastRequested = true;
     } else {
@@ -463,6 +700,7 @@ export class Master {
       drainers = [this.spawn(0, this.generation)];
       this.log.warn('drain-worker', { pid: drainers[0]!.pid, note: 'no live worker at the stop: one started to serve the queue' });
     }
+    const gateAt = Date.now();
     const report = await this.drain(this.listeners, drainers, this.fastRequested ? 0 : this.cfg.drainCap);
     this.lastDrain = report;
     this.totals.drains++;
@@ -477,9 +715,12 @@ export class Master {
     });
     for (const w of ws) {
       if (this.fastRequested) { this.forceAll(); break; }
-      this.retire(w, 'stop');
+      // the graceful timeout runs from the gate, so that the drain (up to --drain-cap when a worker
+      // does not answer) does not add to the stop's bound: --graceful-timeout + --kill-grace
+      w.retire('stop', escalation(Math.max(0, this.cfg.gracefulTimeout - (Date.now() - gateAt)), this.cfg.killGrace));
     }
     if (this.workers.size === 0) return this.finish();
+    this.stopDeadline(Math.max(0, this.cfg.gracefulTimeout - (Date.now() - gateAt)) + this.cfg.killGrace);
     this.reportStopWait(Date.now() + this.cfg.gracefulTimeout);
   }
 
@@ -511,6 +752,7 @@ export class Master {
   private async finish(): Promise<void> {
     if (this.finishing) return;
     this.finishing = true;
+    clearTimeout(this.deadlineTimer);
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
@@ -581,7 +823,7 @@ export class Master {
     const lingering = [...this.workers].filter((w) => w.phase === 'retiring');
     if (lingering.length > 0) {
       progress(`waiting for ${lingering.length} retiring worker(s) of generation ${[...new Set(lingering.map((w) => w.generation.n))].join(', ')} to finish first`);
-      await Promise.all(lingering.map((w) => w.exited));
+      await this.exitedWithin(lingering, 'reload');
       if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     }
     progress(`starting generation ${gen.n} (${cfg.workers} workers)`);
@@ -650,7 +892,7 @@ export class Master {
       const out = old.shift();
       if (out) {
         this.retire(out, 'reload');
-        await out.exited;
+        await this.exitedWithin([out], 'rolling reload');
       }
       if (slot >= want || this.state.s !== 'reloading') continue;
       const w = this.spawn(slot, gen);
@@ -715,6 +957,11 @@ export class Master {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The master's open file descriptors (a failed fork's usual cause is EMFILE); undefined off Linux. */
+function openFds(): number | undefined {
+  try { return readdirSync('/proc/self/fd').length; } catch { return undefined; }
 }
 
 /**

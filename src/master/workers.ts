@@ -14,6 +14,7 @@ import { loadNative } from '../native/index.js';
 import { ACCESS_LOG_FD } from '../worker/access-log.js';
 import type { OutputRelay } from './app-output.js';
 import { SYSTEMD_ENV } from './systemd.js';
+import { errorMessage } from '../shared/errors.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -104,7 +105,18 @@ function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
 
 export class WorkerProc {
   readonly pid: number;
-  readonly child: ChildProcess;
+  /** Undefined when the fork itself failed (spawnError says why): the record is born exited. */
+  readonly child: ChildProcess | undefined;
+  /** Why the process could not be started (EMFILE, EAGAIN, ENOMEM...): a crash of its slot. */
+  spawnError?: string;
+  /** When its last message arrived (the stats report every 500 ms is the heartbeat: --worker-timeout). */
+  lastHeard = Date.now();
+  /** Its event loop was silent past --worker-timeout: being replaced, then killed. */
+  hung = false;
+  /** Where its inspector listens, once a hung worker opened it (hung-stack.ts). */
+  inspectorUrl?: string;
+  /** What it said last about its own end: an uncaught error, or the app-exit record (code, request). */
+  lastWords?: string;
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
@@ -145,19 +157,26 @@ export class WorkerProc {
       }),
     };
     const log = logChannel();
+    let child: ChildProcess | undefined;
     try {
-      this.child = fork(CLI, [], {
-        execArgv: workerExecArgv(),
+      child = fork(CLI, [], {
+        // the inspector is not started by this: on SIGUSR1 (a hung worker's stack, hung-stack.ts)
+        // it takes a free loopback port instead of 9229, which another process may hold
+        execArgv: [...workerExecArgv(), '--inspect-port=127.0.0.1:0'],
         env: workerEnv(boot),
         stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
       });
+    } catch (err) {
+      // a synchronous spawn error (Node throws for most; EMFILE/ENFILE/EAGAIN/EACCES come as 'error' below)
+      this.spawnError = errorMessage(err);
     } finally {
       if (log) closeSync(log.childFd); // the worker has its copy as fd 4
     }
-    this.pid = this.child.pid ?? -1;
+    this.child = child;
+    this.pid = child?.pid ?? -1;
     for (const stream of ['stdout', 'stderr'] as const) {
-      const s = this.child[stream];
+      const s = child?.[stream];
       if (!s) continue;
       const r = relay(this, stream);
       s.on('data', (chunk: Buffer) => r.push(chunk)).on('end', () => r.flush());
@@ -173,14 +192,17 @@ export class WorkerProc {
       reader.on('error', () => { /* the worker is gone: its exit is handled */ });
       reader.on('end', () => lines.end());
     } else {
-      (this.child.stdio[4] as Readable | null)?.on('data', (chunk: Buffer) => lines.push(chunk)).on('end', () => lines.end());
+      (child?.stdio[4] as Readable | null | undefined)?.on('data', (chunk: Buffer) => lines.push(chunk)).on('end', () => lines.end());
     }
     let readyNow: (ok: boolean) => void = () => {};
     let failNow: (why: string) => void = () => {};
     this.ready = new Promise((resolve) => { readyNow = resolve; });
     this.failed = new Promise((resolve) => { failNow = resolve; });
     this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
+      let done = false;
+      const died = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (done) return;
+        done = true;
         this.exitCode = code;
         this.exitSignal = signal;
         this.phase = 'exited';
@@ -189,26 +211,36 @@ export class WorkerProc {
         for (const w of this.flushWaiters.splice(0)) w();
         this.waiters.clear();
         readyNow(false);
-        failNow(`worker ${this.pid} exited (code ${code}, signal ${signal})`);
+        failNow(this.spawnError ? `worker could not be started: ${this.spawnError}` : `worker ${this.pid} exited (code ${code}, signal ${signal})`);
         resolve();
+      };
+      if (!child) { setImmediate(() => died(null, null)); return; }
+      child.once('exit', died);
+      // a process that never started emits 'error' and no 'exit' (Node, for EMFILE, ENFILE, EAGAIN,
+      // EACCES, ENOENT): without this its record stayed 'starting' with pid -1 forever, and every
+      // later reload and stop waited for it
+      child.on('error', (err) => {
+        if (child.pid !== undefined) return; // a send to a dead child: its exit follows
+        this.spawnError = errorMessage(err);
+        died(null, null);
       });
     });
-    this.child.on('message', (m: unknown) => {
+    child?.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
+      this.lastHeard = Date.now();
       if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
       if (m.t === 'stats') this.stats = m.stats;
-      if (m.t === 'retire-me' && m.reason === 'error') failNow(`worker ${this.pid} failed: ${m.detail}`);
+      if (m.t === 'retire-me' && m.reason === 'error') { this.lastWords = m.detail; failNow(`worker ${this.pid} failed: ${m.detail}`); }
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);
     });
-    this.child.on('error', () => { /* exit follows; a send to a dead child is not an error here */ });
   }
 
   get alive(): boolean { return this.phase !== 'exited'; }
 
   send(m: ToWorker, handle?: unknown): boolean {
-    if (!this.alive || !this.child.connected) return false;
+    if (!this.alive || !this.child?.connected) return false;
     try {
       // child_process types want a net.Socket/Server; a raw bound handle is what it sends ('net.Native').
       this.child.send(m, handle as never, (err) => this.sent(err));
@@ -258,12 +290,12 @@ export class WorkerProc {
       this.timers.push(setTimeout(() => {
         if (!this.alive) return;
         if (step.action === 'force') this.send({ t: 'force' });
-        else this.child.kill('SIGKILL');
+        else this.child?.kill('SIGKILL');
       }, step.afterMs));
     }
   }
 
   kill(): void {
-    if (this.alive) this.child.kill('SIGKILL');
+    if (this.alive) this.child?.kill('SIGKILL');
   }
 }

@@ -139,6 +139,27 @@ export async function closeGate(native: Native, g: GateSockets): Promise<void> {
   native.reuseportProgram(g.fd, closedProgram(index));
 }
 
+/**
+ * Close the gate while serving, to be opened again (`openGate`): only the reversible gates. The
+ * fallback's listen(fd, 0) is not one (it lets a SYN in whenever the queue empties): throws.
+ */
+export async function holdGate(native: Native, mode: TcpDrainMode, fd: number, gate: GateSockets | undefined): Promise<void> {
+  if (mode === 'reuseport' && gate) return closeGate(native, gate);
+  if (mode === 'filter') return native.gate(fd);
+  throw new Error(`no reversible gate in ${mode} mode`);
+}
+
+/**
+ * Open again a gate closed by `gateTcp` while the master serves (no worker was alive): every SYN
+ * to L again (reuseport), or the filter detached. G keeps listening with S in its queue, so the
+ * next close (`closeGate` again, at a stop or when no worker is left again) needs no new plug: S
+ * is connected already and the queue reads full at once. The fallback has no gate to hold.
+ */
+export function openGate(native: Native, mode: TcpDrainMode, fd: number, gate: GateSockets | undefined): void {
+  if (mode === 'reuseport' && gate) native.reuseportProgram(fd, SELECT_LISTENER);
+  else if (mode === 'filter') native.ungate(fd);
+}
+
 /** Close G and S after L (their owner's copies; the sockets go when their last holder closes them). */
 export function releaseGate(native: Native, g: GateSockets): void {
   for (const fd of [g.gateFd, g.plugFd]) {

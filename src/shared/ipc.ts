@@ -55,7 +55,7 @@ export type ToWorker =
   /** A connection the master accepted itself at the very end of a drain; the socket comes along. */
   | { t: 'conn'; id: number };
 
-export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down';
+export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down' | 'memory' | 'hung';
 
 /** A worker sends its WorkerStats this often; the master's views of them are this old at most. */
 export const STATS_INTERVAL_MS = 500;
@@ -69,7 +69,9 @@ export type ToMaster =
   | { t: 'accepted'; id: number; n: number; seq: number }
   | { t: 'listeners-closed'; seq: number }
   | { t: 'forced'; n: number }
-  | { t: 'stats'; stats: WorkerStats };
+  | { t: 'stats'; stats: WorkerStats }
+  /** The event loop is alive (sent instead of stats when QUIESCE_STATS=off; stats are the heartbeat otherwise). */
+  | { t: 'beat' };
 
 /**
  * Flat, serialisable per-worker figures (the scoreboard slot's worker-side part), sent every
@@ -98,14 +100,19 @@ export type WorkerStats = {
   current?: { method: string; path: string; sinceMs: number };
   /** Static files: bytes of content held by the worker's file cache (never above --file-cache). */
   fileCacheBytes?: number;
+  /** The longest event-loop delay since the previous report (ms, monitorEventLoopDelay at 20 ms resolution). */
+  loopDelayMs?: number;
+  /** The worker's resident memory (RSS, bytes) at this report. */
+  rssBytes?: number;
 };
 
 /**
  * mod_status keys: _ waiting, S starting, R reading (a connection with no request yet), W writing
  * (a request in progress), K keep-alive, C closing, G gracefully finishing, I idle cleanup
- * (retiring, only idle connections left), and . an open slot (no process).
+ * (retiring, only idle connections left), H hung (its event loop silent past --worker-timeout: being
+ * replaced, then killed; set by the master), and . an open slot (no process).
  */
-export type WorkerState = '_' | 'S' | 'R' | 'W' | 'K' | 'C' | 'G' | 'I' | '.';
+export type WorkerState = '_' | 'S' | 'R' | 'W' | 'K' | 'C' | 'G' | 'I' | 'H' | '.';
 
 export function isToMaster(m: unknown): m is ToMaster {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';

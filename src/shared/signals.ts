@@ -3,7 +3,7 @@
  * verb over the control socket as SIGTERM does through the signal). Signal handlers only record the
  * verb; the master's one loop acts on it (see master/lifecycle.ts).
  */
-export type Verb = 'stop' | 'fast-stop' | 'reload' | 'restart' | 'reopen-logs';
+export type Verb = 'stop' | 'fast-stop' | 'reload' | 'restart' | 'reopen-logs' | 'scale-up' | 'scale-down';
 
 export const SIGNAL_VERBS: ReadonlyArray<{ signal: NodeJS.Signals; verb: Verb; note: string }> = [
   { signal: 'SIGTERM', verb: 'stop', note: 'graceful stop (systemd, Kubernetes)' },
@@ -12,11 +12,13 @@ export const SIGNAL_VERBS: ReadonlyArray<{ signal: NodeJS.Signals; verb: Verb; n
   { signal: 'SIGWINCH', verb: 'stop', note: 'graceful stop (httpd graceful-stop)' },
   { signal: 'SIGHUP', verb: 'reload', note: 'graceful reload' },
   { signal: 'SIGUSR1', verb: 'reopen-logs', note: 'reopen log files (logrotate)' },
+  { signal: 'SIGTTIN', verb: 'scale-up', note: 'one worker more (gunicorn, unicorn)' },
+  { signal: 'SIGTTOU', verb: 'scale-down', note: 'one worker less (never below 1)' },
 ];
 
 /** Signals a worker ignores: it acts only on its master's messages. */
 export const WORKER_IGNORED_SIGNALS: ReadonlyArray<NodeJS.Signals> = [
-  'SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGWINCH', 'SIGHUP', 'SIGUSR2',
+  'SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGWINCH', 'SIGHUP', 'SIGUSR2', 'SIGTTIN', 'SIGTTOU',
 ];
 
 /** The same stop signal again at least this long after the first turns the stop into a fast stop. */

@@ -19,8 +19,12 @@ import { RepeatLog } from './repeat-log.js';
 import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
+
+/** The global the master's stack capture evaluates (master/hung-stack.ts). */
+export const INFLIGHT_PROBE = Symbol.for('quiesce.inflight');
 
 /**
  * Idle keep-alive connections are closed this long after the advertised `Keep-Alive: timeout`, as
@@ -86,6 +90,20 @@ class Worker {
     process.on('message', (m: unknown, handle: unknown) => { if (isToWorker(m)) this.onMessage(m, handle); });
     process.on('disconnect', () => this.masterGone());
     if (!process.connected) this.masterGone(); // killed before we even started: no 'disconnect' will come
+    // what a hung worker was serving, read by the master through the inspector while the loop is
+    // blocked (master/hung-stack.ts): the requests in flight and the oldest one
+    (globalThis as Record<symbol, unknown>)[INFLIGHT_PROBE] = (): string => {
+      const r = this.conns.report(this.ready);
+      return JSON.stringify({ inflight: r.inflight, current: r.current });
+    };
+    // the app ended the process itself (process.exit() in a handler): say with which code and
+    // during which request, synchronously (stderr is a pipe: written at once), so that the
+    // master can name a crash loop's cause
+    process.on('exit', (code) => {
+      if (this.exiting) return;
+      const current = this.ready ? this.conns.report(true).current : undefined;
+      this.log('error', 'app-exit', { code, method: current?.method, path: current?.path, note: 'the process exited without being told to (process.exit() in the app?)' });
+    });
     process.on('uncaughtException', (err) => this.appError('uncaughtException', err));
     process.on('unhandledRejection', (err) => this.appError('unhandledRejection', err));
 
@@ -143,7 +161,10 @@ class Worker {
     const sweepMs = Math.min(1_000, Math.max(100, Math.floor(ka / 4)));
     setInterval(() => this.conns.sweepIdle(ka > 0 ? ka + KEEP_ALIVE_BUFFER_MS : 0, cfg.headersTimeout), sweepMs).unref();
     // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
+    // the report is also the heartbeat the master's watchdog waits for (--worker-timeout)
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(), STATS_INTERVAL_MS).unref();
+    else setInterval(() => this.send({ t: 'beat' }), STATS_INTERVAL_MS).unref();
+    this.loopDelay.enable();
   }
 
   private fatal(code: string, message: string, stack?: string): void {
@@ -206,7 +227,7 @@ class Worker {
   }
 
   /** Ask the master for a graceful replacement (it starts one first), once. */
-  private askToRetire(reason: 'recycle' | 'error', detail: string): void {
+  private askToRetire(reason: 'recycle' | 'error' | 'memory', detail: string): void {
     if (this.askedToRetire || this.retireStarted) return;
     this.askedToRetire = true;
     this.send({ t: 'retire-me', reason, detail });
@@ -406,15 +427,23 @@ class Worker {
     this.askToRetire('error', `${kind}: ${errorMessage(err)}`);
   }
 
+  /** The event loop's delay between two reports (the watchdog's figure, beside the heartbeat itself). */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 20 });
+
   /** Counters only, read here every 500 ms (and at retire and exit): nothing per request crosses IPC. */
   private sendStats(): void {
     const c = this.conns;
     const r = c.report(this.ready, this.boot.config.statusQuery);
+    const rssBytes = process.memoryUsage.rss();
+    const loopDelayMs = Math.round(this.loopDelay.max / 1e6);
+    this.loopDelay.reset();
+    const max = this.boot.config.maxMemory;
+    if (max > 0 && rssBytes > max && this.ready) this.askToRetire('memory', `RSS ${Math.round(rssBytes / 1048576)} MB over --max-memory ${Math.round(max / 1048576)} MB`);
     this.send({ t: 'stats', stats: {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
       accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
-      fileCacheBytes: this.app?.fileCacheBytes?.(),
+      fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs, rssBytes,
     } });
   }
 }

@@ -35,7 +35,8 @@ export class Metrics {
       (g, s) => { for (const st of MASTER_STATES) g.set({ state: st }, s.state === st ? 1 : 0); });
     gauge('quiesce_uptime_seconds', 'Seconds since the master started.', [], (g, s) => g.set(s.uptimeMs / 1000));
     gauge('quiesce_generation', 'The serving generation (1 at start, +1 per reload or restart).', [], (g, s) => g.set(s.generation));
-    gauge('quiesce_workers', 'Worker slots by scoreboard state (_ S R W K C G I .) and generation.', ['state', 'generation'], (g, s) => {
+    gauge('quiesce_workers_configured', 'Worker processes the serving generation runs (--workers, changed by quiesce scale and TTIN/TTOU).', [], (g, s) => g.set(s.config.workers));
+    gauge('quiesce_workers', 'Worker slots by scoreboard state (_ S R W K C G I H .) and generation.', ['state', 'generation'], (g, s) => {
       for (const gen of new Set(s.workers.map((w) => w.generation))) {
         for (const st of STATES) g.set({ state: st.key, generation: String(gen) }, s.workers.filter((w) => w.generation === gen && w.state === st.key).length);
       }

@@ -13,7 +13,7 @@ const esc = (v: unknown): string => String(v)
   .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 
 /** State key → CSS class suffix (keys like `_` and `.` are not valid in class names). */
-const CLS: Record<string, string> = { _: 'wait', S: 'start', R: 'read', W: 'write', K: 'ka', C: 'close', G: 'grace', I: 'idle', '.': 'open' };
+const CLS: Record<string, string> = { _: 'wait', S: 'start', R: 'read', W: 'write', K: 'ka', C: 'close', G: 'grace', I: 'idle', H: 'hung', '.': 'open' };
 const NAME: Record<string, string> = Object.fromEntries(STATES.map((s) => [s.key, s.doc]));
 
 /** Seconds for ?refresh=N (1 … 3600), or undefined. */
@@ -273,7 +273,7 @@ h2{margin:0 0 12px;font-size:15px;font-weight:650;display:flex;align-items:cente
 .k-wait{background:#e9f6ee;color:#1f7a45;border-color:#c9e8d4}.k-start{background:#e4ebff;color:#2f4fc4}
 .k-read{background:#fff4d6;color:#8a5a00}.k-write{background:#1f8a4c;color:#fff}
 .k-ka{background:#dff3f1;color:#00695c}.k-close{background:#ffe9d6;color:#b34700}
-.k-grace{background:#7b1fa2;color:#fff}.k-idle{background:#fbe3ee;color:#ad1457}
+.k-grace{background:#7b1fa2;color:#fff}.k-hung{background:#b71c1c;color:#fff}.k-idle{background:#fbe3ee;color:#ad1457}
 .k-open{background:transparent;color:#a3a9b6;border:1px dashed #c9ced8}
 .legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin-top:14px;font-size:12px;color:var(--dim)}
 .legend .key{display:inline-flex;align-items:center;gap:6px}

@@ -119,6 +119,7 @@ function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
   if (w.phase === 'starting') state = 'S';
   else if (w.phase === 'ready' && state === 'S') state = '_'; // ready, but its first report is not in yet
   else if (w.phase === 'retiring' && state !== 'G' && state !== 'I') state = 'G';
+  if (w.hung) state = 'H';
   const proc = readProc(w.pid);
   const ageMs = now - w.startedAt;
   // figures are up to 500 ms old: age the durations by the report's age

@@ -20,6 +20,7 @@ export const STATES: ReadonlyArray<{ key: WorkerState; name: string; doc: string
   { key: 'C', name: 'closing', doc: 'Closing connection' },
   { key: 'G', name: 'graceful', doc: 'Gracefully finishing (retiring, requests still running)' },
   { key: 'I', name: 'idlecleanup', doc: 'Idle cleanup (retiring, closing idle keep-alive connections)' },
+  { key: 'H', name: 'hung', doc: 'Hung (event loop silent past --worker-timeout: replaced, then killed)' },
   { key: '.', name: 'open', doc: 'Open slot with no current process' },
 ];
 
