@@ -67,7 +67,8 @@ test('the systemd unit: quiesce flags pass configtest, TimeoutStopSec is above t
   assert.ok(exec.startsWith(`${bin} `), exec);
   const args = exec.slice(bin.length).trim().split(/\s+/);
   await configtest(args, 'ExecStart');
-  assert.match(key('Type')[0]!, /^(simple|exec)$/);
+  assert.match(key('Type')[0]!, /^notify$/); // quiesce speaks sd_notify (src/master/systemd.ts)
+  assert.equal(key('NotifyAccess')[0], 'main');
   assert.deepEqual(key('KillSignal'), ['SIGTERM']);
   assert.deepEqual(key('KillMode'), ['mixed']);
   const reload = key('ExecReload')[0]!;
