@@ -12,14 +12,14 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, FIXTURES } from './helpers/server.js';
-import { cannotDropPrivileges } from './helpers/unprivileged.js';
+import { cannotDropPrivileges, forNobody } from './helpers/unprivileged.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 
 /** `quiesce ARGS`, killed after 15 s (a spin shows as code null). */
-function cli(args: string[]): Promise<{ code: number | null; out: string }> {
+function cli(args: string[], bin = CLI): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 15_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 15_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
       resolve({ code, out: stdout + stderr });
     });
@@ -82,7 +82,8 @@ test('a static root the workers\' user cannot enter fails the start, naming it (
     writeFileSync(join(site, 'index.html'), 'hi\n');
     chmodSync(dir, 0o755);
     chmodSync(site, 0o700); // root's
-    const r = await cli([site, '--user', 'nobody', '--listen', '127.0.0.1:0', '--admin', 'off', '--workers', '1', '--pidfile', join(dir, 'q.pid')]);
+    // quiesce itself from where nobody can read it (its workers import modules after dropping privileges)
+    const r = await cli([site, '--user', 'nobody', '--listen', '127.0.0.1:0', '--admin', 'off', '--workers', '1', '--pidfile', join(dir, 'q.pid')], forNobody(CLI));
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /static root .*site is not a readable directory: EACCES: this user \(uid 65534\) cannot enter it/);
   } finally {
