@@ -72,10 +72,16 @@ function flagsToRaw(values: Record<string, unknown>, positional: string | undefi
   return raw;
 }
 
-export async function loadConfig(flags: RawConfig, configPath: string | undefined): Promise<Config> {
+/** The settings from defaults, the config file and the flags, validated. */
+async function loadSettings(flags: RawConfig, configPath: string | undefined): Promise<Config> {
   const file = configPath ? await loadConfigFile(configPath) : {};
   if (configPath) validate(merge(defaults(), file), `config file ${configPath}`); // name the file when it is at fault
-  return withAdminToken(validate(merge(defaults(), file, flags), 'flags'));
+  return validate(merge(defaults(), file, flags), 'flags');
+}
+
+/** The settings a server runs with: with the admin token read from where it was given. */
+export async function loadConfig(flags: RawConfig, configPath: string | undefined): Promise<Config> {
+  return withAdminToken(await loadSettings(flags, configPath));
 }
 
 export async function cliMain(argv: string[]): Promise<number> {
@@ -162,7 +168,7 @@ function version(): string {
 async function pidfileOf(flags: RawConfig, configPath: string | undefined): Promise<string> {
   if (typeof flags.pidfile === 'string' && flags.pidfile) return flags.pidfile;
   if (configPath) {
-    const cfg = await loadConfig(flags, configPath);
+    const cfg = await loadSettings(flags, configPath); // (a verb needs no admin token file)
     if (cfg.pidfile) return cfg.pidfile;
   }
   return defaultPidfile();

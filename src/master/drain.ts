@@ -17,7 +17,7 @@ import { gateTcp } from '../native/gate.js';
 import type { Logger } from '../shared/log.js';
 import { errorMessage } from '../shared/errors.js';
 import type { ToMaster } from '../shared/ipc.js';
-import { closeHandle, type Listener } from './listeners.js';
+import { closeHandle, tcpDrainMode, type Listener } from './listeners.js';
 import type { WorkerProc } from './workers.js';
 
 export type DrainReport = {
@@ -65,7 +65,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     if (l.spec.kind === 'unix') {
       try { unlinkSync(l.spec.path); } catch { /* already gone */ }
     } else if (native) {
-      l.drainMode = await gateTcp(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate,
+      l.drainMode = await gateTcp(native, tcpDrainMode(l), l.fd, l.gate,
         (why) => log.alert('gate-failed', { listener: l.address, mode: l.drainMode, error: why, note: 'falling back to listen(fd, 0)' }));
       report.queuedAtGate += native.acceptQueue(l.fd).queued;
     }
@@ -116,8 +116,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   } else {
     // no native module: no gate, no drain: workers close, the master counts what the kernel holds
     // at its close (those are reset) and closes
-    const ids = open.map((l) => l.id);
-    await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
+    await closeInWorkers(open, workers);
     for (const l of open) {
       if (l.spec.kind === 'tcp') {
         const c = procTcpCounts(l.port);
@@ -141,10 +140,15 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
 
 /** Every live worker closes its copy of the kept listeners, then the master closes its own. */
 async function releaseKept(kept: Listener[], workers: WorkerProc[], log: Logger): Promise<void> {
-  const ids = kept.map((l) => l.id);
-  await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
+  await closeInWorkers(kept, workers);
   for (const l of kept) closeHandle(l);
   log.notice('drain-kept', { listeners: kept.map((l) => l.address).join(','), note: 'passed by the service manager, which keeps them: not gated, their queue waits for the next instance' });
+}
+
+/** Every live worker closes its copy of these listeners (without taking their queue). */
+async function closeInWorkers(listeners: Listener[], workers: WorkerProc[]): Promise<void> {
+  const ids = listeners.map((l) => l.id);
+  await Promise.all(workers.filter((w) => w.alive).map((w) => w.ask((seq) => ({ t: 'close-listeners', ids, seq }), 2_000)));
 }
 
 /** TCP: half-open handshakes first, then the queue, in this order so that nothing slips in between. Unix: the path is gone; handOver() emptied the queue. */

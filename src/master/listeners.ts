@@ -280,12 +280,17 @@ export function adoptListener(id: number, fd: number, name: string, native: Nati
   return { id, spec: { kind: 'tcp', host, port, family, text: address }, handle, fd, port, address, state: 'open', family, drainMode: 'inherited', inherited: name || 'unnamed' };
 }
 
+/** The TCP gate a listener gets: its own mode, or the fallback for one that has none (a unix socket, a socket systemd keeps). */
+export function tcpDrainMode(l: Listener): TcpDrainMode {
+  return l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode;
+}
+
 /** Whether a --listen address names this (inherited) listener: the same unix path, or the same port on the same or any address. */
 export function listenMatches(spec: ListenSpec, l: Listener): boolean {
   if (spec.kind === 'unix' || l.spec.kind === 'unix') return spec.kind === 'unix' && l.spec.kind === 'unix' && spec.path === l.spec.path;
   if (spec.port !== l.port) return false;
   const any = (h: string | null) => h === null || h === '::' || h === '0.0.0.0';
-  return any(spec.host) ? any(l.spec.host) : spec.host === l.spec.host || `[${spec.host}]` === l.spec.host;
+  return any(spec.host) ? any(l.spec.host) : spec.host === l.spec.host;
 }
 
 /** The path of a listening unix socket fd (its inode looked up in /proc/net/unix). */

@@ -11,7 +11,7 @@ import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
-import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, type Listener } from './listeners.js';
+import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, tcpDrainMode, type Listener } from './listeners.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { drainAndClose, type DrainReport } from './drain.js';
@@ -396,7 +396,7 @@ export class Master {
       if (want) {
         for (const l of tcp) {
           try {
-            await holdGate(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate);
+            await holdGate(native, tcpDrainMode(l), l.fd, l.gate);
           } catch (err) {
             this.log.warn('gate-hold-failed', { listener: l.address, error: errorMessage(err), note: 'new connections queue for the next worker' });
           }
@@ -405,7 +405,7 @@ export class Master {
         this.heldSince = Date.now();
         this.log.warn('gate-held', { listeners: tcp.map((l) => l.address).join(','), note: 'no worker serves: new connections wait at the gate' });
       } else {
-        for (const l of tcp) openGate(native, l.drainMode === 'unlink' || l.drainMode === 'inherited' ? 'fallback' : l.drainMode, l.fd, l.gate);
+        for (const l of tcp) openGate(native, tcpDrainMode(l), l.fd, l.gate);
         this.log.notice('gate-opened', { held_ms: Date.now() - this.heldSince });
         this.heldSince = 0;
       }

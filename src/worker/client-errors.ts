@@ -47,9 +47,14 @@ export function answerClientError(err: ClientError, socket: net.Socket, log: Rep
     socket.destroy();
     return;
   }
-  socket.end(`HTTP/1.1 ${status} ${REASON[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  rawAnswer(socket, status);
   const error = err.code ?? err.message;
   log.report(error, { remote: socket.remoteAddress, status, error }, { status, error });
+}
+
+/** An empty answer written on the socket itself (no request object: a malformed or unfinished request), then its end. */
+export function rawAnswer(socket: net.Socket, status: ClientErrorStatus | 503, header = ''): void {
+  socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : REASON[status]}\r\n${header}connection: close\r\ncontent-length: 0\r\n\r\n`);
 }
 
 /** A request partly received on this connection (its headers begun, not complete): not idle. */

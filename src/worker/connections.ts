@@ -23,7 +23,7 @@ import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
-import { midRequest } from './client-errors.js';
+import { midRequest, rawAnswer } from './client-errors.js';
 import { withoutQuery } from './app-errors.js';
 
 /** http.Server's socket: the response being written on it, if any (Node internal, see above). */
@@ -343,7 +343,7 @@ export class Connections {
         // a request still arriving (its headers not all in) is forced too: answered, not cut
         if (midRequest(conn.socket) && conn.socket.writable) {
           n++;
-          conn.socket.end(`HTTP/1.1 503 Service Unavailable\r\n${FORCED_HEADER}: graceful-timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+          rawAnswer(conn.socket, 503, `${FORCED_HEADER}: graceful-timeout\r\n`);
           setTimeout(() => conn.socket.destroy(), 200).unref();
         } else {
           conn.socket.destroy();
