@@ -13,17 +13,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, alive, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
-import { asNobody, cannotDropPrivileges, forNobody, nobodyDir } from './helpers/unprivileged.js';
+import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
 
 /**
  * Every drain test runs as root and as an unprivileged user (nobody, entered by the test: the
  * master itself is unprivileged), whose socket filter the kernel refuses since 5d39580f68e6: the
  * reuseport gate must hold for both.
  */
-type Who = 'root' | 'nobody';
-const WHO: Who[] = ['root', 'nobody'];
-const noDrop = cannotDropPrivileges();
-const skipFor = (who: Who): string | false => (who === 'nobody' && noDrop !== undefined ? noDrop : false);
 const user = (who: Who): 'nobody' | undefined => (who === 'nobody' ? 'nobody' : undefined);
 /** A fresh directory the server of `who` can make a unix socket in. */
 function sockDir(who: Who): string {
@@ -81,7 +77,7 @@ async function control(who: Who, host = '127.0.0.1', clientHost = host, o: { rat
 }
 
 for (const [who, mode] of [['root', 'reuseport'], ['nobody', 'reuseport'], ['root', 'filter']] as const) {
-  test(`stop under load as ${who} (${mode} gate): 0 cut with a full kernel queue, while plain server.close() on the same load cuts`, { skip: skipFor(who) }, async () => {
+  test(`stop under load as ${who} (${mode} gate): 0 cut with a full kernel queue, while plain server.close() on the same load cuts`, { skip: skipFor(who, mode === 'filter' ? 'the socket filter needs CAP_NET_ADMIN' : undefined) }, async () => {
     const s = await startServer({ args: [PID_APP, '--workers', '2'], user: user(who), env: mode === 'filter' ? { QUIESCE_DRAIN_MODE: 'filter' } : {} });
     try {
       assert.match(s.out(), new RegExp(`drain-mode=${mode}\\b`), s.err());

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startServer, cleanup, waitExit, get, sleep, waitFor, within, alive, runCli, FIXTURES, type Server } from './helpers/server.js';
 import { ADMIN_MAX_CONNECTIONS } from '../src/master/admin.js';
 import { CONTROL_MAX_CONNECTIONS } from '../src/master/control.js';
-import { cannotDropPrivileges } from './helpers/unprivileged.js';
+import { skipFor, WHO } from './helpers/unprivileged.js';
 import { runProbe } from '../src/probe/index.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
@@ -128,10 +128,6 @@ test('the control socket caps its connections and lets a silent client go', asyn
 // ─── crash storms (issue 14 item 4) ─────────────────────────────────────────
 
 const CRASHY = join(FIXTURES, 'core/crashy.mjs');
-type Who = 'root' | 'nobody';
-const WHO: Who[] = ['root', 'nobody'];
-const noDrop = cannotDropPrivileges();
-const skipFor = (who: Who): string | false => (who === 'nobody' && noDrop !== undefined ? noDrop : false);
 
 type Listing = { listeners: Array<{ queued: number | null }>; workers: Array<{ pid: number | null; phase: string }> };
 async function status(s: Server): Promise<Listing> {
@@ -201,7 +197,7 @@ test('poisoned requests (process.exit in the handler): the last live worker come
 
 // ─── hung workers (issue 14 item 3) ─────────────────────────────────────────
 
-for (const who of WHO) test(`a worker blocked in while(true) is found hung, shown H, replaced, then killed; its stack is read when it does not run as root; as ${who}`, { skip: skipFor(who) }, async () => {
+for (const who of WHO) test(`a worker blocked in while(true) is found hung, shown H, replaced, then killed; its stack is read when it does not run as root; as ${who}`, { skip: skipFor(who, 'the root case checks that a root worker\'s stack is not read') }, async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--worker-timeout', '2'], user: who === 'nobody' ? 'nobody' : undefined });
   try {
     const before = s.workerPids();

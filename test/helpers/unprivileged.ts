@@ -16,6 +16,19 @@ import { ROOT } from './server.js';
 
 export const NOBODY = { uid: 65534, gid: 65534 };
 
+/**
+ * Who a privilege-dependent test runs as: 'root' is the test runner itself (root in CI; run by a
+ * normal user, that user), 'nobody' the master started through setpriv (needs a root runner).
+ */
+export type Who = 'root' | 'nobody';
+export const WHO: readonly Who[] = ['root', 'nobody'];
+
+/** Why a test for `who` cannot run here: nobody needs a root runner with setpriv; `needsRoot` a root runner itself. */
+export function skipFor(who: Who, needsRoot?: string): string | false {
+  if (who === 'nobody') return cannotDropPrivileges() ?? false;
+  return needsRoot !== undefined && process.getuid?.() !== 0 ? `needs root: ${needsRoot}` : false;
+}
+
 /** Why the unprivileged runs cannot happen here (not root, no setpriv), or undefined when they can. */
 export function cannotDropPrivileges(): string | undefined {
   if (process.getuid?.() !== 0) return 'the tests run unprivileged already (these runs need root to drop privileges)';
