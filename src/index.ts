@@ -84,6 +84,16 @@ export interface ConfigFile {
   respawnBackoff?: Duration;
   reloadSoak?: Duration;
   reloadStrategy?: 'all' | 'rolling';
+  /** Judge the new generation during the soak; roll back a worse one. */
+  reloadJudge?: 'on' | 'off';
+  /** Allowed rise of the 5xx share, new over old (0.01: one percentage point). */
+  judgeMax5xxRatio?: number;
+  /** Allowed p99 latency ratio, new over old. */
+  judgeMaxP99Ratio?: number;
+  /** Responses each generation must serve in the soak, else the judge abstains. */
+  judgeMinRequests?: number;
+  /** Per-response status class and latency counts. */
+  metrics?: 'on' | 'off';
   backlog?: number;
   keepAliveTimeout?: Duration;
   headersTimeout?: Duration;

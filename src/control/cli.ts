@@ -23,6 +23,7 @@ function optionTable(): NonNullable<ParseOptions> {
     json: { type: 'boolean' },
     watch: { type: 'boolean' },
     init: { type: 'boolean' },
+    'no-judge': { type: 'boolean' },
   };
   for (const s of Object.values(SETTINGS)) {
     opts[s.flag] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
@@ -41,7 +42,8 @@ export function usage(): string {
     'usage: quiesce [APP] [flags]          serve APP (a module, or a directory of static files; default: the bundled site)',
     '       quiesce stop [--force]         graceful stop of the running instance (--force: fast stop)',
     '       quiesce graceful-stop          the same as stop',
-    '       quiesce reload                 new code and config live, nothing refused, nothing cut',
+    '       quiesce reload [--no-judge]    new code and config live, nothing refused, nothing cut; a new version worse\n' +
+    '                                      than the old on live traffic is rolled back (--no-judge: not judged)',
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
     '       quiesce scale N|+N|-N          run N workers (or N more, N fewer) without a reload (as TTIN/TTOU, one each)',
@@ -121,7 +123,7 @@ export async function cliMain(argv: string[]): Promise<number> {
       default: {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
-        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo });
+        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, noJudge: values['no-judge'] === true });
       }
     }
   } catch (err) {
@@ -213,12 +215,12 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   return EXIT.OK;
 }
 
-async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string }): Promise<number> {
+async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string; noJudge?: boolean }): Promise<number> {
   if (verb === 'status') {
     const { statusMain } = await import('./status.js');
     return statusMain(pidfile, o);
   }
-  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers }, (m) => process.stderr.write(`quiesce: ${m}\n`));
+  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers, ...(o.noJudge ? { judge: false } : {}) }, (m) => process.stderr.write(`quiesce: ${m}\n`));
   (r.ok ? process.stdout : process.stderr).write(`quiesce: ${r.message}\n`);
   return r.ok ? EXIT.OK : EXIT.RUNTIME;
 }

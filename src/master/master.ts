@@ -9,6 +9,13 @@ import { controlSocketPath, type ControlReply, type ControlRequest } from '../sh
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
 import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
+
+/**
+ * During a judged soak, one response in this many on the old generation carries Connection: close:
+ * its keep-alive clients reconnect within a few dozen requests and the kernel spreads them over
+ * both generations (docs/ARCHITECTURE.md, "The judged soak").
+ */
+const STEER_SHARE = 1 / 16;
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
 import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, tcpDrainMode, type Listener } from './listeners.js';
@@ -20,10 +27,12 @@ import { ControlServer } from './control.js';
 import { writePidfile, removePidfile, makePidfileDir } from './pidfile.js';
 import { backoffMs, canMove, escalation, type MasterState } from './lifecycle.js';
 import { resolveAppSpec } from '../worker/app-spec.js';
-import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals } from './status/index.js';
+import { buildSnapshot, installStatus, observeDrain, observeReload, type StatusSnapshot, type ExitedTotals, type DeployEvent } from './status/index.js';
 import { OutputRelay } from './app-output.js';
 import { describeWaiting } from './stop-progress.js';
 import { hasControllingTty } from './tty.js';
+import { judge, type Verdict } from './judge.js';
+import { addCounts, diffCounts, emptyCounts, type RequestCounts } from '../shared/request-metrics.js';
 import { readdirSync } from 'node:fs';
 import { captureStack } from './hung-stack.js';
 
@@ -217,7 +226,7 @@ export class Master {
   private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
     const n = this.nextGeneration++;
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
-    return { n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address } };
+    return { n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address } };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -292,6 +301,7 @@ export class Master {
     this.ofExited.accepted += st.accepted ?? 0;
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
+    addCounts(w.generation.exitedHttp, st.http);
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
@@ -528,7 +538,7 @@ export class Master {
       case 'ping': return { type: 'result', ok: true, message: 'pong', data: { pid: process.pid } };
       case 'status': return { type: 'result', ok: true, message: this.state.s, data: this.snapshot() };
       case 'stop': return this.request(req.force ? 'fast-stop' : 'stop', progress);
-      case 'reload': return this.request('reload', progress);
+      case 'reload': return this.request('reload', progress, '', req.judge === false);
       case 'restart': return this.request('restart', progress);
       case 'reopen-logs': return this.request('reopen-logs', progress);
       case 'scale': return this.request('scale', progress, req.workers ?? '');
@@ -541,7 +551,7 @@ export class Master {
    * runs or waits is queued once, and later ones join the queued one until it starts: from then on
    * it may have read its config already, so a reload asked later queues anew.
    */
-  request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = ''): Promise<Result> {
+  request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = '', noJudge = false): Promise<Result> {
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
     switch (verb) {
       case 'reopen-logs':
@@ -572,7 +582,7 @@ export class Master {
         const run: Promise<Result> = this.running.then(async () => {
           if (this.queuedReload === run) this.queuedReload = undefined; // it starts: no longer joinable
           try {
-            return await this.notified(verb, () => (verb === 'reload' ? this.reload(progress) : this.restart(progress)));
+            return await this.notified(verb, () => (verb === 'reload' ? this.reload(progress, noJudge) : this.restart(progress)));
           } finally {
             this.onChain--;
           }
@@ -782,7 +792,7 @@ export class Master {
 
   // ─── reload ───────────────────────────────────────────────────────────────
 
-  private async reload(progress: (m: string) => void): Promise<Result> {
+  private async reload(progress: (m: string) => void, noJudge = false): Promise<Result> {
     if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot reload while ${this.state.s}` };
     const t0 = Date.now();
     const old = [...this.workers].filter((w) => w.alive && w.phase !== 'retiring');
@@ -832,13 +842,14 @@ export class Master {
     // rolling: one canary first (then one in, one out); all: the whole new generation first
     const rolling = cfg.reloadStrategy === 'rolling';
     const fresh = this.spawnGeneration(gen, rolling ? Math.min(1, cfg.workers) : cfg.workers);
-    const rollback = async (why: string): Promise<Result> => {
+    const rollback = async (why: string, verdict?: Verdict): Promise<Result> => {
       this.listeners = prevListeners;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
       for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
       if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
-      return this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
+      const r = this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
+      return verdict ? { ...r, data: { verdict } } : r;
     };
     let failure: string | undefined;
     try {
@@ -849,10 +860,35 @@ export class Master {
     failure ??= await this.awaitReady(fresh, cfg.readyTimeout);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
-    progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s`);
+    const judged = cfg.reloadJudge === 'on' && !noJudge && cfg.metrics === 'on' && this.cfg.metrics === 'on';
+    progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s${judged ? ', judged on its own traffic against generation ' + this.generation.n : ''}`);
+    this.deployEvent(gen.n, 'soak-start', `generation ${gen.n} soaking ${cfg.reloadSoak / 1000}s beside generation ${this.generation.n}${judged ? ', judged' : ''}`);
+    const oldGen = this.generation;
+    const oldAtStart = judged ? this.httpCounts(oldGen) : undefined;
+    if (judged) this.steer(old, STEER_SHARE);
     const soakFailure = await this.soak(fresh, cfg.reloadSoak);
+    let verdict: Verdict | undefined;
+    if (judged && !soakFailure && !this.interrupted()) {
+      await this.freshStats([...old, ...fresh]);
+      verdict = judge(diffCounts(this.httpCounts(oldGen), oldAtStart!), this.httpCounts(gen),
+        { max5xxRatio: cfg.judgeMax5xxRatio, maxP99Ratio: cfg.judgeMaxP99Ratio, minRequests: cfg.judgeMinRequests });
+      this.log.log(verdict.verdict === 'fail' ? 'error' : 'notice', 'reload-judged', {
+        generation: gen.n, against: oldGen.n, verdict: verdict.verdict, new_requests: verdict.new.responses, old_requests: verdict.old.responses,
+        new_5xx: verdict.new.ratio5xx, old_5xx: verdict.old.ratio5xx, new_p99_ms: verdict.new.p99Ms, old_p99_ms: verdict.old.p99Ms, message: verdict.message,
+      });
+      this.deployEvent(gen.n, verdict.verdict === 'fail' ? 'judged-worse' : verdict.verdict === 'abstain' ? 'judge-abstained' : 'judged-ok', verdict.message);
+      progress(verdict.message);
+    }
+    if (judged) this.steer(old, 0);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
-    if (soakFailure) return rollback(`generation ${gen.n}: ${soakFailure}`);
+    if (soakFailure) {
+      this.deployEvent(gen.n, 'rolled-back', soakFailure);
+      return rollback(`generation ${gen.n}: ${soakFailure}`);
+    }
+    if (verdict?.verdict === 'fail') {
+      this.deployEvent(gen.n, 'rolled-back', verdict.message);
+      return rollback(`generation ${gen.n} is worse: ${verdict.message}`, verdict);
+    }
 
     // commit
     const from = this.generation.n;
@@ -869,6 +905,8 @@ export class Master {
       if (problem) this.log.error('reload-rolling-incomplete', { generation: gen.n, reason: problem });
     }
     for (const w of old) this.retire(w, 'reload');
+    this.deployEvent(gen.n, 'committed', `generation ${gen.n} serving; generation ${from} retiring`);
+    void Promise.all(old.map((w) => w.exited)).then(() => this.deployEvent(gen.n, 'old-retired', `generation ${from}'s workers have all exited`));
     this.totals.reloads++;
     if (this.interrupted()) return { type: 'result', ok: true, message: `reloaded to generation ${gen.n}, then stopped` };
     observeReload(this, Date.now() - t0);
@@ -877,7 +915,35 @@ export class Master {
       `${added.length ? `, opened ${added.map((l) => l.address).join(' ')}` : ''}${removed.length ? `, closed ${removed.map((l) => l.address).join(' ')}` : ''}`;
     this.log.notice('reloaded', { generation: gen.n, from, workers: fresh.length, ms: Date.now() - t0 });
     for (const l of added) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
-    return { type: 'result', ok: true, message, data: { generation: gen.n } };
+    return { type: 'result', ok: true, message: verdict ? `${message}; ${verdict.message}` : message, data: { generation: gen.n, verdict } };
+  }
+
+  /** The requests a generation's workers answered (live ones as of their last report, plus those exited). */
+  httpCounts(gen: Generation): RequestCounts {
+    const c = addCounts(emptyCounts(), gen.exitedHttp);
+    for (const w of this.workers) if (w.generation === gen) addCounts(c, w.stats.http);
+    return c;
+  }
+
+  /** Ask these workers for their stats now and wait for them (bounded): the judge reads what happened up to this moment. */
+  private async freshStats(ws: WorkerProc[]): Promise<void> {
+    const live = ws.filter((w) => w.alive && w.phase === 'ready');
+    await Promise.race([
+      Promise.all(live.map((w) => w.askStats())),
+      new Promise((r) => setTimeout(r, 2 * STATS_INTERVAL_MS)),
+    ]);
+  }
+
+  /** The old generation closes a share of its keep-alive connections with a response during the soak (0 stops it). */
+  private steer(ws: WorkerProc[], share: number): void {
+    for (const w of ws) if (w.alive && w.phase === 'ready') w.send({ t: 'steer', share });
+  }
+
+  /** The deploy's phases, newest last (at most 32), for status and the probe's timeline. */
+  readonly deploys: DeployEvent[] = [];
+  private deployEvent(generation: number, phase: DeployEvent['phase'], text: string): void {
+    this.deploys.push({ at: new Date().toISOString(), generation, phase, text });
+    if (this.deploys.length > 32) this.deploys.shift();
   }
 
   /**

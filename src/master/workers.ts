@@ -15,6 +15,7 @@ import { ACCESS_LOG_FD } from '../worker/access-log.js';
 import type { OutputRelay } from './app-output.js';
 import { SYSTEMD_ENV } from './systemd.js';
 import { errorMessage } from '../shared/errors.js';
+import type { RequestCounts } from '../shared/request-metrics.js';
 
 export type WorkerPhase = 'starting' | 'ready' | 'retiring' | 'exited';
 
@@ -22,6 +23,8 @@ export type Generation = {
   n: number;
   boot: Omit<WorkerBoot, 'slot' | 'generation' | 'listeners'>;
   startedAt: number;
+  /** Request metrics of its workers that have exited (the live ones report their own). */
+  exitedHttp: RequestCounts;
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -230,7 +233,7 @@ export class WorkerProc {
       this.lastHeard = Date.now();
       if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
-      if (m.t === 'stats') this.stats = m.stats;
+      if (m.t === 'stats') { this.stats = m.stats; for (const w of this.statsWaiters.splice(0)) w(); }
       if (m.t === 'retire-me' && m.reason === 'error') { this.lastWords = m.detail; failNow(`worker ${this.pid} failed: ${m.detail}`); }
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);
@@ -266,6 +269,15 @@ export class WorkerProc {
     void err; // a send that failed belongs to a worker on its way out; its exit is handled
     this.unsent--;
     if (this.unsent === 0) for (const w of this.flushWaiters.splice(0)) w();
+  }
+
+  private statsWaiters: Array<() => void> = [];
+  /** Ask for a stats report now; resolves when the next one arrives (the caller bounds the wait). */
+  askStats(): Promise<void> {
+    return new Promise((resolve) => {
+      this.statsWaiters.push(resolve);
+      if (!this.send({ t: 'status-request', seq: 0 })) resolve();
+    });
   }
 
   private seq = 0;

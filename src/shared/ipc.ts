@@ -6,6 +6,7 @@
  */
 import type { Config } from './config.js';
 import type { GateSockets, TcpDrainMode } from '../native/gate.js';
+import type { RequestCounts } from './request-metrics.js';
 
 /** What a worker is told at fork, in the QUIESCE_WORKER environment variable (JSON). */
 export type WorkerBoot = {
@@ -52,6 +53,12 @@ export type ToWorker =
   /** Graceful timeout passed: end what is left, count it, exit. */
   | { t: 'force' }
   | { t: 'status-request'; seq: number }
+  /**
+   * During a reload's soak, to the old generation: give this share (0..1) of responses
+   * `Connection: close`, so that keep-alive clients reconnect and the kernel spreads them over
+   * both generations (0 stops it).
+   */
+  | { t: 'steer'; share: number }
   /** A connection the master accepted itself at the very end of a drain; the socket comes along. */
   | { t: 'conn'; id: number };
 
@@ -104,6 +111,8 @@ export type WorkerStats = {
   loopDelayMs?: number;
   /** The worker's resident memory (RSS, bytes) at this report. */
   rssBytes?: number;
+  /** Responses by status class and latency bucket, cumulative (absent with --metrics off). */
+  http?: RequestCounts;
 };
 
 /**

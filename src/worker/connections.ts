@@ -295,6 +295,28 @@ export class Connections {
     this.track();
   }
 
+  /** Plain mode: a share of responses gets Connection: close (a reload's soak, on the old generation). */
+  steering = false;
+  private steerEvery = 0;
+  private steerCount = 0;
+
+  /**
+   * During a reload's soak the old generation closes one keep-alive connection in `1/share`
+   * responses (Connection: close, sent with the response: the client does not reuse it, nothing
+   * races), so that its clients reconnect and the kernel spreads them over both generations.
+   */
+  steerShare(share: number): void {
+    this.steerEvery = share > 0 ? Math.max(1, Math.round(1 / share)) : 0;
+    this.steering = this.steerEvery > 0;
+  }
+
+  /** Plain mode, while steering: called for every request (the request listener checks `steering`). */
+  steer(res: ServerResponse): void {
+    if (++this.steerCount < this.steerEvery) return;
+    this.steerCount = 0;
+    if (!res.headersSent) res.shouldKeepAlive = false;
+  }
+
   private scheduleIdleClose(conn: Conn, wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now())): void {
     if (conn.upgraded || conn.inflight.length > 0) return;
     clearTimeout(conn.idleTimer);

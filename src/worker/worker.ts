@@ -19,7 +19,8 @@ import { RepeatLog } from './repeat-log.js';
 import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { RequestMetrics, type Stamped } from './request-metrics.js';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
@@ -49,6 +50,8 @@ class Worker {
   private readonly native: Native | undefined;
   private readonly accessLog: AccessLogPipe | undefined;
   private server!: Http.Server;
+  /** Status classes and latencies (--metrics), sent with the stats. */
+  private metrics?: RequestMetrics;
   private app!: LoadedApp;
   private ready = false;
   private retireStarted = false;
@@ -136,6 +139,7 @@ class Worker {
       connectionsCheckingInterval: 1_000,
     });
     this.conns.watch(this.server);
+    if (cfg.metrics === 'on') this.metrics = new RequestMetrics(this.server);
     this.server.on('connection', (s: net.Socket) => this.conns.add(s));
     this.server.on('request', this.requestListener());
     this.server.on('clientError', (err: Error, socket: net.Socket) => answerClientError(err, socket, this.badRequests));
@@ -211,10 +215,15 @@ class Worker {
     const app = this.app.listener;
     const extras = this.extras();
     const keepAliveMs = this.boot.config.keepAliveTimeout;
+    const timed = this.metrics !== undefined;
     return (req, res) => {
       (res as unknown as KeepAliveHeader)._keepAliveTimeout = keepAliveMs; // the server's own is 0: see start()
+      if (timed) (res as Stamped)._quiesceAt = performance.now();
       if (conns.tracking) conns.request(req, res);
-      else conns.requests++;
+      else {
+        conns.requests++;
+        if (conns.steering) conns.steer(res);
+      }
       if (conns.requests >= this.recycleAt) this.recycle();
       if (extras !== undefined && extras(req, res)) return;
       app(req, res);
@@ -291,6 +300,9 @@ class Worker {
         return;
       case 'status-request':
         this.sendStats();
+        return;
+      case 'steer':
+        this.conns.steerShare(m.share);
         return;
     }
   }
@@ -443,7 +455,7 @@ class Worker {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
       accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
-      fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs, rssBytes,
+      fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs, rssBytes, http: this.metrics?.counts,
     } });
   }
 }

@@ -13,7 +13,7 @@ import { renderAuto } from './auto.js';
 import { PAGE_CSP, renderIndex, renderPage } from './page.js';
 import type { StatusSnapshot } from './types.js';
 
-export type { StatusSnapshot } from './types.js';
+export type { StatusSnapshot, DeployEvent } from './types.js';
 export { buildSnapshot, type ExitedTotals } from './snapshot.js';
 
 const HTML_HEADERS = { 'content-security-policy': PAGE_CSP, 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' };

@@ -15,6 +15,7 @@ import type { WorkerState } from '../../shared/ipc.js';
 import { CpuMeter, readProc } from './proc.js';
 import { stateOf } from './state.js';
 import { fmtDuration } from './format.js';
+import { figures, total } from '../../shared/request-metrics.js';
 import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type MasterStateName, type ProgressView, type SlotView, type StatusSnapshot } from './types.js';
 
 /** What snapshot() hands over from the master's private fields. */
@@ -23,6 +24,33 @@ export type ExitedTotals = { requests: number; bytesSent: number; accepted: numb
 export type MasterPrivate = { native: Native | undefined; exited: ExitedTotals };
 
 const cpuMeters = new WeakMap<object, CpuMeter>();
+const rateMeters = new WeakMap<object, RateMeter>();
+
+/**
+ * Responses per second per key (a generation, a worker pid), over at least the last second: the
+ * rate since the sample kept from a snapshot >= 1 s ago, or since the start before there is one.
+ */
+class RateMeter {
+  private readonly kept = new Map<string, { t: number; n: number; rate: number }>();
+  rate(key: string, n: number, startedAt: number, now: number): number {
+    const k = this.kept.get(key);
+    if (!k) {
+      const rate = now > startedAt ? (n * 1000) / (now - startedAt) : 0;
+      this.kept.set(key, { t: now, n, rate });
+      return round1(rate);
+    }
+    if (now - k.t >= 1000) {
+      k.rate = ((n - k.n) * 1000) / (now - k.t);
+      k.t = now;
+      k.n = n;
+    }
+    return round1(k.rate);
+  }
+  keep(keys: Set<string>): void {
+    for (const key of this.kept.keys()) if (!keys.has(key)) this.kept.delete(key);
+  }
+}
+const round1 = (x: number): number => Math.round(x * 10) / 10;
 
 let version: string | undefined;
 function packageVersion(): string {
@@ -46,7 +74,10 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
   let cpu = cpuMeters.get(master);
   if (!cpu) { cpu = new CpuMeter(); cpuMeters.set(master, cpu); }
   cpu.keep(new Set(live.map((w) => w.pid)));
-  const slots: SlotView[] = live.map((w) => workerSlot(w, now, cpu));
+  let rates = rateMeters.get(master);
+  if (!rates) { rates = new RateMeter(); rateMeters.set(master, rates); }
+  rates.keep(new Set([...live.map((w) => `w${w.pid}`), ...live.map((w) => `g${w.generation.n}`)]));
+  const slots: SlotView[] = live.map((w) => workerSlot(w, now, cpu, rates));
 
   // open slots: the serving generation's slots with no process (a crash being respawned, a stop)
   if (master.generation && master.state.s !== 'starting') {
@@ -70,6 +101,12 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
 
   const state = master.state.s as MasterStateName;
   const gens = generationViews(live, serving, master.state.s === 'reloading' && 'to' in master.state ? master.state.to : undefined, now);
+  for (const g of gens) {
+    const gen = live.find((w) => w.generation.n === g.n)?.generation ?? (master.generation?.n === g.n ? master.generation : undefined);
+    if (!gen || gen.boot.config.metrics !== 'on') continue;
+    const c = master.httpCounts(gen);
+    g.http = figures(c, rates.rate(`g${g.n}`, total(c), gen.startedAt, now));
+  }
   return {
     schema: SCHEMA_VERSION,
     server: { name: 'quiesce', version: packageVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
@@ -109,10 +146,11 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     progress: progressViews(master, live, listeners, now),
     lastDrain: master.lastDrain,
     lastReloadMs: st.lastReloadMs,
+    deploys: [...master.deploys],
   };
 }
 
-function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
+function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter, rates: RateMeter): SlotView {
   const s = w.stats;
   // the master knows some states before the worker's next report does
   let state: WorkerState = s.state;
@@ -135,6 +173,7 @@ function workerSlot(w: WorkerProc, now: number, cpu: CpuMeter): SlotView {
     cpuSeconds: proc?.cpuSeconds ?? null,
     cpuPercent: proc ? cpu.percent(w.pid, proc, ageMs, now) : null,
     fileCacheBytes: s.fileCacheBytes,
+    http: s.http && figures(s.http, rates.rate(`w${w.pid}`, total(s.http), w.startedAt, now)),
   };
 }
 

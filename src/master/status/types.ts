@@ -7,6 +7,7 @@ import type { WorkerState } from '../../shared/ipc.js';
 import type { DrainReport } from '../drain.js';
 import type { TcpDrainMode } from '../../native/gate.js';
 import type { ListenerDrainMode } from '../listeners.js';
+import type { HttpFigures } from '../../shared/request-metrics.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -61,6 +62,8 @@ export type SlotView = {
   cpuPercent: number | null;
   /** Static files: bytes held by the worker's content cache (--file-cache); absent for apps. */
   fileCacheBytes?: number;
+  /** This worker's responses: by status class, rate, 5xx share, p50/p99 (absent with --metrics off). */
+  http?: HttpFigures;
 };
 
 export type ListenerView = {
@@ -91,6 +94,8 @@ export type GenerationView = {
   requests: number;
   connections: number;
   inflight: number;
+  /** Responses by status class, rate, 5xx share, p50/p99 (absent with --metrics off). */
+  http?: HttpFigures;
 };
 
 /** Something the operator is waiting for: a stop's drain, a reload, a generation retiring. */
@@ -133,6 +138,15 @@ export type Totals = {
   retired: Record<string, number>;
 };
 
+/** A phase of a reload, for the status page and the probe's timeline. */
+export type DeployEvent = {
+  at: string;
+  /** The new generation. */
+  generation: number;
+  phase: 'soak-start' | 'judged-ok' | 'judged-worse' | 'judge-abstained' | 'rolled-back' | 'committed' | 'old-retired';
+  text: string;
+};
+
 export type StatusSnapshot = {
   schema: number;
   server: { name: 'quiesce'; version: string; node: string; hostname: string; mpm: 'prefork' };
@@ -161,4 +175,6 @@ export type StatusSnapshot = {
   progress: ProgressView[];
   lastDrain?: DrainReport;
   lastReloadMs?: number;
+  /** The latest reloads' phases, oldest first (at most 32). */
+  deploys: DeployEvent[];
 };

@@ -1,0 +1,47 @@
+/**
+ * The worker's request metrics: status class and latency of every response, counted where Node
+ * already is when a response finishes (the `http.server.response.finish` diagnostics channel,
+ * published from Node's own 'finish' handler), so that serving adds no listener, no closure and
+ * no allocation of ours per request: the request listener stamps the start time on the response
+ * (one property), the channel's subscriber reads it back. Priced with `npm run bench:cpu` (the
+ * figure is in docs/STATUS.md); `--metrics off` turns it off.
+ * A response that never finishes (its connection closed first) is not counted.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { ServerResponse, IncomingMessage, Server } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { LATENCY_BOUNDS_MS, emptyCounts, type RequestCounts } from '../shared/request-metrics.js';
+
+/** The start time the request listener writes on each response (a plain field: one hidden-class transition, shared by all). */
+export type Stamped = ServerResponse & { _quiesceAt?: number };
+
+type FinishMessage = { request: IncomingMessage; response: Stamped; server: Server };
+
+export class RequestMetrics {
+  readonly counts: RequestCounts = emptyCounts();
+  private readonly onFinish: (m: unknown) => void;
+
+  constructor(private readonly server: Server) {
+    const codes = this.counts.codes;
+    const latency = this.counts.latency;
+    const bounds = LATENCY_BOUNDS_MS;
+    const last = bounds.length;
+    this.onFinish = (m: unknown): void => {
+      const msg = m as FinishMessage;
+      const res = msg.response;
+      const at = res._quiesceAt;
+      if (at === undefined || msg.server !== this.server) return; // not ours (an app's own server)
+      const cls = (res.statusCode / 100) | 0;
+      codes[cls >= 1 && cls <= 5 ? cls - 1 : 4]!++;
+      const ms = performance.now() - at;
+      let b = 0;
+      while (b < last && ms > bounds[b]!) b++;
+      latency[b]!++;
+    };
+    diagnostics.subscribe('http.server.response.finish', this.onFinish);
+  }
+
+  stop(): void {
+    diagnostics.unsubscribe('http.server.response.finish', this.onFinish);
+  }
+}
