@@ -302,6 +302,7 @@ export class Master {
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
     addCounts(w.generation.exitedHttp, st.http);
+    addCounts(this.exitedHttp, st.http);
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
@@ -916,6 +917,15 @@ export class Master {
     this.log.notice('reloaded', { generation: gen.n, from, workers: fresh.length, ms: Date.now() - t0 });
     for (const l of added) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
     return { type: 'result', ok: true, message: verdict ? `${message}; ${verdict.message}` : message, data: { generation: gen.n, verdict } };
+  }
+
+  /** Request metrics of every worker that has exited, all generations. */
+  private readonly exitedHttp = emptyCounts();
+  /** Every response counted since the start, all generations (live workers as of their last report). */
+  httpTotal(): RequestCounts {
+    const c = addCounts(emptyCounts(), this.exitedHttp);
+    for (const w of this.workers) addCounts(c, w.stats.http);
+    return c;
   }
 
   /** The requests a generation's workers answered (live ones as of their last report, plus those exited). */

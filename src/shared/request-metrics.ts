@@ -22,11 +22,11 @@ export const LATENCY_BUCKETS = LATENCY_BOUNDS_S.length + 1;
 /** Status classes counted: 1xx..5xx (index 0..4); anything outside 100-599 counts as 5xx. */
 export const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
-/** Cumulative counts: `codes[i]` responses of class i+1, `latency[b]` responses in bucket b. */
-export type RequestCounts = { codes: number[]; latency: number[] };
+/** Cumulative counts: `codes[i]` responses of class i+1, `latency[b]` responses in bucket b, `sumMs` their latencies added up. */
+export type RequestCounts = { codes: number[]; latency: number[]; sumMs: number };
 
 export function emptyCounts(): RequestCounts {
-  return { codes: new Array<number>(CODE_CLASSES.length).fill(0), latency: new Array<number>(LATENCY_BUCKETS).fill(0) };
+  return { codes: new Array<number>(CODE_CLASSES.length).fill(0), latency: new Array<number>(LATENCY_BUCKETS).fill(0), sumMs: 0 };
 }
 
 /** a += b (b may be missing: a worker that reported none). */
@@ -34,6 +34,7 @@ export function addCounts(a: RequestCounts, b: RequestCounts | undefined): Reque
   if (!b) return a;
   for (let i = 0; i < a.codes.length; i++) a.codes[i]! += b.codes[i] ?? 0;
   for (let i = 0; i < a.latency.length; i++) a.latency[i]! += b.latency[i] ?? 0;
+  a.sumMs += b.sumMs ?? 0;
   return a;
 }
 
@@ -42,6 +43,7 @@ export function diffCounts(a: RequestCounts, b: RequestCounts): RequestCounts {
   return {
     codes: a.codes.map((x, i) => Math.max(0, x - (b.codes[i] ?? 0))),
     latency: a.latency.map((x, i) => Math.max(0, x - (b.latency[i] ?? 0))),
+    sumMs: Math.max(0, a.sumMs - b.sumMs),
   };
 }
 

@@ -22,8 +22,9 @@ export class RequestMetrics {
   private readonly onFinish: (m: unknown) => void;
 
   constructor(private readonly server: Server) {
-    const codes = this.counts.codes;
-    const latency = this.counts.latency;
+    const counts = this.counts;
+    const codes = counts.codes;
+    const latency = counts.latency;
     const bounds = LATENCY_BOUNDS_MS;
     const last = bounds.length;
     this.onFinish = (m: unknown): void => {
@@ -34,6 +35,7 @@ export class RequestMetrics {
       const cls = (res.statusCode / 100) | 0;
       codes[cls >= 1 && cls <= 5 ? cls - 1 : 4]!++;
       const ms = performance.now() - at;
+      counts.sumMs += ms;
       let b = 0;
       while (b < last && ms > bounds[b]!) b++;
       latency[b]!++;

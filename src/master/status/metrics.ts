@@ -6,6 +6,21 @@
  */
 import type * as Prom from 'prom-client';
 import { STATES, type StatusSnapshot } from './types.js';
+import { LATENCY_BOUNDS_S } from '../../shared/request-metrics.js';
+
+/** A histogram's lines (cumulative buckets, +Inf, sum, count) from bucket counts. */
+function histogramValues(generation: string, counts: number[], sumMs: number): Array<{ metricName: string; labels: Record<string, string | number>; value: number }> {
+  const name = 'quiesce_http_request_duration_seconds';
+  const out: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+  let acc = 0;
+  for (let b = 0; b < counts.length; b++) {
+    acc += counts[b]!;
+    out.push({ metricName: `${name}_bucket`, labels: { le: b < LATENCY_BOUNDS_S.length ? LATENCY_BOUNDS_S[b]! : '+Inf', generation }, value: acc });
+  }
+  out.push({ metricName: `${name}_sum`, labels: { generation }, value: sumMs / 1000 });
+  out.push({ metricName: `${name}_count`, labels: { generation }, value: acc });
+  return out;
+}
 
 const MASTER_STATES = ['starting', 'serving', 'reloading', 'draining', 'stopping', 'stopped'] as const;
 
@@ -74,6 +89,25 @@ export class Metrics {
     counter('quiesce_worker_cpu_seconds_total', 'User and system CPU time of each worker process.', ['slot', 'generation', 'pid'], (c, s) => {
       for (const w of s.workers) if (w.pid !== null && w.cpuSeconds !== null) c.inc({ slot: String(w.slot), generation: String(w.generation), pid: String(w.pid) }, w.cpuSeconds);
     });
+
+    counter('quiesce_http_requests_total', 'Responses sent, by generation and status class (1xx-5xx), since each generation started.', ['generation', 'code_class'], (c, s) => {
+      for (const g of s.generationInfo) if (g.http) for (const [cls, n] of Object.entries(g.http.codes)) c.inc({ generation: String(g.n), code_class: cls }, n);
+    });
+    // the workers' buckets, merged by the master: prom-client's Histogram only observes values one
+    // by one, so this one is a metric of our own that prom-client's registry renders
+    const duration = {
+      name: 'quiesce_http_request_duration_seconds',
+      help: 'Time from a request\'s headers to its response\'s end, by generation (fixed log-scale buckets).',
+      type: 'histogram',
+    };
+    registry.registerMetric({
+      ...duration,
+      get: async () => ({
+        ...duration, aggregator: 'sum' as Prom.Aggregator,
+        values: snap().generationInfo.flatMap((g) => (g.http ? histogramValues(String(g.n), g.http.latency, g.http.sumMs) : [])),
+      }),
+      reset: () => {},
+    } as unknown as Prom.Metric); // (the registry reads name, help, type and get(); the interface wants a class)
 
     this.drain = new prom.Histogram({
       name: 'quiesce_drain_duration_seconds', help: 'Time from the gate to the close of the listeners, per drain.',

@@ -15,7 +15,7 @@ import type { WorkerState } from '../../shared/ipc.js';
 import { CpuMeter, readProc } from './proc.js';
 import { stateOf } from './state.js';
 import { fmtDuration } from './format.js';
-import { figures, total } from '../../shared/request-metrics.js';
+import { CODE_CLASSES, figures, total } from '../../shared/request-metrics.js';
 import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type MasterStateName, type ProgressView, type SlotView, type StatusSnapshot } from './types.js';
 
 /** What snapshot() hands over from the master's private fields. */
@@ -99,13 +99,14 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
   const retired: Record<string, number> = {};
   for (const [k, v] of Object.entries(t.retired)) if (v) retired[k] = v;
 
+  const all = master.httpTotal();
   const state = master.state.s as MasterStateName;
   const gens = generationViews(live, serving, master.state.s === 'reloading' && 'to' in master.state ? master.state.to : undefined, now);
   for (const g of gens) {
     const gen = live.find((w) => w.generation.n === g.n)?.generation ?? (master.generation?.n === g.n ? master.generation : undefined);
     if (!gen || gen.boot.config.metrics !== 'on') continue;
     const c = master.httpCounts(gen);
-    g.http = figures(c, rates.rate(`g${g.n}`, total(c), gen.startedAt, now));
+    g.http = { ...figures(c, rates.rate(`g${g.n}`, total(c), gen.startedAt, now)), latency: c.latency, sumMs: Math.round(c.sumMs * 1000) / 1000 };
   }
   return {
     schema: SCHEMA_VERSION,
@@ -142,6 +143,8 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
       reloads: t.reloads,
       reloadsFailed: t.reloadsFailed,
       retired,
+      responses: total(all),
+      responsesByClass: Object.fromEntries(CODE_CLASSES.map((k, i) => [k, all.codes[i]!])),
     },
     progress: progressViews(master, live, listeners, now),
     lastDrain: master.lastDrain,

@@ -94,8 +94,11 @@ export type GenerationView = {
   requests: number;
   connections: number;
   inflight: number;
-  /** Responses by status class, rate, 5xx share, p50/p99 (absent with --metrics off). */
-  http?: HttpFigures;
+  /**
+   * Responses by status class, rate, 5xx share, p50/p99 (absent with --metrics off), and the raw
+   * histogram: `latency[b]` responses in bucket b (upper bounds in docs/STATUS-SCHEMA.md), `sumMs`.
+   */
+  http?: HttpFigures & { latency: number[]; sumMs: number };
 };
 
 /** Something the operator is waiting for: a stop's drain, a reload, a generation retiring. */
@@ -136,6 +139,9 @@ export type Totals = {
   reloadsFailed: number;
   /** Workers that exited, by reason (crash for those not told to). */
   retired: Record<string, number>;
+  /** Responses counted by the request metrics since the start, every generation (0 with --metrics off), and by status class. */
+  responses: number;
+  responsesByClass: Record<string, number>;
 };
 
 /** A phase of a reload, for the status page and the probe's timeline. */

@@ -1,0 +1,157 @@
+/**
+ * Deploys that judge themselves: under steady load, a reload to a version that answers 500 on a
+ * fifth of its requests, or three times slower, is rolled back with the figures (exit 1) and no
+ * request fails on the old generation; an equal version goes live; too little traffic goes live
+ * with the judge abstaining. Each under both strategies. And the request metrics add up to what
+ * the probe completed, across a reload.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdtempSync, symlinkSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runProbe, type ProbeResult } from '../src/probe/index.js';
+import { startServer, cleanup, stopServer, get, sleep, statusJson, FIXTURES, type Server } from './helpers/server.js';
+
+const F = (name: string) => join(FIXTURES, 'reload', name);
+
+function deployDir(version: string): { app: string; deploy: (v: string) => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-judge-'));
+  const app = join(dir, 'current.mjs');
+  const deploy = (v: string) => {
+    const tmp = join(dir, `next-${Date.now()}.mjs`);
+    symlinkSync(F(v), tmp);
+    renameSync(tmp, app);
+  };
+  deploy(version);
+  return { app, deploy };
+}
+
+function summary(p: ProbeResult): string {
+  return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} forced=${p.forced} timeout=${p.timeout} other=${p.other} status=${JSON.stringify(p.ok_by_status)} gens=${JSON.stringify(p.generations)}`;
+}
+
+/** Nothing failed: every request answered, none cut, refused, raced or timed out. */
+function assertNoFailure(p: ProbeResult): void {
+  for (const k of ['cut', 'ka_race', 'refused', 'timeout', 'other', 'forced'] as const) assert.equal(p[k], 0, `${k}: ${summary(p)}`);
+  assert.equal(p.ok, p.sent, summary(p));
+}
+
+type Run = { s: Server; code: number | null; out: string; probe: ProbeResult };
+
+/**
+ * v1 serving 2 workers under a steady load of /?sleep=20 (new connections and keep-alive clients);
+ * 1 s in, `version` is deployed and reloaded with a 2 s judged soak. The server is left running.
+ */
+async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = []): Promise<Run> {
+  const d = deployDir('v1.mjs');
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '2s', '--expose-generation', '--reload-strategy', strategy, ...extra] });
+  let r: { code: number | null; stdout: string; stderr: string } | undefined;
+  const probe = await runProbe({
+    target: s.address, path: '/?sleep=20', rate: load.rate, keepalive: load.keepalive, durationS: 5.5, timeoutS: 15,
+    commands: [{ atS: 1, run: async () => { d.deploy(version); r = await s.cli('reload'); } }],
+  });
+  assert.ok(r, 'the reload ran');
+  return { s, code: r.code, out: r.stderr + r.stdout, probe };
+}
+
+const STEADY = { rate: 80, keepalive: 4 };
+
+for (const strategy of ['all', 'rolling'] as const) {
+  test(`${strategy}: a reload to a version answering 500 on 20% of requests is rolled back with the figures; nothing failed on the old generation`, async () => {
+    const { s, code, out, probe } = await judgedReload(strategy, 'judge-500.mjs', STEADY);
+    try {
+      assert.equal(code, 1, out);
+      assert.match(out, /reload failed: generation 2 is worse: new 5xx (1\d|2\d)(\.\d+)?% vs old 0% over [\d,]+ requests \(old: [\d,]+\).*rolled back, generation 1 keeps serving/, out);
+      assertNoFailure(probe);
+      // the 500s all came from the new generation, the old one answered 200 to every request
+      const byGen = (g: string, st: number) => probe.outcomes.filter((o) => o.generation === g && o.status === st).length;
+      assert.equal(byGen('1', 500), 0, summary(probe));
+      assert.ok(byGen('2', 500) > 0, summary(probe));
+      assert.equal(probe.outcomes.filter((o) => o.generation === '1').length, byGen('1', 200), summary(probe));
+      assert.match((await get(s.address, '/')).body, /^v1 /);
+      const st = await statusJson(s);
+      assert.ok(st.deploys.some((e) => e.phase === 'judged-worse' && e.generation === 2), JSON.stringify(st.deploys));
+      assert.ok(st.deploys.some((e) => e.phase === 'rolled-back'), JSON.stringify(st.deploys));
+      await stopServer(s);
+    } finally {
+      await cleanup(s);
+    }
+  });
+
+  test(`${strategy}: a reload to a version 3x slower is rolled back, naming the latencies`, async () => {
+    const { s, code, out, probe } = await judgedReload(strategy, 'judge-slow.mjs', STEADY);
+    try {
+      assert.equal(code, 1, out);
+      assert.match(out, /generation 2 is worse: new p(99|50) [\d.]+ ms vs old [\d.]+ ms \([\d.]+x, limit 2x\) over [\d,]+ requests/, out);
+      assertNoFailure(probe);
+      assert.deepEqual(Object.keys(probe.ok_by_status), ['200'], summary(probe));
+      assert.match((await get(s.address, '/')).body, /^v1 /);
+      await stopServer(s);
+    } finally {
+      await cleanup(s);
+    }
+  });
+
+  test(`${strategy}: a reload to an equal version goes live, the judge's figures in its answer`, async () => {
+    const { s, code, out, probe } = await judgedReload(strategy, 'v2.mjs', STEADY);
+    try {
+      assert.equal(code, 0, out);
+      assert.match(out, /reloaded: generation 2 serving.*judge passed: new 5xx 0% vs old 0%, p99 [\d.]+ ms vs [\d.]+ ms over [\d,]+ requests/, out);
+      assertNoFailure(probe);
+      assert.match((await get(s.address, '/')).body, /^v2 /);
+      await stopServer(s);
+    } finally {
+      await cleanup(s);
+    }
+  });
+
+  test(`${strategy}: a reload with too little traffic goes live and says the judge abstained; --no-judge skips it`, async () => {
+    const { s, code, out, probe } = await judgedReload(strategy, 'judge-500.mjs', { rate: 5, keepalive: 0 });
+    try {
+      assert.equal(code, 0, out);
+      assert.match(out, /judge abstained: the new generation served \d+ .*requests during the soak \(fewer than --judge-min-requests 100\)/, out);
+      assertNoFailure(probe);
+      // --no-judge: not judged at all, even under load that would have judged it worse
+      const again = await s.cli('reload', '--no-judge');
+      assert.equal(again.code, 0, again.stderr + again.stdout);
+      assert.doesNotMatch(again.stderr + again.stdout, /judge/);
+      await stopServer(s);
+    } finally {
+      await cleanup(s);
+    }
+  });
+}
+
+test('request metrics: the responses counted add up to the requests the probe completed, across a reload; /metrics has them by generation', async () => {
+  const d = deployDir('v1.mjs');
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '1s', '--expose-generation'] });
+  try {
+    let r: { code: number | null; stdout: string; stderr: string } | undefined;
+    const probe = await runProbe({
+      target: s.address, path: '/?sleep=5', rate: 60, keepalive: 3, durationS: 4, timeoutS: 15,
+      commands: [{ atS: 1, run: async () => { d.deploy('v2.mjs'); r = await s.cli('reload'); } }],
+    });
+    assert.equal(r?.code, 0, r && r.stderr + r.stdout);
+    assertNoFailure(probe);
+    assert.ok(probe.generations['1']! > 0 && probe.generations['2']! > 0, summary(probe));
+    // the workers report every 500 ms (and the retiring ones as they exit)
+    await sleep(1_200);
+    const st = await statusJson(s);
+    assert.equal(st.totals.responses, probe.ok, `counted ${st.totals.responses} vs probe ${summary(probe)}`);
+    assert.equal(st.totals.responsesByClass['2xx'], probe.ok);
+    const g2 = st.generationInfo.find((g) => g.n === 2)!;
+    assert.ok(g2.http, JSON.stringify(g2));
+    assert.equal(g2.http.latency.reduce((a, b) => a + b, 0), g2.http.responses);
+    assert.equal(g2.http.responses, probe.generations['2'], summary(probe));
+    assert.ok(g2.http.p50Ms !== null && g2.http.p50Ms >= 5, JSON.stringify(g2.http));
+    const m = (await get(s.admin, '/metrics')).body;
+    const count = Number(/quiesce_http_request_duration_seconds_count\{generation="2"\} (\d+)/.exec(m)?.[1]);
+    assert.equal(count, g2.http.responses, m);
+    assert.match(m, /quiesce_http_requests_total\{generation="2",code_class="2xx"\} \d+/);
+    assert.match(m, /quiesce_http_request_duration_seconds_bucket\{le="\+Inf",generation="2"\} \d+/);
+    await stopServer(s);
+  } finally {
+    await cleanup(s);
+  }
+});
