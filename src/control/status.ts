@@ -5,7 +5,7 @@
  */
 import { sendControl } from './client.js';
 import { EXIT, QuiesceError } from '../shared/errors.js';
-import { fmtBytes, fmtShortDuration } from '../master/status/format.js';
+import { fmtBytes, fmtHttp, fmtInt, fmtShortDuration } from '../master/status/format.js';
 import type { StatusSnapshot } from '../master/status/types.js';
 
 /** Redraw period of --watch; faster while something is in progress. */
@@ -95,7 +95,15 @@ export function render(s: StatusSnapshot, o: { color: boolean } = { color: false
   for (const l of s.listeners) {
     out.push(`listener ${l.address}  ${l.state}${l.queued !== null ? `  queue ${l.queued}${l.backlog !== null ? `/${l.backlog}` : ''}` : ''}${l.halfOpen ? `  half-open ${l.halfOpen}` : ''}`);
   }
+  // per generation: its responses' rate, 5xx share and latency (what the reload judge compares)
+  for (const g of s.generationInfo) {
+    if (!g.http) continue;
+    const tag = g.retiring > 0 ? 'retiring' : g.current ? (s.state === 'reloading' ? 'new' : 'serving') : 'serving';
+    out.push(`generation ${g.n} (${tag})  ${fmtHttp(g.http, '  ')}  ${fmtInt(g.http.responses)} responses`);
+  }
   for (const p of s.progress) out.push(c('33;1', `» ${p.text}`));
+  const last = s.deploys.at(-1);
+  if (last) out.push(`last reload: generation ${last.generation} ${last.phase} ${last.at.slice(11, 19)}: ${last.text}`);
   out.push(`scoreboard ${board}   (${s.counts.busy} busy, ${s.counts.idle} idle)`);
   const head = ['SLOT', 'PID', 'GEN', 'ST', 'PHASE', 'IN-STATE', 'REQS', 'SENT', 'CONNS', 'INFL', 'RSS', 'CPU%', 'CURRENT'];
   const rows = s.workers.map((w) => [

@@ -3,6 +3,7 @@
  * the soak (responses counted by the workers, docs/ARCHITECTURE.md "Request metrics") and says
  * whether the new one is worse. Pure: the master gathers the counts and acts on the verdict.
  */
+import { fmtInt, fmtLatency } from './status/format.js';
 import { pct, quantileMs, ratio5xx, total, type RequestCounts } from '../shared/request-metrics.js';
 
 /** Latencies (p50, p99) closer than this are never judged worse, whatever their ratio (a cold worker's JIT, timer granularity). */
@@ -20,8 +21,8 @@ export type Verdict = {
   new: Side;
 };
 
-const n = (x: number): string => x.toLocaleString('en-US');
-const ms = (x: number | null): string => (x === null ? '-' : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`);
+const n = fmtInt;
+const ms = fmtLatency;
 
 function side(c: RequestCounts): Side {
   return { responses: total(c), ratio5xx: ratio5xx(c), p50Ms: quantileMs(c, 0.5), p99Ms: quantileMs(c, 0.99) };

@@ -1,4 +1,5 @@
 /** Small formatters shared by the status page, ?auto and `quiesce status`. */
+import { pct, type HttpFigures } from '../../shared/request-metrics.js';
 
 /** 850 ms, 12.3 s, 4 min 03 s, 2 h 05 min, 3 d 04 h */
 export function fmtDuration(ms: number): string {
@@ -46,4 +47,15 @@ export function fmtUptime(ms: number): string {
   }
   parts.push(`${s} second${s === 1 ? '' : 's'}`);
   return parts.join(' ');
+}
+
+/** 0.42 ms, 8.1 ms, 35 ms, "-" when unknown */
+export function fmtLatency(ms: number | null): string {
+  if (ms === null) return '-';
+  return `${ms < 1 ? ms.toFixed(2) : ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+}
+
+/** A generation's (or worker's) responses in one line: "12.3 req/s · 5xx 0.1% · p50 12 ms · p99 30 ms". */
+export function fmtHttp(h: HttpFigures, sep = ' · '): string {
+  return [`${h.rps} req/s`, `5xx ${pct(h.ratio5xx)}`, `p50 ${fmtLatency(h.p50Ms)}`, `p99 ${fmtLatency(h.p99Ms)}`].join(sep);
 }

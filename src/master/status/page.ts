@@ -4,7 +4,8 @@
  * reload. No JavaScript: `?refresh=N` adds <meta http-equiv="refresh">. Every value is escaped;
  * the response carries a CSP that allows nothing but the inline style.
  */
-import { fmtBytes, fmtDuration, fmtInt } from './format.js';
+import { fmtBytes, fmtDuration, fmtInt, fmtLatency } from './format.js';
+import { pct } from '../../shared/request-metrics.js';
 import { STATES, type ProgressView, type SlotView, type StatusSnapshot } from './types.js';
 
 export const PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -122,7 +123,12 @@ export function renderPage(s: StatusSnapshot, url: URL): string {
     `<td>${genTag(s, g) ? `<span class="badge gt-${esc(genTag(s, g))}">${esc(genTag(s, g))}</span>` : '<span class="dim">–</span>'}</td>` +
     `<td class="num">${esc(g.ready)}<span class="dim"> / ${esc(g.workers)}</span></td><td class="num">${esc(g.retiring)}</td>` +
     `<td class="num">${esc(fmtInt(g.requests))}</td><td class="num">${esc(g.connections)}</td><td class="num">${esc(g.inflight)}</td>` +
+    (g.http ? `<td class="num">${esc(g.http.rps)}</td><td class="num${g.http.ratio5xx > 0 ? ' bad' : ''}">${esc(pct(g.http.ratio5xx))}</td>` +
+      `<td class="num">${esc(fmtLatency(g.http.p50Ms))}</td><td class="num">${esc(fmtLatency(g.http.p99Ms))}</td>` : '<td class="dim" colspan="4">metrics off</td>') +
     `<td class="num">${esc(fmtDuration(g.ageMs))}</td></tr>`).join('');
+  // the latest reloads' phases (soak, the judge's verdict, rollback or commit, the old generation gone)
+  const deploys = s.deploys.slice(-8).map((e) => `<li class="dp-${esc(e.phase)}"><span class="dim">${esc(e.at.slice(11, 23))}</span> ` +
+    `<b>gen ${esc(e.generation)} ${esc(e.phase)}</b> ${esc(e.text)}</li>`).join('');
 
   const listeners = s.listeners.map((l) => `<tr><td><code>${esc(l.address)}</code></td><td>${esc(l.kind)}</td>` +
     `<td><span class="badge ls-${esc(l.state)}">${esc(l.state)}</span></td>` +
@@ -168,8 +174,9 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
 <div class="twocol">
 <section class="panel">
   <h2>Generations</h2>
-  <div class="scroll"><table><thead><tr><th>Gen</th><th></th><th class="num">Ready</th><th class="num">Retiring</th><th class="num">Requests</th><th class="num">Conns</th><th class="num">In flight</th><th class="num">Age</th></tr></thead>
-  <tbody>${gens || '<tr><td colspan="8" class="dim">none</td></tr>'}</tbody></table></div>
+  <div class="scroll"><table><thead><tr><th>Gen</th><th></th><th class="num">Ready</th><th class="num">Retiring</th><th class="num">Requests</th><th class="num">Conns</th><th class="num">In flight</th><th class="num" title="responses per second, over the last second or more">Req/s</th><th class="num">5xx</th><th class="num" title="latency, request headers to response end">p50</th><th class="num">p99</th><th class="num">Age</th></tr></thead>
+  <tbody>${gens || '<tr><td colspan="12" class="dim">none</td></tr>'}</tbody></table></div>
+  ${deploys ? `<h2 class="sub2">Last reloads</h2><ol class="deploys">${deploys}</ol>` : ''}
 </section>
 <section class="panel">
   <h2>Listeners</h2>
@@ -301,6 +308,8 @@ th.num,.num{text-align:right}
 .bar{height:8px;border-radius:99px;background:var(--bg);border:1px solid var(--line);overflow:hidden;margin:8px 0}
 .bar span{display:block;height:100%;background:linear-gradient(90deg,#e09b00,#f3c14b)}
 .k-reload .bar span{background:linear-gradient(90deg,#3558d6,#7d99ff)}.k-retire .bar span{background:linear-gradient(90deg,#7b1fa2,#b55bd6)}
+.sub2{margin:16px 0 6px;font-size:13px}.deploys{margin:0;padding-left:18px;font-size:12.5px}.deploys li{margin:2px 0}
+.dp-judged-worse b,.dp-rolled-back b{color:var(--bad)}.dp-judged-ok b,.dp-committed b{color:var(--ok)}
 .pfigs{display:flex;gap:20px;flex-wrap:wrap;color:var(--dim);font-size:13px}.pfigs b{color:var(--ink)}
 footer{padding:0 28px 26px;color:var(--dim);font-size:12px}
 `;
