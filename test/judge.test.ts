@@ -7,25 +7,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { mkdtempSync, symlinkSync, renameSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, stopServer, get, sleep, statusJson, FIXTURES, type Server } from './helpers/server.js';
-
-const F = (name: string) => join(FIXTURES, 'reload', name);
-
-function deployDir(version: string): { app: string; deploy: (v: string) => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-judge-'));
-  const app = join(dir, 'current.mjs');
-  const deploy = (v: string) => {
-    const tmp = join(dir, `next-${Date.now()}.mjs`);
-    symlinkSync(F(v), tmp);
-    renameSync(tmp, app);
-  };
-  deploy(version);
-  return { app, deploy };
-}
+import { renderTimeline } from '../src/probe/timeline.js';
+import { deployDir } from './helpers/deploy.js';
+import { startServer, cleanup, stopServer, get, sleep, statusJson, type Server } from './helpers/server.js';
 
 function summary(p: ProbeResult): string {
   return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} forced=${p.forced} timeout=${p.timeout} other=${p.other} status=${JSON.stringify(p.ok_by_status)} gens=${JSON.stringify(p.generations)}`;
@@ -40,22 +25,24 @@ function assertNoFailure(p: ProbeResult): void {
 type Run = { s: Server; code: number | null; out: string; probe: ProbeResult };
 
 /**
- * v1 serving 2 workers under a steady load of /?sleep=20 (new connections and keep-alive clients);
- * 1 s in, `version` is deployed and reloaded with a 2 s judged soak. The server is left running.
+ * v1 serving 2 workers under a steady load of /?sleep=20 (new connections, a keep-alive client);
+ * 1 s in, `version` is deployed and reloaded with a 3 s judged soak. The server is left running.
+ * Mostly new connections: keep-alive clients stay on the old generation's workers (steered one
+ * response in 16), and a busy old generation wins most of the kernel's accept race (README).
  */
 async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = []): Promise<Run> {
   const d = deployDir('v1.mjs');
-  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '2s', '--expose-generation', '--reload-strategy', strategy, ...extra] });
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, ...extra] });
   let r: { code: number | null; stdout: string; stderr: string } | undefined;
   const probe = await runProbe({
-    target: s.address, path: '/?sleep=20', rate: load.rate, keepalive: load.keepalive, durationS: 5.5, timeoutS: 15,
+    target: s.address, path: '/?sleep=20', rate: load.rate, keepalive: load.keepalive, durationS: 7, timeoutS: 15,
     commands: [{ atS: 1, run: async () => { d.deploy(version); r = await s.cli('reload'); } }],
   });
   assert.ok(r, 'the reload ran');
-  return { s, code: r.code, out: r.stderr + r.stdout, probe };
+  return { s, code: r.code, out: `${r.stderr}${r.stdout}probe: ${summary(probe)}`, probe };
 }
 
-const STEADY = { rate: 80, keepalive: 4 };
+const STEADY = { rate: 150, keepalive: 1 };
 
 for (const strategy of ['all', 'rolling'] as const) {
   test(`${strategy}: a reload to a version answering 500 on 20% of requests is rolled back with the figures; nothing failed on the old generation`, async () => {
@@ -123,16 +110,26 @@ for (const strategy of ['all', 'rolling'] as const) {
   });
 }
 
-test('request metrics: the responses counted add up to the requests the probe completed, across a reload; /metrics has them by generation', async () => {
+test('request metrics: the responses counted add up to the requests the probe completed, across a reload; /metrics has them by generation; the probe reports the deploy\'s phases', async () => {
   const d = deployDir('v1.mjs');
   const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '1s', '--expose-generation'] });
   try {
     let r: { code: number | null; stdout: string; stderr: string } | undefined;
     const probe = await runProbe({
-      target: s.address, path: '/?sleep=5', rate: 60, keepalive: 3, durationS: 4, timeoutS: 15,
+      target: s.address, path: '/?sleep=5', rate: 60, keepalive: 3, durationS: 5, timeoutS: 15, admin: s.admin,
       commands: [{ atS: 1, run: async () => { d.deploy('v2.mjs'); r = await s.cli('reload'); } }],
     });
     assert.equal(r?.code, 0, r && r.stderr + r.stdout);
+    // the deploy's phases, read from the admin listener, in order and within the run
+    const phases = (probe.phases ?? []).map((p) => p.phase);
+    assert.equal(probe.phases_error, undefined);
+    assert.deepEqual(phases.filter((p) => p !== 'judge-abstained' && p !== 'judged-ok'), ['soak-start', 'committed', 'old-retired'], JSON.stringify(probe.phases));
+    assert.ok(phases.includes('judge-abstained') || phases.includes('judged-ok'), JSON.stringify(probe.phases));
+    const start = probe.phases!.find((p) => p.phase === 'soak-start')!;
+    assert.ok(start.at_s > 1 && start.at_s < 4, JSON.stringify(start));
+    const svg = renderTimeline(probe, 'reload');
+    assert.match(svg, /gen 2 soak-start/);
+    assert.match(svg, /gen 2 committed/);
     assertNoFailure(probe);
     assert.ok(probe.generations['1']! > 0 && probe.generations['2']! > 0, summary(probe));
     // the workers report every 500 ms (and the retiring ones as they exit)

@@ -9,22 +9,8 @@ import { mkdtempSync, symlinkSync, renameSync, writeFileSync, rmSync } from 'nod
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
+import { deployDir, F } from './helpers/deploy.js';
 import { startServer, cleanup, stopServer, waitExit, get, sleep, waitFor, within, statusJson, CLI, FIXTURES } from './helpers/server.js';
-
-const F = (name: string) => join(FIXTURES, 'reload', name);
-
-/** A deploy directory with `current.mjs` → the given version (swapped atomically like a deploy tool). */
-function deployDir(version: string): { dir: string; app: string; deploy: (v: string) => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-deploy-'));
-  const app = join(dir, 'current.mjs');
-  const deploy = (v: string) => {
-    const tmp = join(dir, `next-${Date.now()}.mjs`);
-    symlinkSync(F(v), tmp);
-    renameSync(tmp, app);
-  };
-  deploy(version);
-  return { dir, app, deploy };
-}
 
 function summary(p: ProbeResult): string {
   return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} forced=${p.forced} timeout=${p.timeout} other=${p.other} status=${JSON.stringify(p.ok_by_status)} gens=${JSON.stringify(p.generations)}`;

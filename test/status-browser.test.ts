@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startServer, cleanup, get, sleep, waitFor, statusJson, FIXTURES, ROOT, type Server } from './helpers/server.js';
+import { runProbe } from '../src/probe/index.js';
 
 const HOLD_APP = join(FIXTURES, 'status/hold-app.mjs');
 /** Debian's chromium; QUIESCE_TEST_CHROMIUM names another binary (test/suite.test.ts names a missing one). */
@@ -95,6 +96,53 @@ test('the status page in chromium: W for a slow request, the new generation afte
     assert.equal((await stop).code, 0);
     await s.exited;
   } finally {
+    await ctx?.close().catch(() => undefined);
+    rmSync(profile, { recursive: true, force: true });
+    await cleanup(s);
+  }
+});
+
+test('the status page in chromium during a judged soak: both generations with their req/s, 5xx share, p50 and p99, and the reload\'s phases', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium, as .ci/run does)` }, async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
+  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '2', '--reload-soak', '4s'] });
+  let ctx: BrowserContext | undefined;
+  const load = new AbortController();
+  try {
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM, headless: true, viewport: { width: 1280, height: 1000 },
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const page = ctx.pages()[0] ?? await ctx.newPage();
+    const probe = runProbe({ target: s.address, path: '/?sleep=5', rate: 60, keepalive: 2, durationS: 20, timeoutS: 10, signal: load.signal });
+    await sleep(500);
+    const reload = s.cli('reload');
+    reload.catch(() => undefined);
+    // both generations serving and counted, mid-soak
+    await waitFor(async () => {
+      const st = await json(s);
+      return st.state === 'reloading' && st.generationInfo.length === 2 && st.generationInfo.every((g) => (g.http?.responses ?? 0) > 0);
+    }, 6000, 'both generations answering during the soak');
+    await page.goto(`http://${s.admin}/server-status`);
+    await page.screenshot({ path: join(ARTIFACTS, 'status-soak.png'), fullPage: true });
+    const gens = page.locator('section.panel', { has: page.locator('h2', { hasText: /^Generations$/ }) });
+    const rows = await gens.locator('tbody tr').allInnerTexts();
+    assert.equal(rows.length, 2, rows.join('\n'));
+    for (const [i, row] of rows.entries()) {
+      // Gen, tag, ready, retiring, requests, conns, in flight, req/s, 5xx, p50, p99, age
+      assert.match(row, new RegExp(`^${i + 1}\\s+(serving|starting)\\s+2 / 2\\s+0\\s+[\\d,]+\\s+\\d+\\s+\\d+\\s+[\\d.]+\\s+0%\\s+[\\d.]+ ms\\s+[\\d.]+ ms\\s+`), rows.join('\n'));
+    }
+    assert.match(await gens.innerText(), /gen 2 soak-start generation 2 soaking 4s beside generation 1, judged/);
+    const r = await reload;
+    assert.equal(r.code, 0, r.stderr);
+    load.abort();
+    const p = await probe;
+    assert.equal(p.ok, p.sent, `sent ${p.sent} ok ${p.ok}`);
+    await page.goto(`http://${s.admin}/server-status`);
+    assert.match(await gens.innerText(), /gen 2 (judged-ok|judge-abstained)/);
+    assert.match(await gens.innerText(), /gen 2 committed generation 2 serving; generation 1 retiring/);
+  } finally {
+    load.abort();
     await ctx?.close().catch(() => undefined);
     rmSync(profile, { recursive: true, force: true });
     await cleanup(s);

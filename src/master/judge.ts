@@ -9,6 +9,9 @@ import { pct, quantileMs, ratio5xx, total, type RequestCounts } from '../shared/
 /** Latencies (p50, p99) closer than this are never judged worse, whatever their ratio (a cold worker's JIT, timer granularity). */
 export const P99_FLOOR_MS = 5;
 
+/** Responses each side needs before its p99 is judged (10 responses make the tail). */
+export const P99_MIN_RESPONSES = 1000;
+
 export type JudgeLimits = { max5xxRatio: number; maxP99Ratio: number; minRequests: number };
 
 export type Side = { responses: number; ratio5xx: number; p50Ms: number | null; p99Ms: number | null };
@@ -42,9 +45,10 @@ export function judge(old: RequestCounts, fresh: RequestCounts, limits: JudgeLim
   if (f.ratio5xx > o.ratio5xx + limits.max5xxRatio) {
     return { ...base, verdict: 'fail', message: `new 5xx ${pct(f.ratio5xx)} vs old ${pct(o.ratio5xx)} ${over}, limit +${pct(limits.max5xxRatio)}` };
   }
-  // the p99 of a few hundred responses is their few slowest (a loaded machine's hiccup on the old
-  // side hides a slower version): the median is held to the same ratio
-  for (const [q, nq, oq] of [['p99', f.p99Ms, o.p99Ms], ['p50', f.p50Ms, o.p50Ms]] as const) {
+  // the median is held to the ratio always; the p99 only from P99_MIN_RESPONSES on each side: the
+  // p99 of a few hundred responses is their two or three slowest, one hiccup of a loaded machine
+  const tail = f.responses >= P99_MIN_RESPONSES && o.responses >= P99_MIN_RESPONSES;
+  for (const [q, nq, oq] of [['p99', tail ? f.p99Ms : null, o.p99Ms], ['p50', f.p50Ms, o.p50Ms]] as const) {
     if (nq !== null && oq !== null && nq > oq * limits.maxP99Ratio && nq - oq > P99_FLOOR_MS) {
       return { ...base, verdict: 'fail', message: `new ${q} ${ms(nq)} vs old ${ms(oq)} (${(nq / Math.max(oq, 0.001)).toFixed(1)}x, limit ${limits.maxP99Ratio}x) ${over}` };
     }

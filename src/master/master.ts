@@ -16,6 +16,8 @@ import { STATS_INTERVAL_MS } from '../shared/ipc.js';
  * both generations (docs/ARCHITECTURE.md, "The judged soak").
  */
 const STEER_SHARE = 1 / 16;
+/** A judged soak short of responses may last up to this many times --reload-soak (see soakForEvidence). */
+const JUDGE_SOAK_STRETCH = 4;
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
 import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, tcpDrainMode, type Listener } from './listeners.js';
@@ -32,7 +34,7 @@ import { OutputRelay } from './app-output.js';
 import { describeWaiting } from './stop-progress.js';
 import { hasControllingTty } from './tty.js';
 import { judge, type Verdict } from './judge.js';
-import { addCounts, diffCounts, emptyCounts, type RequestCounts } from '../shared/request-metrics.js';
+import { addCounts, diffCounts, emptyCounts, total, type RequestCounts } from '../shared/request-metrics.js';
 import { readdirSync } from 'node:fs';
 import { captureStack } from './hung-stack.js';
 
@@ -867,10 +869,13 @@ export class Master {
     const oldGen = this.generation;
     const oldAtStart = judged ? this.httpCounts(oldGen) : undefined;
     if (judged) this.steer(old, STEER_SHARE);
-    const soakFailure = await this.soak(fresh, cfg.reloadSoak);
+    let soakFailure = await this.soak(fresh, cfg.reloadSoak);
     let verdict: Verdict | undefined;
     if (judged && !soakFailure && !this.interrupted()) {
       await this.freshStats([...old, ...fresh]);
+      soakFailure = await this.soakForEvidence(gen, oldGen, oldAtStart!, [...old, ...fresh], fresh, cfg, progress);
+    }
+    if (judged && !soakFailure && !this.interrupted()) {
       verdict = judge(diffCounts(this.httpCounts(oldGen), oldAtStart!), this.httpCounts(gen),
         { max5xxRatio: cfg.judgeMax5xxRatio, maxP99Ratio: cfg.judgeMaxP99Ratio, minRequests: cfg.judgeMinRequests });
       this.log.log(verdict.verdict === 'fail' ? 'error' : 'notice', 'reload-judged', {
@@ -933,6 +938,33 @@ export class Master {
     const c = addCounts(emptyCounts(), gen.exitedHttp);
     for (const w of this.workers) if (w.generation === gen) addCounts(c, w.stats.http);
     return c;
+  }
+
+  /**
+   * The soak is over but a generation has answered fewer than --judge-min-requests: the busiest
+   * workers win the kernel's accept race (README, "The judged soak"), so a new generation beside a
+   * busy old one can see little traffic. Soak on, up to JUDGE_SOAK_STRETCH times --reload-soak in
+   * all, while both sides' pace would reach the minimum by then; else end now (the judge abstains).
+   * A new worker failing meanwhile fails the soak as before.
+   */
+  private async soakForEvidence(gen: Generation, oldGen: Generation, oldAtStart: RequestCounts, ws: WorkerProc[], fresh: WorkerProc[], cfg: Config, progress: (m: string) => void): Promise<string | undefined> {
+    const t0 = Date.now() - cfg.reloadSoak;
+    const until = t0 + JUDGE_SOAK_STRETCH * cfg.reloadSoak;
+    let told = false;
+    for (let i = 0; i < 1_000 && Date.now() < until && !this.interrupted(); i++) {
+      const counts = [total(this.httpCounts(gen)), total(diffCounts(this.httpCounts(oldGen), oldAtStart))];
+      const short = counts.some((n) => n < cfg.judgeMinRequests);
+      const reachable = counts.every((n) => n >= cfg.judgeMinRequests || (n / Math.max(1, Date.now() - t0)) * (until - t0) >= cfg.judgeMinRequests);
+      if (!short || !reachable) return undefined;
+      if (!told) {
+        progress(`judge: ${counts[0]} responses from generation ${gen.n} and ${counts[1]} from generation ${oldGen.n} so far, fewer than --judge-min-requests ${cfg.judgeMinRequests}: soaking on, up to ${(JUDGE_SOAK_STRETCH * cfg.reloadSoak) / 1000}s in all`);
+        told = true;
+      }
+      const failure = await this.soak(fresh, STATS_INTERVAL_MS);
+      if (failure) return failure;
+      await this.freshStats(ws);
+    }
+    return undefined;
   }
 
   /** Ask these workers for their stats now and wait for them (bounded): the judge reads what happened up to this moment. */

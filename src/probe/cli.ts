@@ -9,6 +9,7 @@ import type { ProbeOptions } from './types.js';
 
 export const USAGE = `usage: quiesce probe --target HOST:PORT|[v6]:PORT|unix:PATH [--path P] [--rate N] [--keepalive K]
                      [--duration S] [--at T --run "COMMAND"]... [--timeout S] [--json] [--timeline FILE]
+                     [--admin HOST:PORT]
 
   --rate N        open N new connections per second, one request each (Connection: close)
   --keepalive K   K clients sending requests back to back on persistent connections
@@ -18,6 +19,9 @@ export const USAGE = `usage: quiesce probe --target HOST:PORT|[v6]:PORT|unix:PAT
   --timeout S     seconds before a request counts as timeout (default 10)
   --json          print one JSON object instead of the table
   --timeline F    write an SVG (or .html) timeline of the outcomes to F
+  --admin A       quiesce's admin listener: the reloads' phases during the run (soak start, the
+                  judge's verdict, rollback or commit, old generation retired) go in the report and
+                  the timeline (QUIESCE_ADMIN_TOKEN is sent if set)
 exit code: 0 pass, 1 fail (anything cut, ka_race, timeout or other; or no request completed at all,
            or none before the first --at: a target that was not serving proves nothing), 2 usage error`;
 
@@ -32,6 +36,7 @@ const OPTIONS = {
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   timeline: { type: 'string' },
+  admin: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -65,6 +70,10 @@ export function parseProbeArgs(argv: string[]): { options: ProbeOptions; json: b
     commands: ats.map((a, i) => ({ atS: num('at', a)!, run: runs[i]! })),
   };
   if (values.path !== undefined) options.path = values.path;
+  if (values.admin !== undefined) {
+    if (values.admin === '') throw new UsageError('--admin: empty address (HOST:PORT of quiesce\'s admin listener)');
+    options.admin = values.admin;
+  }
   const rate = num('rate', values.rate);
   if (rate !== undefined) options.rate = rate;
   const keepalive = num('keepalive', values.keepalive);

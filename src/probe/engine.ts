@@ -6,7 +6,7 @@ import { SocketGauge } from './connection.js';
 import { keepAliveClient, runRate, type LoadContext } from './load.js';
 import { buildResult, GENERATION_HEADER } from './tally.js';
 import { hostHeader, parseTarget, resolveTarget, UsageError } from './target.js';
-import type { Outcome, ProbeCommand, ProbeOptions, ProbeResult, Target } from './types.js';
+import type { DeployPhase, Outcome, ProbeCommand, ProbeOptions, ProbeResult, Target } from './types.js';
 
 export const DEFAULTS = { path: '/', rate: 100, durationS: 5, timeoutS: 10, commandTimeoutS: 30, maxSockets: 1000, maxRequests: 500_000 };
 const MAX = { rate: 50_000, keepalive: 1000, durationS: 3600, timeoutS: 3600 };
@@ -83,6 +83,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
   const s = normalizeOptions(opts);
   const target = await resolveTarget(s.target);
   const clock = new Clock();
+  const startedWall = Date.now();
   const stop = new AbortController();
   const userSignal = opts.signal ?? new AbortController().signal;
   let stoppedAt = s.durationMs;
@@ -126,13 +127,32 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
       Promise.all(Array.from({ length: s.keepalive }, () => keepAliveClient(ctx, kaGauge))),
     ]);
     const commandResults = await commands;
-    return buildResult(outcomes, {
+    const result = buildResult(outcomes, {
       rate: { asked: s.rate, sent: rateStats.sent, behind: rateStats.behind, windowMs: stoppedAt },
       commands: commandResults,
       durationMs: clock.now(),
     });
+    if (opts.admin !== undefined) Object.assign(result, await deployPhases(opts.admin, startedWall, Date.now()));
+    return result;
   } finally {
     clearTimeout(timer);
     userSignal.removeEventListener('abort', halt);
+  }
+}
+
+/** The reloads' phases between `from` and `to` (wall clock), read from quiesce's admin listener. */
+async function deployPhases(admin: string, from: number, to: number): Promise<{ phases: DeployPhase[] } | { phases_error: string }> {
+  try {
+    const token = process.env.QUIESCE_ADMIN_TOKEN;
+    const res = await fetch(`http://${admin}/server-status?json`, { signal: AbortSignal.timeout(5_000), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
+    if (!res.ok) return { phases_error: `${admin}: HTTP ${res.status}` };
+    const snap = (await res.json()) as { deploys?: Array<{ at: string; generation: number; phase: string; text: string }> };
+    const phases = (snap.deploys ?? [])
+      .map((d) => ({ at: Date.parse(d.at), d }))
+      .filter(({ at }) => at >= from - 1_000 && at <= to + 1_000)
+      .map(({ at, d }) => ({ at_s: Math.round(at - from) / 1000, generation: d.generation, phase: d.phase, text: d.text }));
+    return { phases };
+  } catch (e) {
+    return { phases_error: `${admin}: ${e instanceof Error ? e.message : String(e)}` };
   }
 }

@@ -62,6 +62,11 @@ export function formatSummary(r: ProbeResult, info: RunInfo): string {
       if (c.stderr_tail.trim()) out.push(`      stderr: ${lastLine(c.stderr_tail)}`);
     }
   }
+  if (r.phases && r.phases.length > 0) {
+    out.push('  deploy phases (from the admin listener):');
+    for (const p of r.phases) out.push(`    ${p.at_s.toFixed(3).padStart(8)} s  generation ${p.generation} ${p.phase}: ${p.text}`);
+  }
+  if (r.phases_error) out.push(`  deploy phases: not read (${r.phases_error})`);
   out.push('', `  status: ${r.status.toUpperCase()}  (nothing cut: ${r.cut === 0 ? 'yes' : 'NO'}; ran ${r.duration_s} s)`);
   for (const why of r.reasons) out.push(`  fail: ${why}`);
   return out.join('\n');

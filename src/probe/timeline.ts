@@ -14,6 +14,12 @@ export const COLORS: Record<OutcomeKind, string> = {
   other: '#e377c2',
 };
 
+/** The deploy's phases: the soak and the commit in blue and green, a worse verdict and its rollback in red. */
+const PHASE_COLORS: Record<string, string> = {
+  'soak-start': '#1f77b4', 'judged-ok': '#2e9e44', 'judge-abstained': '#7f7f7f', 'judged-worse': '#d62728',
+  'rolled-back': '#d62728', 'committed': '#2e9e44', 'old-retired': '#8c564b',
+};
+
 /** Bottom to top: the good at the base, the failures on top where they catch the eye. */
 const STACK: OutcomeKind[] = ['ok', 'forced', 'refused', 'ka_race', 'cut', 'timeout', 'other'];
 const FAILING = new Set<OutcomeKind>(['cut', 'ka_race', 'timeout', 'other']);
@@ -116,6 +122,16 @@ export function renderTimeline(r: ProbeResult, title: string): string {
     el.push(
       `<text x="${anchor === 'start' ? cx + 4 : cx - 4}" y="${ly}" font-size="12" fill="#1f4e9e" text-anchor="${anchor}" stroke="#fff" stroke-width="3" paint-order="stroke">${esc(`${(at / 1000).toFixed(2)} s: ${cmd} (${how})`)}</text>`,
     );
+  });
+
+  // The deploy's phases (from quiesce's admin listener): a solid line each, labelled along the bottom.
+  (r.phases ?? []).forEach((p, i) => {
+    const px = x(Math.max(0, p.at_s * 1000));
+    const color = PHASE_COLORS[p.phase] ?? '#555';
+    const anchor = px > W - 300 ? 'end' : 'start';
+    const ly = M.top + ph - 8 - (i % 5) * 15;
+    el.push(`<line x1="${px}" x2="${px}" y1="${M.top}" y2="${M.top + ph}" stroke="${color}" stroke-width="2" opacity="0.8"><title>${esc(`${p.at_s.toFixed(3)} s: generation ${p.generation} ${p.phase}: ${p.text}`)}</title></line>`);
+    el.push(`<text x="${anchor === 'start' ? px + 4 : px - 4}" y="${ly}" font-size="11" fill="${color}" text-anchor="${anchor}" stroke="#fff" stroke-width="3" paint-order="stroke">${esc(`gen ${p.generation} ${p.phase}`)}</text>`);
   });
 
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, -apple-system, 'Segoe UI', sans-serif">\n${el.join('\n')}\n</svg>\n`;

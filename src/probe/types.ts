@@ -38,6 +38,12 @@ export interface ProbeOptions {
   maxRequests?: number;
   /** Ends the load early (in-flight requests still get their outcome). */
   signal?: AbortSignal;
+  /**
+   * quiesce's admin listener (HOST:PORT): at the end the probe reads its /server-status?json and
+   * puts the reloads' phases that fell in the run (soak start, the judge's verdict, rollback or
+   * commit, the old generation gone) in the report and the timeline. QUIESCE_ADMIN_TOKEN if set.
+   */
+  admin?: string;
 }
 
 /** What happened to one request. Times are milliseconds since the start of the load. */
@@ -94,6 +100,17 @@ export interface ProbeReport extends ProbeCounts {
   duration_s: number;
   /** Count of ok responses per x-quiesce-generation value. */
   generations: Record<string, number>;
+  /** With `admin`: the deploy's phases during the run, from the admin listener (seconds since the start). */
+  phases?: DeployPhase[];
+  /** With `admin`: why the phases could not be read. */
+  phases_error?: string;
+}
+
+export interface DeployPhase {
+  at_s: number;
+  generation: number;
+  phase: string;
+  text: string;
 }
 
 export interface ProbeResult extends ProbeReport {

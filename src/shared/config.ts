@@ -63,7 +63,7 @@ export const SETTINGS = {
   judgeMax5xxRatio: { flag: 'judge-max-5xx-ratio', kind: 'string', default: 0.01, reload: true,
     doc: 'the judge rolls back a new generation whose 5xx share exceeds the old one\'s by more than this (0.01: one percentage point)' },
   judgeMaxP99Ratio: { flag: 'judge-max-p99-ratio', kind: 'string', default: 2, reload: true,
-    doc: 'the judge rolls back a new generation whose p99 latency is more than this many times the old one\'s (and 5 ms slower at least)' },
+    doc: 'the judge rolls back a new generation whose median latency (and, from 1,000 responses on each side, p99) is more than this many times the old one\'s, and more than 5 ms slower' },
   judgeMinRequests: { flag: 'judge-min-requests', kind: 'int', default: 100, reload: true,
     doc: 'responses each generation must serve during the soak for the judge to compare them; with fewer it abstains (says so) and the reload goes on' },
   metrics: { flag: 'metrics', kind: 'string', default: 'on', reload: true,

@@ -19,8 +19,8 @@ import { RepeatLog } from './repeat-log.js';
 import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { RequestMetrics, type Stamped } from './request-metrics.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { RequestMetrics, TimedResponse } from './request-metrics.js';
 
 type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
 
@@ -137,6 +137,9 @@ class Worker {
       // how often Node checks the headers and request timeouts (its default, 30 s, lets a 60 s
       // --headers-timeout run to 90 s); a native walk of the connections, once a second
       connectionsCheckingInterval: 1_000,
+      // --metrics: each response carries its start time from its construction (request-metrics.ts)
+      // (typed as the base class: the server's type is Server<IncomingMessage, ServerResponse>)
+      ...(cfg.metrics === 'on' ? { ServerResponse: TimedResponse as unknown as typeof Http.ServerResponse } : {}),
     });
     this.conns.watch(this.server);
     if (cfg.metrics === 'on') this.metrics = new RequestMetrics(this.server);
@@ -215,10 +218,8 @@ class Worker {
     const app = this.app.listener;
     const extras = this.extras();
     const keepAliveMs = this.boot.config.keepAliveTimeout;
-    const timed = this.metrics !== undefined;
     return (req, res) => {
       (res as unknown as KeepAliveHeader)._keepAliveTimeout = keepAliveMs; // the server's own is 0: see start()
-      if (timed) (res as Stamped)._quiesceAt = performance.now();
       if (conns.tracking) conns.request(req, res);
       else {
         conns.requests++;

@@ -27,27 +27,24 @@ const cpuMeters = new WeakMap<object, CpuMeter>();
 const rateMeters = new WeakMap<object, RateMeter>();
 
 /**
- * Responses per second per key (a generation, a worker pid), over at least the last second: the
- * rate since the sample kept from a snapshot >= 1 s ago, or since the start before there is one.
+ * Responses per second per key (a generation, a worker pid): since the newest sample at least 1 s
+ * old (samples are kept from earlier snapshots, one per 250 ms, for 5 s), else since the oldest
+ * sample at least 200 ms old, else since the start.
  */
 class RateMeter {
-  private readonly kept = new Map<string, { t: number; n: number; rate: number }>();
+  private readonly samples = new Map<string, Array<{ t: number; n: number }>>();
   rate(key: string, n: number, startedAt: number, now: number): number {
-    const k = this.kept.get(key);
-    if (!k) {
-      const rate = now > startedAt ? (n * 1000) / (now - startedAt) : 0;
-      this.kept.set(key, { t: now, n, rate });
-      return round1(rate);
-    }
-    if (now - k.t >= 1000) {
-      k.rate = ((n - k.n) * 1000) / (now - k.t);
-      k.t = now;
-      k.n = n;
-    }
-    return round1(k.rate);
+    let list = this.samples.get(key);
+    if (!list) { list = []; this.samples.set(key, list); }
+    while (list.length > 1 && now - list[1]!.t >= 1000) list.shift(); // keep one sample >= 1 s old
+    while (list.length > 0 && now - list[0]!.t > 5000) list.shift();
+    const base = list[0] !== undefined && now - list[0].t >= 200 ? list[0] : { t: startedAt, n: 0 };
+    const last = list.at(-1);
+    if (!last || now - last.t >= 250) list.push({ t: now, n });
+    return now > base.t ? round1(((n - base.n) * 1000) / (now - base.t)) : 0;
   }
   keep(keys: Set<string>): void {
-    for (const key of this.kept.keys()) if (!keys.has(key)) this.kept.delete(key);
+    for (const key of this.samples.keys()) if (!keys.has(key)) this.samples.delete(key);
   }
 }
 const round1 = (x: number): number => Math.round(x * 10) / 10;
