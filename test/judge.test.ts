@@ -28,11 +28,13 @@ type Run = { s: Server; code: number | null; out: string; probe: ProbeResult };
  * v1 serving 2 workers under a steady load of /?sleep=20 (new connections, a keep-alive client);
  * 1 s in, `version` is deployed and reloaded with a 3 s judged soak. The server is left running.
  * Mostly new connections: keep-alive clients stay on the old generation's workers (steered one
- * response in 16), and a busy old generation wins most of the kernel's accept race (README).
+ * response in 16), and a busy old generation wins most of the kernel's accept race (README): on
+ * this shared 2-CPU machine the new generation got 5-70% of a soak's responses, so 40 responses
+ * a side make the judge's evidence here (the default is 100).
  */
 async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = []): Promise<Run> {
   const d = deployDir('v1.mjs');
-  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, ...extra] });
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, '--judge-min-requests', '40', ...extra] });
   let r: { code: number | null; stdout: string; stderr: string } | undefined;
   const probe = await runProbe({
     target: s.address, path: '/?sleep=20', rate: load.rate, keepalive: load.keepalive, durationS: 7, timeoutS: 15,
@@ -94,10 +96,10 @@ for (const strategy of ['all', 'rolling'] as const) {
   });
 
   test(`${strategy}: a reload with too little traffic goes live and says the judge abstained; --no-judge skips it`, async () => {
-    const { s, code, out, probe } = await judgedReload(strategy, 'judge-500.mjs', { rate: 5, keepalive: 0 });
+    const { s, code, out, probe } = await judgedReload(strategy, 'judge-500.mjs', { rate: 3, keepalive: 0 });
     try {
       assert.equal(code, 0, out);
-      assert.match(out, /judge abstained: the new generation served \d+ .*requests during the soak \(fewer than --judge-min-requests 100\)/, out);
+      assert.match(out, /judge abstained: the new generation served \d+ .*requests during the soak \(fewer than --judge-min-requests 40\)/, out);
       assertNoFailure(probe);
       // --no-judge: not judged at all, even under load that would have judged it worse
       const again = await s.cli('reload', '--no-judge');
