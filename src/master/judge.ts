@@ -53,5 +53,5 @@ export function judge(old: RequestCounts, fresh: RequestCounts, limits: JudgeLim
       return { ...base, verdict: 'fail', message: `new ${q} ${ms(nq)} vs old ${ms(oq)} (${(nq / Math.max(oq, 0.001)).toFixed(1)}x, limit ${limits.maxP99Ratio}x) ${over}` };
     }
   }
-  return { ...base, verdict: 'pass', message: `judge passed: new 5xx ${pct(f.ratio5xx)} vs old ${pct(o.ratio5xx)}, p99 ${ms(f.p99Ms)} vs ${ms(o.p99Ms)} ${over}` };
+  return { ...base, verdict: 'pass', message: `judge passed: new 5xx ${pct(f.ratio5xx)} vs old ${pct(o.ratio5xx)}, p50 ${ms(f.p50Ms)} vs ${ms(o.p50Ms)}, p99 ${ms(f.p99Ms)} vs ${ms(o.p99Ms)} ${over}` };
 }

@@ -864,6 +864,7 @@ export class Master {
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
     const judged = cfg.reloadJudge === 'on' && !noJudge && cfg.metrics === 'on' && this.cfg.metrics === 'on';
+    if (cfg.reloadJudge === 'on' && !noJudge && !judged) progress('not judged: the judge needs --metrics on in both generations');
     progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s${judged ? ', judged on its own traffic against generation ' + this.generation.n : ''}`);
     this.deployEvent(gen.n, 'soak-start', `generation ${gen.n} soaking ${cfg.reloadSoak / 1000}s beside generation ${this.generation.n}${judged ? ', judged' : ''}`);
     const oldGen = this.generation;
