@@ -153,6 +153,11 @@ test('request metrics: the responses counted add up to the requests the probe co
     assert.equal(count, g2.http.responses, m);
     assert.match(m, /quiesce_http_requests_total\{generation="2",code_class="2xx"\} \d+/);
     assert.match(m, /quiesce_http_request_duration_seconds_bucket\{le="\+Inf",generation="2"\} \d+/);
+    // ?auto and `quiesce status` show the same per generation
+    assert.match((await get(s.admin, '/server-status?auto')).body, /\nGeneration2: rps=[\d.]+ ratio5xx=0 p50_ms=[\d.]+ p99_ms=[\d.]+ responses=\d+\n/);
+    const table = await s.cli('status');
+    assert.match(table.stdout, /\ngeneration 2 \(serving\)  [\d.]+ req\/s  5xx 0%  p50 [\d.]+ ms  p99 [\d.]+ ms  [\d,]+ responses\n/, table.stdout);
+    assert.match(table.stdout, /last reload: generation 2 (committed|old-retired)/, table.stdout);
     await stopServer(s);
   } finally {
     await cleanup(s);

@@ -47,6 +47,9 @@ export function renderAuto(s: StatusSnapshot): string {
     ['ReloadsFailed', t.reloadsFailed],
     ['Retired', Object.entries(t.retired).map(([k, v]) => `${k}=${v}`).join(' ')],
     ...s.progress.map((p) => ['Progress', oneLine(p.text)] as [string, string]),
+    // per generation, the request metrics: GenerationN: rps=12.3 ratio5xx=0.001 p50_ms=12 p99_ms=30 responses=1204
+    ...s.generationInfo.flatMap((g) => (g.http ? [[`Generation${g.n}`,
+      `rps=${g.http.rps} ratio5xx=${Number(g.http.ratio5xx.toFixed(4))} p50_ms=${g.http.p50Ms ?? '-'} p99_ms=${g.http.p99Ms ?? '-'} responses=${g.http.responses}`] as [string, string]] : [])),
     ...(s.lastDrain ? [['LastDrain', `ms=${s.lastDrain.gateToCloseMs} queued_at_gate=${s.lastDrain.queuedAtGate} accepted=${s.lastDrain.acceptedInDrain} left_at_close=${s.lastDrain.leftAtClose}`] as [string, string]] : []),
     ['Scoreboard', s.scoreboard],
   ];
