@@ -113,6 +113,9 @@ export type WorkerStats = {
   rssBytes?: number;
   /** Responses by status class and latency bucket, cumulative (absent with --metrics off). */
   http?: RequestCounts;
+  /** V8's heap in use and its limit (bytes): a heap near its limit thrashes in GC before V8 aborts. */
+  heapUsedBytes?: number;
+  heapLimitBytes?: number;
 };
 
 /**
