@@ -132,7 +132,8 @@ test('request metrics: the responses counted add up to the requests the probe co
     assert.deepEqual(phases.filter((p) => p !== 'judge-abstained' && p !== 'judged-ok'), ['soak-start', 'committed', 'old-retired'], JSON.stringify(probe.phases));
     assert.ok(phases.includes('judge-abstained') || phases.includes('judged-ok'), JSON.stringify(probe.phases));
     const start = probe.phases!.find((p) => p.phase === 'soak-start')!;
-    assert.ok(start.at_s > 1 && start.at_s < 4, JSON.stringify(start));
+    // after the reload was asked (1 s in), within the run (generation 2 may take seconds to start on a loaded machine)
+    assert.ok(start.at_s > 1 && start.at_s < probe.duration_s, JSON.stringify(start));
     const svg = renderTimeline(probe, 'reload');
     assert.match(svg, /gen 2 soak-start/);
     assert.match(svg, /gen 2 committed/);

@@ -105,7 +105,8 @@ test('the status page in chromium: W for a slow request, the new generation afte
 test('the status page in chromium during a judged soak: both generations with their req/s, 5xx share, p50 and p99, and the reload\'s phases', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium, as .ci/run does)` }, async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
-  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '2', '--reload-soak', '4s'] });
+  // a long soak: on a loaded machine generation 2 may take seconds to start, and more to win some of the accept race
+  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '2', '--reload-soak', '8s'] });
   let ctx: BrowserContext | undefined;
   const load = new AbortController();
   try {
@@ -114,7 +115,7 @@ test('the status page in chromium during a judged soak: both generations with th
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     });
     const page = ctx.pages()[0] ?? await ctx.newPage();
-    const probe = runProbe({ target: s.address, path: '/?sleep=5', rate: 60, keepalive: 2, durationS: 20, timeoutS: 10, signal: load.signal });
+    const probe = runProbe({ target: s.address, path: '/?sleep=5', rate: 80, durationS: 40, timeoutS: 10, signal: load.signal });
     await sleep(500);
     const reload = s.cli('reload');
     reload.catch(() => undefined);
@@ -122,7 +123,7 @@ test('the status page in chromium during a judged soak: both generations with th
     await waitFor(async () => {
       const st = await json(s);
       return st.state === 'reloading' && st.generationInfo.length === 2 && st.generationInfo.every((g) => (g.http?.responses ?? 0) > 0);
-    }, 6000, 'both generations answering during the soak');
+    }, 15_000, 'both generations answering during the soak');
     await page.goto(`http://${s.admin}/server-status`);
     await page.screenshot({ path: join(ARTIFACTS, 'status-soak.png'), fullPage: true });
     const gens = page.locator('section.panel', { has: page.locator('h2', { hasText: /^Generations$/ }) });
@@ -132,7 +133,7 @@ test('the status page in chromium during a judged soak: both generations with th
       // Gen, tag, ready, retiring, requests, conns, in flight, req/s, 5xx, p50, p99, age
       assert.match(row, new RegExp(`^${i + 1}\\s+(serving|starting)\\s+2 / 2\\s+0\\s+[\\d,]+\\s+\\d+\\s+\\d+\\s+[\\d.]+\\s+0%\\s+[\\d.]+ ms\\s+[\\d.]+ ms\\s+`), rows.join('\n'));
     }
-    assert.match(await gens.innerText(), /gen 2 soak-start generation 2 soaking 4s beside generation 1, judged/);
+    assert.match(await gens.innerText(), /gen 2 soak-start generation 2 soaking 8s beside generation 1, judged/);
     const r = await reload;
     assert.equal(r.code, 0, r.stderr);
     load.abort();
