@@ -34,7 +34,7 @@ type Run = { s: Server; code: number | null; out: string; probe: ProbeResult };
  */
 async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = []): Promise<Run> {
   const d = deployDir('v1.mjs');
-  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, '--judge-min-requests', '40', ...extra] });
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, '--reload-judge', 'on', '--judge-min-requests', '40', ...extra] });
   let r: { code: number | null; stdout: string; stderr: string } | undefined;
   // the load goes on until a moment after the reload answered (a loaded machine may take seconds to start generation 2)
   const done = new AbortController();
@@ -117,7 +117,7 @@ for (const strategy of ['all', 'rolling'] as const) {
 
 test('request metrics: the responses counted add up to the requests the probe completed, across a reload; /metrics has them by generation; the probe reports the deploy\'s phases', async () => {
   const d = deployDir('v1.mjs');
-  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '1s', '--expose-generation'] });
+  const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '1s', '--expose-generation', '--reload-judge', 'on'] });
   try {
     let r: { code: number | null; stdout: string; stderr: string } | undefined;
     const done = new AbortController(); // the load goes on until 2 s after the reload answered

@@ -106,7 +106,7 @@ test('the status page in chromium during a judged soak: both generations with th
   mkdirSync(ARTIFACTS, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), 'quiesce-chromium-'));
   // a long soak: on a loaded machine generation 2 may take seconds to start, and more to win some of the accept race
-  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '2', '--reload-soak', '8s'] });
+  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '2', '--reload-soak', '8s', '--reload-judge', 'on'] });
   let ctx: BrowserContext | undefined;
   const load = new AbortController();
   try {
