@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, sleep, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitExit, waitFor, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
@@ -94,6 +94,11 @@ test('HTTPS and HTTP/2 answered on a TLS listener; ALPN picks h2 for curl --http
     assert.equal((await handshake(s.address, { alpn: ['http/1.1'] })).alpn, 'http/1.1');
     const plain = curl(['-w', '%{http_code}', `http://${s.address}/`]);
     assert.doesNotMatch(plain.out, /^200/, 'plain HTTP must not be answered on a TLS listener');
+    // requests by protocol on the status page and /metrics (one h2 request by curl, two HTTP/1.1 over TLS)
+    const st = await waitFor(async () => { const j = await statusJson(s); return (j.protocols?.h2.requests ?? 0) >= 1 && (j.protocols?.['https/1.1'].requests ?? 0) >= 2 ? j : undefined; }, 5000, 'requests by protocol in the status');
+    assert.equal(st?.protocols?.['http/1.1'].requests, 0);
+    const metrics = (await get(s.admin, '/metrics')).body;
+    assert.match(metrics, /quiesce_requests_by_protocol_total\{protocol="h2"\} [1-9]/);
   } finally {
     await cleanup(s);
   }

@@ -7,7 +7,7 @@ import { EXIT, QuiesceError, WORKER_EXIT, errorMessage, appFailedMessage } from 
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
-import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import type { AppSpecWire, Protocol, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
@@ -302,6 +302,10 @@ export class Master {
     this.ofExited.accepted += st.accepted ?? 0;
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
+    if (st.protocols) {
+      const by = (this.ofExited.byProtocol ??= {});
+      for (const [p, x] of Object.entries(st.protocols) as Array<[Protocol, { requests: number }]>) by[p] = (by[p] ?? 0) + x.requests;
+    }
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
