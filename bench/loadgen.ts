@@ -11,6 +11,36 @@ export type LoadResult = { rps: number; p99Ms: number; p50Ms: number; requests: 
 export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean; /** wrk only: run it on this CPU (taskset). */ cpu?: number };
 export type LoadGen = { name: string; run: (o: LoadOptions) => Promise<LoadResult> };
 
+/** h2load (nghttp2-client) for the HTTP/2 rows, or undefined when it is not installed. */
+export function h2loadGen(): LoadGen | undefined {
+  try { execFileSync('h2load', ['--version'], { stdio: 'ignore', timeout: 5_000 }); } catch { return undefined; }
+  return { name: 'h2load', run: runH2load };
+}
+
+/** HTTP/2: `connections` sessions of 10 concurrent streams each, for the duration. No p99 (h2load gives min/max/mean). */
+function runH2load(o: LoadOptions): Promise<LoadResult> {
+  const args = ['-c', String(o.connections), '-m', '10', '-t', String(o.threads), '-D', String(o.durationS), o.url];
+  return new Promise((resolve, reject) => {
+    const p = spawn('h2load', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(p.pid!);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const t = setTimeout(() => killTree(p.pid!), (o.durationS + 30) * 1000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      untrack(p.pid!);
+      const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1]);
+      const req = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+      if (code !== 0 || !Number.isFinite(rps) || !req) { reject(new Error(`h2load ${args.join(' ')} failed (code ${code}): ${out}`)); return; }
+      const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+      const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out)?.[1];
+      resolve({ rps, p50Ms: wrkTime(mean), p99Ms: NaN, requests: Number(req[2]), errors: Number(req[3]) + Number(req[4]) + Number(req[5]), non2xx: codes ? Number(codes[3]) + Number(codes[4]) : 0 });
+    });
+  });
+}
+
 export function hasWrk(): boolean {
   try { execFileSync('wrk', ['--version'], { stdio: 'ignore', timeout: 5_000 }); return true; } catch (e) {
     // wrk --version exits 1 after printing its banner; only ENOENT means it is absent
