@@ -167,7 +167,7 @@ export const configSchema = v.strictObject({
   listen: v.pipe(
     v.unknown(),
     v.transform((x) => (typeof x === 'string' ? [x] : x)),
-    v.array(v.union([address, listenEntry], got('not an address, a listen entry or a list of them')), got('not an address or a list of addresses')),
+    v.array(v.union([address, listenEntry], got('not an address or a listen entry')), got('not an address or a list of addresses')),
     v.minLength(1, 'at least one listen address'),
   ),
   admin: address,
