@@ -235,6 +235,22 @@ test('a start with a missing key file or a mismatched pair fails naming the file
   const mismatch = await runCli([PID_APP, '--listen', '127.0.0.1:0', '--admin', 'off', '--tls-cert', a.cert, '--tls-key', b.key, '--pidfile', join(a.dir, 'q.pid')]);
   assert.notEqual(mismatch.code, 0);
   assert.match(mismatch.stderr, /does not belong to the certificate/);
+  const checked = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', b.key]);
+  assert.notEqual(checked.code, 0);
+  assert.match(checked.stderr, /does not belong to the certificate/);
+  const good = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', a.key]);
+  assert.equal(good.code, 0, good.stderr);
+  assert.match(good.stdout, /TLS on 1 listener\(s\): CN=quiesce-test until/);
+  // an encrypted key: its passphrase from a file, never the command line
+  const enc = join(a.dir, 'enc.pem');
+  const pass = join(a.dir, 'pass');
+  writeFileSync(pass, 'open sesame\n');
+  assert.equal(spawnSync('openssl', ['pkcs8', '-topk8', '-v2', 'aes-256-cbc', '-in', a.key, '-out', enc, '-passout', `file:${pass}`]).status, 0);
+  const locked = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', enc]);
+  assert.notEqual(locked.code, 0);
+  assert.match(locked.stderr, /key .*enc\.pem: not a usable private key: .*--tls-passphrase-file or QUIESCE_TLS_PASSPHRASE/);
+  const unlocked = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', enc, '--tls-passphrase-file', pass]);
+  assert.equal(unlocked.code, 0, unlocked.stderr);
   const half = await runCli([PID_APP, '--tls-cert', a.cert, '--pidfile', join(a.dir, 'q.pid')]);
   assert.notEqual(half.code, 0);
   assert.match(half.stderr, /--tls-cert and --tls-key go together/);

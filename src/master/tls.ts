@@ -48,10 +48,14 @@ function readPair(files: TlsFiles, env: NodeJS.ProcessEnv): TlsContextWire & { x
   const keyPem = readPem(files.key, 'key', files);
   const ca = files.ca ? readPem(files.ca, 'CA file (--tls-ca)', files) : undefined;
   let key: string;
+  const passphrase = passphraseOf(files, env);
   try {
-    key = createPrivateKey({ key: keyPem, passphrase: passphraseOf(files, env) }).export({ type: 'pkcs8', format: 'pem' }).toString();
+    key = createPrivateKey({ key: keyPem, passphrase }).export({ type: 'pkcs8', format: 'pem' }).toString();
   } catch (err) {
-    const hint = /passphrase|decrypt|bad decrypt/i.test(errorMessage(err)) ? ' (an encrypted key: give its passphrase with --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE)' : '';
+    const encrypted = /ENCRYPTED/.test(keyPem);
+    const hint = !encrypted ? '' : passphrase === undefined
+      ? ' (an encrypted key: give its passphrase with --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE)'
+      : ' (an encrypted key: is its passphrase the right one?)';
     throw new QuiesceError('CONFIG_INVALID', `${files.source}: key ${files.key}: not a usable private key: ${errorMessage(err)}${hint}`);
   }
   let x509: X509Certificate;
