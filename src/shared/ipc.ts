@@ -117,6 +117,9 @@ export type WorkerStats = {
   loopDelayMs?: number;
   /** The worker's resident memory (RSS, bytes) at this report. */
   rssBytes?: number;
+  /** V8's heap in use and its limit (bytes): a heap near its limit thrashes in GC before V8 aborts. */
+  heapUsedBytes?: number;
+  heapLimitBytes?: number;
   /** With TLS served: connections open now and requests since the start, by protocol (HTTP/1.1 in the clear, over TLS, HTTP/2). */
   protocols?: Record<Protocol, { connections: number; requests: number }>;
 };
