@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, waitFor, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
@@ -66,8 +66,12 @@ function curl(args: string[]): { code: number | null; out: string; err: string }
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-/** Over capacity with a full TLS handshake per request (2 workers at 12 ms of CPU each: ~2x), plus keep-alive clients. */
-const LOAD = { path: '/?burn=12', rate: 300, keepalive: 4, durationS: 2.6, timeoutS: 15 };
+/**
+ * Over capacity with a full TLS handshake per request, plus keep-alive clients: 2 workers at 40 ms
+ * of CPU per request serve ~50/s, so even a client slowed by a loaded machine (the TLS client work
+ * is the probe's own: 150/s asked, ~70/s reached in a loaded full suite) fills the kernel queue.
+ */
+const LOAD = { path: '/?burn=40', rate: 150, keepalive: 4, durationS: 2.6, timeoutS: 20 };
 
 async function stopUnderLoad(target: string, pid: number, port: number): Promise<{ probe: ProbeResult; queued: number }> {
   let queued = -1;
@@ -164,7 +168,7 @@ for (const who of WHO) {
       const probe = await h2Through(s, 1.0, () => process.kill(s.pid, 'SIGTERM'));
       console.log(`# h2 through a stop (${who}): ${summary(probe)}`);
       assertNothingCut(probe);
-      assert.ok(probe.ok > 500, summary(probe));
+      assert.ok(probe.ok > 100, `streams served before and through the stop: ${summary(probe)}`);
       assert.equal((await waitExit(s)).code, 0);
       assert.match(s.err(), /cut=0/);
     } finally {
@@ -332,4 +336,32 @@ test('a config file listen entry with TLS of its own beside a plain one; "tls": 
     await cleanup(t);
   }
   await sleep(0);
+});
+
+test('an idle HTTP/2 session is let go of after --keepalive-timeout (+1 s) with a GOAWAY, as an idle keep-alive connection is closed', { skip: noOpenssl }, async () => {
+  const p = makeCert();
+  const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--keepalive-timeout', '1', '--workers', '1'] });
+  const { connect } = await import('node:http2');
+  const session = connect(`https://${s.address}`, { rejectUnauthorized: false });
+  try {
+    const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
+    const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    session.on('error', () => {});
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = session.request({ ':path': '/' });
+      let b = '';
+      req.on('data', (d: Buffer) => { b += d.toString(); });
+      req.on('end', () => resolve(b));
+      req.on('error', reject);
+      req.end();
+    });
+    assert.match(body, /^\d+\n$/);
+    const t0 = Date.now();
+    assert.equal(await within(goaway, 6000, 'the GOAWAY of an idle session'), 0);
+    await within(closed, 3000, 'the session to close');
+    assert.ok(Date.now() - t0 >= 1500, `not before the timeout: ${Date.now() - t0} ms`);
+  } finally {
+    session.destroy();
+    await cleanup(s);
+  }
 });

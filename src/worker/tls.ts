@@ -39,6 +39,8 @@ export type TlsFrontOptions = {
   /** The app's own TLS server (adopted): its options serve the listeners without TLS of their own. */
   appTls?: tls.Server;
   handshakeTimeoutMs: number;
+  /** An HTTP/2 session with no frame for this long gets the graceful close (GOAWAY; its streams go on); 0 = never. */
+  sessionIdleMs: number;
   /** A handshake or a session ended: Connections checks whether the worker is empty. */
   onChange: () => void;
 };
@@ -121,6 +123,8 @@ export class TlsFront implements Others {
     this.sessions.set(s, rec);
     this.h2.connections++;
     s.on('error', () => { /* a client gone mid-session: its streams are closed with it */ });
+    // the keep-alive timeout of HTTP/2: an idle session is let go of the graceful way
+    if (this.o.sessionIdleMs > 0) s.setTimeout(this.o.sessionIdleMs, () => this.shut(s));
     s.once('close', () => {
       clearTimeout(rec.timer);
       this.sessions.delete(s);

@@ -167,7 +167,7 @@ class Worker {
     if (!this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l); // (a drain may have closed one already)
     // every listener is TLS: the http.Server never listens, but sets up what Node does at its
     // 'listening' (its list of connections, the headers and request timeout checks)
-    if (!this.server.listening) this.server.emit('listening');
+    if (this.tls && !this.server.listening) this.server.emit('listening');
     this.ready = true;
     for (const { socket, id } of this.early.splice(0)) this.dispatch(id, socket);
     this.send({ t: 'ready', pid: process.pid });
@@ -209,6 +209,7 @@ class Worker {
     this.tls = new TlsFront({
       wire, h1: this.server, h2, appTls: own?.server as TlsServer | undefined,
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
+      sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
       onChange: () => this.conns.changed(),
     });
     this.conns.attach(this.tls);
