@@ -177,6 +177,20 @@ for (const who of WHO) {
   });
 }
 
+test('HTTP/2 through a stop with a lame duck (--drain-delay 1): sessions get GOAWAY while the listener still takes new ones; none cut', { skip: noOpenssl }, async () => {
+  const p = makeCert();
+  const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--drain-delay', '1'] });
+  try {
+    const probe = await h2Through(s, 0.8, () => process.kill(s.pid, 'SIGTERM'), 3.5);
+    console.log(`# h2 through a lame duck and a stop: ${summary(probe)}`);
+    assertNothingCut(probe);
+    assert.ok(probe.ok > 100, summary(probe));
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
 test('HTTP/2: 6 sessions x 16 concurrent streams through a reload: every stream ok or refused (GOAWAY / REFUSED_STREAM), none cut; the new generation serves after it', { skip: noOpenssl }, async () => {
   const p = makeCert();
   const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--reload-soak', '300ms', '--expose-generation'] });

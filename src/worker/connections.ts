@@ -81,8 +81,12 @@ export interface Others {
   readonly open: number;
   /** Requests (streams) in flight. */
   readonly inflight: number;
-  /** Lame duck or retiring: wind down (HTTP/2: GOAWAY), the idle grace for those that have not asked anything yet. */
-  wind(idleGraceMs: number): void;
+  /**
+   * Lame duck (`retiring` false: those open now are asked to go, as every response carries
+   * Connection: close) or retiring (all of them, and those that come after): wind down (HTTP/2:
+   * GOAWAY), the idle grace for those that have not asked anything yet.
+   */
+  wind(idleGraceMs: number, retiring: boolean): void;
   /** Graceful timeout: end what is left; returns how many requests were forced. */
   force(): number;
 }
@@ -312,7 +316,7 @@ export class Connections {
     this.retiring = true;
     this.track();
     for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
-    this.others?.wind(idleGraceMs);
+    this.others?.wind(idleGraceMs, true);
     this.checkEmpty();
   }
 
@@ -320,7 +324,7 @@ export class Connections {
   lameDuck(): void {
     this.lame = true;
     this.track();
-    this.others?.wind(this.idleGraceMs);
+    this.others?.wind(this.idleGraceMs, false);
   }
 
   private scheduleIdleClose(conn: Conn, wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now())): void {

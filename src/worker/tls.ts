@@ -15,7 +15,9 @@
  * client's streams after the GOAWAY are refused (REFUSED_STREAM, which clients retry), and the
  * session ends when its last stream does. A session that has not opened a stream yet (its
  * handshake just ended) is given the idle grace for its first one, as an idle keep-alive
- * connection is.
+ * connection is. A lame duck asks the sessions open at its start to go (their clients come back on
+ * new connections, which serve until the retirement); retiring, every session goes, those whose
+ * handshake ends after it too, once their first stream is in.
  */
 import tls from 'node:tls';
 import http2 from 'node:http2';
@@ -61,7 +63,8 @@ export class TlsFront implements Others {
   private handshakes = 0;
   private readonly sessions = new Map<http2.ServerHttp2Session, { streams: Set<http2.ServerHttp2Stream>; seen: number; shut: boolean; timer?: NodeJS.Timeout }>();
   private streams = 0;
-  private winding = false;
+  /** Lame duck: the sessions open at its start were asked to go; retiring: every session, new ones included. */
+  private winding: 'no' | 'lame' | 'retiring' = 'no';
   private graceMs = 1000;
   readonly tlsH1: ProtocolCounts = { connections: 0, requests: 0 };
   readonly h2: ProtocolCounts = { connections: 0, requests: 0 };
@@ -131,7 +134,7 @@ export class TlsFront implements Others {
       this.h2.connections--;
       this.o.onChange();
     });
-    if (this.winding) this.windSession(s);
+    if (this.winding === 'retiring') this.windSession(s);
   }
 
   private stream(stream: http2.ServerHttp2Stream): void {
@@ -142,7 +145,7 @@ export class TlsFront implements Others {
     if (rec) rec.seen++;
     stream.once('close', () => { this.streams--; rec?.streams.delete(stream); });
     // winding: the session's first stream is served, and GOAWAY names it the last one
-    if (rec && this.winding && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
+    if (rec && this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
   }
 
   /** GOAWAY (the last stream id it processed), a PING round trip so the client has read it, then close(): streams in flight finish. */
@@ -172,10 +175,10 @@ export class TlsFront implements Others {
   get open(): number { return this.handshakes + this.sessions.size; }
   get inflight(): number { return this.streams; }
 
-  wind(idleGraceMs: number): void {
+  wind(idleGraceMs: number, retiring: boolean): void {
     this.graceMs = idleGraceMs;
-    if (this.winding) return;
-    this.winding = true;
+    if (this.winding === 'retiring' || (this.winding === 'lame' && !retiring)) return;
+    this.winding = retiring ? 'retiring' : 'lame';
     for (const s of this.sessions.keys()) this.windSession(s);
   }
 
