@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { chmodSync, copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
@@ -379,3 +379,24 @@ test('an idle HTTP/2 session is let go of after --keepalive-timeout (+1 s) with 
     await cleanup(s);
   }
 });
+
+test('an encrypted key with its passphrase in QUIESCE_TLS_PASSPHRASE: served; no worker has the passphrase or the key in its environment', { skip: noOpenssl || noCurl }, async () => {
+  const p = makeCert();
+  const enc = join(p.dir, 'enc.pem');
+  const PASS = 'a-passphrase-no-worker-may-see';
+  assert.equal(spawnSync('openssl', ['pkcs8', '-topk8', '-v2', 'aes-256-cbc', '-in', p.key, '-out', enc, '-passout', `pass:${PASS}`]).status, 0);
+  const s = await startServer({ args: [PID_APP, '--tls-cert', p.cert, '--tls-key', enc], env: { QUIESCE_TLS_PASSPHRASE: PASS } });
+  try {
+    assert.match(curl([`https://${s.address}/`]).out, /^\d+\n$/);
+    const workers = s.workerPids();
+    assert.ok(workers.length > 0);
+    for (const w of workers) {
+      const env = readFileSync(`/proc/${w}/environ`, 'utf8');
+      assert.ok(!env.includes(PASS), `worker ${w} has the passphrase in its environment`);
+      assert.ok(!env.includes('PRIVATE KEY'), `worker ${w} has a key in its environment`);
+    }
+  } finally {
+    await cleanup(s);
+  }
+});
+

@@ -100,10 +100,14 @@ function logChannel(): { childFd: number; masterFd: number } | undefined {
   }
 }
 
-/** The worker's environment: the master's, less the admin token and systemd's variables (only the master speaks to systemd), plus its boot. */
+/**
+ * The worker's environment: the master's, less the admin token, the TLS key's passphrase (the
+ * master decrypts the key: workers get it over IPC) and systemd's variables (only the master
+ * speaks to systemd), plus its boot.
+ */
 function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) };
-  for (const k of ['QUIESCE_ADMIN_TOKEN', ...SYSTEMD_ENV]) delete env[k];
+  for (const k of ['QUIESCE_ADMIN_TOKEN', 'QUIESCE_TLS_PASSPHRASE', ...SYSTEMD_ENV]) delete env[k];
   return env;
 }
 
