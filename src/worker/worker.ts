@@ -3,6 +3,7 @@
  * word (or on its own when the master is gone). It ignores signals from outside: Ctrl-C reaches a
  * whole process group and systemd signals every process of a unit, but only the master decides.
  */
+import { preloadOwnModules, tlsModule } from './own-modules.js';
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
@@ -117,6 +118,9 @@ class Worker {
 
     const cfg = this.boot.config;
     if (cfg.user) {
+      // quiesce's own modules the app path imports on demand are loaded while still privileged:
+      // installed where --user cannot read (a clone in /root), they would not load after the drop
+      await preloadOwnModules(this.boot.listeners.some((l) => l.tls !== undefined));
       try {
         const n = loadNative();
         if (!n.ok) throw new Error(`native syscalls unavailable: ${n.reason}`);
@@ -198,7 +202,7 @@ class Worker {
     const listeners = [...this.listeners.values()];
     if (!own && !listeners.some((l) => l.info.tls !== undefined)) return;
     const wire = await this.askTls();
-    const { TlsFront } = await import('./tls.js');
+    const { TlsFront } = await tlsModule();
     const cfg = this.boot.config;
     if (own?.h2 && !own.allowHTTP1 && cfg.http2 === 'off') {
       throw Object.assign(new Error('the app serves an HTTP/2-only server (http2.createSecureServer without allowHTTP1) and --http2 is off: turn it on, or give the app allowHTTP1'), { code: 'APP_ADOPT_FAILED' });
