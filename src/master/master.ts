@@ -7,7 +7,7 @@ import { EXIT, QuiesceError, WORKER_EXIT, errorMessage, appFailedMessage } from 
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
-import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import type { AppSpecWire, Protocol, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 
 /**
@@ -23,6 +23,7 @@ import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from 
 import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, tcpDrainMode, type Listener } from './listeners.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
+import { newTicketKeys, readTls, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
@@ -120,8 +121,11 @@ export class Master {
     if (passed.length > 0) this.log.notice('socket-activation', { listeners: passed.map((l) => `${l.address}${l.inherited !== 'unnamed' ? `(${l.inherited})` : ''}`).join(',') });
     this.listeners = passed;
     this.nextListenerId = passed.length;
+    const toBind = this.toBind(this.cfg, passed);
+    // certificates and keys are checked before anything is bound: a bad pair fails the start here
+    const tls = readTls(this.cfg, [...passed.map((l) => l.spec.text), ...toBind]);
     try {
-      for (const text of this.toBind(this.cfg, passed)) this.listeners.push(this.bind(this.nextListenerId++, text));
+      for (const text of toBind) this.listeners.push(this.bind(this.nextListenerId++, text));
     } catch (err) {
       for (const l of this.listeners) closeHandle(l);
       throw err;
@@ -141,7 +145,7 @@ export class Master {
     for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
     process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
 
-    this.generation = this.newGeneration(this.cfg, appSpec);
+    this.generation = this.newGeneration(this.cfg, appSpec, tls);
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const abort = async (err: QuiesceError): Promise<never> => {
       for (const w of started) w.kill();
@@ -159,7 +163,7 @@ export class Master {
     if (failure) return abort(new QuiesceError('APP_FAILED', failure));
     this.enter({ s: 'serving', since: Date.now() });
     setInterval(() => this.watch(), WATCH_MS).unref();
-    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
+    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l, this.generation.tlsByText.has(l.spec.text))}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
     process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
     process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
@@ -226,10 +230,16 @@ export class Master {
     else this.log.notice('drain-mode', fields);
   }
 
-  private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
+  private newGeneration(cfg: Config, appSpec: AppSpecWire, tls: GenerationTls | undefined): Generation {
     const n = this.nextGeneration++;
+    for (const c of tls?.certs ?? []) this.log.notice('tls-certificate', { generation: n, listeners: c.listeners, subject: c.subject, not_after: c.notAfter, sha256: c.fingerprint });
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
-    return { n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address } };
+    return {
+      n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address },
+      // (an app that brings its own TLS server still gets the generation's ticket keys)
+      tls: tls?.wire ?? { contexts: [], ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' },
+      tlsByText: tls?.byText ?? new Map(),
+    };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -306,6 +316,10 @@ export class Master {
     this.ofExited.refused += st.refused ?? 0;
     addCounts(w.generation.exitedHttp, st.http);
     addCounts(this.exitedHttp, st.http);
+    if (st.protocols) {
+      const by = (this.ofExited.byProtocol ??= {});
+      for (const [p, x] of Object.entries(st.protocols) as Array<[Protocol, { requests: number }]>) by[p] = (by[p] ?? 0) + x.requests;
+    }
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
@@ -847,7 +861,15 @@ export class Master {
       for (const l of added) closeHandle(l);
       return this.reloadFailed(errorMessage(err));
     }
-    const gen = this.newGeneration(cfg, appSpec);
+    // certificates and keys are read anew (a renewed certificate goes live); a bad pair rolls back now
+    let tls: GenerationTls | undefined;
+    try {
+      tls = readTls(cfg, wanted);
+    } catch (err) {
+      for (const l of added) closeHandle(l);
+      return this.reloadFailed(`tls: ${errorMessage(err)}`);
+    }
+    const gen = this.newGeneration(cfg, appSpec, tls);
     this.enter({ s: 'reloading', since: t0, to: gen.n });
     // at most two generations alive: let the previous reload's retiring workers finish first
     const lingering = [...this.workers].filter((w) => w.phase === 'retiring');
@@ -1060,13 +1082,15 @@ export class Master {
   private async restart(progress: (m: string) => void): Promise<Result> {
     if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot restart while ${this.state.s}` };
     let cfg: Config;
+    let tls: GenerationTls | undefined;
     try {
       cfg = await this.loadConfig();
+      tls = readTls(cfg, this.listeners.filter((l) => l.state !== 'closed').map((l) => l.spec.text));
     } catch (err) {
       return { type: 'result', ok: false, message: `restart failed: ${errorMessage(err)}` };
     }
     const old = [...this.workers];
-    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg));
+    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg), tls);
     for (const w of old) { w.retire('restart', escalation(0, cfg.killGrace)); w.send({ t: 'force' }); }
     const fresh = this.spawnGeneration(gen, cfg.workers);
     this.generation = gen;

@@ -50,6 +50,7 @@ export function renderAuto(s: StatusSnapshot): string {
     // per generation, the request metrics: GenerationN: rps=12.3 ratio5xx=0.001 p50_ms=12 p99_ms=30 responses=1204
     ...s.generationInfo.flatMap((g) => (g.http ? [[`Generation${g.n}`,
       `rps=${g.http.rps} ratio5xx=${Number(g.http.ratio5xx.toFixed(4))} p50_ms=${g.http.p50Ms ?? '-'} p99_ms=${g.http.p99Ms ?? '-'} responses=${g.http.responses}`] as [string, string]] : [])),
+    ...Object.entries(s.protocols ?? {}).map(([p, x]) => [`Protocol ${p}`, `connections=${x.connections} requests=${x.requests}`] as [string, string]),
     ...(s.lastDrain ? [['LastDrain', `ms=${s.lastDrain.gateToCloseMs} queued_at_gate=${s.lastDrain.queuedAtGate} accepted=${s.lastDrain.acceptedInDrain} left_at_close=${s.lastDrain.leftAtClose}`] as [string, string]] : []),
     ['Scoreboard', s.scoreboard],
   ];
