@@ -5,7 +5,7 @@
  * and /proc for RSS and CPU at that moment.
  */
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { quiesceVersion } from '../upgrade.js';
 import type { Master } from '../master.js';
 import type { WorkerProc } from '../workers.js';
 import type { Native } from '../../native/index.js';
@@ -23,18 +23,6 @@ export type ExitedTotals = { requests: number; bytesSent: number; accepted: numb
 export type MasterPrivate = { native: Native | undefined; exited: ExitedTotals };
 
 const cpuMeters = new WeakMap<object, CpuMeter>();
-
-let version: string | undefined;
-function packageVersion(): string {
-  if (version === undefined) {
-    try {
-      version = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-    } catch {
-      version = 'unknown';
-    }
-  }
-  return version;
-}
 
 export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapshot {
   const now = Date.now();
@@ -72,7 +60,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
   const gens = generationViews(live, serving, master.state.s === 'reloading' && 'to' in master.state ? master.state.to : undefined, now);
   return {
     schema: SCHEMA_VERSION,
-    server: { name: 'quiesce', version: packageVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
+    server: { name: 'quiesce', version: quiesceVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
     pid: process.pid,
     state,
     phase: 'phase' in master.state ? master.state.phase : undefined,
@@ -83,6 +71,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     generation: serving,
     generations: gens.map((g) => g.n),
     generationInfo: gens,
+    masters: [...master.masters, master.masterInfo()],
     drainMode: master.drainMode,
     drainModeReason: master.drainModeReason || undefined,
     config: {
@@ -104,6 +93,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
       drains: t.drains,
       reloads: t.reloads,
       reloadsFailed: t.reloadsFailed,
+      upgrades: t.upgrades,
       retired,
     },
     progress: progressViews(master, live, listeners, now),
@@ -182,6 +172,9 @@ function generationViews(live: WorkerProc[], serving: number, reloadingTo: numbe
       requests: ws.reduce((a, w) => a + w.stats.requests, 0),
       connections: ws.reduce((a, w) => a + w.stats.connections, 0),
       inflight: ws.reduce((a, w) => a + w.stats.inflight, 0),
+      master: process.pid,
+      node: process.version,
+      quiesce: quiesceVersion(),
     };
   });
 }
