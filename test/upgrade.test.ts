@@ -218,9 +218,8 @@ test('upgrade --node with a path that does not exist: a usage error naming --nod
 });
 
 test('a stop during an upgrade wins: the new master goes, the old one stops, the upgrade exits 1', async () => {
-  const { dir, app } = appDir();
   // the new version's init() takes 4 s: a stop arrives while the new master's workers start
-  writeFileSync(app, `import { existsSync } from 'node:fs';\nexport default function app(req, res) { res.end('ok\\n'); }\nexport async function init() { if (existsSync(${JSON.stringify(join(dir, 'slow'))})) await new Promise((r) => setTimeout(r, 4000)); }\n`);
+  const { dir, app } = slowApp();
   const s = await startServer({ args: [app, '--workers', '2'] });
   let next = 0;
   try {
@@ -235,6 +234,60 @@ test('a stop during an upgrade wins: the new master goes, the old one stops, the
     await waitFor(() => s.proc.exitCode !== null, 20_000, 'the old master to stop');
     assert.equal(s.proc.exitCode, 0);
     await waitFor(() => !alive(next), 10_000, 'the new master to be gone');
+  } finally {
+    if (next) killTree(next);
+    await cleanup(s);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** An app whose init() takes 4 s once the file `slow` exists beside it. */
+function slowApp(): { dir: string; app: string } {
+  const { dir, app } = appDir();
+  writeFileSync(app, `import { existsSync } from 'node:fs';\nexport default function app(req, res) { res.end('ok\\n'); }\nexport async function init() { if (existsSync(${JSON.stringify(join(dir, 'slow'))})) await new Promise((r) => setTimeout(r, 4000)); }\n`);
+  return { dir, app };
+}
+
+test('a stop signal to the new master before it took over calls the upgrade off: the old master serves on', async () => {
+  const { dir, app } = slowApp();
+  const s = await startServer({ args: [app, '--workers', '2'] });
+  let next = 0;
+  try {
+    writeFileSync(join(dir, 'slow'), '');
+    const verb = s.cli('upgrade');
+    next = await waitFor(() => newMasterOf(s.pid), 10_000, 'the new master to start');
+    await waitFor(() => childPids(next).length >= 2, 10_000, 'its workers to start');
+    process.kill(next, 'SIGTERM');
+    const r = await verb;
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /told to stop before it took over.*rolled back/);
+    await waitFor(() => !alive(next), 15_000, 'the new master to be gone');
+    assert.equal(readPidfile(s), s.pid);
+    assert.equal((await get(s.address, '/')).status, 200);
+  } finally {
+    if (next) killTree(next);
+    await cleanup(s);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an upgrade asked during a reload waits for it, then runs', async () => {
+  const { dir, app } = slowApp();
+  const s = await startServer({ args: [app, '--workers', '1', '--reload-soak', '200ms'] });
+  let next = 0;
+  try {
+    writeFileSync(join(dir, 'slow'), '');
+    const reload = s.cli('reload');
+    await waitFor(() => /starting generation 2|state from=serving to=reloading/.test(s.err()), 10_000, 'the reload to begin');
+    const upgrade = s.cli('upgrade');
+    const rr = await reload;
+    assert.equal(rr.code, 0, rr.stderr);
+    const ur = await upgrade;
+    assert.equal(ur.code, 0, ur.stdout + ur.stderr);
+    assert.match(ur.stdout, /serves generation 3/, 'the upgrade ran after the reload (generation 2)');
+    next = Number(/master (\d+) \(node/.exec(ur.stdout)?.[1]);
+    const log = s.err();
+    assert.ok(log.indexOf('reloaded generation=2') < log.indexOf(`upgrade pid=${next}`), log.slice(-3000));
   } finally {
     if (next) killTree(next);
     await cleanup(s);
@@ -278,6 +331,16 @@ test('USR2 upgrades; status shows each master with its start time, Node and quie
     const main = msgs.findIndex((m) => new RegExp(`^MAINPID=${next}$`, 'm').test(m));
     assert.ok(main > i, `MAINPID=${next} after RELOADING: ${msgs.join(' | ')}`);
     assert.match(msgs[main]!, /^READY=1$/m);
+    // and again, from the new master: the history grows, the counters carry on
+    const again = await s.cli('upgrade');
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    const third = Number(/master (\d+) \(node/.exec(again.stdout)?.[1]);
+    await waitFor(() => !alive(next), 20_000, 'the second master to exit');
+    next = third;
+    const st3 = await statusJson(s);
+    assert.deepEqual((st3.masters as Array<{ pid: number }>).map((m) => m.pid), [s.pid, masters[1]!.pid, third]);
+    assert.equal((st3.totals as { upgrades: number }).upgrades, 2);
+    assert.equal(st3.generation, 3);
     process.kill(next, 'SIGTERM');
     await waitFor(() => ns.read().some((m) => /^STOPPING=1/m.test(m)), 10_000, 'STOPPING from the new master');
     await waitFor(() => !alive(next), 20_000, 'the new master to stop');

@@ -111,6 +111,7 @@ export class Master {
     this.predecessor = inbox;
     if (handover) {
       this.masters.push(...handover.masters);
+      this.admin.address = handover.admin; // for the workers' boot (the welcome page); listened on at the take-over
       this.nextGeneration = handover.generation + 1;
       this.log.notice('upgrade-started', { from: handover.from, node: process.version, quiesce: quiesceVersion(), listeners: handover.listeners.length });
       await toPredecessor({ t: 'up', pid: process.pid, node: process.version, quiesce: quiesceVersion() });
@@ -309,7 +310,7 @@ export class Master {
       child = spawnSuccessor({
         node, generation: this.generation.n,
         listeners: listeners.map((l) => ({ text: l.spec.text, fd: l.fd, drainMode: l.drainMode, inherited: l.inherited, gate: l.gate })),
-        adminFd: this.admin.fd(),
+        adminFd: this.admin.fd(), admin: this.admin.address,
         masters: [...this.masters, this.masterInfo(Date.now())],
       });
     } catch (err) {
@@ -766,7 +767,8 @@ export class Master {
    * it may have read its config already, so a reload asked later queues anew.
    */
   request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = ''): Promise<Result> {
-    if (this.handover) return Promise.resolve({ type: 'result', ok: false, message: 'this master is taking over in an upgrade: ask the serving master' });
+    // a new master before it took over acts on a stop only (it calls the upgrade off: stop())
+    if (this.handover && verb !== 'stop' && verb !== 'fast-stop') return Promise.resolve({ type: 'result', ok: false, message: 'this master is taking over in an upgrade: ask the serving master' });
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
     switch (verb) {
       case 'reopen-logs':

@@ -46,6 +46,8 @@ export type Handover = {
   listeners: HandedListener[];
   /** The admin listener's fd (accepted from only after the release), or absent when off. */
   adminFd?: number;
+  /** The admin listener's address as printed ("127.0.0.1:8081"), "" when off. */
+  admin: string;
   /** The masters before this one, oldest first (the old master last). */
   masters: MasterInfo[];
 };
@@ -92,6 +94,7 @@ export type SpawnSuccessor = {
   node: string;
   listeners: Array<{ text: string; fd: number; drainMode: ListenerDrainMode; inherited?: string; gate?: GateSockets }>;
   adminFd?: number;
+  admin: string;
   generation: number;
   masters: MasterInfo[];
 };
@@ -111,7 +114,7 @@ export function spawnSuccessor(o: SpawnSuccessor): ChildProcess {
     return { text: l.text, fd, drainMode: l.drainMode, inherited: l.inherited, gate };
   });
   const adminFd = o.adminFd !== undefined ? at(o.adminFd) : undefined;
-  const handover: Handover = { from: process.pid, generation: o.generation, listeners, adminFd, masters: o.masters };
+  const handover: Handover = { from: process.pid, generation: o.generation, listeners, adminFd, admin: o.admin, masters: o.masters };
   const env: NodeJS.ProcessEnv = { ...process.env, [UPGRADE_ENV]: JSON.stringify(handover) };
   for (const k of SYSTEMD_ENV) if (k !== 'NOTIFY_SOCKET' && k !== 'WATCHDOG_USEC') delete env[k];
   return spawn(o.node, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
