@@ -14,11 +14,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runProbe, type Outcome } from '../src/probe/index.js';
 import {
-  APPS, CLI, alive, envLine, flags, fmt, killTree, median, percentile, quiesceCli, sleep, startCommand, startQuiesce, table, tempDir, track, untrack, runBench
+  APPS, CLI, alive, descendants, envLine, flags, fmt, killTree, median, percentile, quiesceCli, sleep, startCommand, startQuiesce, table, tempDir, track, untrack, runBench
 } from './lib.js';
 import { pickLoadGen } from './loadgen.js';
 
-type Kind = 'upgrade' | 'stop-start';
+type Kind = 'upgrade' | 'stop-start' | 'reload';
 const FAIL_KINDS = ['refused', 'cut', 'timeout', 'ka_race', 'forced', 'other'] as const;
 const APP = join(APPS, 'hello.mjs');
 
@@ -89,11 +89,18 @@ async function oneRun(kind: Kind, inst: Instance, o: { rate: number; keepalive: 
           while (alive(old) && performance.now() < deadline) await sleep(10);
           const next = inst.master();
           if (next && next !== old) track(next);
+        } else if (kind === 'reload') {
+          const before = descendants(old);
+          const r = await quiesceCli(['reload', '--pidfile', inst.pidfile], 90_000);
+          code = r.code;
+          out = (r.stdout + r.stderr).trim().split('\n').pop() ?? '';
+          const deadline = performance.now() + 60_000;
+          while (before.some((p) => alive(p)) && performance.now() < deadline) await sleep(10);
         } else {
           await inst.stop();
           await inst.start();
         }
-        untrack(old);
+        if (kind !== 'reload') untrack(old);
         opEndAbs = performance.now();
         await sleep(o.windowS * 1000);
         ac.abort();
@@ -125,8 +132,8 @@ async function capacity(burnMs: number): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { quick: 'bool', runs: 'num', burn: 'num', factor: 'num', rate: 'num', keepalive: 'num', window: 'num', help: 'bool' });
-  if (f.help) { process.stdout.write('usage: npm run bench:upgrade -- [--quick] [--runs N] [--burn MS] [--factor F] [--rate R] [--keepalive K] [--window S]\n'); return; }
+  const f = flags(process.argv.slice(2), { 'with-reload': 'bool', quick: 'bool', runs: 'num', burn: 'num', factor: 'num', rate: 'num', keepalive: 'num', window: 'num', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:upgrade -- [--quick] [--runs N] [--burn MS] [--factor F] [--rate R] [--keepalive K] [--window S] [--with-reload]\n'); return; }
   const runs = Math.round((f.runs as number | undefined) ?? (f.quick ? 3 : 20));
   const burnMs = (f.burn as number | undefined) ?? 3;
   const factor = (f.factor as number | undefined) ?? 1.1;
@@ -144,12 +151,14 @@ async function main(): Promise<void> {
   }
   const up = new Instance();
   const ss = new Instance();
+  // --with-reload: a row of reloads of a third server, the same work without a new master
+  const rl = f['with-reload'] ? new Instance() : undefined;
   const all: Run[] = [];
   try {
-    await up.start();
-    await ss.start();
+    for (const inst of [up, ss, rl]) await inst?.start();
     for (let i = 0; i < runs; i++) {
-      const order: Array<[Kind, Instance]> = i % 2 === 0 ? [['upgrade', up], ['stop-start', ss]] : [['stop-start', ss], ['upgrade', up]];
+      const kinds: Array<[Kind, Instance]> = [['upgrade', up], ['stop-start', ss], ...(rl ? [['reload', rl] as [Kind, Instance]] : [])];
+      const order = kinds.map((_, j) => kinds[(i + j) % kinds.length]!);
       for (const [kind, inst] of order) {
         const r = await oneRun(kind, inst, { rate, keepalive, burnMs, windowS });
         all.push(r);
@@ -157,10 +166,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await up.stop();
-    await ss.stop();
-    up.end();
-    ss.end();
+    for (const inst of [up, ss, rl]) { await inst?.stop(); inst?.end(); }
   }
   report(all, { runs, rate, cap, keepalive, burnMs, windowS, t0 });
 }
@@ -173,7 +179,7 @@ function report(runs: Run[], o: { runs: number; rate: number; cap: string; keepa
   const header = ['operation', 'runs', 'refused', 'cut', 'timeout', 'other failures', 'runs with failures', 'ok', 'p99 steady', 'p99 during', 'p99 ratio', 'duration (median / max)', 'failed exits'];
   const rows: string[][] = [];
   const sums: Partial<Record<Kind, { failed: number; ratio: number; refused: number }>> = {};
-  for (const k of ['upgrade', 'stop-start'] as Kind[]) {
+  for (const k of ['upgrade', 'stop-start', 'reload'] as Kind[]) {
     const rs = runs.filter((r) => r.kind === k);
     if (rs.length === 0) continue;
     const total = (x: (typeof FAIL_KINDS)[number]) => rs.reduce((a, r) => a + r.failed[x], 0);
@@ -182,7 +188,7 @@ function report(runs: Run[], o: { runs: number; rate: number; cap: string; keepa
     const during = rs.flatMap((r) => r.during);
     const ratio = percentile(during, 99) / percentile(steady, 99);
     sums[k] = { failed: per.reduce((a, b) => a + b, 0), ratio, refused: total('refused') };
-    rows.push([k === 'upgrade' ? 'quiesce upgrade' : 'stop + start', String(rs.length), String(total('refused')), String(total('cut')), String(total('timeout')),
+    rows.push([k === 'upgrade' ? 'quiesce upgrade' : k === 'reload' ? 'quiesce reload (same server, no new master)' : 'stop + start', String(rs.length), String(total('refused')), String(total('cut')), String(total('timeout')),
       String(total('ka_race') + total('forced') + total('other')), String(per.filter((x) => x > 0).length), String(rs.reduce((a, r) => a + r.ok, 0)),
       `${fmt(percentile(steady, 99), 1)} ms`, `${fmt(percentile(during, 99), 1)} ms`, `${ratio.toFixed(2)}x`,
       `${fmt(median(rs.map((r) => r.opMs)))} / ${fmt(Math.max(...rs.map((r) => r.opMs)))} ms`, String(rs.filter((r) => r.code !== 0).length)]);
@@ -197,7 +203,7 @@ function report(runs: Run[], o: { runs: number; rate: number; cap: string; keepa
   if (sums['stop-start']) out.push(`- the stop-and-start control refuses: ${sums['stop-start'].refused > 0 ? 'yes' : 'NO (the control shows nothing)'} (${sums['stop-start'].refused})`);
   out.push('', 'notes:');
   out.push('- failures as the probe classifies them (src/probe); a request counts as timeout after 10 s. "other failures" = ka_race + forced + other.');
-  out.push('- duration: upgrade = `quiesce upgrade` issued → the old master gone (new master ready, soaked 500 ms, old workers retired); stop + start = SIGTERM → a new master ready on the same port.');
+  out.push('- duration: upgrade = `quiesce upgrade` issued → the old master gone (new master ready, soaked 500 ms, old workers retired); stop + start = SIGTERM → a new master ready on the same port; reload = `quiesce reload` issued → the old generation\'s workers gone.');
   out.push('- "during": requests started within the operation; "steady": the windows before and after it.');
   out.push(`- bench took ${Math.round((performance.now() - o.t0) / 1000)} s`);
   process.stdout.write(out.join('\n') + '\n');

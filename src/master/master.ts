@@ -210,7 +210,11 @@ export class Master {
   /** Every generation this master started. */
   private readonly generationsRun: number[] = [];
   /** An old master during an upgrade: its new master's channel. */
-  private upgrading?: { pid: number; inbox: Inbox<FromSuccessor>; settled: Promise<unknown>; released: boolean };
+  private upgrading?: { pid: number; since: number; inbox: Inbox<FromSuccessor>; settled: Promise<unknown>; released: boolean };
+  /** The upgrade in progress (status): the new master's pid and since when. */
+  get upgradeInProgress(): { pid: number; since: number } | undefined {
+    return this.upgrading && { pid: this.upgrading.pid, since: this.upgrading.since };
+  }
   /** A new master before it took over: the old master's channel. */
   private predecessor?: Inbox<ToSuccessor>;
   /** An old master whose new master took over: it only retires its workers, then exits. */
@@ -318,7 +322,7 @@ export class Master {
     }
     const { inbox, exited } = successorInbox(child);
     let settle!: () => void;
-    const upgrading = { pid: child.pid ?? 0, inbox, settled: new Promise<void>((r) => { settle = r; }), released: false };
+    const upgrading = { pid: child.pid ?? 0, since: t0, inbox, settled: new Promise<void>((r) => { settle = r; }), released: false };
     this.upgrading = upgrading;
     this.log.notice('upgrade', { pid: child.pid, node, listeners: listeners.length });
     this.systemd.reloading(`upgrading: new master ${child.pid} starting (generation ${this.generation.n} serving)`);

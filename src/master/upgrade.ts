@@ -195,11 +195,17 @@ export function endReason(m: LinkEnd): string {
 export function successorInbox(child: ChildProcess): { inbox: Inbox<FromSuccessor>; exited: Promise<void> } {
   const inbox = new Inbox<FromSuccessor>((m) => (m.t === 'failed' ? m.reason : undefined));
   child.on('message', (m: FromSuccessor) => inbox.push(m));
-  child.on('error', (err) => inbox.push({ t: 'gone', detail: `the new master could not be started: ${err.message}` }));
-  const exited = new Promise<void>((resolve) => child.once('exit', (code, signal) => {
-    inbox.push({ t: 'gone', detail: `the new master exited (code ${code}, signal ${signal})` });
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      inbox.push({ t: 'gone', detail: `the new master exited (code ${code}, signal ${signal})` });
+      resolve();
+    });
+    // a spawn that failed (EACCES, ENOEXEC) emits 'error' and never 'exit'
+    child.on('error', (err) => {
+      inbox.push({ t: 'gone', detail: `the new master could not be started: ${err.message}` });
+      if (child.pid === undefined) resolve();
+    });
+  });
   return { inbox, exited };
 }
 

@@ -209,6 +209,12 @@ function progressViews(master: Master, live: WorkerProc[], listeners: ListenerVi
       `queue ${queued}, ${fmtDuration(p.elapsedMs)} of ${fmtDuration(p.timeoutMs)}`;
     out.push(p);
   }
+  const up = master.upgradeInProgress;
+  if (up) {
+    out.push({ kind: 'upgrade', phase: 'starting', generations: [], elapsedMs: now - up.since, timeoutMs: cfg.readyTimeout + cfg.reloadSoak,
+      workersLeft: 0, connectionsLeft: 0, inflightLeft: 0, queued,
+      text: `upgrade: new master ${up.pid} starting its workers (ready, then a ${fmtDuration(cfg.reloadSoak)} soak), ${fmtDuration(now - up.since)} so far` });
+  }
   if (s.s === 'serving' || s.s === 'reloading') {
     const retiring = live.filter((w) => w.phase === 'retiring');
     const gens = [...new Set(retiring.map((w) => w.generation.n))].sort((a, b) => a - b);

@@ -111,7 +111,7 @@ export type MasterView = {
 
 /** Something the operator is waiting for: a stop's drain, a reload, a generation retiring. */
 export type ProgressView = {
-  kind: 'drain' | 'stop' | 'reload' | 'retire';
+  kind: 'drain' | 'stop' | 'reload' | 'retire' | 'upgrade';
   /** drain: lame-duck | drain; stop: finishing; reload: starting | soaking; retire: finishing. */
   phase: string;
   /** The generation(s) concerned (retire: the retiring one; reload: the new one). */
