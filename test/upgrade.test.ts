@@ -6,12 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitFor, alive, childPids, get, runCli, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitFor, alive, childPids, get, runCli, CLI, FIXTURES, type Server } from './helpers/server.js';
 import { NotifySocket } from './helpers/notify-socket.js';
 import { skipFor, WHO, type Who } from './helpers/unprivileged.js';
 import { loadNative } from '../src/native/index.js';
@@ -394,3 +394,42 @@ test('upgrade from this Node to Node 24 under load: 0 refused, 0 cut, status sho
   }
 });
 
+
+const hasActivate = spawnSync('systemd-socket-activate', ['--version'], { stdio: 'ignore' }).status === 0;
+
+test('upgrade of a master serving a socket systemd passed: the new master keeps it as systemd\'s (inherited), under load nothing refused or cut', { skip: (!hasActivate && 'systemd-socket-activate (Debian package systemd) is not installed') || (!native.ok && 'needs the native module') }, async () => {
+  assert.ok(native.ok);
+  const probeFd = native.native.bindTcp('127.0.0.1', 0, 4, false); // a free port: bound and closed again
+  const port = native.native.localPort(probeFd);
+  native.native.close(probeFd);
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-activated-upgrade-'));
+  const pidfile = join(dir, 'q.pid');
+  const proc = spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '--fdname=site', process.execPath, CLI, PID_APP, '--workers', '2', '--admin', 'off', '--reload-soak', '300ms', '--pidfile', pidfile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  let next = 0;
+  try {
+    await waitFor(() => /Listening on/.test(out), 5_000, 'systemd-socket-activate listening');
+    assert.equal((await get(`127.0.0.1:${port}`, '/')).status, 200, out); // starts quiesce
+    await waitFor(() => /quiesce: ready /.test(out), 15_000, 'quiesce ready');
+    let verb: Promise<{ code: number | null; stdout: string; stderr: string }> | undefined;
+    const probe = await runProbe({
+      target: `127.0.0.1:${port}`, path: '/', rate: 200, keepalive: 4, durationS: 5, timeoutS: 15,
+      commands: [{ atS: 1.0, run: () => { verb = runCli(['upgrade', '--pidfile', pidfile]); } }],
+    });
+    const r = await verb!;
+    assert.equal(r.code, 0, r.stdout + r.stderr + out.slice(-2000));
+    next = Number(/master (\d+) \(node/.exec(r.stdout)?.[1]);
+    assertAllServed(probe, 'upgrade with a socket systemd passed');
+    const st = JSON.parse((await runCli(['status', '--json', '--pidfile', pidfile])).stdout) as StatusSnapshot;
+    assert.equal(st.pid, next);
+    assert.deepEqual(st.listeners.map((l) => [l.address, l.drainMode]), [[`127.0.0.1:${port}`, 'inherited']]);
+    process.kill(next, 'SIGTERM');
+    await waitFor(() => !alive(next), 20_000, 'the new master to stop');
+  } finally {
+    if (next) killTree(next);
+    for (const p of [...childPids(proc.pid!), proc.pid!]) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
