@@ -215,7 +215,7 @@ for (const who of WHO) test(`a worker blocked in while(true) is found hung, show
     assert.notEqual(await hung, 'answered');
     if (who === 'nobody') {
       // read through the inspector while the loop was blocked: the stack, the request, the count
-      assert.match(s.err(), new RegExp(`worker-hung-stack pid=${pid} request="GET /hang" stack="at spin \\([^)]*crashy\\.mjs:8:`));
+      assert.match(s.err(), new RegExp(`worker-hung-stack pid=${pid} request="GET /hang" stack="at spin \\([^)]*crashy\\.mjs:10:`));
       assert.match(s.err(), new RegExp(`worker-killed pid=${pid} reason=hung cut=1 counted_from=inspector`));
     } else {
       // a root worker's inspector is not opened: the count is its last report's (the request blocked before it)
@@ -228,6 +228,32 @@ for (const who of WHO) test(`a worker blocked in while(true) is found hung, show
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
     if (who === 'nobody') assert.match(stop.stdout, / 1 cut/);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a worker whose loop turns only every 1.2 s (as in a GC thrash near the heap limit) is found hung by its loop delay, replaced, then killed', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--worker-timeout', '3'] });
+  try {
+    const stalled = get(s.address, '/stall?ms=1200').then(() => 'answered', (e: Error) => e.message);
+    await waitFor(() => /worker-hung pid=\d+/.test(s.err()), 20_000, `worker-hung:\n${s.err()}`);
+    const line = /worker-hung pid=(\d+) .*/.exec(s.err())![0];
+    const pid = Number(/pid=(\d+)/.exec(line)![1]);
+    // it kept reporting (not silent past the limit): the loop delay is what gave it away
+    assert.match(line, / worker_timeout_ms=3000 cause=loop-delay stalled_ms=(\d+) loop_delay_ms=([5-9]\d\d|[1-9]\d\d\d+) /, line);
+    assert.ok(Number(/ silent_ms=(\d+)/.exec(line)![1]) < 3000, line);
+    assert.ok(Number(/ stalled_ms=(\d+)/.exec(line)![1]) > 3000, line);
+    assert.match(line, / heap_used_mb=\d+ heap_limit_mb=\d+ /, line);
+    await waitFor(() => !alive(pid), 20_000, 'the stalled worker to be killed');
+    assert.match(s.err(), new RegExp(`worker-killed pid=${pid} reason=hung cut=1 `));
+    assert.notEqual(await stalled, 'answered');
+    for (let i = 0; i < 6; i++) assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal(s.workerPids().length, 2);
+    assert.ok(!s.workerPids().includes(pid));
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);

@@ -34,6 +34,7 @@ type Result = Extract<ControlReply, { type: 'result' }>;
 const EXIT_SLACK_MS = 3_000;
 /** How often the watchdog looks at the workers' heartbeats. */
 const WATCH_MS = 500;
+const mb = (bytes: number | undefined): number | undefined => (bytes === undefined ? undefined : Math.round(bytes / 1048576));
 /** The most workers --workers and quiesce scale allow. */
 const MAX_WORKERS = 512;
 /** The longest respawn delay of the last live worker, whatever the slot's backoff. */
@@ -524,7 +525,11 @@ export class Master {
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
     // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
-    const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections };
+    // and its heap then (a V8 abort at the heap limit exits 134 after a GC thrash the watchdog may have seen)
+    const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections, heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes) };
+    // and counted as cut (a hung worker's were counted at its kill): the status and the stop say
+    // what a crash cost, from the last report as the line says
+    if (!clean && !w.hung) this.totals.cut += st.inflight;
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
     const reason = w.retireReason ?? 'crash';
     this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
@@ -647,8 +652,10 @@ export class Master {
   private lastWatch = Date.now();
   /**
    * Every WATCH_MS: a ready worker not heard from (its 500 ms report is the heartbeat, sent from
-   * its event loop) for longer than its generation's --worker-timeout is hung. A master that was
-   * itself held up (its own timer late by a second: paused, swapped) judges nobody on that round.
+   * its event loop) for longer than its generation's --worker-timeout is hung; so is one whose
+   * every report for that long said its loop was held up a second or more (`stalledSince`: a GC
+   * thrashing near the heap limit answers, late, until V8 aborts it). A master that was itself
+   * held up (its own timer late by a second: paused, swapped) judges nobody on that round.
    */
   private watch(): void {
     const now = Date.now();
@@ -658,7 +665,9 @@ export class Master {
     if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
     for (const w of this.workers) {
       const limit = w.generation.boot.config.workerTimeout;
-      if (limit > 0 && w.phase === 'ready' && !w.hung && now - w.lastHeard > limit) void this.onHung(w, now - w.lastHeard);
+      if (limit <= 0 || w.phase !== 'ready' || w.hung) continue;
+      if (now - w.lastHeard > limit) void this.onHung(w, 'silent');
+      else if (w.stalledSince !== undefined && now - w.stalledSince > limit) void this.onHung(w, 'loop-delay');
     }
   }
 
@@ -669,7 +678,8 @@ export class Master {
    * as cut, with this cause. If its loop came back meanwhile (a long synchronous job), it retires
    * gracefully instead.
    */
-  private async onHung(w: WorkerProc, silentMs: number): Promise<void> {
+  private async onHung(w: WorkerProc, cause: 'silent' | 'loop-delay'): Promise<void> {
+    const now = Date.now();
     w.hung = true;
     w.phase = 'retiring';
     w.retireReason = 'hung';
@@ -677,8 +687,10 @@ export class Master {
     const st = w.stats;
     const limit = w.generation.boot.config.workerTimeout;
     this.log.error('worker-hung', {
-      pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: silentMs, worker_timeout_ms: limit,
+      pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: now - w.lastHeard, worker_timeout_ms: limit, cause,
+      stalled_ms: w.stalledSince === undefined ? undefined : now - w.stalledSince,
       loop_delay_ms: st.loopDelayMs, inflight_last_report: st.inflight, connections_last_report: st.connections,
+      heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes),
       request: st.current ? `${st.current.method} ${st.current.path}` : undefined,
       request_ms: st.current?.sinceMs,
     });
@@ -689,7 +701,7 @@ export class Master {
       if (failure) this.log.error('worker-replace-failed', { pid: w.pid, reason: 'hung', error: failure });
     }
     if (!w.alive) return;
-    if (Date.now() - w.lastHeard < limit) {
+    if (Date.now() - w.lastHeard < limit && w.stalledSince === undefined) {
       // it answered again: not hung after all, a long job; let it finish gracefully
       w.hung = false;
       w.phase = 'ready';

@@ -103,6 +103,13 @@ function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * A report whose loop delay is this long or more (ms) says the worker's loop is held up: a GC
+ * thrashing near the heap limit, a handler working in long synchronous slices. Half a second, in
+ * every report for --worker-timeout, is far past what a serving loop shows (tens of ms under load).
+ */
+export const STALL_LOOP_MS = 500;
+
 export class WorkerProc {
   readonly pid: number;
   /** Undefined when the fork itself failed (spawnError says why): the record is born exited. */
@@ -113,6 +120,11 @@ export class WorkerProc {
   lastHeard = Date.now();
   /** Its event loop was silent past --worker-timeout: being replaced, then killed. */
   hung = false;
+  /**
+   * Since when every report has said its loop was held up STALL_LOOP_MS or more (undefined: the
+   * last one did not): a loop that answers, but only late, for --worker-timeout is hung too.
+   */
+  stalledSince?: number;
   /** Where its inspector listens, once a hung worker opened it (hung-stack.ts). */
   inspectorUrl?: string;
   /** What it said last about its own end: an uncaught error, or the app-exit record (code, request). */
@@ -230,7 +242,12 @@ export class WorkerProc {
       this.lastHeard = Date.now();
       if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
-      if (m.t === 'stats') this.stats = m.stats;
+      if (m.t === 'stats') {
+        this.stats = m.stats;
+        const delay = m.stats.loopDelayMs ?? 0;
+        if (delay < STALL_LOOP_MS) this.stalledSince = undefined;
+        else this.stalledSince ??= Date.now() - delay;
+      }
       if (m.t === 'retire-me' && m.reason === 'error') { this.lastWords = m.detail; failNow(`worker ${this.pid} failed: ${m.detail}`); }
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);

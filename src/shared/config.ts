@@ -49,7 +49,7 @@ export const SETTINGS = {
   killGrace: { flag: 'kill-grace', kind: 'duration', default: 5_000, reload: true,
     doc: 'after forcing, how long before a worker that has not exited gets SIGKILL (s)' },
   workerTimeout: { flag: 'worker-timeout', kind: 'duration', default: 30_000, reload: true,
-    doc: 'a ready worker whose event loop has not answered for this long is hung: replaced, then killed, its stack logged when it can be read; 0 = never (s)' },
+    doc: 'a ready worker whose event loop has not answered for this long, or answered only late (held up 500 ms or more in every report), is hung: replaced, then killed, its stack logged when it can be read; 0 = never (s)' },
   maxMemory: { flag: 'max-memory', kind: 'size', default: 0, reload: true,
     doc: 'a worker whose RSS (resident memory: heap, buffers and native) passes this retires gracefully, its replacement started first (512m, 1g); 0 = no limit' },
   respawnBackoff: { flag: 'respawn-backoff', kind: 'duration', default: 100, reload: true,

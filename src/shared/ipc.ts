@@ -112,6 +112,9 @@ export type WorkerStats = {
   loopDelayMs?: number;
   /** The worker's resident memory (RSS, bytes) at this report. */
   rssBytes?: number;
+  /** V8's heap in use and its limit (bytes): a heap near its limit thrashes in GC before V8 aborts. */
+  heapUsedBytes?: number;
+  heapLimitBytes?: number;
 };
 
 /**

@@ -57,8 +57,39 @@ export function rawAnswer(socket: net.Socket, status: ClientErrorStatus | 503, h
   socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : REASON[status]}\r\n${header}connection: close\r\ncontent-length: 0\r\n\r\n`);
 }
 
+/**
+ * Where Node's parser has no `headersCompleted()` (Node 24), the worker follows the two parser
+ * callbacks that bound a request's head instead: slot 0 (kOnMessageBegin, left empty by
+ * node:http) marks a message begun, slot 2 (kOnHeadersComplete, node:http's
+ * parserOnHeadersComplete, 9 arguments) its headers done. Costs one call per request, on such a
+ * Node only; parsers are pooled across connections, so each connection resets the mark.
+ */
+const IN_HEAD = Symbol('quiesce.inHead');
+type Callback = (this: HookedParser, ...args: unknown[]) => unknown;
+type HookedParser = { [slot: number]: Callback | null | undefined; [IN_HEAD]?: boolean; headersCompleted?: () => boolean };
+let nodeHeadersComplete: Callback | undefined;
+function messageBegin(this: HookedParser): void { this[IN_HEAD] = true; }
+function headersComplete(this: HookedParser, a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown {
+  this[IN_HEAD] = false;
+  return nodeHeadersComplete!.call(this, a, b, c, d, e, f, g, h, i);
+}
+
+/** Follow the head of every request on this new connection, where Node's parser cannot tell (see above). */
+export function watchHead(socket: net.Socket): void {
+  const p = (socket as ServerSocket).parser as HookedParser | null | undefined;
+  if (!p || typeof p.headersCompleted === 'function') return;
+  p[IN_HEAD] = false;
+  if (p[2] !== headersComplete) {
+    if (p[0] != null || typeof p[2] !== 'function' || p[2].name !== 'parserOnHeadersComplete') return; // not the parser we know: no signal
+    nodeHeadersComplete ??= p[2];
+    p[2] = headersComplete;
+  }
+  p[0] = messageBegin; // (node:http empties slot 0 when it pools a parser, and keeps slot 2)
+}
+
 /** A request partly received on this connection (its headers begun, not complete): not idle. */
 export function midRequest(socket: net.Socket): boolean {
-  const p = (socket as ServerSocket).parser;
-  return socket.bytesRead > 0 && typeof p?.headersCompleted === 'function' && !p.headersCompleted();
+  const p = (socket as ServerSocket).parser as HookedParser | null | undefined;
+  if (!p || socket.bytesRead === 0) return false;
+  return typeof p.headersCompleted === 'function' ? !p.headersCompleted() : p[IN_HEAD] === true;
 }

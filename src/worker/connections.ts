@@ -23,7 +23,7 @@ import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
-import { midRequest, rawAnswer } from './client-errors.js';
+import { midRequest, rawAnswer, watchHead } from './client-errors.js';
 import { withoutQuery } from './app-errors.js';
 
 /** http.Server's socket: the response being written on it, if any (Node internal, see above). */
@@ -133,6 +133,7 @@ export class Connections {
   add(socket: HttpSocket): void {
     this.accepted++;
     socket.on('close', this.onSocketClose);
+    watchHead(socket);
     // (a connection handed over while the app loaded comes before any listen(): no list, ever)
     if (this.list === undefined) this.list = (this.server && nodeConnections(this.server)) ?? null;
     if (this.tracked) {
