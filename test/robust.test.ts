@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { startServer, cleanup, waitExit, get, sleep, waitFor, within, alive, runCli, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, cleanup, waitExit, get, sleep, waitFor, within, alive, runCli, statusJson, FIXTURES, type Server } from './helpers/server.js';
 import { ADMIN_MAX_CONNECTIONS } from '../src/master/admin.js';
 import { CONTROL_MAX_CONNECTIONS } from '../src/master/control.js';
 import { skipFor, WHO } from './helpers/unprivileged.js';
@@ -360,6 +360,56 @@ test('quiesce scale N and TTIN/TTOU change the worker count under load without a
     assert.equal(word.code, 2);
     assert.match(word.stderr, /scale: give a worker count N, \+N or -N, got "many"/);
     assert.equal((await s.cli('stop')).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+// ─── found by the chaos test (test/chaos.test.ts) ───────────────────────────
+
+test('an old worker that crashes during a reload is respawned in its generation, then retired when the reload commits: no ghost', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--reload-soak', '300ms'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
+  try {
+    const before = s.workerPids();
+    const reload = s.cli('reload');
+    await waitFor(() => (s.err().match(/worker-started pid=\d+ slot=\d+ generation=2/g) ?? []).length === 2, 10_000, 'generation 2 starting');
+    process.kill(before[0]!, 'SIGKILL');
+    await waitFor(() => /worker-started pid=\d+ slot=\d+ generation=1\n[^]*$/.test(s.err().split('worker-respawn')[1] ?? ''), 10_000, `the old slot respawned:\n${s.err()}`);
+    const r = await reload;
+    assert.equal(r.code, 0, r.stderr);
+    // within a graceful retire, only generation 2 is left, as many as configured
+    await waitFor(async () => {
+      const st = await statusJson(s);
+      return st.workers.length === 2 && st.workers.every((w) => w.generation === 2 && w.phase === 'ready');
+    }, 15_000, 'two workers of generation 2 and nothing else');
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a retiring worker blocked in a handler is found hung too, and killed after --worker-timeout, not at the graceful timeout', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '1', '--worker-timeout', '2', '--reload-soak', '300ms', '--graceful-timeout', '60s'] });
+  try {
+    const [old] = s.workerPids();
+    // in flight on the only worker: it blocks 2 s from now, once the reload below retired it
+    const blocked = get(s.address, '/hang?after=2000').then(() => 'answered', (e: Error) => e.message);
+    await sleep(200);
+    const r = await s.cli('reload');
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(() => new RegExp(`worker-hung pid=${old} .*cause=silent`).test(s.err()), 10_000, `worker-hung:\n${s.err()}`);
+    await waitFor(() => !alive(old!), 10_000, 'the hung retiring worker to be killed');
+    assert.match(s.err(), new RegExp(`worker-killed pid=${old} reason=hung cut=1 `));
+    assert.notEqual(await blocked, 'answered');
+    // no replacement for a worker that was leaving: one worker, of generation 2
+    const st = await statusJson(s);
+    assert.deepEqual(st.workers.map((w) => w.generation), [2]);
+    assert.equal((await get(s.address, '/')).status, 200);
+    const stop = await s.cli('stop');
+    assert.equal(stop.code, 0, stop.stderr);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);

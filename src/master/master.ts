@@ -665,7 +665,9 @@ export class Master {
     if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
     for (const w of this.workers) {
       const limit = w.generation.boot.config.workerTimeout;
-      if (limit <= 0 || w.phase !== 'ready' || w.hung) continue;
+      // a retiring worker too: one blocked in a handler holds what it accepted (new connections
+      // included) until the graceful timeout, as long as a hung serving one would
+      if (limit <= 0 || (w.phase !== 'ready' && w.phase !== 'retiring') || w.hung) continue;
       if (now - w.lastHeard > limit) void this.onHung(w, 'silent');
       else if (w.stalledSince !== undefined && now - w.stalledSince > limit) void this.onHung(w, 'loop-delay');
     }
@@ -680,10 +682,12 @@ export class Master {
    */
   private async onHung(w: WorkerProc, cause: 'silent' | 'loop-delay'): Promise<void> {
     const now = Date.now();
+    const wasServing = w.phase === 'ready';
+    const retireReason = w.retireReason;
     w.hung = true;
     w.phase = 'retiring';
     w.retireReason = 'hung';
-    w.retireStartedAt = Date.now();
+    if (wasServing) w.retireStartedAt = now;
     const st = w.stats;
     const limit = w.generation.boot.config.workerTimeout;
     this.log.error('worker-hung', {
@@ -695,7 +699,7 @@ export class Master {
       request_ms: st.current?.sinceMs,
     });
     this.syncHold();
-    if (w.generation === this.generation && this.state.s === 'serving') {
+    if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
       const next = this.spawn(w.slot, w.generation);
       const failure = await this.awaitReady([next], this.cfg.readyTimeout);
       if (failure) this.log.error('worker-replace-failed', { pid: w.pid, reason: 'hung', error: failure });
@@ -704,9 +708,10 @@ export class Master {
     if (Date.now() - w.lastHeard < limit && w.stalledSince === undefined) {
       // it answered again: not hung after all, a long job; let it finish gracefully
       w.hung = false;
+      this.log.warn('worker-unhung', { pid: w.pid, note: 'its event loop answered again: retired gracefully' });
+      if (!wasServing) { w.retireReason = retireReason; return; } // retiring already: it goes on
       w.phase = 'ready';
       w.retireReason = undefined;
-      this.log.warn('worker-unhung', { pid: w.pid, note: 'its event loop answered again: retired gracefully' });
       this.retire(w, 'hung');
       return;
     }
@@ -1132,7 +1137,10 @@ export class Master {
       const problem = await this.roll(gen, old, fresh, progress);
       if (problem) this.log.error('reload-rolling-incomplete', { generation: gen.n, reason: problem });
     }
-    for (const w of old) this.retire(w, 'reload');
+    // every worker of an older generation, not only those at the start: a slot of the old
+    // generation that crashed meanwhile was respawned in its generation (it serves if the reload
+    // fails) and would otherwise serve on beside the new one for ever
+    for (const w of this.workers) if (w.generation !== gen && w.alive && w.phase !== 'retiring') this.retire(w, 'reload');
     this.totals.reloads++;
     if (this.interrupted()) return { type: 'result', ok: true, message: `reloaded to generation ${gen.n}, then stopped` };
     observeReload(this, Date.now() - t0);

@@ -1,0 +1,70 @@
+/**
+ * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS]
+ *
+ * Chaos under load for S seconds (default 300): quiesce running test/fixtures/core/crashy.mjs with
+ * 2 workers and --worker-timeout 3, loaded by the probe at F (default 0.7) times its measured
+ * capacity (a new connection per request, each burning MS of CPU, plus 4 keep-alive clients),
+ * while one seeded random act every `step` ms kills a ready worker (the last one too), reloads,
+ * scales between 1 and 3 workers, hangs a worker or sends it a request that makes it exit (the
+ * engine is test/helpers/chaos.ts, the one test/chaos.test.ts runs for 12 s). Prints what the
+ * clients saw, how many of the failures were laid to a worker death, the time with no live
+ * worker, the stop at the end and the processes left behind. Targets (issue 14): 0 timeout, 0 s
+ * with zero live workers outside a stop, every cut laid to a killed worker.
+ */
+import { join } from 'node:path';
+import { runProbe } from '../src/probe/index.js';
+import { startServer, cleanup, waitExit, FIXTURES, alive, type Server } from '../test/helpers/server.js';
+import { runChaos, settled } from '../test/helpers/chaos.js';
+import { envLine, flags, fmt, table, track, untrack } from './lib.js';
+
+const f = flags(process.argv.slice(2), { seconds: 'num', factor: 'num', burn: 'num', seed: 'num', step: 'num' });
+const seconds = (f.seconds as number | undefined) ?? 300;
+const factor = (f.factor as number | undefined) ?? 0.7;
+const burnMs = (f.burn as number | undefined) ?? 3;
+const seed = (f.seed as number | undefined) ?? 14;
+const stepMs = (f.step as number | undefined) ?? 1000;
+const log = (m: string): void => { process.stderr.write(`bench:chaos: ${m}\n`); };
+
+/** What the server completes per second with a new connection per request, pushed past it for 3 s. */
+async function capacity(s: Server): Promise<number> {
+  const p = await runProbe({ target: s.address, path: `/?burn=${burnMs}`, rate: Math.ceil(4000 / burnMs), durationS: 3, timeoutS: 10 });
+  return p.ok / 3;
+}
+
+const s = await startServer({ args: [join(FIXTURES, 'core/crashy.mjs'), '--workers', '2', '--worker-timeout', '3', '--reload-soak', '500ms'] });
+track(s.pid);
+try {
+  const caps = [await capacity(s), await capacity(s)];
+  const rate = Math.max(1, Math.round(Math.max(...caps) * factor));
+  log(`capacity ${caps.map((c) => fmt(c)).join(', ')} req/s (best of 2); chaos for ${seconds} s at ${rate}/s (${factor}x) + 4 keep-alive clients, an act every ${stepMs} ms, seed ${seed}`);
+  const r = await runChaos(s, { durationS: seconds, rate, keepalive: 4, burnMs, stepMs, seed, timeoutS: 10, spareLast: false });
+  const noGhost = await settled(s, 30_000);
+  const t0 = Date.now();
+  const stop = await s.cli('stop');
+  await waitExit(s, 60_000);
+  const stopMs = Date.now() - t0;
+  const left = [...r.pids].filter(alive);
+  const p = r.probe;
+  const failed = p.cut + p.ka_race;
+  process.stdout.write(`\n${envLine()}\nchaos ${seconds} s, seed ${seed}, ${rate} req/s new connections (${factor}x capacity ${fmt(Math.max(...caps))}/s, ${burnMs} ms CPU each) + 4 keep-alive; acts: ${Object.entries(r.acts).map(([k, n]) => `${k} ${n}`).join(', ')}\n\n`);
+  process.stdout.write(table(['figure', 'value', 'target'], [
+    ['requests sent', fmt(p.sent), ''],
+    ['ok', fmt(p.ok), ''],
+    ['refused', fmt(p.refused), ''],
+    ['cut (of them after response bytes)', `${fmt(p.cut)} (${fmt(p.cut_after_bytes)})`, 'each laid to a killed worker'],
+    ['ka_race', fmt(p.ka_race), 'each laid to a killed worker'],
+    ['timeout (10 s)', fmt(p.timeout), '0'],
+    ['other', fmt(p.other), '0'],
+    ['cut + ka_race laid to a worker death (within 0.5 s before, 3 s after)', `${fmt(failed - r.unattributed.length)} of ${fmt(failed)}`, 'all'],
+    ['worker deaths (crashes, SIGKILLs, hung kills)', fmt(r.deaths), ''],
+    ['quiesce\'s own cut count (from the last reports)', fmt(r.quiesceCut), ''],
+    ['time with zero live workers (s), longest stretch', `${fmt(r.zeroLiveMs / 1000, 1)}, ${fmt(r.longestZeroLiveMs / 1000, 1)}`, '0'],
+    ['settled after the chaos (workers as set, all ready)', noGhost === undefined ? 'yes' : `no: ${noGhost}`, 'yes'],
+    ['stop at the end (ms)', `${fmt(stopMs)} (${stop.code === 0 ? 'ok' : `exit ${stop.code}`})`, ''],
+    ['worker processes left after the stop', fmt(left.length), '0'],
+  ]));
+  process.stdout.write('\n');
+} finally {
+  untrack(s.pid);
+  await cleanup(s);
+}

@@ -1,0 +1,179 @@
+/**
+ * Chaos under load (issue 14's test and `npm run bench:chaos`): while `quiesce probe` loads a
+ * server running test/fixtures/core/crashy.mjs, one seeded random act every `stepMs` among
+ * SIGKILL of a worker, HUP (reload), `quiesce scale N`, a request that hangs its worker and one
+ * that makes its worker exit. The status is sampled every 100 ms (live workers, pids seen); the
+ * master's log gives the deaths each cut is laid to. Everything is bounded: the load's duration,
+ * each act, the settle after it.
+ */
+import { runProbe, type Outcome, type ProbeResult } from '../../src/probe/index.js';
+import { alive, get, sleep, statusJson, type Server } from './server.js';
+
+export type ChaosAct = 'kill' | 'hup' | 'scale' | 'hang' | 'poison' | 'none';
+
+export type ChaosOptions = {
+  durationS: number;
+  /** New connections per second (one request each) and keep-alive clients. */
+  rate: number;
+  keepalive: number;
+  /** CPU each probe request burns in the app (ms). */
+  burnMs: number;
+  stepMs: number;
+  seed: number;
+  /** Seconds a probe request may take before it counts as timeout. */
+  timeoutS: number;
+  /**
+   * Kill, hang or poison only while another worker is ready: the server is never left with none
+   * by the chaos itself (the test: on a loaded machine a worker's start can take seconds, and what
+   * it then measures is the machine). Off (the bench): any ready worker, the last one too.
+   */
+  spareLast: boolean;
+};
+
+export type ChaosReport = {
+  probe: ProbeResult;
+  acts: Record<ChaosAct, number>;
+  /** Cut and ka_race outcomes (a reused connection reset before any byte) with no worker death (crash, SIGKILL, a hung worker's kill) near them. */
+  unattributed: Outcome[];
+  deaths: number;
+  /** Time with no live worker (ready, not hung), summed, and its longest stretch (ms, 100 ms samples). */
+  zeroLiveMs: number;
+  longestZeroLiveMs: number;
+  /** The master's own count of what crashes and kills cut, from the workers' last reports (<= 500 ms old: a lower bound, short requests fall between reports). */
+  quiesceCut: number;
+  /** Worker pids seen in the whole run. */
+  pids: Set<number>;
+};
+
+/** mulberry32: a small seeded generator, so a failing run can be repeated. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const ACTS: Array<[ChaosAct, number]> = [['kill', 0.35], ['hup', 0.15], ['scale', 0.15], ['hang', 0.1], ['poison', 0.15], ['none', 0.1]];
+
+function pick(r: number): ChaosAct {
+  let acc = 0;
+  for (const [act, p] of ACTS) { acc += p; if (r < acc) return act; }
+  return 'none';
+}
+
+/** Wall-clock times (ms since the epoch) of the worker deaths the master logged: unclean exits and hung kills. */
+export function deathTimes(log: string): number[] {
+  const out: number[] = [];
+  for (const line of log.split('\n')) {
+    const unclean = /\bworker-exited\b/.test(line) && (/ signal=SIG/.test(line) || / code=(?!0\b)\d+/.test(line));
+    if (unclean || /\bworker-killed\b/.test(line)) {
+      const at = Date.parse(line.slice(0, 24));
+      if (!Number.isNaN(at)) out.push(at);
+    }
+  }
+  return out;
+}
+
+/** Run the chaos against `s` (crashy.mjs, --worker-timeout short enough to see a hang end within the run). */
+export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport> {
+  const rnd = random(o.seed);
+  const acts: Record<ChaosAct, number> = { kill: 0, hup: 0, scale: 0, hang: 0, poison: 0, none: 0 };
+  const pids = new Set<number>(s.workerPids());
+  const stopAt = Date.now() + o.durationS * 1000;
+  let zeroLiveMs = 0;
+  let longestZeroLiveMs = 0;
+  let zeroSince: number | undefined;
+
+  // the status, every 100 ms: live workers and the pids seen
+  const sampling = (async () => {
+    let last = Date.now();
+    while (Date.now() < stopAt) {
+      const now = Date.now();
+      try {
+        const st = await statusJson(s);
+        for (const w of st.workers) if (w.pid !== null) pids.add(w.pid);
+        const live = st.workers.filter((w) => w.phase === 'ready' && w.state !== 'H').length;
+        if (live === 0) {
+          zeroSince ??= last;
+          zeroLiveMs += now - last;
+          longestZeroLiveMs = Math.max(longestZeroLiveMs, now - zeroSince);
+        } else zeroSince = undefined;
+      } catch { /* the admin listener answers between acts; a missed sample is skipped */ }
+      last = now;
+      await sleep(100);
+    }
+  })();
+
+  // the acts, one every stepMs; a hang or a poison request is our own, never the probe's
+  const side: Array<Promise<unknown>> = [];
+  const acting = (async () => {
+    let hanging: Promise<unknown> | undefined;
+    // every kind once first, in a seeded order, then at random
+    const first: ChaosAct[] = ['kill', 'hup', 'scale', 'hang', 'poison'];
+    for (let i = first.length - 1; i > 0; i--) { const j = Math.floor(rnd() * (i + 1)); [first[i], first[j]] = [first[j]!, first[i]!]; }
+    while (Date.now() + o.stepMs < stopAt) {
+      await sleep(o.stepMs);
+      let act = first.shift() ?? pick(rnd());
+      if (act === 'hang' && hanging) act = 'none';
+      // the victims: ready workers (killing one still loading says nothing of the server)
+      let ready: number[] = [];
+      try {
+        ready = (await statusJson(s)).workers.filter((w) => w.phase === 'ready' && w.state !== 'H' && w.pid !== null).map((w) => w.pid!);
+      } catch { /* no status this round: no victim */ }
+      // sparing the last: nothing more while a hang is unresolved (the hung worker shows ready
+      // until --worker-timeout), and never below 2 workers (scale)
+      if ((act === 'kill' || act === 'hang' || act === 'poison') && (ready.length < (o.spareLast ? 2 : 1) || (o.spareLast && hanging))) act = 'none';
+      acts[act]++;
+      if (act === 'kill') {
+        const pid = ready[Math.floor(rnd() * ready.length)];
+        if (pid !== undefined) { pids.add(pid); try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ } }
+      } else if (act === 'hup') {
+        process.kill(s.pid, 'SIGHUP');
+      } else if (act === 'scale') {
+        const least = o.spareLast ? 2 : 1;
+        side.push(s.cli('scale', String(least + Math.floor(rnd() * (4 - least)))));
+      } else if (act === 'hang') {
+        hanging = get(s.address, '/hang').catch(() => undefined).finally(() => { hanging = undefined; });
+        side.push(hanging);
+      } else if (act === 'poison') {
+        side.push(get(s.address, '/exit').catch(() => undefined));
+      }
+    }
+  })();
+
+  const startedAt = Date.now();
+  const probe = await runProbe({ target: s.address, path: `/?burn=${o.burnMs}`, rate: o.rate, keepalive: o.keepalive, durationS: o.durationS, timeoutS: o.timeoutS });
+  await Promise.all([acting, sampling]);
+  await Promise.all(side.map((p) => Promise.race([p, sleep(30_000)])));
+
+  const deaths = deathTimes(s.err());
+  // a cut is seen by its client when the worker's sockets close, just before the master hears of
+  // the exit: laid to a death logged from 0.5 s before to 3 s after it
+  const unattributed = probe.outcomes.filter((x) => (x.kind === 'cut' || x.kind === 'ka_race') && !deaths.some((d) => {
+    const at = startedAt + x.endMs;
+    return d >= at - 500 && d <= at + 3_000;
+  }));
+  const st = await statusJson(s);
+  return { probe, acts, unattributed, deaths: deaths.length, zeroLiveMs, longestZeroLiveMs, quiesceCut: st.totals?.cut ?? 0, pids };
+}
+
+/** After the chaos: within `ms`, the server serves with as many ready workers as it is set to (after the scales), none starting, retiring or hung (no ghost slot); else why not. */
+export async function settled(s: Server, ms: number): Promise<string | undefined> {
+  const deadline = Date.now() + ms;
+  let why = '';
+  while (Date.now() < deadline) {
+    try {
+      const st = await statusJson(s);
+      const ready = st.workers.filter((w) => w.phase === 'ready' && w.pid !== null && alive(w.pid));
+      const workers = st.config.workers;
+      if (ready.length === workers && st.workers.length === workers && st.state === 'serving') return undefined;
+      why = `state ${st.state}, workers ${JSON.stringify(st.workers.map((w) => [w.pid, w.phase, w.state]))}`;
+    } catch (e) { why = (e as Error).message; }
+    await sleep(200);
+  }
+  return why;
+}
