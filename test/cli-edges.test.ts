@@ -90,3 +90,39 @@ test('a static root the workers\' user cannot enter fails the start, naming it (
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--user workers serve a static directory when quiesce itself is installed where that user cannot read (its own modules load before the drop)', { skip: cannotDropPrivileges() }, async () => {
+  const { mkdirSync } = await import('node:fs');
+  const { execFileSync } = await import('node:child_process');
+  const { spawn } = await import('node:child_process');
+  const { get, sleep } = await import('./helpers/server.js');
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-cli-')); // 0700, root's: nobody cannot enter it
+  const site = mkdtempSync(join(tmpdir(), 'quiesce-site-'));
+  const ROOT_DIR = join(CLI, '../../..');
+  let proc: ReturnType<typeof spawn> | undefined;
+  try {
+    const q = join(dir, 'quiesce');
+    mkdirSync(q);
+    // a copy (hard links: quick) of the installed package, inside a directory only root can enter
+    for (const part of ['package.json', 'dist', 'node_modules']) execFileSync('cp', ['-al', join(ROOT_DIR, part), join(q, part)]);
+    chmodSync(site, 0o755);
+    writeFileSync(join(site, 'index.html'), 'hello from the site\n');
+    proc = spawn(process.execPath, [join(q, 'dist/src/cli.js'), site, '--user', 'nobody', '--listen', '127.0.0.1:0', '--admin', 'off', '--workers', '1', '--pidfile', join(dir, 'q.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    for (let i = 0; i < 300 && !/quiesce: ready /.test(out) && proc.exitCode === null; i++) await sleep(50);
+    assert.match(out, /quiesce: ready /);
+    const address = /listening on http:\/\/(\S+)/.exec(out)![1]!;
+    const r = await get(address, '/');
+    assert.equal(r.status, 200, out);
+    assert.equal(r.body, 'hello from the site\n');
+    proc.kill('SIGTERM');
+    for (let i = 0; i < 200 && proc.exitCode === null; i++) await sleep(50);
+    assert.equal(proc.exitCode, 0, out);
+  } finally {
+    if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(site, { recursive: true, force: true });
+  }
+});

@@ -235,7 +235,8 @@ test('quiesce status: a table with the pids, --json, --watch through a stop, and
     hold.release();
     const code = await Promise.race([watchExit, sleep(12_000).then(() => 'timeout' as const)]);
     assert.equal(code, 0, `watch did not end with the server: ${out.slice(-2000)}`);
-    assert.match(out, /^» stop: workers finishing: 1 connection left \(1 in flight\) in 1 worker, queue 0, /m);
+    // (the idle worker may not have exited yet when the frame is drawn: on a loaded machine it is still there)
+    assert.match(out, /^» stop: workers finishing: 1 connection left \(1 in flight\) in (1 worker|2 workers), queue 0, /m);
     assert.match(out, /^scoreboard .*G/m);
     assert.match(out, /quiesce: the server stopped\n$/);
     assert.equal((await slow).status, 200);

@@ -20,6 +20,7 @@
  * Named exports `init`, `onDrain`, `onStop`, `attach` are surfaced as such; a plain-object default
  * export (`defineApp({ fetch, init })`) may carry them as methods (a named export wins).
  */
+import { fetchBridgeModule } from './own-modules.js';
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
@@ -289,7 +290,7 @@ async function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, on
       return { kind: 'listener', listener: guardListener(h.why ? refuseResponse(h.fn, h.why, onError) : h.fn, onError), ...hooks };
     case 'fetch': {
       // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
-      const { fetchListener } = await import('./fetch-bridge.js');
+      const { fetchListener } = await fetchBridgeModule();
       return { kind: 'fetch', listener: fetchListener(h.fn, onError), ...hooks };
     }
     case 'server': {

@@ -9,6 +9,7 @@
 import type { AppSpec, LoadedApp, LoadOptions } from './app-types.js';
 import { loadModuleApp } from './app-module.js';
 import type { StaticListener } from './static.js';
+import { staticModule, welcomeModule } from './own-modules.js';
 
 export { AppError } from './app-types.js';
 export { resolveAppSpec } from './app-spec.js';
@@ -17,14 +18,14 @@ export type { AppErrorCode, AppSpec, LoadedApp, LoadOptions, RequestListener, Up
 export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedApp> {
   switch (spec.kind) {
     case 'site': {
-      const { createStaticListener, locateSiteDir } = await import('./static.js'); // mime and friends only where files are served
-      const { welcomeListener } = await import('./welcome.js');
+      const { createStaticListener, locateSiteDir } = await staticModule(); // mime and friends only where files are served
+      const { welcomeListener } = await welcomeModule();
       const dir = locateSiteDir();
       const files = await createStaticListener(dir, { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge });
       return { ...staticApp(files), listener: welcomeListener(dir, opts.admin ?? '', files) };
     }
     case 'dir': {
-      const { createStaticListener } = await import('./static.js');
+      const { createStaticListener } = await staticModule();
       return staticApp(await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge }));
     }
     case 'module':

@@ -3,6 +3,7 @@
  * word (or on its own when the master is gone). It ignores signals from outside: Ctrl-C reaches a
  * whole process group and systemd signals every process of a unit, but only the master decides.
  */
+import { preloadOwnModules } from './own-modules.js';
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
@@ -113,6 +114,9 @@ class Worker {
 
     const cfg = this.boot.config;
     if (cfg.user) {
+      // quiesce's own modules the app path imports on demand are loaded while still privileged:
+      // installed where --user cannot read (a clone in /root), they would not load after the drop
+      await preloadOwnModules();
       try {
         const n = loadNative();
         if (!n.ok) throw new Error(`native syscalls unavailable: ${n.reason}`);
