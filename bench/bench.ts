@@ -13,10 +13,10 @@
  */
 import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
+  APPS, bareNodeRssKiB, benchCert, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
   type Running, type WorkerStat, runBench
 } from './lib.js';
-import { pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
+import { h2loadGen, pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
 
 type Scenario = {
   id: string;
@@ -31,6 +31,8 @@ type Scenario = {
   /** Static rows: the least ratio to nginx wanted (issue 18), if any. */
   vsNginx?: number;
   share?: boolean;
+  /** Over TLS (one ECDSA P-256 certificate for all): HTTP/1.1 (wrk), or HTTP/2 (h2load). node:cluster runs https.createServer (http2.createSecureServer for h2), nginx answers from its config. */
+  tls?: 'h1' | 'h2';
 };
 
 const SCENARIOS: Scenario[] = [
@@ -44,6 +46,9 @@ const SCENARIOS: Scenario[] = [
   { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false, log: false, target: 'same', vsNginx: 0.8 },
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false, log: false, target: 'same' },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false, log: false, target: 'same' },
+  { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h1' },
+  { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, log: false, target: 'same', tls: 'h1' },
+  { id: 'h2', label: 'hello over HTTP/2 (10 streams per session)', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h2' },
 ];
 
 const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
@@ -65,6 +70,9 @@ async function main(): Promise<void> {
   if (scenarios.length === 0 && !only?.has('stats')) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')},stats`);
 
   const www = benchSite('quiesce-bench-data-');
+  const cert = scenarios.some((s) => s.tls) ? benchCert() : undefined;
+  const h2gen = h2loadGen();
+  if (!h2gen && scenarios.some((s) => s.tls === 'h2')) process.stderr.write('bench: no h2load (apt-get install nghttp2-client): the HTTP/2 row is skipped\n');
   const work = dirname(www);
   const nginx = nginxBinary();
   if (!nginx && scenarios.some((s) => s.static)) process.stderr.write('bench: no nginx binary found (apt-get install nginx): the static rows run without nginx\n');
@@ -77,18 +85,21 @@ async function main(): Promise<void> {
   const t0 = performance.now();
 
   for (const s of scenarios) {
+    if (s.tls === 'h2' && !h2gen) continue;
+    const g = s.tls === 'h2' ? h2gen! : gen;
     log(`${s.id}: starting servers`);
     const app = s.app ? join(APPS, s.app) : www;
     const logFile = (n: string) => (s.log ? join(work, `${s.id}-${n}-access.log`) : undefined);
     const started: Running[] = [];
-    const names: readonly ServerName[] = s.static && nginx ? [...SERVERS, 'nginx'] : SERVERS;
+    const names: readonly ServerName[] = (s.static || s.tls) && nginx ? [...SERVERS, 'nginx'] : SERVERS;
+    const tls = s.tls ? { tls: cert!, http2: s.tls === 'h2' } : {};
     let servers: Partial<Record<ServerName, Running>>;
     try {
       const [q, rr, none, ngx] = await Promise.all([
-        startQuiesce({ app, accessLog: logFile('quiesce') }).then((x) => (started.push(x), x)),
-        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr') }).then((x) => (started.push(x), x)),
-        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none') }).then((x) => (started.push(x), x)),
-        names.includes('nginx') ? startNginx({ root: www }).then((x) => (started.push(x), x)) : undefined,
+        startQuiesce({ app, accessLog: logFile('quiesce'), extra: s.tls ? ['--tls-cert', cert!.cert, '--tls-key', cert!.key] : [] }).then((x) => (started.push(x), x)),
+        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr'), ...tls }).then((x) => (started.push(x), x)),
+        startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none'), ...tls }).then((x) => (started.push(x), x)),
+        names.includes('nginx') ? startNginx({ root: www, ...tls, hello: s.tls !== undefined }).then((x) => (started.push(x), x)) : undefined,
       ]);
       servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none, ...(ngx ? { nginx: ngx } : {}) };
     } catch (e) {
@@ -106,14 +117,16 @@ async function main(): Promise<void> {
       rrPrimary = Math.max(rrPrimary, rssKiB(rrServer.pid));
     }, 100);
     try {
-      const url = (n: ServerName) => `http://127.0.0.1:${servers[n]!.port}${s.path}`;
-      if (warmupS > 0) for (const n of names) await gen.run({ url: url(n), durationS: warmupS, connections, threads, close: s.close });
+      const url = (n: ServerName) => `${s.tls ? 'https' : 'http'}://127.0.0.1:${servers[n]!.port}${s.path}`;
+      // h2load: fewer sessions, each with 10 streams
+      const conns = s.tls === 'h2' ? Math.max(1, Math.round(connections / 5)) : connections;
+      if (warmupS > 0) for (const n of names) await g.run({ url: url(n), durationS: warmupS, connections: conns, threads, close: s.close });
       const before = s.share ? await quiesceWorkers(q) : [];
       const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [] } as Record<ServerName, LoadResult[]>;
       for (let r = 0; r < rounds; r++) {
         const order = names.map((_, i) => names[(i + r) % names.length]!);
         for (const n of order) {
-          const x = await gen.run({ url: url(n), durationS, connections, threads, close: s.close });
+          const x = await g.run({ url: url(n), durationS, connections: conns, threads, close: s.close });
           res[n].push(x);
           await sleep(50);
         }
@@ -174,7 +187,7 @@ async function main(): Promise<void> {
   out.push(`load generator: **${gen.name}**${gen.name === 'wrk' ? ` (-t ${threads} -c ${connections}; new connection per request: -H 'Connection: close')` : ` (${connections} connections)`}; ` +
     `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback; ${envLine()}`, '');
   const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'per-round ratios min–max', 'nginx req/s', 'ratio vs nginx (per round)',
-    'p99 quiesce', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
+    'p99 quiesce (h2: mean)', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
   const body: string[][] = [];
   const notes: string[] = [];
   let maxRss = 0;
@@ -182,7 +195,7 @@ async function main(): Promise<void> {
   let maxRR = 0;
   for (const r of rows) {
     const rps = (n: ServerName) => median(r.res[n].map((x) => x.rps));
-    const p99 = (n: ServerName) => median(r.res[n].map((x) => x.p99Ms));
+    const p99 = (n: ServerName) => median(r.res[n].map((x) => (Number.isNaN(x.p99Ms) ? x.p50Ms : x.p99Ms)));
     const better = Math.max(rps('cluster-RR'), rps('cluster-NONE'));
     const ratio = rps('quiesce') / better;
     const ratioRR = rps('quiesce') / rps('cluster-RR');
@@ -225,6 +238,11 @@ async function main(): Promise<void> {
   out.push('- static rows: quiesce serves the directory itself (`quiesce DIR`), node:cluster serves it with `send`' +
     (nginx ? `, nginx (${nginx}) with its own config: 2 workers, sendfile on, tcp_nopush on, access log off, no keep-alive request limit` : '; no nginx binary was found: its columns are empty') +
     '. Framework rows: the same module default-exporting the app.');
+  if (rows.some((r) => r.s.tls)) {
+    out.push('- TLS rows: one self-signed ECDSA P-256 certificate for every server; quiesce with --tls-cert/--tls-key (ALPN h2 and http/1.1), node:cluster workers with https.createServer ' +
+      '(http2.createSecureServer with allowHTTP1 for the HTTP/2 row), nginx with `listen ssl` (and `http2`) answering the same body from its config (`return 200`: no app runs there, the ratio prices the protocol work alone). ' +
+      `HTTP/1.1 rows by ${gen.name} (new connection: Connection: close, a full handshake each, no resumption); HTTP/2 by h2load (${Math.max(1, Math.round(connections / 5))} sessions x 10 streams; its latency column is the mean).`);
+  }
   for (const n of notes) out.push(`- ${n}`);
   out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);
   process.stdout.write(out.join('\n') + '\n');

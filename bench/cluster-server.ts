@@ -14,7 +14,9 @@
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
-import { createWriteStream } from 'node:fs';
+import https from 'node:https';
+import http2 from 'node:http2';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -30,6 +32,9 @@ const { values } = parseArgs({
     listen: { type: 'string', default: '127.0.0.1:0' },
     'access-log': { type: 'string' },
     'close-on-term': { type: 'boolean', default: false },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    http2: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -50,7 +55,7 @@ if (cluster.isPrimary) {
   cluster.on('listening', (_w, address) => {
     if (++listening === n) {
       const h = address.address?.includes(':') ? `[${address.address}]` : address.address ?? host ?? '0.0.0.0';
-      process.stdout.write(`cluster: listening on http://${h}:${address.port} (sched ${values.sched}, ${n} workers)\n`);
+      process.stdout.write(`cluster: listening on ${values['tls-cert'] ? 'https' : 'http'}://${h}:${address.port} (sched ${values.sched}, ${n} workers)\n`);
     }
   });
   cluster.on('exit', (w, code, signal) => {
@@ -67,9 +72,14 @@ if (cluster.isPrimary) {
 } else {
   const handler = await loadHandler();
   const log = values['access-log'] ? createWriteStream(values['access-log'], { flags: 'a' }) : undefined;
-  const server = http.createServer(log ? withAccessLog(handler, log) : handler);
+  const listener = log ? withAccessLog(handler, log) : handler;
+  const tls = values['tls-cert'] ? { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key'] ?? '') } : undefined;
+  // TLS: https.createServer, or http2.createSecureServer taking HTTP/1.1 too (--http2)
+  const server = !tls ? http.createServer(listener)
+    : values.http2 ? http2.createSecureServer({ ...tls, allowHTTP1: true }, listener as unknown as Parameters<typeof http2.createSecureServer>[1])
+      : https.createServer(tls, listener);
   // Same connection timeouts as quiesce's defaults (keep-alive 5 s).
-  server.keepAliveTimeout = 5_000;
+  if ('keepAliveTimeout' in server) server.keepAliveTimeout = 5_000;
   server.listen(port, host);
   process.on('SIGTERM', () => {
     if (!values['close-on-term']) process.exit(0);

@@ -4,7 +4,7 @@
  * /proc readings (RSS, process trees), statistics and markdown tables.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -244,13 +244,13 @@ export async function startQuiesce(o: QuiesceOptions): Promise<Running> {
   const args = [CLI, o.app, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--workers', String(o.workers ?? 2),
     '--pidfile', pidfile, '--access-log', o.accessLog ?? 'off', ...(o.errorLog ? ['--error-log', o.errorLog === true ? join(dir, 'error.log') : o.errorLog] : []), ...(o.extra ?? [])];
   try {
-    return await launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return await launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on https?:\/\/(\S+)/, o.env);
   } catch (e) {
     // others rebuild dist/ in the same tree: a start may read a half-written file. Retry once.
     process.stderr.write(`bench: quiesce failed to start, retrying once in 2 s: ${e instanceof Error ? e.message.split('\n').slice(0, 3).join(' ') : e}\n`);
     await sleep(2000);
     rmSync(pidfile, { force: true });
-    return launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on http:\/\/(\S+)/, o.env);
+    return launch('quiesce', run(args), dir, pidfile, /quiesce: ready /, /listening on https?:\/\/(\S+)/, o.env);
   }
 }
 
@@ -293,7 +293,12 @@ function canConnect(port: number): Promise<boolean> {
  * nginx serving `root` with its own config in a temp dir: N workers, `sendfile on`, access log off,
  * keep-alive without a request limit (as quiesce), in the foreground; resolves once it accepts.
  */
-export async function startNginx(o: { root: string; workers?: number; timeoutMs?: number }): Promise<Running> {
+/**
+ * nginx serving `root`; with `tls`, over TLS on that certificate (HTTP/2 too with `http2`), and
+ * `hello` answers every request with the bench app's body from nginx itself (`return 200`): the
+ * TLS rows compare the protocol work, nginx has no Node app to run.
+ */
+export async function startNginx(o: { root: string; workers?: number; timeoutMs?: number; tls?: TlsPair; http2?: boolean; hello?: boolean }): Promise<Running> {
   const bin = nginxBinary();
   if (!bin) throw new Error('no nginx binary');
   const dir = tempDir('nginx-bench-');
@@ -308,7 +313,10 @@ export async function startNginx(o: { root: string; workers?: number; timeoutMs?
     `  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;`,
     '  types { text/plain txt; text/html html; application/octet-stream bin; }',
     '  default_type application/octet-stream;',
-    `  server { listen 127.0.0.1:${port}; root ${o.root}; }`,
+    o.tls
+      ? `  server { listen 127.0.0.1:${port} ssl${o.http2 ? ' http2' : ''}; ssl_certificate ${o.tls.cert}; ssl_certificate_key ${o.tls.key}; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m; root ${o.root};` +
+        `${o.hello ? ' location / { default_type text/plain; add_header x-pid $pid; return 200 "hello world\\n"; }' : ''} }`
+      : `  server { listen 127.0.0.1:${port}; root ${o.root}; }`,
     '}', ''].join('\n'));
   const r = spawnServer('nginx', [bin, '-e', 'stderr', '-p', dir, '-c', conf], dir, join(dir, 'nginx.pid'), dir);
   r.port = port;
@@ -326,14 +334,30 @@ export async function startNginx(o: { root: string; workers?: number; timeoutMs?
   return r;
 }
 
-export type ClusterOptions = { app?: string; static?: string; sched: 'rr' | 'none'; workers?: number; accessLog?: string; closeOnTerm?: boolean };
+export type ClusterOptions = { app?: string; static?: string; sched: 'rr' | 'none'; workers?: number; accessLog?: string; closeOnTerm?: boolean;
+  /** https.createServer on this pair (http2.createSecureServer with allowHTTP1 when `http2`). */
+  tls?: TlsPair; http2?: boolean };
+
+/** A certificate and its key (PEM files). */
+export type TlsPair = { cert: string; key: string };
+
+/** A self-signed ECDSA P-256 certificate for 127.0.0.1 in a temp dir (openssl), for the TLS rows. */
+export function benchCert(): TlsPair {
+  const dir = tempDir('tls-bench-');
+  const pair = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', pair.key, '-out', pair.cert,
+    '-days', '2', '-subj', '/CN=bench', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore', timeout: 20_000 });
+  chmodSync(dir, 0o755);
+  chmodSync(pair.key, 0o644); // nginx's workers read it as another user
+  return pair;
+}
 
 export async function startCluster(o: ClusterOptions): Promise<Running> {
   const dir = tempDir('cluster-bench-');
   const args = [CLUSTER, ...(o.app ? ['--app', o.app] : []), ...(o.static ? ['--static', o.static] : []), '--sched', o.sched,
     '--workers', String(o.workers ?? 2), '--listen', '127.0.0.1:0', ...(o.accessLog ? ['--access-log', o.accessLog] : []),
-    ...(o.closeOnTerm ? ['--close-on-term'] : [])];
-  return launch(`cluster-${o.sched}`, [process.execPath, ...args], dir, '', /cluster: listening /, /cluster: listening on http:\/\/(\S+)/);
+    ...(o.closeOnTerm ? ['--close-on-term'] : []), ...(o.tls ? ['--tls-cert', o.tls.cert, '--tls-key', o.tls.key] : []), ...(o.http2 ? ['--http2'] : [])];
+  return launch(`cluster-${o.sched}`, [process.execPath, ...args], dir, '', /cluster: listening /, /cluster: listening on https?:\/\/(\S+)/);
 }
 
 /** Run the quiesce CLI (a verb against an instance); bounded in time. */

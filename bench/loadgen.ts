@@ -11,6 +11,43 @@ export type LoadResult = { rps: number; p99Ms: number; p50Ms: number; requests: 
 export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean; /** wrk only: run it on this CPU (taskset). */ cpu?: number };
 export type LoadGen = { name: string; run: (o: LoadOptions) => Promise<LoadResult> };
 
+/** h2load (nghttp2-client) for the HTTP/2 rows, or undefined when it is not installed. */
+export function h2loadGen(): LoadGen | undefined {
+  try { execFileSync('h2load', ['--version'], { stdio: 'ignore', timeout: 5_000 }); } catch { return undefined; }
+  return { name: 'h2load', run: runH2load };
+}
+
+/** Run a load tool for `durationS` (killed 30 s past it); resolves with its exit code and its output (stdout, then stderr). */
+function runTool(cmd: string, argv: string[], durationS: number): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(p.pid!);
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const t = setTimeout(() => killTree(p.pid!), (durationS + 30) * 1000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      untrack(p.pid!);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+/** HTTP/2: `connections` sessions of 10 concurrent streams each, for the duration. No p99 (h2load gives min/max/mean). */
+async function runH2load(o: LoadOptions): Promise<LoadResult> {
+  const args = ['-c', String(o.connections), '-m', '10', '-t', String(o.threads), '-D', String(o.durationS), o.url];
+  const { code, out, err } = await runTool('h2load', args, o.durationS);
+  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1]);
+  const req = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  if (code !== 0 || !Number.isFinite(rps) || !req) throw new Error(`h2load ${args.join(' ')} failed (code ${code}): ${out}\n${err}`);
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out)?.[1];
+  return { rps, p50Ms: wrkTime(mean), p99Ms: NaN, requests: Number(req[2]), errors: Number(req[3]) + Number(req[4]) + Number(req[5]), non2xx: codes ? Number(codes[3]) + Number(codes[4]) : 0 };
+}
+
 export function hasWrk(): boolean {
   try { execFileSync('wrk', ['--version'], { stdio: 'ignore', timeout: 5_000 }); return true; } catch (e) {
     // wrk --version exits 1 after printing its banner; only ENOENT means it is absent
@@ -31,35 +68,22 @@ function wrkTime(s: string | undefined): number {
   return m ? Number(m[1]) * UNIT_MS[m[2]!]! : NaN;
 }
 
-function runWrk(o: LoadOptions): Promise<LoadResult> {
+async function runWrk(o: LoadOptions): Promise<LoadResult> {
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--latency', '--timeout', '5s',
     ...(o.close ? ['-H', 'Connection: close'] : []), o.url];
-  return new Promise((resolve, reject) => {
-    const [cmd, argv] = o.cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(o.cpu), 'wrk', ...args]];
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    track(p.pid!);
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const t = setTimeout(() => killTree(p.pid!), (o.durationS + 30) * 1000);
-    p.on('error', reject);
-    p.on('close', (code) => {
-      clearTimeout(t);
-      untrack(p.pid!);
-      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-      if (code !== 0 || !Number.isFinite(rps)) { reject(new Error(`wrk ${args.join(' ')} failed (code ${code}): ${out}\n${err}`)); return; }
-      const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      resolve({
-        rps,
-        p50Ms: wrkTime(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
-        p99Ms: wrkTime(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
-        requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
-        errors: sock ? sock.slice(1).reduce((a, x) => a + Number(x), 0) : 0,
-        non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-      });
-    });
-  });
+  const [cmd, argv] = o.cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(o.cpu), 'wrk', ...args]];
+  const { code, out, err } = await runTool(cmd, argv, o.durationS);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  if (code !== 0 || !Number.isFinite(rps)) throw new Error(`wrk ${args.join(' ')} failed (code ${code}): ${out}\n${err}`);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    rps,
+    p50Ms: wrkTime(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+    p99Ms: wrkTime(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+    errors: sock ? sock.slice(1).reduce((a, x) => a + Number(x), 0) : 0,
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+  };
 }
 
 async function runAutocannon(o: LoadOptions): Promise<LoadResult> {

@@ -68,7 +68,7 @@ export interface ConfigFile {
   /** The app: a module, a directory of static files, or "" for the bundled site (the positional APP argument wins). */
   app?: string;
   /** One address, or a list. */
-  listen?: string | string[];
+  listen?: string | ListenEntry | Array<string | ListenEntry>;
   admin?: string;
   workers?: number;
   gracefulTimeout?: Duration;
@@ -112,7 +112,20 @@ export interface ConfigFile {
   adminToken?: string;
   adminTokenFile?: string;
   statusQuery?: boolean;
+  /** PEM certificate chain for TLS on every listen address without TLS of its own. */
+  tlsCert?: string;
+  /** PEM private key of tlsCert. */
+  tlsKey?: string;
+  /** PEM CA certificates: clients must present a certificate they signed (mutual TLS). */
+  tlsCa?: string;
+  /** File holding the passphrase of an encrypted tlsKey (or QUIESCE_TLS_PASSPHRASE). */
+  tlsPassphraseFile?: string;
+  /** HTTP/2 over TLS by ALPN: "on" (default) or "off". */
+  http2?: 'on' | 'off';
 }
+
+/** A listen address with TLS of its own (or `tls: false`: plain HTTP even with tlsCert set). */
+export type ListenEntry = { address: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsPassphraseFile?: string; tls?: boolean };
 
 /** Types a config file for the editor; returns it unchanged: `export default defineConfig({ listen: ['8080'] })`. */
 export function defineConfig<T extends ConfigFile | (() => ConfigFile | Promise<ConfigFile>)>(config: T): T {

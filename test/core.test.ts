@@ -226,7 +226,7 @@ test('bad flags and config name the fault and exit 2', async () => {
   const one = await runCli(['configtest', '--config', bad]);
   assert.equal(one.code, 0, one.stderr);
   assert.match(one.stdout, /listen 127\.0\.0\.1:8089;/);
-  for (const [value, want] of [[{ listen: [5] }, /"listen\.0": not text, got 5/], [{ autoindex: 'yes' }, /"autoindex": not true or false, got "yes"/], [[1], /must hold an object of settings/]] as const) {
+  for (const [value, want] of [[{ listen: [5] }, /"listen\.0": not an address or a listen entry, got 5/], [{ autoindex: 'yes' }, /"autoindex": not true or false, got "yes"/], [[1], /must hold an object of settings/]] as const) {
     writeFileSync(bad, JSON.stringify(value));
     const r = await runCli(['configtest', '--config', bad]);
     assert.equal(r.code, 2, r.stderr);

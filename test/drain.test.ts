@@ -13,6 +13,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, alive, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
+import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
 
 /**
@@ -39,19 +40,6 @@ async function stopUnderLoad(target: string, pid: number, port: number, o: { rat
     commands: [{ atS: o.atS ?? 1.2, run: () => { queued = port > 0 ? listenQueue(port) : 0; process.kill(pid, o.signal ?? 'SIGTERM'); } }],
   });
   return { probe, queued };
-}
-
-function summary(p: ProbeResult): string {
-  return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} timeout=${p.timeout} other=${p.other} ${JSON.stringify(p.other_by_code)}`;
-}
-
-function assertNothingCut(p: ProbeResult): void {
-  assert.equal(p.cut, 0, summary(p));
-  assert.equal(p.ka_race, 0, summary(p));
-  assert.equal(p.timeout, 0, summary(p));
-  assert.equal(p.other, 0, summary(p));
-  assert.equal(p.forced, 0, summary(p));
-  assert.equal(p.ok + p.refused, p.sent, summary(p));
 }
 
 /**

@@ -214,6 +214,9 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   const { parseListen } = await import('../master/listeners.js');
   for (const l of cfg.listen) parseListen(l);
   if (cfg.admin !== 'off' && cfg.admin !== 'auto') parseListen(cfg.admin, process.cwd(), '--admin');
+  // certificates and keys read and checked as the start would (a mismatched pair names its files)
+  const { readTls } = await import('../master/tls.js');
+  const tls = readTls(cfg, cfg.listen);
   const { resolveAppSpec } = await import('../worker/app-spec.js');
   const spec = resolveAppSpec(cfg.app || undefined, process.cwd(), cfg);
   let what = spec.kind === 'module' ? `app ${spec.path}` : spec.kind === 'dir' ? `static files in ${spec.root}` : 'the bundled site';
@@ -224,7 +227,8 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
     if (!r.ok) throw new QuiesceError('APP_FAILED', appFailedMessage(r.message));
     what += ` loads as a ${r.kind} app${init ? ', init() ran' : ''}`;
   }
-  process.stdout.write(`quiesce: configuration ok (${what}; listen ${cfg.listen.join(' ')}; ${cfg.workers} workers)\n`);
+  const tlsText = tls ? `; TLS on ${tls.byText.size} listener(s): ${tls.certs.map((c) => `${c.subject} until ${c.notAfter}`).join(', ')}` : '';
+  process.stdout.write(`quiesce: configuration ok (${what}; listen ${cfg.listen.join(' ')}; ${cfg.workers} workers${tlsText})\n`);
   return EXIT.OK;
 }
 

@@ -242,8 +242,8 @@ export function info(l: Listener): ListenerInfo {
 }
 
 /** The URL-ish form printed at start and in status. */
-export function describe(l: Listener): string {
-  return l.spec.kind === 'unix' ? `unix:${l.address}` : `http://${l.address}`;
+export function describe(l: Listener, tls = false): string {
+  return l.spec.kind === 'unix' ? `unix:${l.address}${tls ? ' (TLS)' : ''}` : `${tls ? 'https' : 'http'}://${l.address}`;
 }
 
 /**

@@ -7,7 +7,7 @@ import { EXIT, QuiesceError, WORKER_EXIT, errorMessage, appFailedMessage } from 
 import { SIGNAL_VERBS, REPEAT_SIGNAL_MS, type Verb } from '../shared/signals.js';
 import { controlSocketPath, type ControlReply, type ControlRequest } from '../shared/control-protocol.js';
 import { SETTINGS, type Config, type Key } from '../shared/config.js';
-import type { AppSpecWire, RetireReason, ToMaster } from '../shared/ipc.js';
+import type { AppSpecWire, Protocol, RetireReason, ToMaster } from '../shared/ipc.js';
 import { STATS_INTERVAL_MS } from '../shared/ipc.js';
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
@@ -15,6 +15,7 @@ import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listen
 import { badNode, predecessorInbox, unexpected, quiesceVersion, readHandover, spawnSuccessor, successorInbox, toPredecessor, type FromSuccessor, type HandedTotals, type Handover, type Inbox, type LinkEnd, type MasterInfo, type ToSuccessor } from './upgrade.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
+import { newTicketKeys, readTls, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
@@ -144,10 +145,12 @@ export class Master {
     }
     const passed = this.listeners.filter((l) => l.inherited !== undefined);
     this.nextListenerId = this.listeners.length;
+    const toBind = this.toBind(this.cfg, passed).filter((text) => !this.listeners.some((l) => l.spec.text === text));
+    let tls: ReturnType<typeof readTls>;
     try {
-      for (const text of this.toBind(this.cfg, passed)) {
-        if (!this.listeners.some((l) => l.spec.text === text)) this.listeners.push(this.bind(this.nextListenerId++, text));
-      }
+      // certificates and keys are checked before anything is bound: a bad pair fails the start here
+      tls = readTls(this.cfg, [...this.listeners.map((l) => l.spec.text), ...toBind]);
+      for (const text of toBind) this.listeners.push(this.bind(this.nextListenerId++, text));
     } catch (err) {
       for (const l of this.listeners) this.dropListener(l);
       return tell(err);
@@ -158,7 +161,7 @@ export class Master {
     }
     for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
 
-    this.generation = this.newGeneration(this.cfg, appSpec);
+    this.generation = this.newGeneration(this.cfg, appSpec, tls);
     const started = this.spawnGeneration(this.generation, this.cfg.workers);
     const abort = async (err: unknown): Promise<never> => {
       if (handover) {
@@ -188,7 +191,7 @@ export class Master {
     }
     this.enter({ s: 'serving', since: Date.now() });
     setInterval(() => this.watch(), WATCH_MS).unref();
-    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l)}\n`);
+    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l, this.generation.tlsByText.has(l.spec.text))}\n`);
     if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
     if (handover) process.stdout.write(`quiesce: took over from pid ${handover.from} (node ${process.version}, quiesce ${quiesceVersion()})\n`);
     process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
@@ -441,11 +444,17 @@ export class Master {
     else this.log.notice('drain-mode', fields);
   }
 
-  private newGeneration(cfg: Config, appSpec: AppSpecWire): Generation {
+  private newGeneration(cfg: Config, appSpec: AppSpecWire, tls: GenerationTls | undefined): Generation {
     const n = this.nextGeneration++;
     this.generationsRun.push(n);
+    for (const c of tls?.certs ?? []) this.log.notice('tls-certificate', { generation: n, listeners: c.listeners, subject: c.subject, not_after: c.notAfter, sha256: c.fingerprint });
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
-    return { n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address, successor: this.handover ? true : undefined } };
+    return {
+      n, startedAt: Date.now(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address, successor: this.handover ? true : undefined },
+      // (an app that brings its own TLS server still gets the generation's ticket keys)
+      tls: tls?.wire ?? { contexts: [], ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' },
+      tlsByText: tls?.byText ?? new Map(),
+    };
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -521,6 +530,10 @@ export class Master {
     this.ofExited.accepted += st.accepted ?? 0;
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
+    if (st.protocols) {
+      const by = (this.ofExited.byProtocol ??= {});
+      for (const [p, x] of Object.entries(st.protocols) as Array<[Protocol, { requests: number }]>) by[p] = (by[p] ?? 0) + x.requests;
+    }
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
@@ -1086,7 +1099,15 @@ export class Master {
       for (const l of added) closeHandle(l);
       return this.reloadFailed(errorMessage(err));
     }
-    const gen = this.newGeneration(cfg, appSpec);
+    // certificates and keys are read anew (a renewed certificate goes live); a bad pair rolls back now
+    let tls: GenerationTls | undefined;
+    try {
+      tls = readTls(cfg, wanted);
+    } catch (err) {
+      for (const l of added) closeHandle(l);
+      return this.reloadFailed(`tls: ${errorMessage(err)}`);
+    }
+    const gen = this.newGeneration(cfg, appSpec, tls);
     this.enter({ s: 'reloading', since: t0, to: gen.n });
     // at most two generations alive: let the previous reload's retiring workers finish first
     const lingering = [...this.workers].filter((w) => w.phase === 'retiring');
@@ -1203,13 +1224,15 @@ export class Master {
   private async restart(progress: (m: string) => void): Promise<Result> {
     if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot restart while ${this.state.s}` };
     let cfg: Config;
+    let tls: GenerationTls | undefined;
     try {
       cfg = await this.loadConfig();
+      tls = readTls(cfg, this.listeners.filter((l) => l.state !== 'closed').map((l) => l.spec.text));
     } catch (err) {
       return { type: 'result', ok: false, message: `restart failed: ${errorMessage(err)}` };
     }
     const old = [...this.workers];
-    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg));
+    const gen = this.newGeneration(cfg, resolveAppSpec(cfg.app || undefined, process.cwd(), cfg), tls);
     for (const w of old) { w.retire('restart', escalation(0, cfg.killGrace)); w.send({ t: 'force' }); }
     const fresh = this.spawnGeneration(gen, cfg.workers);
     this.generation = gen;

@@ -7,7 +7,7 @@ import { closeSync } from 'node:fs';
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
-import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerStats, type RetireReason } from '../shared/ipc.js';
+import { isToMaster, type ToMaster, type ToWorker, type WorkerBoot, type WorkerStats, type RetireReason, type TlsWire } from '../shared/ipc.js';
 import type { Listener } from './listeners.js';
 import { info } from './listeners.js';
 import { loadNative } from '../native/index.js';
@@ -22,6 +22,10 @@ export type Generation = {
   n: number;
   boot: Omit<WorkerBoot, 'slot' | 'generation' | 'listeners'>;
   startedAt: number;
+  /** Its TLS material (master/tls.ts): certificates read at its start, ticket keys of its own. */
+  tls: TlsWire;
+  /** --listen text → context in `tls`, for the TLS listeners. */
+  tlsByText: ReadonlyMap<string, number>;
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -96,10 +100,14 @@ function logChannel(): { childFd: number; masterFd: number } | undefined {
   }
 }
 
-/** The worker's environment: the master's, less the admin token and systemd's variables (only the master speaks to systemd), plus its boot. */
+/**
+ * The worker's environment: the master's, less the admin token, the TLS key's passphrase (the
+ * master decrypts the key: workers get it over IPC) and systemd's variables (only the master
+ * speaks to systemd), plus its boot.
+ */
 function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, QUIESCE_ROLE: 'worker', QUIESCE_WORKER: JSON.stringify(boot) };
-  for (const k of ['QUIESCE_ADMIN_TOKEN', ...SYSTEMD_ENV]) delete env[k];
+  for (const k of ['QUIESCE_ADMIN_TOKEN', 'QUIESCE_TLS_PASSPHRASE', ...SYSTEMD_ENV]) delete env[k];
   return env;
 }
 
@@ -165,7 +173,7 @@ export class WorkerProc {
       ...generation.boot, slot, generation: generation.n,
       listeners: listeners.map((l, i) => {
         const gate = l.gate && { ...l.gate, fd: LISTENER_FD0 + i, gateFd: LISTENER_FD0 + fds.push(l.gate.gateFd) - 1, plugFd: LISTENER_FD0 + fds.push(l.gate.plugFd) - 1 };
-        return { ...info(l), fd: LISTENER_FD0 + i, gate };
+        return { ...info(l), fd: LISTENER_FD0 + i, gate, tls: generation.tlsByText.get(l.spec.text) };
       }),
     };
     const log = logChannel();
@@ -248,6 +256,7 @@ export class WorkerProc {
         if (delay < STALL_LOOP_MS) this.stalledSince = undefined;
         else this.stalledSince ??= Date.now() - delay;
       }
+      if (m.t === 'tls-ask') this.send({ t: 'tls', tls: generation.tls });
       if (m.t === 'retire-me' && m.reason === 'error') { this.lastWords = m.detail; failNow(`worker ${this.pid} failed: ${m.detail}`); }
       if ('seq' in m) { const w = this.waiters.get(m.seq); if (w) { this.waiters.delete(m.seq); w(m); } }
       onMessage(this, m);

@@ -7,9 +7,9 @@ import type { OutcomeKind } from './types.js';
  * path), or a unix socket's accept queue was full at connect() (EAGAIN: where TCP drops the SYN
  * and retries, a unix connect fails at once; nothing was sent either way).
  */
-const REFUSED = new Set(['ECONNREFUSED', 'ENOENT', 'EAGAIN']);
-/** The server ended an established connection. */
-const RESET = new Set(['ECONNRESET', 'EPIPE', 'EOF', 'ECONNABORTED']);
+const REFUSED = new Set(['ECONNREFUSED', 'ENOENT', 'EAGAIN', 'REFUSED_STREAM', 'GOAWAY']);
+/** The server ended an established connection (H2_RESET: an HTTP/2 stream reset, or its session gone, before its response was complete). */
+const RESET = new Set(['ECONNRESET', 'EPIPE', 'EOF', 'ECONNABORTED', 'H2_RESET']);
 
 export const FORCED_HEADER = 'quiesce-forced';
 

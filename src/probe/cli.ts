@@ -7,9 +7,12 @@ import { renderTimeline, timelineFile } from './timeline.js';
 import { formatTarget, UsageError } from './target.js';
 import type { ProbeOptions } from './types.js';
 
-export const USAGE = `usage: quiesce probe --target HOST:PORT|[v6]:PORT|unix:PATH [--path P] [--rate N] [--keepalive K]
-                     [--duration S] [--at T --run "COMMAND"]... [--timeout S] [--json] [--timeline FILE]
+export const USAGE = `usage: quiesce probe --target [https://]HOST:PORT|[v6]:PORT|unix:PATH [--path P] [--rate N] [--keepalive K]
+                     [--http2 [--streams N]] [--duration S] [--at T --run "COMMAND"]... [--timeout S] [--json] [--timeline FILE]
 
+  --target        https://HOST:PORT speaks TLS (HTTP/1.1, or HTTP/2 with --http2; the certificate is not checked)
+  --http2         HTTP/2: each keep-alive client is a session of --streams concurrent streams (default 1);
+                  REFUSED_STREAM and GOAWAY count as refused, a stream reset mid-response as cut
   --rate N        open N new connections per second, one request each (Connection: close)
   --keepalive K   K clients sending requests back to back on persistent connections
                   (neither given: --rate 100)
@@ -32,6 +35,8 @@ const OPTIONS = {
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   timeline: { type: 'string' },
+  http2: { type: 'boolean' },
+  streams: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -56,7 +61,7 @@ export function parseProbeArgs(argv: string[]): { options: ProbeOptions; json: b
     throw new UsageError(`${m?.[1] ?? 'arguments'}: ${msg.split('\n')[0]!}`);
   }
   if (values.help) return { options: { target: '' }, json: false, help: true };
-  if (values.target === undefined) throw new UsageError('--target: missing (HOST:PORT, [v6]:PORT or unix:PATH)');
+  if (values.target === undefined) throw new UsageError('--target: missing ([https://]HOST:PORT, [v6]:PORT or unix:PATH)');
   const ats = values.at ?? [];
   const runs = values.run ?? [];
   if (ats.length !== runs.length) throw new UsageError(`--at/--run: each --at T needs one --run "COMMAND" (got ${ats.length} --at, ${runs.length} --run)`);
@@ -73,6 +78,9 @@ export function parseProbeArgs(argv: string[]): { options: ProbeOptions; json: b
   if (duration !== undefined) options.durationS = duration;
   const timeout = num('timeout', values.timeout);
   if (timeout !== undefined) options.timeoutS = timeout;
+  if (values.http2) options.http2 = true;
+  const streams = num('streams', values.streams);
+  if (streams !== undefined) options.streams = streams;
   if (values.timeline === '') throw new UsageError('--timeline: empty file name');
   return { options, json: values.json ?? false, ...(values.timeline !== undefined ? { timeline: values.timeline } : {}), help: false };
 }

@@ -1,6 +1,7 @@
 // One raw client socket that carries requests one at a time and reports, for each,
 // exactly what came back: a complete response, or an error/EOF with the byte count.
 import { createConnection, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { ResponseParser, type ParsedResponse } from './parser.js';
 import type { Target } from './types.js';
 
@@ -25,6 +26,11 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** TLS client options for a target (net's `family` and `noDelay` pass through to the socket; tls' types omit them). The certificate is not checked: the probe measures, it does not trust. */
+export function tlsOptions(target: Extract<Target, { kind: 'tcp' }>, alpn: string): ConnectionOptions {
+  return { host: target.host, port: target.port, family: target.family, noDelay: true, rejectUnauthorized: false, ALPNProtocols: [alpn] } as ConnectionOptions;
+}
+
 export class Connection {
   /** Requests written on this socket so far. */
   requests = 0;
@@ -34,10 +40,14 @@ export class Connection {
   private pending: Pending | null = null;
 
   constructor(target: Target, gauge: SocketGauge) {
+    // TLS: 'connect' is the TCP handshake's end (established); the request is written once the
+    // TLS handshake is done, so a reset during it is a cut too
     this.socket =
       target.kind === 'unix'
         ? createConnection({ path: target.path })
-        : createConnection({ host: target.host, port: target.port, family: target.family, noDelay: true });
+        : target.tls
+          ? tlsConnect(tlsOptions(target, 'http/1.1'))
+          : createConnection({ host: target.host, port: target.port, family: target.family, noDelay: true });
     gauge.open++;
     this.socket.once('close', () => {
       gauge.open--;

@@ -1,9 +1,11 @@
 // runProbe: checks the options, runs the load and the commands, and builds the result.
+import { setMaxListeners } from 'node:events';
 import { classify } from './classify.js';
 import { Clock } from './clock.js';
 import { runCommandAt } from './commands.js';
 import { SocketGauge } from './connection.js';
 import { keepAliveClient, runRate, type LoadContext } from './load.js';
+import { h2Client } from './h2.js';
 import { buildResult, GENERATION_HEADER } from './tally.js';
 import { hostHeader, parseTarget, resolveTarget, UsageError } from './target.js';
 import type { Outcome, ProbeCommand, ProbeOptions, ProbeResult, Target } from './types.js';
@@ -31,6 +33,8 @@ interface Settings {
   commands: ProbeCommand[];
   maxSockets: number;
   maxRequests: number;
+  http2: boolean;
+  streams: number;
 }
 
 /** Validates options; throws UsageError naming the CLI flag at fault. */
@@ -53,6 +57,9 @@ export function normalizeOptions(opts: ProbeOptions): Settings {
   checkNumber('maxSockets', maxSockets, keepalive + 1, 100_000, true);
   const maxRequests = opts.maxRequests ?? DEFAULTS.maxRequests;
   checkNumber('maxRequests', maxRequests, 1, 10_000_000, true);
+  const streams = opts.streams ?? 1;
+  checkNumber('--streams', streams, 1, 1000, true);
+  check(!opts.http2 || (target.kind === 'tcp' && target.tls === true), '--http2: needs an https:// target');
   const commands = opts.commands ?? [];
   for (const c of commands) {
     checkNumber('--at', c.atS, 0, durationS);
@@ -69,6 +76,8 @@ export function normalizeOptions(opts: ProbeOptions): Settings {
     commands,
     maxSockets,
     maxRequests,
+    http2: opts.http2 === true,
+    streams,
   };
 }
 
@@ -84,6 +93,8 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
   const target = await resolveTarget(s.target);
   const clock = new Clock();
   const stop = new AbortController();
+  // every keep-alive client (each HTTP/2 stream loop) may wait on it at once
+  setMaxListeners(s.keepalive * s.streams + s.commands.length + 16, stop.signal);
   const userSignal = opts.signal ?? new AbortController().signal;
   let stoppedAt = s.durationMs;
   const halt = (): void => {
@@ -103,6 +114,8 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
     stop: stop.signal,
     requestClose: request(s.path, hostHeader(target), 'close'),
     requestKeepAlive: request(s.path, hostHeader(target), 'keep-alive'),
+    path: s.path,
+    http2: s.http2,
     takeBudget: () => budget-- > 0,
     record(e, mode, startMs, reused) {
       const c = classify(e, reused);
@@ -123,7 +136,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
     const kaGauge = new SocketGauge(s.keepalive);
     const [rateStats] = await Promise.all([
       s.rate > 0 ? runRate(ctx, s.rate, s.durationMs, rateGauge) : Promise.resolve({ sent: 0, behind: 0 }),
-      Promise.all(Array.from({ length: s.keepalive }, () => keepAliveClient(ctx, kaGauge))),
+      Promise.all(Array.from({ length: s.keepalive }, () => (s.http2 ? h2Client(ctx, s.streams, kaGauge) : keepAliveClient(ctx, kaGauge)))),
     ]);
     const commandResults = await commands;
     return buildResult(outcomes, {

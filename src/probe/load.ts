@@ -4,6 +4,7 @@ import { classify, type Classified } from './classify.js';
 import type { Clock } from './clock.js';
 import { Connection, type Exchange, type SocketGauge } from './connection.js';
 import type { Target } from './types.js';
+import { h2OneShot } from './h2.js';
 
 /** A due slot later than this is not sent in a burst: it is skipped and counted as behind. */
 const LATE_MS = 50;
@@ -17,6 +18,10 @@ export interface LoadContext {
   stop: AbortSignal;
   requestClose: Buffer;
   requestKeepAlive: Buffer;
+  /** The request path (HTTP/2 builds its own requests). */
+  path: string;
+  /** HTTP/2 over TLS instead of HTTP/1.1. */
+  http2: boolean;
   /** Takes one request from the run's budget; false when it is spent. */
   takeBudget(): boolean;
   record(e: Exchange, mode: 'rate' | 'keepalive', startMs: number, reused: boolean): Classified;
@@ -56,6 +61,7 @@ export async function runRate(ctx: LoadContext, rate: number, durationMs: number
 }
 
 async function oneShot(ctx: LoadContext, gauge: SocketGauge): Promise<void> {
+  if (ctx.http2) return h2OneShot(ctx, gauge);
   const start = ctx.clock.now();
   const conn = new Connection(ctx.target, gauge);
   const e = await conn.exchange(ctx.requestClose, 'GET', ctx.timeoutMs);

@@ -14,8 +14,14 @@ function parsePort(s: string, text: string): number {
   return Number(s);
 }
 
-/** Parses the text only; the host name is resolved later by resolveTarget. */
+/** Parses the text only; the host name is resolved later by resolveTarget. `https://HOST:PORT`: TLS. */
 export function parseTarget(text: string): Target {
+  if (text.startsWith('https://')) {
+    const t = parseTarget(text.slice(8).replace(/\/$/, ''));
+    if (t.kind !== 'tcp') throw new UsageError(`--target: https:// takes HOST:PORT or [v6]:PORT, got '${text}'`);
+    return { ...t, tls: true };
+  }
+  if (text.startsWith('http://')) return parseTarget(text.slice(7).replace(/\/$/, ''));
   if (text.startsWith('unix:')) {
     const path = text.slice(5);
     if (path === '') throw new UsageError(`--target: empty unix socket path in '${text}'`);
@@ -41,7 +47,7 @@ export async function resolveTarget(t: Target): Promise<Target> {
   }
   try {
     const a = await lookup(t.host);
-    return { kind: 'tcp', host: a.address, port: t.port, family: a.family === 6 ? 6 : 4 };
+    return { kind: 'tcp', host: a.address, port: t.port, family: a.family === 6 ? 6 : 4, ...(t.tls ? { tls: true } : {}) };
   } catch {
     throw new UsageError(`--target: cannot resolve host '${t.host}'`);
   }
@@ -49,10 +55,11 @@ export async function resolveTarget(t: Target): Promise<Target> {
 
 export function formatTarget(t: Target): string {
   if (t.kind === 'unix') return `unix:${t.path}`;
-  return t.family === 6 ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+  const hp = t.family === 6 ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+  return t.tls ? `https://${hp}` : hp;
 }
 
 /** The Host header value for requests to this target. */
 export function hostHeader(t: Target): string {
-  return t.kind === 'unix' ? 'localhost' : formatTarget(t);
+  return t.kind === 'unix' ? 'localhost' : formatTarget({ ...t, tls: false });
 }

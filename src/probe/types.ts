@@ -6,7 +6,8 @@ export type OutcomeKind = 'ok' | 'refused' | 'cut' | 'ka_race' | 'forced' | 'tim
 export const OUTCOME_KINDS: readonly OutcomeKind[] = ['ok', 'refused', 'cut', 'ka_race', 'forced', 'timeout', 'other'];
 
 export type Target =
-  | { kind: 'tcp'; host: string; port: number; family: 4 | 6 }
+  /** `tls`: https:// (HTTP/1.1 over TLS, or HTTP/2 with ProbeOptions.http2); the certificate is not verified. */
+  | { kind: 'tcp'; host: string; port: number; family: 4 | 6; tls?: boolean }
   | { kind: 'unix'; path: string };
 
 /** A command run at a time after the start: a shell line, or (programmatic use) a function. */
@@ -38,6 +39,13 @@ export interface ProbeOptions {
   maxRequests?: number;
   /** Ends the load early (in-flight requests still get their outcome). */
   signal?: AbortSignal;
+  /**
+   * HTTP/2 (an https:// target): each keep-alive client is a session carrying `streams`
+   * concurrent streams back to back; --rate opens a session per request.
+   */
+  http2?: boolean;
+  /** HTTP/2: concurrent streams per keep-alive client's session, default 1. */
+  streams?: number;
 }
 
 /** What happened to one request. Times are milliseconds since the start of the load. */

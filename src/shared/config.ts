@@ -106,6 +106,16 @@ export const SETTINGS = {
     doc: 'file holding the admin token, read at start and at each reload (or the QUIESCE_ADMIN_TOKEN environment variable); never passed to workers' },
   statusQuery: { flag: 'status-query', kind: 'bool', default: false, reload: true,
     doc: 'show requests in flight with their query strings on the status pages (default: paths only; a query may carry secrets)' },
+  tlsCert: { flag: 'tls-cert', kind: 'string', default: '', reload: true,
+    doc: 'PEM certificate (its chain after it) for TLS on every --listen address (a config file\'s listen entry may have its own); read by the master at start and at each reload' },
+  tlsKey: { flag: 'tls-key', kind: 'string', default: '', reload: true,
+    doc: 'PEM private key of --tls-cert; encrypted keys take their passphrase from --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE' },
+  tlsCa: { flag: 'tls-ca', kind: 'string', default: '', reload: true,
+    doc: 'PEM CA certificates: clients must present a certificate they signed (mutual TLS)' },
+  tlsPassphraseFile: { flag: 'tls-passphrase-file', kind: 'string', default: '', reload: true,
+    doc: 'file holding the passphrase of an encrypted --tls-key (or the QUIESCE_TLS_PASSPHRASE environment variable; never on the command line)' },
+  http2: { flag: 'http2', kind: 'string', default: 'on', reload: true,
+    doc: 'HTTP/2 over TLS, chosen by ALPN (h2, else http/1.1), for the apps that speak it (Node listeners, fetch handlers, http2 servers); "off": HTTP/1.1 only' },
 } as const satisfies Record<string, Setting>;
 
 export type Key = keyof typeof SETTINGS;
@@ -139,13 +149,25 @@ const int = numeric((x) => {
 const str = v.string(got('not text'));
 const bool = v.boolean(got('not true or false'));
 const address = v.pipe(str, v.minLength(1, 'empty address'));
+/** A config file's listen entry with TLS of its own: `{ "address": "443", "tlsCert": "…", "tlsKey": "…" }`; `"tls": false` keeps it plain under --tls-cert. */
+const listenEntry = v.strictObject({
+  address,
+  tlsCert: v.optional(str),
+  tlsKey: v.optional(str),
+  tlsCa: v.optional(str),
+  tlsPassphraseFile: v.optional(str),
+  tls: v.optional(bool),
+}, (i) => `not a listen entry (address, tlsCert, tlsKey, tlsCa, tlsPassphraseFile, tls), got ${i.received}`);
+export type ListenEntry = v.InferOutput<typeof listenEntry>;
+/** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags. */
+export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string };
 
 export const configSchema = v.strictObject({
   // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
   listen: v.pipe(
     v.unknown(),
     v.transform((x) => (typeof x === 'string' ? [x] : x)),
-    v.array(address, got('not an address or a list of addresses')),
+    v.array(v.union([address, listenEntry], got('not an address or a listen entry')), got('not an address or a list of addresses')),
     v.minLength(1, 'at least one listen address'),
   ),
   admin: address,
@@ -185,11 +207,20 @@ export const configSchema = v.strictObject({
   adminToken: str,
   adminTokenFile: str,
   statusQuery: bool,
+  tlsCert: str,
+  tlsKey: str,
+  tlsCa: str,
+  tlsPassphraseFile: str,
+  http2: oneOf(['on', 'off']),
   /** The positional argument: an app module, a directory, or '' for the bundled site. */
   app: str,
 });
 
-export type Config = Readonly<v.InferOutput<typeof configSchema>> & { readonly listen: readonly string[] };
+export type Config = Readonly<Omit<v.InferOutput<typeof configSchema>, 'listen'>> & {
+  readonly listen: readonly string[];
+  /** Listen entries of a config file given as objects with TLS of their own (or `tls: false`), by address. */
+  readonly listenTls?: Readonly<Record<string, ListenEntry>>;
+};
 /** Raw, unvalidated settings as they come from flags or a file. */
 export type RawConfig = Partial<Record<Key | 'app', unknown>>;
 
@@ -234,7 +265,12 @@ export function validate(raw: RawConfig, source: string): Config {
     const name = setting && source === 'flags' ? `--${setting.flag}` : `"${issue.path?.map((p) => String(p.key)).join('.') ?? top}"`;
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name}: ${issue.message}`);
   }
-  const cfg = { ...r.output };
+  const { listen: entries, ...rest } = r.output;
+  const own = entries.filter((e): e is ListenEntry => typeof e !== 'string');
+  const cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { listen: string[]; listenTls?: Record<string, ListenEntry> } = {
+    ...rest, listen: entries.map((e) => (typeof e === 'string' ? e : e.address)),
+  };
+  if (own.length > 0) cfg.listenTls = Object.fromEntries(own.map((e) => [e.address, e]));
   crossCheck(cfg, source);
   if (cfg.workers === 0) cfg.workers = cpuCount();
   return Object.freeze(cfg);
@@ -259,12 +295,20 @@ export function withAdminToken(cfg: Config, env: NodeJS.ProcessEnv = process.env
 }
 
 /** The rules between settings, checked at parse time (a worker would fail on them at its start, every one of them). */
-function crossCheck(cfg: v.InferOutput<typeof configSchema>, source: string): void {
+function crossCheck(cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { listenTls?: Record<string, ListenEntry> }, source: string): void {
   const name = (k: Key) => (source === 'flags' ? `--${SETTINGS[k].flag}` : `"${k}"`);
   const secs = (ms: number) => `${ms / 1000} s`;
   // Node's http.createServer refuses it (ERR_OUT_OF_RANGE): 0 turns the request timeout off
   if (cfg.requestTimeout > 0 && cfg.headersTimeout > cfg.requestTimeout) {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('requestTimeout')} (${secs(cfg.requestTimeout)}) must be at least ${name('headersTimeout')} (${secs(cfg.headersTimeout)}), or 0 for none`);
+  }
+  if ((cfg.tlsCert === '') !== (cfg.tlsKey === '')) {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsCert')} and ${name('tlsKey')} go together: give both`);
+  }
+  for (const e of Object.values(cfg.listenTls ?? {})) {
+    if ((e.tlsCert === undefined) !== (e.tlsKey === undefined)) {
+      throw new QuiesceError('CONFIG_INVALID', `${source}: listen entry ${JSON.stringify(e.address)}: tlsCert and tlsKey go together: give both`);
+    }
   }
   if (cfg.group !== '' && cfg.user === '') {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('group')} needs ${name('user')} (workers drop privileges to a user and, optionally, a group)`);
@@ -304,6 +348,20 @@ export async function loadConfigFile(path: string): Promise<RawConfig> {
     const hint = /\.[cm]?ts$/.test(ext) ? ' (TypeScript config files need a Node that strips types, >= 22.18; else use .json or .js)' : '';
     throw new QuiesceError('CONFIG_FILE', `--config ${path}: ${errorMessage(err)}${hint}`);
   }
+}
+
+/**
+ * The TLS files of the listener given as `address` in --listen/"listen", or undefined for plain
+ * HTTP: its own listen entry's, else the --tls-* flags' (which apply to every address that has
+ * none of its own, unless the entry says `tls: false`).
+ */
+export function tlsFilesOf(cfg: Config, address: string): TlsFiles | undefined {
+  const e = cfg.listenTls?.[address];
+  if (e?.tlsCert !== undefined && e.tlsKey !== undefined) {
+    return { cert: e.tlsCert, key: e.tlsKey, ca: e.tlsCa ?? cfg.tlsCa, passphraseFile: e.tlsPassphraseFile ?? cfg.tlsPassphraseFile, source: `listen entry ${JSON.stringify(address)}` };
+  }
+  if (e?.tls === false || cfg.tlsCert === '') return undefined;
+  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: '--tls-cert/--tls-key' };
 }
 
 /** Merge: defaults, then the file, then flags. */

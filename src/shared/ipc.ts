@@ -32,6 +32,11 @@ export type WorkerBoot = {
   successor?: boolean;
 };
 
+/** One certificate chain and its (unencrypted) key, PEM; `ca`: clients must present a certificate it signed. */
+export type TlsContextWire = { cert: string; key: string; ca?: string };
+/** A generation's TLS material: contexts (ListenerBoot.tls indexes them), shared session ticket keys (base64, 48 bytes). */
+export type TlsWire = { contexts: TlsContextWire[]; ticketKeys: string; http2: boolean };
+
 export type AppSpecWire =
   | { kind: 'site'; fileCache?: number; staticMaxAge?: number }
   | { kind: 'dir'; root: string; autoindex: boolean; fileCache?: number; staticMaxAge?: number }
@@ -44,7 +49,11 @@ export type ListenerInfo = { id: number; kind: 'tcp' | 'unix'; address: string; 
  * A listener as the worker gets it: `fd` is its number in the worker (stdio slot 5 onwards), and
  * `gate` its reuseport gate's sockets, numbered in the worker too (after every listener).
  */
-export type ListenerBoot = ListenerInfo & { fd: number; gate?: GateSockets };
+export type ListenerBoot = ListenerInfo & {
+  fd: number; gate?: GateSockets;
+  /** A TLS listener: its context in the TlsWire the worker asks for (`tls-ask`: key material never goes in the environment). */
+  tls?: number;
+};
 
 export type ToWorker =
   /** Lame duck: keep serving, but every response carries Connection: close. */
@@ -61,7 +70,9 @@ export type ToWorker =
   /** A connection the master accepted itself at the very end of a drain; the socket comes along. */
   | { t: 'conn'; id: number }
   /** The master took over from the old one (an upgrade committed): gate the sockets if it goes. */
-  | { t: 'sole' };
+  | { t: 'sole' }
+  /** The answer to `tls-ask`: the generation's TLS material (no contexts when only the app brings TLS). */
+  | { t: 'tls'; tls: TlsWire };
 
 export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down' | 'memory' | 'hung' | 'upgrade';
 
@@ -70,6 +81,8 @@ export const STATS_INTERVAL_MS = 500;
 
 export type ToMaster =
   | { t: 'ready'; pid: number }
+  /** The worker serves TLS: send it the generation's TLS material. */
+  | { t: 'tls-ask' }
   /** The app could not load or init threw: do not respawn (the error is shown to the operator). */
   | { t: 'fatal'; code: string; message: string }
   /** The worker wants to retire (max requests, uncaught error): start a replacement first. */
@@ -115,7 +128,12 @@ export type WorkerStats = {
   /** V8's heap in use and its limit (bytes): a heap near its limit thrashes in GC before V8 aborts. */
   heapUsedBytes?: number;
   heapLimitBytes?: number;
+  /** With TLS served: connections open now and requests since the start, by protocol (HTTP/1.1 in the clear, over TLS, HTTP/2). */
+  protocols?: Record<Protocol, { connections: number; requests: number }>;
 };
+
+export const PROTOCOLS = ['http/1.1', 'https/1.1', 'h2'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
 
 /**
  * mod_status keys: _ waiting, S starting, R reading (a connection with no request yet), W writing

@@ -13,6 +13,7 @@ import net from 'node:net';
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import https from 'node:https';
+import tls from 'node:tls';
 
 export type ListenCall = {
   server: net.Server;
@@ -31,7 +32,24 @@ export function isAdopted(server: net.Server): boolean {
 }
 
 export function isHttpServer(server: net.Server): server is Http.Server {
-  return server instanceof http.Server || server instanceof https.Server;
+  return server instanceof http.Server || server instanceof https.Server || isHttp2Secure(server);
+}
+
+/** An http2.createSecureServer() (told by its class: node:http2 is not loaded to ask). */
+function isHttp2Secure(server: net.Server): boolean {
+  return server instanceof tls.Server && server.constructor.name === 'Http2SecureServer';
+}
+
+/**
+ * The TLS an adopted server asked for: an https.Server, or an HTTP/2 secure server (whose
+ * `allowHTTP1` is read from the options Node keeps on it under a symbol; undocumented, Node 20-24).
+ */
+export function ownTls(server: net.Server): { server: net.Server; h2: boolean; allowHTTP1: boolean } | undefined {
+  if (!(server instanceof tls.Server)) return undefined;
+  if (!isHttp2Secure(server)) return { server, h2: false, allowHTTP1: true };
+  const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'options');
+  const options = sym ? (server as unknown as Record<symbol, { allowHTTP1?: boolean } | undefined>)[sym] : undefined;
+  return { server, h2: true, allowHTTP1: options?.allowHTTP1 === true };
 }
 
 function isHandleLike(v: object): boolean {

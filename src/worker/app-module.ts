@@ -29,7 +29,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { AppError, type LoadedApp, type LoadOptions, type UpgradeListener } from './app-types.js';
 import { guardListener, guardUpgrade, refuseResponse, type ErrorSink } from './app-guard.js';
-import { ListenCapture, settle, isHttpServer, describeEndpoints, fakeListen, isAdopted, parseListenArgs, type ListenCall } from './app-adopt.js';
+import { ListenCapture, settle, isHttpServer, ownTls, describeEndpoints, fakeListen, isAdopted, parseListenArgs, type ListenCall } from './app-adopt.js';
 import type { FetchHandler } from './fetch-bridge.js';
 
 const WHAT_TO_EXPORT =
@@ -157,7 +157,7 @@ type Handler =
   | { kind: 'unusable'; why: string }
   | { kind: 'fastify'; app: FastifyLike }
   /** `why`: how a function default export came to be taken as a listener (said when it returns a Response). */
-  | { kind: 'listener'; fn: (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown; why?: string }
+  | { kind: 'listener'; fn: (req: Http.IncomingMessage, res: Http.ServerResponse) => unknown; why?: string; h1Only?: boolean }
   | { kind: 'fetch'; fn: FetchHandler }
   | { kind: 'server'; server: Http.Server };
 
@@ -173,13 +173,13 @@ function findHandler(ns: Namespace, path: string): Handler | null {
     return null;
   }
   if (isFastify(def)) return { kind: 'fastify', app: def };
-  if (isKoa(def)) return { kind: 'listener', fn: def.callback() };
+  if (isKoa(def)) return { kind: 'listener', fn: def.callback(), h1Only: true };
   if (typeof def === 'function') {
     const fn = def as (...args: unknown[]) => unknown;
     const kind = override ?? (fn.length >= 2 ? 'listener' : fn.length === 1 ? 'fetch' : undefined);
     if (kind === 'listener') {
       const why = override ? "of `export const kind = 'listener'`" : `it declares ${fn.length} parameters`;
-      return { kind: 'listener', fn, why: `${path}: the default export returned a Response, but it is called as a Node listener (req, res) because ${why}; ` +
+      return { kind: 'listener', fn, h1Only: isExpressLike(fn), why: `${path}: the default export returned a Response, but it is called as a Node listener (req, res) because ${why}; ` +
         "a fetch handler `(request, env) => Response` needs `export const kind = 'fetch'` (or declare only `(request)`)" };
     }
     if (kind === 'fetch') return { kind: 'fetch', fn: fn as FetchHandler };
@@ -192,8 +192,14 @@ function findHandler(ns: Namespace, path: string): Handler | null {
     };
   }
   if (hasFetch(def)) return { kind: 'fetch', fn: def.fetch.bind(def) };
-  if (def instanceof http.Server) return { kind: 'server', server: def };
+  if (def instanceof net.Server && isHttpServer(def)) return { kind: 'server', server: def };
   return { kind: 'unusable', why: `${path}: the default export (${describe(def)}) is not usable; ${WHAT_TO_EXPORT}` };
+}
+
+/** An Express (or Connect-like) app: a function with use/handle/set. Express 4 uses http1-only parts of Node's request and response. */
+function isExpressLike(fn: object): boolean {
+  const f = fn as { use?: unknown; handle?: unknown; set?: unknown };
+  return typeof f.use === 'function' && typeof f.handle === 'function' && typeof f.set === 'function';
 }
 
 function describe(v: unknown): string {
@@ -287,11 +293,11 @@ function closeServer(server: net.Server): Promise<void> {
 async function build(h: Exclude<Handler, { kind: 'unusable' }>, hooks: Hooks, onError: ErrorSink): Promise<LoadedApp> {
   switch (h.kind) {
     case 'listener':
-      return { kind: 'listener', listener: guardListener(h.why ? refuseResponse(h.fn, h.why, onError) : h.fn, onError), ...hooks };
+      return { kind: 'listener', listener: guardListener(h.why ? refuseResponse(h.fn, h.why, onError) : h.fn, onError), http2: h.h1Only !== true, ...hooks };
     case 'fetch': {
       // the fetch bridge (and the undici Response it loads) only in a worker that serves a fetch app
       const { fetchListener } = await fetchBridgeModule();
-      return { kind: 'fetch', listener: fetchListener(h.fn, onError), ...hooks };
+      return { kind: 'fetch', listener: fetchListener(h.fn, onError), http2: true, ...hooks };
     }
     case 'server': {
       neverBind(h.server);
@@ -324,6 +330,8 @@ function serverApp(kind: 'listener' | 'adopted', server: Http.Server, hooks: Hoo
     ...hooks,
     onStop: chain(hooks.onStop, () => closeServer(server)),
   };
+  const own = ownTls(server);
+  if (own) loaded.ownTls = own;
   if (server.listenerCount('upgrade') > 0) loaded.upgrade = upgradeVia(server, onError);
   return loaded;
 }

@@ -3,6 +3,7 @@
  */
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Server as NetServer } from 'node:net';
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -27,6 +28,18 @@ export type LoadedApp = {
   onStop?: () => Promise<void> | void;
   /** Gets the worker's http.Server (e.g. to add an 'upgrade' handler for ws). */
   attach?: (server: Server) => void;
+  /**
+   * Served over HTTP/2 too (Node's compat API): listeners and fetch handlers. Express, Koa,
+   * Fastify and adopted http.Servers use http1-only parts of Node's request and response: they
+   * get HTTP/1.1 over TLS.
+   */
+  http2?: boolean;
+  /**
+   * The app's own TLS server (it called listen() on an https.Server or an
+   * http2.createSecureServer): served with its options, never as plain HTTP. `h2`: an HTTP/2
+   * server, whose sessions it serves itself; `allowHTTP1`: it also takes HTTP/1.1.
+   */
+  ownTls?: { server: NetServer; h2: boolean; allowHTTP1: boolean };
 };
 
 /** How static files are served: `--autoindex`, `--file-cache` (bytes), `--static-max-age` (ms). */

@@ -73,6 +73,24 @@ function current(conn: Conn): ServerResponse | undefined {
 
 export const FORCED_HEADER = 'quiesce-forced';
 
+/**
+ * Connections this class does not see itself, counted in its `size` and winding with it: TLS
+ * handshakes in progress and HTTP/2 sessions (worker/tls.ts). It tells `changed()` when one ends.
+ */
+export interface Others {
+  readonly open: number;
+  /** Requests (streams) in flight. */
+  readonly inflight: number;
+  /**
+   * Lame duck (`retiring` false: those open now are asked to go, as every response carries
+   * Connection: close) or retiring (all of them, and those that come after): wind down (HTTP/2:
+   * GOAWAY), the idle grace for those that have not asked anything yet.
+   */
+  wind(idleGraceMs: number, retiring: boolean): void;
+  /** Graceful timeout: end what is left; returns how many requests were forced. */
+  force(): number;
+}
+
 /** A response's connection, kept on the response itself: no hashing of a new object per request. */
 const CONN = Symbol('quiesce.conn');
 type Tracked = ServerResponse & { [CONN]?: Conn };
@@ -108,6 +126,7 @@ export class Connections {
   accepted = 0;
   refused = 0;
   private lame = false;
+  private others?: Others;
   private shown: { state: WorkerState; since: number } = { state: '_', since: Date.now() };
 
   constructor() {
@@ -121,8 +140,18 @@ export class Connections {
     this.server = server;
   }
 
+  /** Count and wind `others` with these connections (TLS handshakes, HTTP/2 sessions). */
+  attach(others: Others): void {
+    this.others = others;
+  }
+
+  /** One of `others` ended. */
+  changed(): void {
+    this.checkEmpty();
+  }
+
   /** Open connections. */
-  get size(): number { return this.accepted - this.closed; }
+  get size(): number { return this.accepted - this.closed + (this.others?.open ?? 0); }
   /** Tracked mode: call request() for every request; otherwise count it in `requests` alone. */
   get tracking(): boolean { return this.tracked; }
   get isRetiring(): boolean { return this.retiring; }
@@ -287,6 +316,7 @@ export class Connections {
     this.retiring = true;
     this.track();
     for (const conn of this.conns.values()) this.scheduleIdleClose(conn);
+    this.others?.wind(idleGraceMs, true);
     this.checkEmpty();
   }
 
@@ -294,6 +324,7 @@ export class Connections {
   lameDuck(): void {
     this.lame = true;
     this.track();
+    this.others?.wind(this.idleGraceMs, false);
   }
 
   private scheduleIdleClose(conn: Conn, wait = Math.max(0, conn.idleSince + this.idleGraceMs - Date.now())): void {
@@ -365,6 +396,7 @@ export class Connections {
       // a response we just ended may not flush on a stalled socket: do not wait for it forever
       setTimeout(() => conn.socket.destroy(), 200).unref();
     }
+    if (this.others) n += this.others.force();
     this.forced += n;
     return n;
   }
@@ -412,7 +444,7 @@ export class Connections {
       else if (conn.socket.bytesWritten === 0) reading = true;
     }
     if (!best) for (const res of this.orphans) { best = res; break; }
-    const inflight = this.tracked ? this.inflightCount : running;
+    const inflight = (this.tracked ? this.inflightCount : running) + (this.others?.inflight ?? 0);
     const busy = inflight > 0 || upgraded;
     let state: WorkerState = 'S';
     if (ready) {

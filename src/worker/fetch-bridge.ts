@@ -77,11 +77,12 @@ export function requestUrl(req: IncomingMessage): string {
   return new URL(url).href;
 }
 
-/** The first Host header (as `req.headers.host`), without making Node build `req.headers`. */
+/** The first Host header (as `req.headers.host`), or HTTP/2's `:authority`, without making Node build `req.headers`. */
 function hostHeader(raw: string[]): string | undefined {
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i] as string;
     if (name.length === 4 && name.toLowerCase() === 'host') return raw[i + 1];
+    if (name === ':authority') return raw[i + 1];
   }
   return undefined;
 }

@@ -13,7 +13,10 @@ function once<T>(load: () => Promise<T>): () => Promise<T> {
 export const staticModule = once(() => import('./static.js'));
 export const welcomeModule = once(() => import('./welcome.js'));
 export const fetchBridgeModule = once(() => import('./fetch-bridge.js'));
+/** TLS and HTTP/2 (node:tls, node:http2): only for a worker with a TLS listener or an app that brought its own TLS server. */
+export const tlsModule = once(() => import('./tls.js'));
 
-export async function preloadOwnModules(): Promise<void> {
-  await Promise.all([staticModule(), welcomeModule(), fetchBridgeModule()]);
+/** `tls`: the worker has a TLS listener (an app's own TLS server is known only once it loaded, as the user). */
+export async function preloadOwnModules(tls: boolean): Promise<void> {
+  await Promise.all([staticModule(), welcomeModule(), fetchBridgeModule(), ...(tls ? [tlsModule()] : [])]);
 }

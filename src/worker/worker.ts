@@ -3,14 +3,14 @@
  * word (or on its own when the master is gone). It ignores signals from outside: Ctrl-C reaches a
  * whole process group and systemd signals every process of a unit, but only the master decides.
  */
-import { preloadOwnModules } from './own-modules.js';
+import { preloadOwnModules, tlsModule } from './own-modules.js';
 import type * as Http from 'node:http';
 import { http } from '../shared/node-http.js';
 import net from 'node:net';
 import { encodeWorkerRecord, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
-import { STATS_INTERVAL_MS, isToWorker, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { STATS_INTERVAL_MS, isToWorker, type WorkerStats, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
 import { AccessLogPipe, bodyBytes, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
@@ -22,8 +22,13 @@ import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
+import type { Server as TlsServer } from 'node:tls';
+import type { Http2SecureServer } from 'node:http2';
+import type { TlsWire } from '../shared/ipc.js';
+import type { H2Listener, TlsFront } from './tls.js';
 
-type Listener = { info: ListenerBoot; server?: net.Server; closed: boolean };
+/** `front`: where its connections go when it is TLS (worker/tls.ts); else the http.Server. */
+type Listener = { info: ListenerBoot; server?: net.Server; front?: net.Server; closed: boolean };
 
 /** The global the master's stack capture evaluates (master/hung-stack.ts). */
 export const INFLIGHT_PROBE = Symbol.for('quiesce.inflight');
@@ -62,8 +67,10 @@ class Worker {
   /** Our master has not taken over from the old one yet (WorkerBoot.successor): a lost master means only retire. */
   private successor = false;
   private readonly generationHeader: string;
-  /** Connections handed over before this worker was ready. */
-  private readonly early: net.Socket[] = [];
+  /** Connections handed over before this worker was ready, with their listener. */
+  private readonly early: Array<{ socket: net.Socket; id: number }> = [];
+  /** TLS and HTTP/2 (only when a listener or the app speaks TLS). */
+  private tls?: TlsFront;
 
   constructor() {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
@@ -116,7 +123,7 @@ class Worker {
     if (cfg.user) {
       // quiesce's own modules the app path imports on demand are loaded while still privileged:
       // installed where --user cannot read (a clone in /root), they would not load after the drop
-      await preloadOwnModules();
+      await preloadOwnModules(this.boot.listeners.some((l) => l.tls !== undefined));
       try {
         const n = loadNative();
         if (!n.ok) throw new Error(`native syscalls unavailable: ${n.reason}`);
@@ -157,11 +164,19 @@ class Worker {
     if (this.server.listenerCount('upgrade') > 0) {
       this.server.prependListener('upgrade', (req: Http.IncomingMessage, socket: net.Socket) => this.conns.upgrade(req, socket));
     }
+    try {
+      await this.setUpTls();
+    } catch (err) {
+      return this.fatal((err as { code?: string }).code ?? 'WORKER_START_FAILED', `TLS: ${errorMessage(err)}`);
+    }
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
     // serve the connections the master handed over from the kernel's queue, then retire.
     if (!this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l); // (a drain may have closed one already)
+    // every listener is TLS: the http.Server never listens, but sets up what Node does at its
+    // 'listening' (its list of connections, the headers and request timeout checks)
+    if (this.tls && !this.server.listening) this.server.emit('listening');
     this.ready = true;
-    for (const socket of this.early.splice(0)) this.server.emit('connection', socket);
+    for (const { socket, id } of this.early.splice(0)) this.dispatch(id, socket);
     this.send({ t: 'ready', pid: process.pid });
     if (this.retireStarted) { this.windDown(); return; }
     if (this.masterLost) { this.masterGone(); return; }
@@ -181,10 +196,76 @@ class Worker {
     setImmediate(() => process.exit(WORKER_EXIT.FATAL));
   }
 
-  /** The http.Server listens on the first listener's fd itself; plain net.Servers on the others feed it their connections. */
+  /**
+   * What TLS needs, asked of the master (the key material never travels in the environment):
+   * a front per TLS listener, and the app's own TLS server's options when it brought one.
+   */
+  private async setUpTls(): Promise<void> {
+    const own = this.app.ownTls;
+    const listeners = [...this.listeners.values()];
+    if (!own && !listeners.some((l) => l.info.tls !== undefined)) return;
+    const wire = await this.askTls();
+    const { TlsFront } = await tlsModule();
+    const cfg = this.boot.config;
+    if (own?.h2 && !own.allowHTTP1 && cfg.http2 === 'off') {
+      throw Object.assign(new Error('the app serves an HTTP/2-only server (http2.createSecureServer without allowHTTP1) and --http2 is off: turn it on, or give the app allowHTTP1'), { code: 'APP_ADOPT_FAILED' });
+    }
+    const h2 = cfg.http2 === 'off' ? undefined
+      : own?.h2 ? { server: own.server as Http2SecureServer, allowHTTP1: own.allowHTTP1 }
+        : this.app.http2 ? { listener: this.h2Listener() } : undefined;
+    this.tls = new TlsFront({
+      wire, h1: this.server, h2, appTls: own?.server as TlsServer | undefined,
+      handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
+      sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
+      onChange: () => this.conns.changed(),
+    });
+    this.conns.attach(this.tls);
+    const tlsH1 = this.tls.tlsH1;
+    this.server.prependListener('request', (req: Http.IncomingMessage) => { if ((req.socket as { encrypted?: boolean }).encrypted) tlsH1.requests++; });
+    // the app asked for TLS: every listener without TLS of its own gets the app's, never plain HTTP
+    for (const l of listeners) if (l.info.tls !== undefined || own) l.front = this.tls.front(l.info.tls);
+    const ids = listeners.filter((l) => l.front).map((l) => l.info.id);
+    this.log('info', 'tls', { listeners: ids.join(','), http2: this.tls.http2, app_tls: own !== undefined });
+  }
+
+  private askTls(): Promise<TlsWire> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the master did not send the TLS material')), this.boot.config.readyTimeout).unref();
+      this.tlsWaiter = (w) => { clearTimeout(timer); resolve(w); };
+      this.send({ t: 'tls-ask' });
+    });
+  }
+  private tlsWaiter?: (w: TlsWire) => void;
+
+  /** The request listener for HTTP/2 (the compat API): the counters, the opt-in features, the app. */
+  private h2Listener(): H2Listener {
+    const conns = this.conns;
+    const app = this.app.listener;
+    const extras = this.extras();
+    // (the compat API's request and response stand in for http's: the app kinds served over
+    // HTTP/2 are those known to use only what both have; see LoadedApp.http2)
+    return (req, res) => {
+      const r = req as unknown as Http.IncomingMessage;
+      const w = res as unknown as Http.ServerResponse;
+      conns.requests++;
+      if (conns.requests >= this.recycleAt) this.recycle();
+      if (extras !== undefined && extras(r, w)) return;
+      app(r, w);
+    };
+  }
+
+  /** A connection from listener `id` (the drain, the master's hand-over): to its TLS front, or the http.Server. */
+  private dispatch(id: number, socket: net.Socket): void {
+    (this.listeners.get(id)?.front ?? this.server).emit('connection', socket);
+  }
+
+  /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
   private listen(l: Listener): void {
     const backlog = this.boot.config.backlog;
-    if (!this.server.listening) {
+    if (l.front) {
+      l.front.listen({ fd: l.info.fd, backlog });
+      l.server = l.front;
+    } else if (!this.server.listening) {
       this.server.listen({ fd: l.info.fd, backlog });
       l.server = this.server;
     } else {
@@ -294,8 +375,12 @@ class Worker {
       case 'conn':
         // a connection the master accepted at the end of a drain; before we serve, it waits here
         if (!(handle instanceof net.Socket)) return;
-        if (this.ready) this.server.emit('connection', handle);
-        else this.early.push(handle);
+        if (this.ready) this.dispatch(m.id, handle);
+        else this.early.push({ socket: handle, id: m.id });
+        return;
+      case 'tls':
+        this.tlsWaiter?.(m.tls);
+        this.tlsWaiter = undefined;
         return;
       case 'status-request':
         this.sendStats();
@@ -321,7 +406,7 @@ class Worker {
       if (cfd === -1) return { n, empty: true };
       if (cfd === -2) continue;
       const socket = new net.Socket({ fd: cfd, readable: true, writable: true });
-      this.server.emit('connection', socket);
+      (l.front ?? this.server).emit('connection', socket);
       n++;
     }
     this.drained += n;
@@ -358,7 +443,7 @@ class Worker {
   private force(): void {
     // still loading at the graceful timeout: what was handed over can no longer be served
     const waiting = this.early.splice(0);
-    for (const socket of waiting) socket.destroy();
+    for (const { socket } of waiting) socket.destroy();
     this.conns.forced += waiting.length;
     const n = this.conns.force() + waiting.length;
     this.log(n > 0 ? 'warn' : 'info', 'forced', { n });
@@ -475,7 +560,15 @@ class Worker {
       accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
       fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs, rssBytes,
       heapUsedBytes: heap.used_heap_size, heapLimitBytes: heap.heap_size_limit,
+      ...(this.tls ? { protocols: this.protocols(this.tls) } : {}),
     } });
+  }
+
+  /** Connections open and requests served by protocol (only when TLS is served: the plain path counts nothing more). */
+  private protocols(t: TlsFront): NonNullable<WorkerStats['protocols']> {
+    const c = this.conns;
+    const h1 = { connections: c.size - t.open - t.tlsH1.connections, requests: c.requests - t.h2.requests - t.tlsH1.requests };
+    return { 'http/1.1': h1, 'https/1.1': { ...t.tlsH1 }, h2: { ...t.h2 } };
   }
 }
 

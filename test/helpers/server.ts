@@ -73,7 +73,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
     if (Date.now() > deadline) { await server.kill(); throw new Error(`quiesce not ready in time:\n${out}\n${err}`); }
     await sleep(20);
   }
-  server.addresses = [...out.matchAll(/listening on (?:http:\/\/|unix:)(\S+)/g)].map((m) => m[1]!);
+  server.addresses = [...out.matchAll(/listening on (?:https?:\/\/|unix:)(\S+)/g)].map((m) => m[1]!);
   server.address = server.addresses[0]!;
   server.port = Number(/:(\d+)$/.exec(server.address)?.[1] ?? 0);
   server.admin = /admin on http:\/\/(\S+)/.exec(out)?.[1] ?? '';

@@ -47,6 +47,7 @@ export function renderAuto(s: StatusSnapshot): string {
     ['ReloadsFailed', t.reloadsFailed],
     ['Retired', Object.entries(t.retired).map(([k, v]) => `${k}=${v}`).join(' ')],
     ...s.progress.map((p) => ['Progress', oneLine(p.text)] as [string, string]),
+    ...Object.entries(s.protocols ?? {}).map(([p, x]) => [`Protocol ${p}`, `connections=${x.connections} requests=${x.requests}`] as [string, string]),
     ...(s.lastDrain ? [['LastDrain', `ms=${s.lastDrain.gateToCloseMs} queued_at_gate=${s.lastDrain.queuedAtGate} accepted=${s.lastDrain.acceptedInDrain} left_at_close=${s.lastDrain.leftAtClose}`] as [string, string]] : []),
     ['Scoreboard', s.scoreboard],
   ];

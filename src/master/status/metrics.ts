@@ -57,6 +57,10 @@ export class Metrics {
     gauge('quiesce_drain_in_progress_seconds', 'Elapsed time of the drain, stop, reload or retirement under way (absent when none).', ['kind'],
       (g, s) => { for (const p of s.progress) g.set({ kind: p.kind }, p.elapsedMs / 1000); });
 
+    gauge('quiesce_connections_by_protocol', 'Open client connections by protocol (HTTP/2: sessions), when TLS is served.', ['protocol'],
+      (g, s) => { for (const [p, x] of Object.entries(s.protocols ?? {})) g.set({ protocol: p }, x.connections); });
+    counter('quiesce_requests_by_protocol_total', 'Requests by protocol since the start, when TLS is served.', ['protocol'],
+      (c, s) => { for (const [p, x] of Object.entries(s.protocols ?? {})) c.inc({ protocol: p }, x.requests); });
     counter('quiesce_requests_total', 'Requests received by the workers since the start.', [], (c, s) => c.inc(s.totals.requests));
     counter('quiesce_sent_bytes_total', 'Bytes written to clients since the start.', [], (c, s) => c.inc(s.totals.bytesSent));
     counter('quiesce_connections_accepted_total', 'Connections accepted by the workers since the start.', [], (c, s) => c.inc(s.totals.accepted));

@@ -186,6 +186,7 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
     ['Forced', esc(fmtInt(t.forced))], ['Reloads', `${esc(t.reloads)}${t.reloadsFailed ? ` <span class="bad">(${esc(t.reloadsFailed)} failed)</span>` : ''}`],
     ['Last reload', s.lastReloadMs === undefined ? '<span class="dim">–</span>' : esc(fmtDuration(s.lastReloadMs))],
     ['Drains', esc(t.drains)],
+    ...(s.protocols ? [['By protocol', Object.entries(s.protocols).map(([p, x]) => `${esc(p)} ${esc(fmtInt(x.requests))} requests, ${esc(fmtInt(x.connections))} open`).join(' · ')] as [string, string]] : []),
     ['Workers retired', retired.length ? retired.map(([k, v]) => `${esc(k)} ${esc(v)}`).join(' · ') : '<span class="dim">none</span>'],
   ])}
 </section>

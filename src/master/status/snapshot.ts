@@ -4,6 +4,7 @@
  * someone asks (/server-status, /metrics, `quiesce status`), reading the kernel's accept queues
  * and /proc for RSS and CPU at that moment.
  */
+import { PROTOCOLS, type Protocol } from '../../shared/ipc.js';
 import { hostname } from 'node:os';
 import { quiesceVersion } from '../upgrade.js';
 import type { Master } from '../master.js';
@@ -19,7 +20,20 @@ import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type Ma
 
 /** What snapshot() hands over from the master's private fields. */
 /** Figures of workers that have exited, kept by the master as each one goes. */
-export type ExitedTotals = { requests: number; bytesSent: number; accepted: number; completed: number; refused: number };
+export type ExitedTotals = { requests: number; bytesSent: number; accepted: number; completed: number; refused: number; byProtocol?: Partial<Record<Protocol, number>> };
+
+/** Connections and requests by protocol, when some worker serves TLS (or did). */
+function protocolTotals(exited: ExitedTotals, live: readonly WorkerProc[]): StatusSnapshot['protocols'] {
+  if (!exited.byProtocol && !live.some((w) => w.stats.protocols)) return undefined;
+  const out = Object.fromEntries(PROTOCOLS.map((p) => [p, { connections: 0, requests: exited.byProtocol?.[p] ?? 0 }])) as NonNullable<StatusSnapshot['protocols']>;
+  for (const w of live) {
+    for (const p of PROTOCOLS) {
+      const x = w.stats.protocols?.[p];
+      if (x) { out[p].connections += x.connections; out[p].requests += x.requests; }
+    }
+  }
+  return out;
+}
 export type MasterPrivate = { native: Native | undefined; exited: ExitedTotals };
 
 const cpuMeters = new WeakMap<object, CpuMeter>();
@@ -99,6 +113,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     progress: progressViews(master, live, listeners, now),
     lastDrain: master.lastDrain,
     lastReloadMs: st.lastReloadMs,
+    protocols: protocolTotals(priv.exited, live),
   };
 }
 

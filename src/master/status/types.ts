@@ -3,6 +3,7 @@
  * source of /server-status (HTML, ?auto, ?json), /metrics and `quiesce status`. The schema is
  * documented field by field in docs/STATUS-SCHEMA.md; bump SCHEMA_VERSION on an incompatible change.
  */
+import type { Protocol } from '../../shared/ipc.js';
 import type { WorkerState } from '../../shared/ipc.js';
 import type { DrainReport } from '../drain.js';
 import type { TcpDrainMode } from '../../native/gate.js';
@@ -181,4 +182,6 @@ export type StatusSnapshot = {
   progress: ProgressView[];
   lastDrain?: DrainReport;
   lastReloadMs?: number;
+  /** With TLS served: connections open now and requests since the start, by protocol (exited workers' requests included). */
+  protocols?: Record<Protocol, { connections: number; requests: number }>;
 };

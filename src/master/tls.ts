@@ -1,0 +1,109 @@
+/**
+ * TLS material of a generation, read by the master (which may be root where the workers are not)
+ * at start and at every reload: each TLS listener's certificate chain and key, checked as a pair
+ * here, so that a bad or mismatched file fails the start or rolls the reload back with the file
+ * named, before any worker is forked. An encrypted key is decrypted here (its passphrase from a
+ * file or QUIESCE_TLS_PASSPHRASE, never the command line): workers get plain PEM over IPC, never
+ * in their environment. Session ticket keys are made per generation and shared by its workers,
+ * so a resumed handshake works on whichever worker accepts it.
+ */
+import { readFileSync } from 'node:fs';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
+import { tlsFilesOf, type Config, type TlsFiles } from '../shared/config.js';
+import { QuiesceError, errorMessage } from '../shared/errors.js';
+import type { TlsContextWire, TlsWire } from '../shared/ipc.js';
+
+/** What a generation's workers get: the contexts, which listener (by its --listen text) uses which, the ticket keys. */
+export type GenerationTls = {
+  wire: TlsWire;
+  /** --listen text → index in wire.contexts. */
+  byText: ReadonlyMap<string, number>;
+  /** One line per certificate for the log: subject, expiry, fingerprint. */
+  certs: Array<{ listeners: string; subject: string; notAfter: string; fingerprint: string }>;
+};
+
+function readPem(path: string, what: string, files: TlsFiles): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new QuiesceError('CONFIG_INVALID', `${files.source}: ${what} ${path}: ${errorMessage(err)}`);
+  }
+}
+
+function passphraseOf(files: TlsFiles, env: NodeJS.ProcessEnv): string | undefined {
+  if (files.passphraseFile) {
+    try {
+      return readFileSync(files.passphraseFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new QuiesceError('CONFIG_INVALID', `--tls-passphrase-file ${files.passphraseFile}: ${errorMessage(err)}`);
+    }
+  }
+  return env.QUIESCE_TLS_PASSPHRASE;
+}
+
+/** Read and check one certificate/key pair; the key comes back unencrypted (PKCS#8 PEM). */
+function readPair(files: TlsFiles, env: NodeJS.ProcessEnv): TlsContextWire & { x509: X509Certificate } {
+  const cert = readPem(files.cert, 'certificate', files);
+  const keyPem = readPem(files.key, 'key', files);
+  const ca = files.ca ? readPem(files.ca, 'CA file (--tls-ca)', files) : undefined;
+  let key: string;
+  const passphrase = passphraseOf(files, env);
+  try {
+    key = createPrivateKey({ key: keyPem, passphrase }).export({ type: 'pkcs8', format: 'pem' }).toString();
+  } catch (err) {
+    const encrypted = /ENCRYPTED/.test(keyPem);
+    const hint = !encrypted ? '' : passphrase === undefined
+      ? ' (an encrypted key: give its passphrase with --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE)'
+      : ' (an encrypted key: is its passphrase the right one?)';
+    throw new QuiesceError('CONFIG_INVALID', `${files.source}: key ${files.key}: not a usable private key: ${errorMessage(err)}${hint}`);
+  }
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new QuiesceError('CONFIG_INVALID', `${files.source}: certificate ${files.cert}: not a PEM certificate: ${errorMessage(err)}`);
+  }
+  try {
+    createSecureContext({ cert, key, ca, minVersion: 'TLSv1.2' });
+  } catch (err) {
+    const msg = errorMessage(err);
+    const why = /key values mismatch/.test(msg) ? `the key ${files.key} does not belong to the certificate ${files.cert}` : `${files.cert} / ${files.key}: ${msg}`;
+    throw new QuiesceError('CONFIG_INVALID', `${files.source}: ${why}`);
+  }
+  return { cert, key, ca, x509 };
+}
+
+/**
+ * The TLS material for listeners given by their --listen text, or undefined when none is TLS.
+ * Throws QuiesceError naming the flag or listen entry and the file at fault.
+ */
+export function readTls(cfg: Config, texts: readonly string[], env: NodeJS.ProcessEnv = process.env): GenerationTls | undefined {
+  const contexts: TlsContextWire[] = [];
+  const certs: GenerationTls['certs'] = [];
+  const byText = new Map<string, number>();
+  const byFiles = new Map<string, number>();
+  for (const text of texts) {
+    const files = tlsFilesOf(cfg, text);
+    if (!files) continue;
+    const k = JSON.stringify([files.cert, files.key, files.ca, files.passphraseFile]);
+    let i = byFiles.get(k);
+    if (i === undefined) {
+      const { x509, ...ctx } = readPair(files, env);
+      i = contexts.push(ctx) - 1;
+      byFiles.set(k, i);
+      certs.push({ listeners: text, subject: x509.subject.replace(/\n/g, ', '), notAfter: x509.validTo, fingerprint: x509.fingerprint256 });
+    } else {
+      const c = certs[i];
+      if (c) c.listeners += `,${text}`;
+    }
+    byText.set(text, i);
+  }
+  if (contexts.length === 0) return undefined;
+  return { wire: { contexts, ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' }, byText, certs };
+}
+
+/** 48 bytes of session ticket keys (HMAC, AES, name), new for each generation. */
+export function newTicketKeys(): string {
+  return randomBytes(48).toString('base64');
+}

@@ -1,0 +1,17 @@
+/** What the load tests say and assert of a probe run: one line of figures, and "nothing cut". */
+import assert from 'node:assert/strict';
+import type { ProbeResult } from '../../src/probe/index.js';
+
+export function summary(p: ProbeResult): string {
+  return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} timeout=${p.timeout} other=${p.other} ${JSON.stringify(p.other_by_code)}`;
+}
+
+/** Every request ended ok or refused: nothing cut, raced, timed out, forced or otherwise failed. */
+export function assertNothingCut(p: ProbeResult): void {
+  assert.equal(p.cut, 0, summary(p));
+  assert.equal(p.ka_race, 0, summary(p));
+  assert.equal(p.timeout, 0, summary(p));
+  assert.equal(p.other, 0, summary(p));
+  assert.equal(p.forced, 0, summary(p));
+  assert.equal(p.ok + p.refused, p.sent, summary(p));
+}
