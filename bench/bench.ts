@@ -13,8 +13,8 @@
  */
 import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, benchCert, benchSite, cleanupAll, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
-  type Running, type WorkerStat,
+  APPS, bareNodeRssKiB, benchCert, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
+  type Running, type WorkerStat, runBench
 } from './lib.js';
 import { h2loadGen, pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
 
@@ -252,8 +252,4 @@ function ms(x: number): string {
   return Number.isFinite(x) ? `${x < 10 ? x.toFixed(2) : x.toFixed(1)} ms` : '—';
 }
 
-main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
-  process.stderr.write(`bench: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
-  cleanupAll();
-  process.exit(1);
-});
+runBench('bench', main);

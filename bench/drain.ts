@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runProbe, type Outcome, type ProbeResult } from '../src/probe/index.js';
 import {
-  APPS, cleanupAll, errorLogFile, envLine, flags, fmt, median, sleep, ssRecvQ, ssSynRecv, startCluster, startQuiesce, table, type Running,
+  APPS, errorLogFile, envLine, flags, fmt, median, sleep, ssRecvQ, ssSynRecv, startCluster, startQuiesce, table, type Running, runBench
 } from './lib.js';
 import { pickLoadGen } from './loadgen.js';
 
@@ -243,8 +243,4 @@ async function main(): Promise<void> {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
-  process.stderr.write(`bench:drain: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
-  cleanupAll();
-  process.exit(1);
-});
+runBench('bench:drain', main);

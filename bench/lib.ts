@@ -442,3 +442,12 @@ export function envLine(): string {
   try { load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '); } catch { /* */ }
   return `node ${process.version}, ${cpu || 'cpu ?'}, ${readdirSync('/sys/devices/system/cpu').filter((d) => /^cpu\d+$/.test(d)).length} cpus, load avg ${load}`;
 }
+
+/** Run a benchmark's main: exit 0 when it finished, 1 with the stack when it failed; every process it started is ended either way. */
+export function runBench(name: string, main: () => Promise<void>): void {
+  main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
+    process.stderr.write(`${name}: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+    cleanupAll();
+    process.exit(1);
+  });
+}

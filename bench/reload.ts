@@ -18,8 +18,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { runProbe, type Outcome } from '../src/probe/index.js';
 import {
-  APPS, ROOT, alive, cleanupAll, descendants, envLine, flags, fmt, killTree, median, onExit, percentile, quiesceCli, runCmd, sleep,
-  startQuiesce, table, tempDir, track, treeRssKiB, untrack, type Running,
+  APPS, ROOT, alive, descendants, envLine, flags, fmt, killTree, median, onExit, percentile, quiesceCli, runCmd, sleep,
+  startQuiesce, table, tempDir, track, treeRssKiB, untrack, type Running, runBench
 } from './lib.js';
 
 type Kind = 'quiesce' | 'pm2';
@@ -275,8 +275,4 @@ function report(runs: ReloadRun[], o: { reloads: number; rate: number; keepalive
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main().then(() => { cleanupAll(); process.exit(0); }, (e: unknown) => {
-  process.stderr.write(`bench:reload: failed: ${e instanceof Error ? e.stack : String(e)}\n`);
-  cleanupAll();
-  process.exit(1);
-});
+runBench('bench:reload', main);

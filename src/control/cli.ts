@@ -1,6 +1,7 @@
 /** The command line: flags → config, verbs → the running master's control socket. */
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { didYouMean } from '../shared/suggest.js';
 import { SETTINGS, defaults, loadConfigFile, merge, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
 import { EXIT, QuiesceError, appFailedMessage, errorMessage } from '../shared/errors.js';
@@ -9,7 +10,7 @@ import { sendControl } from './client.js';
 import { SIGNAL_VERBS } from '../shared/signals.js';
 import type { ControlVerb } from '../shared/control-protocol.js';
 
-const VERBS = ['start', 'stop', 'graceful-stop', 'reload', 'restart', 'reopen-logs', 'scale', 'status', 'configtest', 'probe', 'help', 'version'] as const;
+const VERBS = ['start', 'stop', 'graceful-stop', 'reload', 'restart', 'reopen-logs', 'scale', 'upgrade', 'status', 'configtest', 'probe', 'help', 'version'] as const;
 type CliVerb = (typeof VERBS)[number];
 
 type ParseOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
@@ -24,6 +25,7 @@ function optionTable(): NonNullable<ParseOptions> {
     watch: { type: 'boolean' },
     init: { type: 'boolean' },
     'no-judge': { type: 'boolean' },
+    node: { type: 'string' },
   };
   for (const s of Object.values(SETTINGS)) {
     opts[s.flag] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
@@ -47,6 +49,8 @@ export function usage(): string {
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
     '       quiesce scale N|+N|-N          run N workers (or N more, N fewer) without a reload (as TTIN/TTOU, one each)',
+    '       quiesce upgrade [--node PATH]  a new master from the quiesce and Node on disk now takes over the sockets,',
+    '                                      nothing refused, rolled back on failure (as USR2; --node: another Node binary)',
     '       quiesce status [--json] [--watch]  the running instance\'s workers and drains',
     '       quiesce configtest [APP] [--init]  check flags and config file, load the app as a worker would',
     '                                      (in a child process; --init also runs its init()), then exit',
@@ -115,6 +119,14 @@ export async function cliMain(argv: string[]): Promise<number> {
     if (verb === 'scale') {
       if (scaleTo === undefined || !/^[+-]?\d+$/.test(scaleTo)) throw new QuiesceError('USAGE', `scale: give a worker count N, +N or -N${scaleTo === undefined ? '' : `, got ${JSON.stringify(scaleTo)}`}`);
     }
+    if (values.node !== undefined && verb !== 'upgrade') throw new QuiesceError('USAGE', '--node is an option of quiesce upgrade only');
+    let node: string | undefined;
+    if (typeof values.node === 'string') {
+      const { badNode } = await import('../master/upgrade.js');
+      node = resolve(values.node);
+      const why = badNode(node);
+      if (why) throw new QuiesceError('USAGE', `--node ${values.node}: ${why}`);
+    }
     const flags = flagsToRaw(values, positionals[0]);
     const configPath = values.config as string | undefined;
     switch (verb) {
@@ -124,9 +136,12 @@ export async function cliMain(argv: string[]): Promise<number> {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
         return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, noJudge: values['no-judge'] === true });
+        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, node });
       }
     }
   } catch (err) {
+    // a new master of an upgrade that cannot start (a config that does not validate): the old one hears why
+    if (process.env.QUIESCE_UPGRADE !== undefined) await (await import('../master/upgrade.js')).toPredecessor({ t: 'failed', reason: errorMessage(err) });
     if (err instanceof QuiesceError) {
       process.stderr.write(`quiesce: ${err.message}\n`);
       return err.exitCode;
@@ -180,7 +195,8 @@ async function runServer(flags: RawConfig, configPath: string | undefined): Prom
   const cfg = await loadConfig(flags, configPath);
   const pidfile = cfg.pidfile || defaultPidfile();
   const { claimPidfile } = await import('./claim.js');
-  await claimPidfile(pidfile);
+  const { UPGRADE_ENV } = await import('../master/upgrade.js');
+  if (process.env[UPGRADE_ENV] === undefined) await claimPidfile(pidfile); // a new master of an upgrade takes it over when the old one lets go
   const { Master } = await import('../master/master.js');
   const master = new Master(cfg, () => loadConfig(flags, configPath), pidfile);
   if (flags.adminToken) master.log.warn('admin-token-visible', { note: 'a token on the command line shows in ps and /proc/PID/cmdline: use --admin-token-file or QUIESCE_ADMIN_TOKEN' });
@@ -219,12 +235,12 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   return EXIT.OK;
 }
 
-async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string; noJudge?: boolean }): Promise<number> {
+async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string; node?: string; noJudge?: boolean }): Promise<number> {
   if (verb === 'status') {
     const { statusMain } = await import('./status.js');
     return statusMain(pidfile, o);
   }
-  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers, ...(o.noJudge ? { judge: false } : {}) }, (m) => process.stderr.write(`quiesce: ${m}\n`));
+  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers, node: o.node, ...(o.noJudge ? { judge: false } : {}) }, (m) => process.stderr.write(`quiesce: ${m}\n`));
   (r.ok ? process.stdout : process.stderr).write(`quiesce: ${r.message}\n`);
   return r.ok ? EXIT.OK : EXIT.RUNTIME;
 }

@@ -91,7 +91,11 @@ export function render(s: StatusSnapshot, o: { color: boolean } = { color: false
     `, generation ${s.generation}${retiring.length ? ` (retiring ${retiring.join(',')})` : ''}, up ${fmtShortDuration(s.uptimeMs)}, drain mode ${s.drainMode}` +
     (s.drainModeReason ? ` (${s.drainModeReason})` : ''));
   out.push(`requests ${t.requests}  sent ${fmtBytes(t.bytesSent)}  accepted ${t.accepted}  completed ${t.completed}  refused ${t.refused}  ` +
-    `${c(t.cut === 0 ? '32' : '31;1', `cut ${t.cut}`)}  forced ${t.forced}  reloads ${t.reloads}${t.reloadsFailed ? ` (${t.reloadsFailed} failed)` : ''}`);
+    `${c(t.cut === 0 ? '32' : '31;1', `cut ${t.cut}`)}  forced ${t.forced}  reloads ${t.reloads}${t.reloadsFailed ? ` (${t.reloadsFailed} failed)` : ''}${t.upgrades ? `  upgrades ${t.upgrades}` : ''}`);
+  // every master of the server (upgrades): when it started, what it ran
+  for (const m of s.masters ?? []) {
+    out.push(`master ${m.pid}  node ${m.node}  quiesce ${m.quiesce}  started ${m.startedAt}${m.until ? `  handed over ${m.until}` : '  (serving)'}  generations ${m.generations.join(',')}`);
+  }
   for (const l of s.listeners) {
     out.push(`listener ${l.address}  ${l.state}${l.queued !== null ? `  queue ${l.queued}${l.backlog !== null ? `/${l.backlog}` : ''}` : ''}${l.halfOpen ? `  half-open ${l.halfOpen}` : ''}`);
   }

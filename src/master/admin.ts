@@ -65,6 +65,13 @@ export class AdminServer {
 
   async listen(spec: string): Promise<void> {
     const l = parseListen(spec, process.cwd(), '--admin');
+    await this.serve(spec, (server, done) => {
+      if (l.kind === 'unix') server.listen(l.path, done);
+      else server.listen({ host: l.host ?? undefined, port: l.port }, done);
+    });
+  }
+
+  private async serve(spec: string, listen: (server: Http.Server, done: () => void) => void): Promise<void> {
     const server = http.createServer((req, res) => void this.handle(req, res));
     server.keepAliveTimeout = 2_000;
     server.maxConnections = ADMIN_MAX_CONNECTIONS;
@@ -74,8 +81,7 @@ export class AdminServer {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new QuiesceError('LISTEN_FAILED', `--admin ${spec}: ${err.code === 'EADDRINUSE' ? 'address in use' : err.message}`)));
-      if (l.kind === 'unix') server.listen(l.path, resolve);
-      else server.listen({ host: l.host ?? undefined, port: l.port }, resolve);
+      listen(server, resolve);
     });
     const a = server.address();
     this.address = typeof a === 'string' ? `unix:${a}` : a ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : spec;
@@ -84,6 +90,17 @@ export class AdminServer {
     // client) is not the master's end
     server.on('error', () => { /* accept errors: the client was shed */ });
     this.server = server;
+  }
+
+  /** The listening socket's fd (handed to a new master at an upgrade), if listening. */
+  fd(): number | undefined {
+    const h = (this.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle; // Node's own handle: where the fd is
+    return typeof h?.fd === 'number' && h.fd >= 0 ? h.fd : undefined;
+  }
+
+  /** Serve on a listening socket handed over by the previous master (an upgrade). */
+  async listenFd(fd: number): Promise<void> {
+    await this.serve(`fd ${fd}`, (server, done) => server.listen({ fd }, done));
   }
 
   /** Bound to loopback or a unix socket: no token is asked. */

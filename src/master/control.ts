@@ -73,9 +73,24 @@ export class ControlServer {
     });
   }
 
+  /** Accepting: listening, and not released. */
+  get listening(): boolean { return this.server?.listening === true; }
+
+  /**
+   * Stop accepting and remove the path, keeping the clients connected (an upgrade: the new master
+   * binds the same path and answers from then on; `quiesce upgrade` still waits here for its answer).
+   */
+  release(): void {
+    this.server?.close();
+    this.server = undefined;
+    try { unlinkSync(this.path); } catch { /* gone */ }
+  }
+
   close(): void {
+    const released = this.server === undefined;
     this.server?.close();
     for (const c of this.clients) c.end();
+    if (released) return; // the path is another master's now
     try { unlinkSync(this.path); } catch { /* gone */ }
   }
 }

@@ -52,6 +52,8 @@ export type Listener = {
   drainMode: ListenerDrainMode;
   /** Passed by the service manager (socket activation): its LISTEN_FDNAMES name. */
   inherited?: string;
+  /** Handed over by the previous master at an upgrade: listening already, its queue carried over. */
+  handed?: true;
 };
 
 /** Parse one --listen value (or the `flag` it came from: --admin); throws QuiesceError('USAGE') naming it. */
@@ -189,7 +191,8 @@ function bindReusePort(native: Native, spec: Extract<ListenSpec, { kind: 'tcp' }
 export function startListening(listeners: Listener[], backlog: number, native: Native | undefined): void {
   if (!native) return;
   for (const l of listeners) {
-    if (l.inherited !== undefined) continue; // systemd listens on it already, with the unit's backlog
+    // systemd listens on it already, with the unit's backlog; a previous master, with its own
+    if (l.inherited !== undefined || l.handed) continue;
     try {
       native.listen(l.fd, backlog);
       if (l.gate) native.reuseportProgram(l.fd, SELECT_LISTENER);
@@ -278,6 +281,39 @@ export function adoptListener(id: number, fd: number, name: string, native: Nati
   const family: 4 | 6 = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
   const address = family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   return { id, spec: { kind: 'tcp', host, port, family, text: address }, handle, fd, port, address, state: 'open', family, drainMode: 'inherited', inherited: name || 'unnamed' };
+}
+
+/**
+ * A listening socket handed over by the previous master at an upgrade (master/upgrade.ts): its
+ * fd (and its gate's) inherited at the exec, wrapped in a libuv handle, its `--listen` entry and
+ * drain mode as the previous master had them. Nothing on it changes: the reuseport program or
+ * filter stays, the queue is the same. Throws naming the entry.
+ */
+export function adoptHanded(id: number, h: { text: string; fd: number; drainMode: ListenerDrainMode; inherited?: string; gate?: GateSockets }): Listener {
+  const spec = parseListen(h.text);
+  const handle = createServerHandle(null, 0, 0, h.fd);
+  if (typeof handle === 'number') throw new QuiesceError('LISTEN_FAILED', `--listen ${h.text}: the socket handed over (fd ${h.fd}): ${errnoName(-handle)}`);
+  if (spec.kind === 'unix') {
+    return { id, spec, handle, fd: h.fd, port: 0, address: spec.path, state: 'open', family: 4, drainMode: h.drainMode, inherited: h.inherited, handed: true };
+  }
+  const out: Record<string, unknown> = {};
+  if ((handle.getsockname?.(out) ?? -1) !== 0 || !out.port) throw new QuiesceError('LISTEN_FAILED', `--listen ${h.text}: the socket handed over (fd ${h.fd}) is not a bound TCP socket`);
+  const port = Number(out.port);
+  const host = String(out.address);
+  const family: 4 | 6 = out.family === 'IPv6' || host.includes(':') ? 6 : 4;
+  return { id, spec, handle, fd: h.fd, port, address: family === 6 ? `[${host}]:${port}` : `${host}:${port}`, state: 'open', family, gate: h.gate, drainMode: h.drainMode, inherited: h.inherited, handed: true };
+}
+
+/**
+ * Let go of our copies of a listener whose socket another master holds (after an upgrade):
+ * closing a fd that is not the last one changes nothing in the kernel, and the unix socket's
+ * path stays (the new master serves it).
+ */
+export function releaseHandle(l: Listener): void {
+  if (l.state === 'closed') return;
+  l.state = 'closed';
+  l.handle.close();
+  if (l.gate) for (const fd of [l.gate.gateFd, l.gate.plugFd]) closeSync(fd);
 }
 
 /** The TCP gate a listener gets: its own mode, or the fallback for one that has none (a unix socket, a socket systemd keeps). */

@@ -20,7 +20,8 @@ const STEER_SHARE = 1 / 16;
 const JUDGE_SOAK_STRETCH = 4;
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
-import { adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, startListening, tcpDrainMode, type Listener } from './listeners.js';
+import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, releaseHandle, startListening, tcpDrainMode, type Listener } from './listeners.js';
+import { badNode, predecessorInbox, unexpected, quiesceVersion, readHandover, spawnSuccessor, successorInbox, toPredecessor, type FromSuccessor, type HandedTotals, type Handover, type Inbox, type LinkEnd, type MasterInfo, type ToSuccessor } from './upgrade.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { newTicketKeys, readTls, type GenerationTls } from './tls.js';
@@ -52,6 +53,8 @@ const MAX_WORKERS = 512;
 const LAST_WORKER_BACKOFF_MS = 1_000;
 /** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
 const CRASH_LOOP_AFTER = 3;
+/** At an upgrade, how long the new master may take to start (Node, the drain mode's checks) on top of --ready-timeout and --reload-soak. */
+const SUCCESSOR_START_MS = 15_000;
 export type ConfigLoader = () => Promise<Config>;
 
 export type Totals = {
@@ -62,6 +65,8 @@ export type Totals = {
   drains: number;
   reloads: number;
   reloadsFailed: number;
+  /** Upgrades this server went through (carried from master to master). */
+  upgrades: number;
   retired: Partial<Record<RetireReason | 'crash', number>>;
 };
 
@@ -74,7 +79,7 @@ export class Master {
   drainMode: TcpDrainMode = 'fallback';
   drainModeReason = '';
   lastDrain?: DrainReport;
-  readonly totals: Totals = { requests: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, retired: {} };
+  readonly totals: Totals = { requests: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0, retired: {} };
   readonly admin: AdminServer;
   private control?: ControlServer;
   private native: Native | undefined;
@@ -112,26 +117,128 @@ export class Master {
 
   async start(): Promise<void> {
     // a missing app fails here, before any socket or file is made
-    const appSpec = resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg);
+    // a new master started by an upgrade: the old one's sockets, handed over at the exec
+    const handover = readHandover();
+    const inbox = handover ? predecessorInbox() : undefined;
+    this.handover = handover;
+    this.predecessor = inbox;
+    if (handover) {
+      this.masters.push(...handover.masters);
+      this.admin.address = handover.admin; // for the workers' boot (the welcome page); listened on at the take-over
+      this.nextGeneration = handover.generation + 1;
+      this.log.notice('upgrade-started', { from: handover.from, node: process.version, quiesce: quiesceVersion(), listeners: handover.listeners.length });
+      await toPredecessor({ t: 'up', pid: process.pid, node: process.version, quiesce: quiesceVersion() });
+    }
+    // the old master is told why a new one failed before it took over, then the error is thrown
+    const tell = async (err: unknown): Promise<never> => {
+      if (handover) await toPredecessor({ t: 'failed', reason: errorMessage(err) });
+      throw err;
+    };
+    let appSpec: AppSpecWire;
+    try {
+      appSpec = resolveAppSpec(this.cfg.app || undefined, process.cwd(), this.cfg);
+    } catch (err) {
+      return tell(err);
+    }
     await this.pickDrainMode();
     const n = loadNative();
     this.systemd = new Notifier(n.ok ? n.native : undefined, this.log);
-    // sockets passed by systemd (socket activation) serve first; --listen adds what they lack
-    const passed = listenFds().map(({ fd, name }, i) => adoptListener(i, fd, name, n.ok ? n.native : undefined));
-    if (passed.length > 0) this.log.notice('socket-activation', { listeners: passed.map((l) => `${l.address}${l.inherited !== 'unnamed' ? `(${l.inherited})` : ''}`).join(',') });
-    this.listeners = passed;
-    this.nextListenerId = passed.length;
-    const toBind = this.toBind(this.cfg, passed);
-    // certificates and keys are checked before anything is bound: a bad pair fails the start here
-    const tls = readTls(this.cfg, [...passed.map((l) => l.spec.text), ...toBind]);
+    if (handover) {
+      try {
+        this.listeners = handover.listeners.map((h, i) => adoptHanded(i, h));
+      } catch (err) {
+        return tell(err);
+      }
+    } else {
+      // sockets passed by systemd (socket activation) serve first; --listen adds what they lack
+      this.listeners = listenFds().map(({ fd, name }, i) => adoptListener(i, fd, name, n.ok ? n.native : undefined));
+      if (this.listeners.length > 0) this.log.notice('socket-activation', { listeners: this.listeners.map((l) => `${l.address}${l.inherited !== 'unnamed' ? `(${l.inherited})` : ''}`).join(',') });
+    }
+    const passed = this.listeners.filter((l) => l.inherited !== undefined);
+    this.nextListenerId = this.listeners.length;
+    const toBind = this.toBind(this.cfg, passed).filter((text) => !this.listeners.some((l) => l.spec.text === text));
+    let tls: ReturnType<typeof readTls>;
     try {
+      // certificates and keys are checked before anything is bound: a bad pair fails the start here
+      tls = readTls(this.cfg, [...this.listeners.map((l) => l.spec.text), ...toBind]);
       for (const text of toBind) this.listeners.push(this.bind(this.nextListenerId++, text));
     } catch (err) {
-      for (const l of this.listeners) closeHandle(l);
-      throw err;
+      for (const l of this.listeners) this.dropListener(l);
+      return tell(err);
     }
     installStatus(this);
-    if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
+    if (!handover) {
+      await this.ownEndpoints();
+    }
+    for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
+
+    this.generation = this.newGeneration(this.cfg, appSpec, tls);
+    const started = this.spawnGeneration(this.generation, this.cfg.workers);
+    const abort = async (err: unknown): Promise<never> => {
+      if (handover) {
+        // the old master serves the same sockets: the workers that serve already finish what they hold
+        this.log.error('upgrade-aborted', { reason: errorMessage(err) });
+        for (const w of started) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
+        await this.exitedWithin(started, 'upgrade rollback');
+        await toPredecessor({ t: 'failed', reason: errorMessage(err) });
+      } else {
+        for (const w of started) w.kill();
+        await Promise.all(started.map((w) => w.exited));
+      }
+      this.shutdownSockets();
+      throw err;
+    };
+    try {
+      startListening(this.listeners, this.cfg.backlog, this.native);
+    } catch (err) {
+      return abort(err as QuiesceError);
+    }
+    const failure = await this.awaitReady(started, this.cfg.readyTimeout, inbox);
+    if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
+    if (failure) return abort(new QuiesceError('APP_FAILED', failure));
+    if (handover && inbox) {
+      const why = await this.takeOver(handover, inbox, started);
+      if (why) return abort(new QuiesceError('UPGRADE_FAILED', why));
+    }
+    this.enter({ s: 'serving', since: Date.now() });
+    setInterval(() => this.watch(), WATCH_MS).unref();
+    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l, this.generation.tlsByText.has(l.spec.text))}\n`);
+    if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
+    if (handover) process.stdout.write(`quiesce: took over from pid ${handover.from} (node ${process.version}, quiesce ${quiesceVersion()})\n`);
+    process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
+    process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
+    this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
+    if (handover) this.systemd.mainPid(this.statusLine());
+    else this.systemd.ready(this.statusLine());
+    this.systemd.startWatchdog(() => this.state.s !== 'stopped');
+  }
+
+  private nextListenerId = 0;
+  private systemd!: Notifier;
+
+  // ─── upgrade ──────────────────────────────────────────────────────────────
+
+  /** A new master before it took over: what the old one handed it. */
+  private handover?: Handover;
+  /** The masters that served before this one (upgrades), oldest first. */
+  readonly masters: MasterInfo[] = [];
+  /** Every generation this master started. */
+  private readonly generationsRun: number[] = [];
+  /** An old master during an upgrade: its new master's channel. */
+  private upgrading?: { pid: number; since: number; inbox: Inbox<FromSuccessor>; settled: Promise<unknown>; released: boolean };
+  /** The upgrade in progress (status): the new master's pid and since when. */
+  get upgradeInProgress(): { pid: number; since: number } | undefined {
+    return this.upgrading && { pid: this.upgrading.pid, since: this.upgrading.since };
+  }
+  /** A new master before it took over: the old master's channel. */
+  private predecessor?: Inbox<ToSuccessor>;
+  /** An old master whose new master took over: it only retires its workers, then exits. */
+  private handedTo?: number;
+
+  /** The admin listener, the control socket and the pid file: at start, or for a new master once the old one let go of them. */
+  private async ownEndpoints(adminFd?: number): Promise<void> {
+    if (adminFd !== undefined) await this.admin.listenFd(adminFd);
+    else if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     this.warnAdminToken();
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
@@ -142,38 +249,156 @@ export class Master {
       this.shutdownSockets(); // no start failure leaves a socket file or pid file behind
       throw err;
     }
-    for (const { signal, verb } of SIGNAL_VERBS) process.on(signal, () => this.onSignal(signal, verb));
-    process.on('SIGUSR2', () => this.log.notice('signal-ignored', { signal: 'SIGUSR2', note: 'reserved for the master upgrade' }));
-
-    this.generation = this.newGeneration(this.cfg, appSpec, tls);
-    const started = this.spawnGeneration(this.generation, this.cfg.workers);
-    const abort = async (err: QuiesceError): Promise<never> => {
-      for (const w of started) w.kill();
-      await Promise.all(started.map((w) => w.exited));
-      this.shutdownSockets();
-      throw err;
-    };
-    try {
-      startListening(this.listeners, this.cfg.backlog, this.native);
-    } catch (err) {
-      return abort(err as QuiesceError);
-    }
-    const failure = await this.awaitReady(started, this.cfg.readyTimeout);
-    if (this.state.s !== 'starting') return; // stopped while starting: the stop owns the workers
-    if (failure) return abort(new QuiesceError('APP_FAILED', failure));
-    this.enter({ s: 'serving', since: Date.now() });
-    setInterval(() => this.watch(), WATCH_MS).unref();
-    for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l, this.generation.tlsByText.has(l.spec.text))}\n`);
-    if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
-    process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
-    process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
-    this.log.notice('ready', { generation: this.generation.n, workers: this.cfg.workers, drain_mode: this.drainMode, listeners: this.listeners.map((l) => l.address).join(',') });
-    this.systemd.ready(this.statusLine());
-    this.systemd.startWatchdog(() => this.state.s !== 'stopped');
   }
 
-  private nextListenerId = 0;
-  private systemd!: Notifier;
+  /** A listener at a start that failed: ours is closed; one handed over by the old master is only let go of (it still serves it). */
+  private dropListener(l: Listener): void {
+    if (l.handed) releaseHandle(l);
+    else closeHandle(l);
+  }
+
+  /** This master as `quiesce status` lists it. */
+  masterInfo(until?: number): MasterInfo {
+    return { pid: process.pid, startedAt: new Date(this.startedAt).toISOString(), node: process.version, quiesce: quiesceVersion(), until: until === undefined ? undefined : new Date(until).toISOString(), generations: [...this.generationsRun] };
+  }
+
+  /**
+   * A new master whose workers are ready: soak them, tell the old master, and once it let go of
+   * its control socket, pid file and admin listener, take them. Returns why it could not.
+   */
+  private async takeOver(h: Handover, inbox: Inbox<ToSuccessor>, started: WorkerProc[]): Promise<string | undefined> {
+    const soakFailure = await this.soak(started, this.cfg.reloadSoak, inbox);
+    if (soakFailure) return `generation ${this.generation.n}: ${soakFailure}`;
+    await toPredecessor({ t: 'ready', generation: this.generation.n, workers: started.length });
+    const m = await inbox.next(this.cfg.readyTimeout + EXIT_SLACK_MS);
+    if (m.t !== 'release') return unexpected(m, 'the old master did not let go in time');
+    try {
+      await this.ownEndpoints(h.adminFd);
+    } catch (err) {
+      return `taking over: ${errorMessage(err)}`;
+    }
+    const t = m.totals;
+    Object.assign(this.ofExited, {
+      requests: this.ofExited.requests + t.requests, bytesSent: this.ofExited.bytesSent + t.bytesSent, accepted: this.ofExited.accepted + t.accepted,
+      completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused,
+    });
+    this.totals.forced += t.forced;
+    this.totals.cut += t.cut;
+    this.totals.drains += t.drains;
+    this.totals.reloads += t.reloads;
+    this.totals.reloadsFailed += t.reloadsFailed;
+    this.totals.upgrades = t.upgrades + 1;
+    // the sockets are ours alone now: a worker losing this master gates them again
+    this.handover = undefined;
+    this.generation.boot = { ...this.generation.boot, successor: undefined };
+    for (const w of this.workers) w.send({ t: 'sole' });
+    for (const l of this.listeners) delete l.handed;
+    this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion() });
+    await toPredecessor({ t: 'took-over' });
+    return undefined;
+  }
+
+  /** The counters handed to a new master (the live workers' figures as last reported). */
+  private handedTotals(): HandedTotals {
+    const live = [...this.workers];
+    const sum = (f: (w: WorkerProc) => number): number => live.reduce((a, w) => a + f(w), 0);
+    return {
+      requests: this.ofExited.requests + sum((w) => w.stats.requests), bytesSent: this.ofExited.bytesSent + sum((w) => w.stats.bytesSent),
+      accepted: this.ofExited.accepted + sum((w) => w.stats.accepted ?? 0), completed: this.ofExited.completed + sum((w) => w.stats.completed ?? 0),
+      refused: this.ofExited.refused + sum((w) => w.stats.refused ?? 0),
+      forced: this.totals.forced, cut: this.totals.cut, drains: this.totals.drains, reloads: this.totals.reloads, reloadsFailed: this.totals.reloadsFailed, upgrades: this.totals.upgrades,
+    };
+  }
+
+  /**
+   * `quiesce upgrade` / USR2, in the old master: start a new master (the quiesce and Node on disk
+   * now, or `node`), hand it every socket, wait until its workers are ready and soaked, let go of
+   * the control socket, pid file and admin listener, then retire this master's workers and exit.
+   * Any failure before the new master took over rolls back: it retires its workers and exits,
+   * this master never stopped serving.
+   */
+  private async upgrade(progress: (m: string) => void, node = process.execPath): Promise<Result> {
+    const fail = (message: string): Result => ({ type: 'result', ok: false, message });
+    if (this.state.s !== 'serving') return fail(`cannot upgrade while ${this.state.s}`);
+    const bad = badNode(node);
+    if (bad) return fail(`upgrade: --node ${bad}`);
+    const t0 = Date.now();
+    const listeners = this.listeners.filter((l) => l.state !== 'closed');
+    let child;
+    try {
+      child = spawnSuccessor({
+        node, generation: this.generation.n,
+        listeners: listeners.map((l) => ({ text: l.spec.text, fd: l.fd, drainMode: l.drainMode, inherited: l.inherited, gate: l.gate })),
+        adminFd: this.admin.fd(), admin: this.admin.address,
+        masters: [...this.masters, this.masterInfo(Date.now())],
+      });
+    } catch (err) {
+      return fail(`upgrade: the new master could not be started: ${errorMessage(err)}`);
+    }
+    const { inbox, exited } = successorInbox(child);
+    let settle!: () => void;
+    const upgrading = { pid: child.pid ?? 0, since: t0, inbox, settled: new Promise<void>((r) => { settle = r; }), released: false };
+    this.upgrading = upgrading;
+    this.log.notice('upgrade', { pid: child.pid, node, listeners: listeners.length });
+    this.systemd.reloading(`upgrading: new master ${child.pid} starting (generation ${this.generation.n} serving)`);
+    progress(`new master pid ${child.pid} starting (${node})`);
+    const rollback = async (why: string): Promise<Result> => {
+      if (child.exitCode === null && child.signalCode === null) {
+        // it retires its workers (they finish what they hold) and exits; killed if it takes too long
+        if (child.connected) child.send({ t: 'abort', reason: why } satisfies ToSuccessor);
+        const bound = this.cfg.gracefulTimeout + this.cfg.killGrace + EXIT_SLACK_MS;
+        const timer = setTimeout(() => child.kill('SIGKILL'), bound);
+        await exited;
+        clearTimeout(timer);
+      }
+      if (this.control && !this.control.listening) {
+        // it failed after this master let go of the control socket: take it back
+        try { await this.control.listen(); writePidfile(this.pidfile); } catch (err) { this.log.error('upgrade-rollback-control', { error: errorMessage(err) }); }
+      }
+      this.upgrading = undefined;
+      settle();
+      if (this.state.s === 'serving') this.systemd.ready(this.statusLine());
+      this.log.error('upgrade-failed', { pid: child.pid, reason: why });
+      return fail(`upgrade failed: ${why}; rolled back, master ${process.pid} keeps serving generation ${this.generation.n}`);
+    };
+    const deadline = t0 + this.cfg.readyTimeout + this.cfg.reloadSoak + SUCCESSOR_START_MS;
+    let m: FromSuccessor | LinkEnd;
+    let up: Extract<FromSuccessor, { t: 'up' }> | undefined;
+    for (;;) {
+      m = await inbox.next(deadline - Date.now());
+      if (m.t !== 'up') break;
+      up = m;
+      progress(`new master pid ${m.pid} up (node ${m.node}, quiesce ${m.quiesce}): starting ${this.cfg.workers} workers`);
+    }
+    if (m.t !== 'ready') return rollback(unexpected(m, `the new master was not ready within ${Math.round((deadline - t0) / 1000)} s (--ready-timeout + --reload-soak + ${SUCCESSOR_START_MS / 1000} s)`));
+    progress(`new master pid ${child.pid}: generation ${m.generation} ready (${m.workers} workers), soak passed; handing over`);
+    // the control socket's path is the new master's from now: new clients reach it
+    upgrading.released = true;
+    this.control?.release();
+    child.send({ t: 'release', totals: this.handedTotals() } satisfies ToSuccessor);
+    const done = await inbox.next(EXIT_SLACK_MS * 3);
+    if (done.t !== 'took-over') return rollback(unexpected(done, 'the new master did not take over in time'));
+    // committed: this master retires
+    this.upgrading = undefined;
+    settle();
+    this.handedTo = child.pid;
+    child.disconnect();
+    this.systemd.stopWatchdog();
+    const ms = Date.now() - t0;
+    this.log.notice('upgraded', { to: child.pid, node: up?.node, quiesce: up?.quiesce, generation: m.generation, ms });
+    this.enter({ s: 'stopping', since: Date.now(), fast: false });
+    const ws = [...this.workers];
+    for (const w of ws) this.retire(w, 'upgrade');
+    for (const l of this.listeners) releaseHandle(l);
+    await this.admin.close();
+    this.stopDeadline(this.cfg.gracefulTimeout + this.cfg.killGrace);
+    if (this.workers.size === 0) void this.finish();
+    return {
+      type: 'result', ok: true,
+      message: `upgraded in ${(ms / 1000).toFixed(1)} s: master ${child.pid} (node ${up?.node ?? '?'}, quiesce ${up?.quiesce ?? '?'}) serves generation ${m.generation}; master ${process.pid} retires its ${ws.length} workers`,
+      data: { pid: child.pid, generation: m.generation, node: up?.node, quiesce: up?.quiesce, ms },
+    };
+  }
 
   /**
    * The --listen addresses to bind, given the sockets systemd passed: an address one of them
@@ -232,10 +457,11 @@ export class Master {
 
   private newGeneration(cfg: Config, appSpec: AppSpecWire, tls: GenerationTls | undefined): Generation {
     const n = this.nextGeneration++;
+    this.generationsRun.push(n);
     for (const c of tls?.certs ?? []) this.log.notice('tls-certificate', { generation: n, listeners: c.listeners, subject: c.subject, not_after: c.notAfter, sha256: c.fingerprint });
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
     return {
-      n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address },
+      n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address, successor: this.handover ? true : undefined },
       // (an app that brings its own TLS server still gets the generation's ticket keys)
       tls: tls?.wire ?? { contexts: [], ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' },
       tlsByText: tls?.byText ?? new Map(),
@@ -261,7 +487,7 @@ export class Master {
   }
 
   /** Wait until all are ready; returns a failure description, or undefined when all are ready. */
-  private async awaitReady(ws: WorkerProc[], timeoutMs: number): Promise<string | undefined> {
+  private async awaitReady(ws: WorkerProc[], timeoutMs: number, link?: Inbox<ToSuccessor>): Promise<string | undefined> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<string>((r) => { timer = setTimeout(() => r(`not ready within --ready-timeout ${timeoutMs / 1000}s`), timeoutMs); });
     const firstFailure = new Promise<string>((resolve) => {
@@ -273,7 +499,8 @@ export class Master {
         });
       }
     });
-    const r = await Promise.race([firstFailure, timeout]);
+    // a new master in an upgrade: the old one may call it off meanwhile
+    const r = await Promise.race([firstFailure, timeout, ...(link ? [link.ended] : [])]);
     clearTimeout(timer);
     return r || undefined;
   }
@@ -576,6 +803,7 @@ export class Master {
       case 'restart': return this.request('restart', progress);
       case 'reopen-logs': return this.request('reopen-logs', progress);
       case 'scale': return this.request('scale', progress, req.workers ?? '');
+      case 'upgrade': return this.request('upgrade', progress, req.node ?? '');
       default: return { type: 'result', ok: false, message: `unknown verb ${JSON.stringify((req as { verb: unknown }).verb)}` };
     }
   }
@@ -586,6 +814,8 @@ export class Master {
    * it may have read its config already, so a reload asked later queues anew.
    */
   request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = '', noJudge = false): Promise<Result> {
+    // a new master before it took over acts on a stop only (it calls the upgrade off: stop())
+    if (this.handover && verb !== 'stop' && verb !== 'fast-stop') return Promise.resolve({ type: 'result', ok: false, message: 'this master is taking over in an upgrade: ask the serving master' });
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
     switch (verb) {
       case 'reopen-logs':
@@ -600,6 +830,14 @@ export class Master {
         // one at a time with reloads: a scale asked during a reload waits for it
         const spec = verb === 'scale' ? workers : verb === 'scale-up' ? '+1' : '-1';
         const run = this.running.then(() => this.scale(spec, progress));
+        this.running = run.catch(() => undefined);
+        return run;
+      }
+      case 'upgrade': {
+        // one at a time with reloads: an upgrade asked during a reload waits for it
+        if (stopping) return Promise.resolve({ type: 'result', ok: false, message: 'cannot upgrade: the server is stopping' });
+        if (this.upgrading) return Promise.resolve({ type: 'result', ok: false, message: `an upgrade is already in progress (new master ${this.upgrading.pid})` });
+        const run = this.running.then(() => this.upgrade(progress, workers || undefined));
         this.running = run.catch(() => undefined);
         return run;
       }
@@ -654,8 +892,21 @@ export class Master {
 
   private readonly stopProgress = new Set<(m: string) => void>();
   private stop(fast: boolean, progress: (m: string) => void = () => {}): Promise<Result> {
+    if (this.handover && this.predecessor) {
+      // a new master that has not taken over: a stop calls the upgrade off (the old master serves on)
+      this.predecessor.interrupt('the new master was told to stop before it took over');
+      return Promise.resolve({ type: 'result', ok: false, message: 'an upgrade in progress was called off; the old master serves on' });
+    }
     this.stopProgress.add(progress);
     const done = new Promise<Result>((r) => this.stopWaiters.push(r));
+    const u = this.upgrading;
+    if (u && this.state.s === 'serving') {
+      // a stop during an upgrade wins: the new master goes first (before it took over), then the stop runs
+      if (!u.released) u.inbox.interrupt('a stop was asked: the stop wins');
+      progress(`an upgrade is in progress (new master ${u.pid}): ${u.released ? 'waiting for its outcome' : 'calling it off'} first`);
+      void u.settled.then(() => { if (this.state.s === 'serving') void this.gracefulStop(fast); });
+      return done;
+    }
     if (this.state.s === 'stopping' || this.state.s === 'stopped') {
       if (fast && this.state.s === 'stopping' && !this.state.fast) this.forceAll();
       return done;
@@ -800,13 +1051,13 @@ export class Master {
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
-    const message = `stopped: ${d ? `drain ${d.gateToCloseMs} ms (${d.mode}), ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced, ${this.totals.cut} cut`;
+    const message = this.handedTo !== undefined ? `upgraded: master ${this.handedTo} serves; this master's workers finished` : `stopped: ${d ? `drain ${d.gateToCloseMs} ms (${d.mode}), ${d.acceptedInDrain} accepted from the queue, ${d.leftAtClose} left at close, ` : ''}${this.totals.forced} forced, ${this.totals.cut} cut`;
     this.log.log(this.totals.cut > 0 ? 'alert' : 'notice', 'stopped', {
       forced: this.totals.forced, left_at_close: d?.leftAtClose ?? 0, cut: this.totals.cut,
       finish_ms: finishMs,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
     });
-    for (const l of this.listeners) closeHandle(l);
+    for (const l of this.listeners) closeHandle(l); // (released already after an upgrade: a no-op)
     removePidfile(this.pidfile);
     for (const w of this.stopWaiters) w({ type: 'result', ok: true, message, data: { forced: this.totals.forced, drain: d } });
     await sleep(10); // the replies reach the control clients before the socket goes
@@ -819,7 +1070,7 @@ export class Master {
   }
 
   private shutdownSockets(): void {
-    for (const l of this.listeners) closeHandle(l);
+    for (const l of this.listeners) this.dropListener(l);
     this.control?.close();
     removePidfile(this.pidfile);
   }
@@ -1068,9 +1319,10 @@ export class Master {
   }
 
   /** Both generations serve; a new worker exiting meanwhile is a failure. */
-  private async soak(fresh: WorkerProc[], ms: number): Promise<string | undefined> {
+  private async soak(fresh: WorkerProc[], ms: number, link?: Inbox<ToSuccessor>): Promise<string | undefined> {
     let timer: NodeJS.Timeout | undefined;
     const r = await Promise.race([
+      ...(link ? [link.ended] : []),
       new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); }),
       ...fresh.map((w) => w.failed.then((why) => `${why} during the soak`)),
     ]);

@@ -47,6 +47,12 @@ export class Notifier {
     this.send({ RELOADING: '1', MONOTONIC_USEC: String(process.hrtime.bigint() / 1000n), STATUS: status });
   }
 
+  /**
+   * A new master took over at an upgrade: it is the service's main process from now on, ready
+   * (sent by the new master itself, so the unit needs NotifyAccess=all: it is not MAINPID yet).
+   */
+  mainPid(status: string): void { this.send({ MAINPID: String(process.pid), READY: '1', STATUS: status }); }
+
   stopping(status: string): void { this.send({ STOPPING: '1', STATUS: status }); }
 
   status(status: string): void { this.send({ STATUS: status }); }

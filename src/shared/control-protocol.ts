@@ -3,9 +3,9 @@
  * 0600) beside the pid file. The client sends one request line; the master answers with zero or
  * more progress lines and exactly one result line, so a verb can wait for and report its outcome.
  */
-export type ControlVerb = 'stop' | 'reload' | 'restart' | 'reopen-logs' | 'status' | 'ping' | 'scale';
-/** `workers` (scale): a count `N`, or `+N` / `-N` relative to the current one. `judge: false` (reload --no-judge): no judged soak this time. */
-export type ControlRequest = { verb: ControlVerb; force?: boolean; workers?: string; judge?: boolean };
+export type ControlVerb = 'stop' | 'reload' | 'restart' | 'reopen-logs' | 'status' | 'ping' | 'scale' | 'upgrade';
+/** `workers` (scale): a count `N`, or `+N` / `-N` relative to the current one; `node` (upgrade): the new master's Node binary; `judge: false` (reload --no-judge): no judged soak this time. */
+export type ControlRequest = { verb: ControlVerb; force?: boolean; workers?: string; node?: string; judge?: boolean };
 export type ControlReply =
   | { type: 'progress'; message: string }
   | { type: 'result'; ok: boolean; message: string; data?: unknown };

@@ -25,7 +25,7 @@ export const WORKER_EXIT = {
 /** Stable error codes of the CLI and the master (docs/ERRORS.md documents each; a test checks). */
 export const ERROR_CODES = [
   'USAGE', 'CONFIG_INVALID', 'CONFIG_FILE', 'LISTEN_FAILED', 'ALREADY_RUNNING', 'NOT_RUNNING',
-  'CONTROL_FAILED', 'APP_FAILED', 'PRIVILEGES',
+  'CONTROL_FAILED', 'APP_FAILED', 'PRIVILEGES', 'UPGRADE_FAILED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

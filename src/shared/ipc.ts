@@ -25,6 +25,12 @@ export type WorkerBoot = {
   drainMode: TcpDrainMode;
   /** The admin listener's bound address as the master prints it ("127.0.0.1:8081", "unix:PATH"), "" when off. */
   admin: string;
+  /**
+   * The worker's master is a new master in an upgrade that has not taken over yet: the old one
+   * still serves the same sockets, so a worker losing its master only retires (no gate), until
+   * `sole` says its master holds them alone.
+   */
+  successor?: boolean;
 };
 
 /** One certificate chain and its (unencrypted) key, PEM; `ca`: clients must present a certificate it signed. */
@@ -70,10 +76,12 @@ export type ToWorker =
   | { t: 'steer'; share: number }
   /** A connection the master accepted itself at the very end of a drain; the socket comes along. */
   | { t: 'conn'; id: number }
+  /** The master took over from the old one (an upgrade committed): gate the sockets if it goes. */
+  | { t: 'sole' }
   /** The answer to `tls-ask`: the generation's TLS material (no contexts when only the app brings TLS). */
   | { t: 'tls'; tls: TlsWire };
 
-export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down' | 'memory' | 'hung';
+export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down' | 'memory' | 'hung' | 'upgrade';
 
 /** A worker sends its WorkerStats this often; the master's views of them are this old at most. */
 export const STATS_INTERVAL_MS = 500;

@@ -3,7 +3,7 @@
  * verb over the control socket as SIGTERM does through the signal). Signal handlers only record the
  * verb; the master's one loop acts on it (see master/lifecycle.ts).
  */
-export type Verb = 'stop' | 'fast-stop' | 'reload' | 'restart' | 'reopen-logs' | 'scale-up' | 'scale-down';
+export type Verb = 'stop' | 'fast-stop' | 'reload' | 'restart' | 'reopen-logs' | 'scale-up' | 'scale-down' | 'upgrade';
 
 export const SIGNAL_VERBS: ReadonlyArray<{ signal: NodeJS.Signals; verb: Verb; note: string }> = [
   { signal: 'SIGTERM', verb: 'stop', note: 'graceful stop (systemd, Kubernetes)' },
@@ -14,6 +14,7 @@ export const SIGNAL_VERBS: ReadonlyArray<{ signal: NodeJS.Signals; verb: Verb; n
   { signal: 'SIGUSR1', verb: 'reopen-logs', note: 'reopen log files (logrotate)' },
   { signal: 'SIGTTIN', verb: 'scale-up', note: 'one worker more (gunicorn, unicorn)' },
   { signal: 'SIGTTOU', verb: 'scale-down', note: 'one worker less (never below 1)' },
+  { signal: 'SIGUSR2', verb: 'upgrade', note: 'upgrade: a new master from the quiesce and Node on disk takes over the sockets (nginx, unicorn)' },
 ];
 
 /** Signals a worker ignores: it acts only on its master's messages. */

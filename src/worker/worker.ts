@@ -67,6 +67,8 @@ class Worker {
   private askedToRetire = false;
   /** The master went away while the app was loading. */
   private masterLost = false;
+  /** Our master has not taken over from the old one yet (WorkerBoot.successor): a lost master means only retire. */
+  private successor = false;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready, with their listener. */
   private readonly early: Array<{ socket: net.Socket; id: number }> = [];
@@ -79,6 +81,7 @@ class Worker {
     this.native = n.ok ? n.native : undefined;
     // the listeners' fds came with the fork; Node starts with them close-on-exec (20 and 24), so
     // a process the app spawns does not hold them open past a stop (test/core.test.ts)
+    this.successor = this.boot.successor === true;
     for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
     this.generationHeader = String(this.boot.generation);
@@ -395,6 +398,9 @@ class Worker {
       case 'steer':
         this.conns.steerShare(m.share);
         return;
+      case 'sole':
+        this.successor = false;
+        return;
     }
   }
 
@@ -490,6 +496,12 @@ class Worker {
       this.masterLost = true;
       this.log('warn', 'master-gone', { pid: process.pid, loading: true, listeners: this.listeners.size });
       this.armForce();
+      return;
+    }
+    if (this.successor) {
+      // a new master that died before it took over: the old one still serves these sockets
+      this.log('warn', 'master-gone', { pid: process.pid, note: 'the master of an upgrade not taken over: retiring without a gate' });
+      this.retire('master-gone');
       return;
     }
     this.log('warn', 'master-gone', { pid: process.pid });

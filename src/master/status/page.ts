@@ -225,7 +225,7 @@ function genTag(s: StatusSnapshot, g: StatusSnapshot['generationInfo'][number]):
 
 function progressBlock(p: ProgressView): string {
   const pct = p.timeoutMs > 0 ? Math.min(100, (p.elapsedMs / p.timeoutMs) * 100) : 100;
-  const title: Record<ProgressView['kind'], string> = { drain: 'Stopping: draining', stop: 'Stopping: workers finishing', reload: 'Reloading', retire: 'Retiring' };
+  const title: Record<ProgressView['kind'], string> = { drain: 'Stopping: draining', stop: 'Stopping: workers finishing', reload: 'Reloading', retire: 'Retiring', upgrade: 'Upgrading: a new master starts' };
   const gens = p.generations.length ? ` · generation ${p.generations.join(', ')}` : '';
   return `<div class="progress k-${esc(p.kind)}">
   <div class="ptitle"><strong>${esc(title[p.kind])}</strong> <span class="dim">${esc(p.phase)}${esc(gens)}</span><span class="elapsed">${esc(fmtDuration(p.elapsedMs))} <span class="dim">of ${esc(fmtDuration(p.timeoutMs))}</span></span></div>

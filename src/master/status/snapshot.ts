@@ -6,7 +6,7 @@
  */
 import { PROTOCOLS, type Protocol } from '../../shared/ipc.js';
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { quiesceVersion } from '../upgrade.js';
 import type { Master } from '../master.js';
 import type { WorkerProc } from '../workers.js';
 import type { Native } from '../../native/index.js';
@@ -63,18 +63,6 @@ class RateMeter {
 }
 const round1 = (x: number): number => Math.round(x * 10) / 10;
 
-let version: string | undefined;
-function packageVersion(): string {
-  if (version === undefined) {
-    try {
-      version = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-    } catch {
-      version = 'unknown';
-    }
-  }
-  return version;
-}
-
 export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapshot {
   const now = Date.now();
   const st = stateOf(master);
@@ -121,7 +109,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
   }
   return {
     schema: SCHEMA_VERSION,
-    server: { name: 'quiesce', version: packageVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
+    server: { name: 'quiesce', version: quiesceVersion(), node: process.version, hostname: hostname(), mpm: 'prefork' },
     pid: process.pid,
     state,
     phase: 'phase' in master.state ? master.state.phase : undefined,
@@ -132,6 +120,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     generation: serving,
     generations: gens.map((g) => g.n),
     generationInfo: gens,
+    masters: [...master.masters, master.masterInfo()],
     drainMode: master.drainMode,
     drainModeReason: master.drainModeReason || undefined,
     config: {
@@ -153,6 +142,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
       drains: t.drains,
       reloads: t.reloads,
       reloadsFailed: t.reloadsFailed,
+      upgrades: t.upgrades,
       retired,
       responses: total(all),
       responsesByClass: Object.fromEntries(CODE_CLASSES.map((k, i) => [k, all.codes[i]!])),
@@ -236,6 +226,9 @@ function generationViews(live: WorkerProc[], serving: number, reloadingTo: numbe
       requests: ws.reduce((a, w) => a + w.stats.requests, 0),
       connections: ws.reduce((a, w) => a + w.stats.connections, 0),
       inflight: ws.reduce((a, w) => a + w.stats.inflight, 0),
+      master: process.pid,
+      node: process.version,
+      quiesce: quiesceVersion(),
     };
   });
 }
@@ -269,6 +262,12 @@ function progressViews(master: Master, live: WorkerProc[], listeners: ListenerVi
     p.text = `reload to generation ${s.to}: ${fresh.length - starting}/${fresh.length} workers ready${starting === 0 ? ', soaking' : ''}, ` +
       `queue ${queued}, ${fmtDuration(p.elapsedMs)} of ${fmtDuration(p.timeoutMs)}`;
     out.push(p);
+  }
+  const up = master.upgradeInProgress;
+  if (up) {
+    out.push({ kind: 'upgrade', phase: 'starting', generations: [], elapsedMs: now - up.since, timeoutMs: cfg.readyTimeout + cfg.reloadSoak,
+      workersLeft: 0, connectionsLeft: 0, inflightLeft: 0, queued,
+      text: `upgrade: new master ${up.pid} starting its workers (ready, then a ${fmtDuration(cfg.reloadSoak)} soak), ${fmtDuration(now - up.since)} so far` });
   }
   if (s.s === 'serving' || s.s === 'reloading') {
     const retiring = live.filter((w) => w.phase === 'retiring');

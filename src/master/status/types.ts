@@ -100,11 +100,27 @@ export type GenerationView = {
    * histogram: `latency[b]` responses in bucket b (upper bounds in docs/STATUS-SCHEMA.md), `sumMs`.
    */
   http?: HttpFigures & { latency: number[]; sumMs: number };
+  /** The master that runs it, and the Node and quiesce versions its workers run (every master runs its own). */
+  master: number;
+  node: string;
+  quiesce: string;
+};
+
+/** A master of this server: the current one, and those it took over from (upgrades), with the versions each ran. */
+export type MasterView = {
+  pid: number;
+  startedAt: string;
+  node: string;
+  quiesce: string;
+  /** When it handed over to the next master (absent for the current one). */
+  until?: string;
+  /** The generations it started. */
+  generations: number[];
 };
 
 /** Something the operator is waiting for: a stop's drain, a reload, a generation retiring. */
 export type ProgressView = {
-  kind: 'drain' | 'stop' | 'reload' | 'retire';
+  kind: 'drain' | 'stop' | 'reload' | 'retire' | 'upgrade';
   /** drain: lame-duck | drain; stop: finishing; reload: starting | soaking; retire: finishing. */
   phase: string;
   /** The generation(s) concerned (retire: the retiring one; reload: the new one). */
@@ -138,6 +154,8 @@ export type Totals = {
   drains: number;
   reloads: number;
   reloadsFailed: number;
+  /** Master upgrades (`quiesce upgrade`, USR2) this server went through. */
+  upgrades: number;
   /** Workers that exited, by reason (crash for those not told to). */
   retired: Record<string, number>;
   /** Responses counted by the request metrics since the start, every generation (0 with --metrics off), and by status class. */
@@ -169,6 +187,8 @@ export type StatusSnapshot = {
   /** Generations with live workers, ascending. */
   generations: number[];
   generationInfo: GenerationView[];
+  /** Every master of this server, oldest first; the last is this one. */
+  masters: MasterView[];
   /** How TCP listeners are gated at a stop, and why that mechanism (docs/STATUS-SCHEMA.md). */
   drainMode: TcpDrainMode;
   drainModeReason?: string;
