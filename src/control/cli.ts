@@ -135,7 +135,6 @@ export async function cliMain(argv: string[]): Promise<number> {
       default: {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
-        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, noJudge: values['no-judge'] === true });
         return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, node, noJudge: values['no-judge'] === true });
       }
     }
