@@ -679,7 +679,7 @@ export class Master {
   /**
    * Every WATCH_MS: a ready worker not heard from (its 500 ms report is the heartbeat, sent from
    * its event loop) for longer than its generation's --worker-timeout is hung; so is one whose
-   * every report for that long said its loop was held up a second or more (`stalledSince`: a GC
+   * every report for that long said its loop was held up STALL_LOOP_MS (500 ms) or more (`stalledSince`: a GC
    * thrashing near the heap limit answers, late, until V8 aborts it). A master that was itself
    * held up (its own timer late by a second: paused, swapped) judges nobody on that round.
    */

@@ -564,14 +564,13 @@ class Worker {
       this.loopDelayMs = Math.round(Math.max(this.loopDelay.max / 1e6, late));
       this.loopDelay.reset();
     }
-    const loopDelayMs = this.loopDelayMs;
     const max = this.boot.config.maxMemory;
     if (max > 0 && rssBytes > max && this.ready) this.askToRetire('memory', `RSS ${Math.round(rssBytes / 1048576)} MB over --max-memory ${Math.round(max / 1048576)} MB`);
     this.send({ t: 'stats', stats: {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
       accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
-      fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs, rssBytes, http: this.metrics?.counts,
+      fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs: this.loopDelayMs, rssBytes, http: this.metrics?.counts,
       heapUsedBytes: heap.used_heap_size, heapLimitBytes: heap.heap_size_limit,
       ...(this.tls ? { protocols: this.protocols(this.tls) } : {}),
     } });
