@@ -405,6 +405,8 @@ test('a retiring worker blocked in a handler is found hung too, and killed after
     assert.match(s.err(), new RegExp(`worker-killed pid=${old} reason=hung cut=1 `));
     assert.notEqual(await blocked, 'answered');
     // no replacement for a worker that was leaving: one worker, of generation 2
+    // (the master hears of the kill through its loop: wait for the exit to reach the status)
+    await waitFor(async () => (await statusJson(s)).workers.length === 1, 5_000, 'the killed worker to leave the status');
     const st = await statusJson(s);
     assert.deepEqual(st.workers.map((w) => w.generation), [2]);
     assert.equal((await get(s.address, '/')).status, 200);
