@@ -24,7 +24,7 @@ import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listen
 import { badNode, predecessorInbox, unexpected, quiesceVersion, readHandover, spawnSuccessor, successorInbox, toPredecessor, type FromSuccessor, type HandedTotals, type Handover, type Inbox, type LinkEnd, type MasterInfo, type ToSuccessor } from './upgrade.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
-import { newTicketKeys, readTls, type GenerationTls } from './tls.js';
+import { TlsBoard, newTicketSecret, readTls, ticketPeriodMs, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
@@ -83,6 +83,10 @@ export class Master {
   readonly admin: AdminServer;
   private control?: ControlServer;
   private native: Native | undefined;
+  /** The TLS load board, made with the first generation that serves TLS (master/tls.ts). */
+  private tlsBoard?: TlsBoard;
+  /** Session ticket keys derive from it, per period (master/tls.ts): the same in every generation, so resumption survives a reload. */
+  private readonly ticketSecret = newTicketSecret();
   private readonly errorSink: LineSink;
   private readonly accessSink: LineSink;
   readonly log: Logger;
@@ -463,9 +467,22 @@ export class Master {
     return {
       n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address, successor: this.handover ? true : undefined },
       // (an app that brings its own TLS server still gets the generation's ticket keys)
-      tls: tls?.wire ?? { contexts: [], ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' },
+      tls: { ...(tls?.wire ?? { contexts: [], http2: cfg.http2 === 'on' }), ticketSecret: this.ticketSecret, ticketPeriodMs: ticketPeriodMs() },
       tlsByText: tls?.byText ?? new Map(),
+      board: tls ? this.boardHalf(n, cfg.workers) : undefined,
     };
+  }
+
+  /** A generation's half of the TLS load board; none without the native module (TLS workers then accept as libuv does). */
+  private boardHalf(n: number, workers: number): Generation['board'] {
+    if (!this.native) return undefined;
+    try {
+      this.tlsBoard ??= TlsBoard.open(this.native);
+      return this.tlsBoard.half(n, workers);
+    } catch (err) {
+      this.log.warn('tls-board-failed', { error: errorMessage(err), note: 'TLS connections are not balanced over the workers' });
+      return undefined;
+    }
   }
 
   private spawnGeneration(gen: Generation, count: number): WorkerProc[] {
@@ -535,6 +552,8 @@ export class Master {
 
   private onWorkerExit(w: WorkerProc): void {
     this.workers.delete(w);
+    const board = w.generation.board;
+    if (board && this.tlsBoard && w.slot < board.slots && ![...this.workers].some((o) => o.generation === w.generation && o.slot === w.slot)) this.tlsBoard.clear(board.base + w.slot);
     const st = w.stats;
     this.ofExited.requests += st.requests;
     this.ofExited.bytesSent += st.bytesSent;

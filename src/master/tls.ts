@@ -4,19 +4,22 @@
  * here, so that a bad or mismatched file fails the start or rolls the reload back with the file
  * named, before any worker is forked. An encrypted key is decrypted here (its passphrase from a
  * file or QUIESCE_TLS_PASSPHRASE, never the command line): workers get plain PEM over IPC, never
- * in their environment. Session ticket keys are made per generation and shared by its workers,
- * so a resumed handshake works on whichever worker accepts it.
+ * in their environment. Session ticket keys derive from a secret the master makes once, per period
+ * (TICKET_PERIOD_MS): shared by every worker of every generation, so a resumed handshake works on
+ * whichever worker accepts it, across reloads too, and rotated on the period.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { tlsFilesOf, type Config, type TlsFiles } from '../shared/config.js';
 import { QuiesceError, errorMessage } from '../shared/errors.js';
-import type { TlsContextWire, TlsWire } from '../shared/ipc.js';
+import { BOARD_BYTES, BOARD_SLOTS, type TlsContextWire, type TlsWire } from '../shared/ipc.js';
+import type { Native } from '../native/index.js';
 
 /** What a generation's workers get: the contexts, which listener (by its --listen text) uses which, the ticket keys. */
 export type GenerationTls = {
-  wire: TlsWire;
+  /** (the ticket secret is the master's: Master.newGeneration adds it) */
+  wire: Omit<TlsWire, 'ticketSecret' | 'ticketPeriodMs'>;
   /** --listen text → index in wire.contexts. */
   byText: ReadonlyMap<string, number>;
   /** One line per certificate for the log: subject, expiry, fingerprint. */
@@ -100,10 +103,57 @@ export function readTls(cfg: Config, texts: readonly string[], env: NodeJS.Proce
     byText.set(text, i);
   }
   if (contexts.length === 0) return undefined;
-  return { wire: { contexts, ticketKeys: newTicketKeys(), http2: cfg.http2 === 'on' }, byText, certs };
+  return { wire: { contexts, http2: cfg.http2 === 'on' }, byText, certs };
 }
 
-/** 48 bytes of session ticket keys (HMAC, AES, name), new for each generation. */
-export function newTicketKeys(): string {
-  return randomBytes(48).toString('base64');
+/**
+ * How long one set of session ticket keys encrypts new tickets: 12 hours (Caddy's rotation; a
+ * ticket's lifetime is Node's default 300 s session timeout, so one period outlives every ticket
+ * it issued by far). Node's tls.Server holds one key set at a time (setTicketKeys; OpenSSL's ticket
+ * key callback, which could keep the previous key for decryption, is not exposed): a ticket issued
+ * in the last 300 s before a rotation gets a full handshake after it, never an error.
+ * QUIESCE_TLS_TICKET_PERIOD_MS overrides it (the tests rotate in seconds).
+ */
+export const TICKET_PERIOD_MS = 12 * 3600 * 1000;
+
+export function ticketPeriodMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.QUIESCE_TLS_TICKET_PERIOD_MS;
+  if (v === undefined || v === '') return TICKET_PERIOD_MS;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1000) throw new QuiesceError('CONFIG_INVALID', `QUIESCE_TLS_TICKET_PERIOD_MS: want a whole number of milliseconds >= 1000, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** The secret the ticket keys of every period derive from (32 random bytes, base64), made once per master. */
+export function newTicketSecret(): string {
+  return randomBytes(32).toString('base64');
+}
+
+/**
+ * The TLS load board: one 32-bit cell per worker in memory shared by the master and every worker
+ * (a memfd in their stdio, mapped by each worker), where a worker writes how many TLS connections
+ * it holds (handshakes, HTTP/2 sessions, HTTP/1.1 over TLS) and reads its peers' before it accepts
+ * (worker/tls.ts PacedAccept: the busiest steps back). -1: not serving (not started yet, retiring,
+ * exited). Made once, for the master's life; a generation gets one half (two run at most at once),
+ * set to -1 when the generation starts; the master writes -1 in the cell of a worker that exited
+ * (a crashed one's last count must not hold its peers back).
+ */
+export class TlsBoard {
+  private constructor(readonly fd: number) {}
+
+  static open(native: Native): TlsBoard {
+    return new TlsBoard(native.memfd('quiesce-tls-board', BOARD_BYTES));
+  }
+
+  /** A new generation's half, every cell -1. */
+  half(generation: number, workers: number): { fd: number; base: number; slots: number } {
+    const base = (generation % 2) * BOARD_SLOTS;
+    writeSync(this.fd, Buffer.alloc(BOARD_SLOTS * 4, 0xff), 0, BOARD_SLOTS * 4, base * 4);
+    return { fd: this.fd, base, slots: Math.min(workers, BOARD_SLOTS) };
+  }
+
+  /** The cell of a worker that exited: -1. */
+  clear(cell: number): void {
+    writeSync(this.fd, Buffer.alloc(4, 0xff), 0, 4, cell * 4);
+  }
 }

@@ -29,6 +29,8 @@ export type Generation = {
   tls: TlsWire;
   /** --listen text → context in `tls`, for the TLS listeners. */
   tlsByText: ReadonlyMap<string, number>;
+  /** Its half of the TLS load board (master/tls.ts), when it serves TLS and the native module is there. */
+  board?: { fd: number; base: number; slots: number };
 };
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -179,6 +181,9 @@ export class WorkerProc {
         return { ...info(l), fd: LISTENER_FD0 + i, gate, tls: generation.tlsByText.get(l.spec.text) };
       }),
     };
+    // and last the TLS load board, when the generation has one (and this slot a cell on it)
+    const board = generation.board;
+    if (board && slot < board.slots) boot.board = { ...board, fd: LISTENER_FD0 + fds.push(board.fd) - 1 };
     const log = logChannel();
     let child: ChildProcess | undefined;
     try {

@@ -67,6 +67,10 @@ export type Native = {
    * SOCK_DGRAM socket: systemd's notification protocol (sd_notify(3)) without libsystemd.
    */
   sendDatagram(path: string, message: string): void;
+  /** memfd_create(name, MFD_CLOEXEC) sized to `bytes` (zeroed): memory to share with workers through their stdio. */
+  memfd(name: string, bytes: number): number;
+  /** mmap(MAP_SHARED) of the first `bytes` of `fd`, as 32-bit integers every process mapping it sees (the mapping lives as long as the process). */
+  mapShared(fd: number, bytes: number): Int32Array;
 };
 
 /** One classic BPF instruction (struct sock_filter). */
@@ -165,6 +169,9 @@ type Libc = {
   setgid(gid: number): number;
   setuid(uid: number): number;
   getuid(): number;
+  memfd_create(name: string, flags: number): number;
+  ftruncate(fd: number, length: number): number;
+  mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): CPointer;
 };
 
 function bind(): Native {
@@ -220,6 +227,9 @@ function bind(): Native {
     setgid: lib.func('int setgid(uint32_t gid)'),
     setuid: lib.func('int setuid(uint32_t uid)'),
     getuid: lib.func('uint32_t getuid()'),
+    memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+    ftruncate: lib.func('int ftruncate(int fd, long length)'),
+    mmap: lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)'),
   } as Libc;
 
   const fail = (syscall: string, detail?: string): NativeError => new NativeError(syscall, koffi.errno(), detail);
@@ -381,6 +391,19 @@ function bind(): Native {
 
     listen(fd, backlog) {
       if (c.listen(fd, backlog) !== 0) throw fail('listen', `fd ${fd}`);
+    },
+
+    memfd(name, bytes) {
+      const fd = c.memfd_create(name, 1 /* MFD_CLOEXEC */);
+      if (fd < 0) throw fail('memfd_create', name);
+      if (c.ftruncate(fd, bytes) !== 0) { const err = fail('ftruncate', `memfd ${name}`); c.close(fd); throw err; }
+      return fd;
+    },
+
+    mapShared(fd, bytes) {
+      const p = c.mmap(null, bytes, 3 /* PROT_READ | PROT_WRITE */, 1 /* MAP_SHARED */, fd, 0);
+      if (p === null || p === -1n || p === 0xffffffffffffffffn) throw fail('mmap', `fd ${fd}`);
+      return new Int32Array(koffi.view(p, bytes));
     },
 
     dupCloexec(fd) {

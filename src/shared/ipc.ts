@@ -31,12 +31,27 @@ export type WorkerBoot = {
    * `sole` says its master holds them alone.
    */
   successor?: boolean;
+  /**
+   * The TLS load board (master/tls.ts TlsBoard): shared memory open as `fd`, one 32-bit cell per
+   * worker of the generation from `base` (`slots` of them); this worker's is `base + slot`.
+   */
+  board?: { fd: number; base: number; slots: number };
 };
+
+/** Cells per generation on the TLS load board (two generations at most run at once: two halves). */
+export const BOARD_SLOTS = 1024;
+/** The board's size in bytes. */
+export const BOARD_BYTES = 2 * BOARD_SLOTS * 4;
 
 /** One certificate chain and its (unencrypted) key, PEM; `ca`: clients must present a certificate it signed. */
 export type TlsContextWire = { cert: string; key: string; ca?: string };
 /** A generation's TLS material: contexts (ListenerBoot.tls indexes them), shared session ticket keys (base64, 48 bytes). */
-export type TlsWire = { contexts: TlsContextWire[]; ticketKeys: string; http2: boolean };
+/**
+ * A generation's TLS material. `ticketSecret` (base64, made once per master, so that every worker of
+ * every generation agrees) derives the session ticket keys of each period of `ticketPeriodMs`
+ * (worker/tls.ts ticketKeysAt): all workers rotate at the same instants without a message.
+ */
+export type TlsWire = { contexts: TlsContextWire[]; ticketSecret: string; ticketPeriodMs: number; http2: boolean };
 
 export type AppSpecWire =
   | { kind: 'site'; fileCache?: number; staticMaxAge?: number }

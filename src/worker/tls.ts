@@ -21,8 +21,9 @@
  */
 import tls from 'node:tls';
 import http2 from 'node:http2';
+import { hkdfSync } from 'node:crypto';
 import type * as Http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import type { TlsWire } from '../shared/ipc.js';
 import type { Others } from './connections.js';
 import { FORCED_HEADER } from './connections.js';
@@ -45,7 +46,16 @@ export type TlsFrontOptions = {
   sessionIdleMs: number;
   /** A handshake or a session ended: Connections checks whether the worker is empty. */
   onChange: () => void;
+  /** The TLS load board mapped (master/tls.ts TlsBoard): every worker's cell, ours, and the generation's range. */
+  board?: { cells: Int32Array; base: number; slots: number; me: number };
 };
+
+/** How long a crowded worker waits for its peers to take their share before it accepts anyway (a peer busy for longer cannot take it). */
+const CROWDED_WAIT_MS = 20;
+/** And then, how long it accepts without looking at the board. */
+const CROWDED_IGNORE_MS = 100;
+/** A listening handle that could not be made (no fd left): the next try. */
+const RETRY_MS = 10;
 
 /** The options an adopted TLS server was made with, as tls.Server#setSecureContext keeps them on the server. */
 const COPIED = ['key', 'cert', 'ca', 'pfx', 'passphrase', 'minVersion', 'maxVersion', 'secureProtocol', 'crl', 'sigalgs', 'ciphers', 'ecdhCurve', 'dhparam', 'honorCipherOrder', 'secureOptions', 'sessionIdContext', 'requestCert', 'rejectUnauthorized'] as const;
@@ -55,6 +65,11 @@ function optionsOf(server: tls.Server): tls.TlsOptions {
   const out: Record<string, unknown> = {};
   for (const k of COPIED) if (src[k] !== undefined) out[k] = src[k];
   return out as tls.TlsOptions;
+}
+
+/** The session ticket keys (48 bytes: name, HMAC and AES keys) of period `period`, derived from the master's secret: the same in every worker. */
+export function ticketKeysAt(secret: string, period: number): Buffer {
+  return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64'), Buffer.alloc(0), `quiesce session tickets ${period}`, 48));
 }
 
 export class TlsFront implements Others {
@@ -68,8 +83,16 @@ export class TlsFront implements Others {
   private graceMs = 1000;
   readonly tlsH1: ProtocolCounts = { connections: 0, requests: 0 };
   readonly h2: ProtocolCounts = { connections: 0, requests: 0 };
+  /** Writing our load on the board (until retiring: then -1, and peers no longer count us). */
+  private posting: boolean;
+  /** The session ticket keys of the current period, and the rotation's timer. */
+  private ticketKeys: Buffer;
+  private rotation?: NodeJS.Timeout;
 
   constructor(private readonly o: TlsFrontOptions) {
+    this.ticketKeys = this.rotateTickets();
+    this.posting = o.board !== undefined;
+    this.post();
     const h2 = o.h2;
     if (h2 && 'listener' in h2) {
       this.h2server = http2.createSecureServer({ allowHTTP1: false });
@@ -96,15 +119,17 @@ export class TlsFront implements Others {
     const h2 = this.o.h2;
     const onlyH2 = h2 !== undefined && 'server' in h2 && !h2.allowHTTP1;
     f = tls.createServer({
+      // as https.Server: a response written behind the session tickets must not wait for their ACK
+      noDelay: true,
       minVersion: 'TLSv1.2',
       ...base,
-      ticketKeys: Buffer.from(this.o.wire.ticketKeys, 'base64'),
+      ticketKeys: this.ticketKeys,
       ALPNProtocols: onlyH2 ? ['h2'] : this.h2server ? ['h2', 'http/1.1'] : ['http/1.1'],
       handshakeTimeout: this.o.handshakeTimeoutMs,
     });
-    f.on('connection', () => { this.handshakes++; });
+    f.on('connection', () => { this.handshakes++; this.post(); });
     f.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
-    f.on('tlsClientError', () => { this.handshakes--; this.o.onChange(); });
+    f.on('tlsClientError', () => { this.handshakes--; this.post(); this.o.onChange(); });
     this.fronts.set(key, f);
     return f;
   }
@@ -114,11 +139,46 @@ export class TlsFront implements Others {
     if (s.alpnProtocol === 'h2' && this.h2server) this.h2server.emit('secureConnection', s);
     else {
       this.tlsH1.connections++;
-      s.once('close', () => { this.tlsH1.connections--; });
+      s.once('close', () => { this.tlsH1.connections--; this.post(); });
       this.o.h1.emit('connection', s);
     }
     this.handshakes--;
+    this.post();
     this.o.onChange();
+  }
+
+  /**
+   * The ticket keys of the period we are in, set on every front; and a timer for the next period's
+   * (every worker derives the same keys from the master's secret, so all switch together).
+   */
+  private rotateTickets(): Buffer {
+    const { ticketSecret, ticketPeriodMs } = this.o.wire;
+    const now = Date.now();
+    const period = Math.floor(now / ticketPeriodMs);
+    this.ticketKeys = ticketKeysAt(ticketSecret, period);
+    for (const f of this.fronts?.values() ?? []) f.setTicketKeys(this.ticketKeys);
+    // a few ms past the boundary: a worker whose clock reads a little early still lands in the new period
+    this.rotation = setTimeout(() => this.rotateTickets(), (period + 1) * ticketPeriodMs - now + 5).unref();
+    return this.ticketKeys;
+  }
+
+  /** Our load on the board: TLS connections held (handshakes, sessions, HTTP/1.1 over TLS). */
+  private post(): void {
+    const b = this.o.board;
+    if (b && this.posting) b.cells[b.me] = this.handshakes + this.sessions.size + this.tlsH1.connections;
+  }
+
+  /** Whether we hold more than the least loaded peer of the generation + 1 (so that it, not we, should take the next connection). */
+  crowded(): boolean {
+    const b = this.o.board;
+    if (!b || !this.posting) return false;
+    const own = b.cells[b.me] ?? 0;
+    let min = Infinity;
+    for (let i = b.base; i < b.base + b.slots; i++) {
+      const v = b.cells[i] ?? -1;
+      if (i !== b.me && v >= 0 && v < min) min = v;
+    }
+    return own > min + 1;
   }
 
   private session(s: http2.ServerHttp2Session): void {
@@ -132,6 +192,7 @@ export class TlsFront implements Others {
       clearTimeout(rec.timer);
       this.sessions.delete(s);
       this.h2.connections--;
+      this.post();
       this.o.onChange();
     });
     if (this.winding === 'retiring') this.windSession(s);
@@ -179,6 +240,8 @@ export class TlsFront implements Others {
     this.graceMs = idleGraceMs;
     if (this.winding === 'retiring' || (this.winding === 'lame' && !retiring)) return;
     this.winding = retiring ? 'retiring' : 'lame';
+    // retiring: no longer a peer to leave connections to
+    if (retiring && this.o.board && this.posting) { this.o.board.cells[this.o.board.me] = -1; this.posting = false; }
     for (const s of this.sessions.keys()) this.windSession(s);
   }
 
@@ -206,6 +269,104 @@ export class TlsFront implements Others {
 
   /** Stop the fronts' listening handles (their fds belong to the worker's listeners). */
   closeAll(): void {
+    clearTimeout(this.rotation);
     for (const f of this.fronts.values()) if (f.listening) (f as net.Server).close();
+  }
+}
+
+/**
+ * A TLS listener's accepting, one connection per turn of the event loop (nginx's `multi_accept
+ * off`). libuv accepts everything queued at each wake-up: with costly handshakes or long HTTP/2
+ * sessions, the first worker to wake took a whole burst and its peers, woken by the same event,
+ * found the queue empty (10 h2load sessions all on one worker). Here, after each accept, the
+ * listening handle is closed in the same callback (which ends libuv's accept loop) and a new one
+ * opened on the next turn, after this one's I/O (the handshakes) ran; meanwhile the worker's
+ * peers, waiting in epoll on the same socket, take what comes. Each handle listens on a duplicate
+ * of the listener's fd, so closing it never touches the kernel's queue (the worker's own fd, the
+ * one the drain accepts from and closes, stays open throughout).
+ */
+export class PacedAccept {
+  private server?: net.Server;
+  private next?: NodeJS.Immediate;
+  private stopped = false;
+  /** Accepts since the start (for the tests and the log). */
+  accepted = 0;
+
+  constructor(
+    private readonly fd: number,
+    private readonly backlog: number,
+    /** fcntl(F_DUPFD_CLOEXEC) */
+    private readonly dup: (fd: number) => number,
+    /** Where each connection goes: the listener's TLS front. */
+    private readonly to: net.Server,
+    private readonly onError: (err: Error) => void,
+    /** Whether this worker holds more than its share (the board): then it waits for its peers to take the next. */
+    private readonly crowded: () => boolean = () => false,
+  ) {}
+  /** Since when it waits for a peer (0: it does not); until when it ignores the board. */
+  private waitingSince = 0;
+  private ignoreUntil = 0;
+
+  start(): void {
+    if (this.stopped || this.server) return;
+    const s = net.createServer({ noDelay: true });
+    s.on('connection', (socket: net.Socket) => {
+      this.accepted++;
+      if (this.server === s) this.pause();
+      this.to.emit('connection', socket);
+    });
+    s.on('error', (err: Error) => { this.onError(err); this.retry(s); });
+    let fd: number;
+    try {
+      fd = this.dup(this.fd);
+    } catch {
+      // out of fds (EMFILE): as libuv does then, try again shortly; the queue waits meanwhile
+      this.retry(s);
+      return;
+    }
+    this.server = s;
+    s.listen({ fd, backlog: this.backlog });
+  }
+
+  private retry(s: net.Server): void {
+    if (this.server === s) { s.close(); this.server = undefined; }
+    if (this.stopped || this.wait) return;
+    this.wait = setTimeout(() => { this.wait = undefined; this.start(); }, RETRY_MS);
+  }
+
+  private pause(): void {
+    this.server?.close();
+    this.server = undefined;
+    this.next = setImmediate(() => { this.next = undefined; this.resume(); });
+  }
+
+  /** Listen again, unless we are crowded: then look again in a ms, for CROWDED_WAIT_MS at most. */
+  private resume(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    if (now >= this.ignoreUntil && this.crowded()) {
+      if (this.waitingSince === 0) this.waitingSince = now;
+      if (now - this.waitingSince < CROWDED_WAIT_MS) {
+        this.wait = setTimeout(() => { this.wait = undefined; this.resume(); }, 1);
+        return;
+      }
+      // the peers did not take them: they are busy; accept, and do not wait on them again for a while
+      this.ignoreUntil = now + CROWDED_IGNORE_MS;
+      this.waits++;
+    }
+    this.waitingSince = 0;
+    this.start();
+  }
+  private wait?: NodeJS.Timeout;
+  /** Times the peers did not take their share within CROWDED_WAIT_MS. */
+  waits = 0;
+
+  /** No more accepting here (the caller closes the listener's own fd after). */
+  stop(): void {
+    this.stopped = true;
+    if (this.next) clearImmediate(this.next);
+    clearTimeout(this.wait);
+    this.server?.close();
+    this.server = undefined;
   }
 }

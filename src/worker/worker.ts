@@ -10,7 +10,7 @@ import net from 'node:net';
 import { encodeWorkerRecord, survivePipeLoss, type Fields, type Level } from '../shared/log.js';
 import { WORKER_EXIT, errorMessage } from '../shared/errors.js';
 import { WORKER_IGNORED_SIGNALS } from '../shared/signals.js';
-import { STATS_INTERVAL_MS, isToWorker, type WorkerStats, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
+import { BOARD_BYTES, STATS_INTERVAL_MS, isToWorker, type WorkerStats, type ListenerBoot, type RetireReason, type ToMaster, type ToWorker, type WorkerBoot } from '../shared/ipc.js';
 import { Connections } from './connections.js';
 import { AccessLogPipe, bodyBytes, combined, json, type AccessEntry } from './access-log.js';
 import { loadApp, type LoadedApp } from './app.js';
@@ -26,10 +26,10 @@ import { getHeapStatistics } from 'node:v8';
 import type { Server as TlsServer } from 'node:tls';
 import type { Http2SecureServer } from 'node:http2';
 import type { TlsWire } from '../shared/ipc.js';
-import type { H2Listener, TlsFront } from './tls.js';
+import type { H2Listener, PacedAccept, TlsFront } from './tls.js';
 
-/** `front`: where its connections go when it is TLS (worker/tls.ts); else the http.Server. */
-type Listener = { info: ListenerBoot; server?: net.Server; front?: net.Server; closed: boolean };
+/** `front`: where its connections go when it is TLS (worker/tls.ts), `paced`: its accepting there (with the native module); else the http.Server. */
+type Listener = { info: ListenerBoot; server?: net.Server; front?: net.Server; paced?: PacedAccept; closed: boolean };
 
 /** The global the master's stack capture evaluates (master/hung-stack.ts). */
 export const INFLIGHT_PROBE = Symbol.for('quiesce.inflight');
@@ -212,7 +212,8 @@ class Worker {
     const listeners = [...this.listeners.values()];
     if (!own && !listeners.some((l) => l.info.tls !== undefined)) return;
     const wire = await this.askTls();
-    const { TlsFront } = await tlsModule();
+    const { TlsFront, PacedAccept } = await tlsModule();
+    if (process.env.QUIESCE_TLS_PACED !== 'off') this.pacedAccept = PacedAccept;
     const cfg = this.boot.config;
     if (own?.h2 && !own.allowHTTP1 && cfg.http2 === 'off') {
       throw Object.assign(new Error('the app serves an HTTP/2-only server (http2.createSecureServer without allowHTTP1) and --http2 is off: turn it on, or give the app allowHTTP1'), { code: 'APP_ADOPT_FAILED' });
@@ -225,6 +226,7 @@ class Worker {
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
       sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
       onChange: () => this.conns.changed(),
+      board: this.mapBoard(),
     });
     this.conns.attach(this.tls);
     const tlsH1 = this.tls.tlsH1;
@@ -235,6 +237,21 @@ class Worker {
     this.log('info', 'tls', { listeners: ids.join(','), http2: this.tls.http2, app_tls: own !== undefined });
   }
 
+  /** The TLS load board the master shares (master/tls.ts TlsBoard), mapped; none without it or the native module. */
+  private mapBoard(): { cells: Int32Array; base: number; slots: number; me: number } | undefined {
+    const b = this.boot.board;
+    if (!b || !this.native) return undefined;
+    try {
+      const cells = this.native.mapShared(b.fd, BOARD_BYTES);
+      return { cells, base: b.base, slots: b.slots, me: b.base + this.boot.slot };
+    } catch (err) {
+      this.log('warn', 'tls-board-failed', { error: errorMessage(err), note: 'this worker accepts TLS connections without looking at its peers' });
+      return undefined;
+    } finally {
+      try { closeSync(b.fd); } catch { /* mapped or not, the fd is no longer needed */ }
+    }
+  }
+
   private askTls(): Promise<TlsWire> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the master did not send the TLS material')), this.boot.config.readyTimeout).unref();
@@ -243,6 +260,8 @@ class Worker {
     });
   }
   private tlsWaiter?: (w: TlsWire) => void;
+  /** The class, once TLS is loaded (QUIESCE_TLS_PACED=off: libuv's accepting, for the benchmark that compares them). */
+  private pacedAccept?: typeof PacedAccept;
 
   /** The request listener for HTTP/2 (the compat API): the counters, the opt-in features, the app. */
   private h2Listener(): H2Listener {
@@ -269,7 +288,15 @@ class Worker {
   /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
   private listen(l: Listener): void {
     const backlog = this.boot.config.backlog;
-    if (l.front) {
+    if (l.front && this.native && this.pacedAccept) {
+      // one accept per turn of the loop, so that a burst of handshakes or HTTP/2 sessions spreads over the workers (tls.ts)
+      const native = this.native;
+      const tls = this.tls;
+      l.paced = new this.pacedAccept(l.info.fd, backlog, (fd) => native.dupCloexec(fd), l.front,
+        (err) => this.log('error', 'accept-failed', { listener: l.info.id, error: errorMessage(err) }), () => tls?.crowded() ?? false);
+      l.paced.start();
+      l.server = l.front;
+    } else if (l.front) {
       l.front.listen({ fd: l.info.fd, backlog });
       l.server = l.front;
     } else if (!this.server.listening) {
@@ -289,9 +316,11 @@ class Worker {
     // Close only the listening handle: http.Server#close() would also close idle keep-alive
     // connections at once, which races the clients' next requests (the worker closes those itself,
     // after the idle grace).
-    if (l.server) net.Server.prototype.close.call(l.server);
+    // paced: its handles listen on duplicates, and the listener's own fd is closed here, after them
+    l.paced?.stop();
+    if (l.server && !l.paced) net.Server.prototype.close.call(l.server);
     const g = l.info.gate;
-    for (const fd of [...(l.server ? [] : [l.info.fd]), ...(g ? [g.gateFd, g.plugFd] : [])]) {
+    for (const fd of [...(l.server && !l.paced ? [] : [l.info.fd]), ...(g ? [g.gateFd, g.plugFd] : [])]) {
       try { closeSync(fd); } catch { /* not open here */ }
     }
   }
