@@ -135,7 +135,7 @@ export interface ConfigFile {
 }
 
 /** A listen address with TLS of its own (or `tls: false`: plain HTTP even with tlsCert set). */
-export type ListenEntry = { address: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsPassphraseFile?: string; tls?: boolean };
+export type ListenEntry = { address: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsPassphraseFile?: string; tls?: boolean; sni?: Array<{ tlsCert: string; tlsKey: string; tlsPassphraseFile?: string }> };
 
 /** Types a config file for the editor; returns it unchanged: `export default defineConfig({ listen: ['8080'] })`. */
 export function defineConfig<T extends ConfigFile | (() => ConfigFile | Promise<ConfigFile>)>(config: T): T {

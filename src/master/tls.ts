@@ -77,6 +77,14 @@ function readPair(files: TlsFiles, env: NodeJS.ProcessEnv): TlsContextWire & { x
   return { cert, key, ca, x509 };
 }
 
+/** The DNS names a certificate is chosen by: its subjectAltName DNS entries, else its CN. */
+function dnsNames(x509: X509Certificate): string[] {
+  const san = (x509.subjectAltName ?? '').split(/,\s*/).filter((e) => e.startsWith('DNS:')).map((e) => e.slice(4).toLowerCase());
+  if (san.length > 0) return san;
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
+  return cn && /^[*a-z0-9.-]+$/i.test(cn) ? [cn.toLowerCase()] : [];
+}
+
 /**
  * The TLS material for listeners given by their --listen text, or undefined when none is TLS.
  * Throws QuiesceError naming the flag or listen entry and the file at fault.
@@ -89,13 +97,20 @@ export function readTls(cfg: Config, texts: readonly string[], env: NodeJS.Proce
   for (const text of texts) {
     const files = tlsFilesOf(cfg, text);
     if (!files) continue;
-    const k = JSON.stringify([files.cert, files.key, files.ca, files.passphraseFile]);
+    const k = JSON.stringify([files.cert, files.key, files.ca, files.passphraseFile, files.sni]);
     let i = byFiles.get(k);
     if (i === undefined) {
       const { x509, ...ctx } = readPair(files, env);
-      i = contexts.push(ctx) - 1;
+      const more = (files.sni ?? []).map((f) => {
+        const pair = readPair({ ...f, ca: '', source: `${files.source} "sni"` }, env);
+        const names = dnsNames(pair.x509);
+        if (names.length === 0) throw new QuiesceError('CONFIG_INVALID', `${files.source} "sni": certificate ${f.cert} names no DNS name (subjectAltName DNS: or CN) to be chosen by`);
+        return { names, cert: pair.cert, key: pair.key, x509: pair.x509 };
+      });
+      i = contexts.push({ ...ctx, ...(more.length ? { sni: more.map(({ names, cert, key }) => ({ names, cert, key })) } : {}) }) - 1;
       byFiles.set(k, i);
       certs.push({ listeners: text, subject: x509.subject.replace(/\n/g, ', '), notAfter: x509.validTo, fingerprint: x509.fingerprint256 });
+      for (const m of more) certs.push({ listeners: `${text} (sni ${m.names.join(' ')})`, subject: m.x509.subject.replace(/\n/g, ', '), notAfter: m.x509.validTo, fingerprint: m.x509.fingerprint256 });
     } else {
       const c = certs[i];
       if (c) c.listeners += `,${text}`;

@@ -159,7 +159,18 @@ const int = numeric((x) => {
 const str = v.string(got('not text'));
 const bool = v.boolean(got('not true or false'));
 const address = v.pipe(str, v.minLength(1, 'empty address'));
-/** A config file's listen entry with TLS of its own: `{ "address": "443", "tlsCert": "…", "tlsKey": "…" }`; `"tls": false` keeps it plain under --tls-cert. */
+/** One more certificate of a listen entry, served to clients asking for one of its names (SNI). */
+const sniEntry = v.strictObject({
+  tlsCert: str,
+  tlsKey: str,
+  tlsPassphraseFile: v.optional(str),
+}, (i) => `not a certificate entry (tlsCert, tlsKey, tlsPassphraseFile), got ${i.received}`);
+/**
+ * A config file's listen entry with TLS of its own: `{ "address": "443", "tlsCert": "…", "tlsKey": "…" }`;
+ * `"tls": false` keeps it plain under --tls-cert. `sni`: more certificates, each chosen for the
+ * DNS names it carries (subjectAltName, else its CN) when a client asks for one; tlsCert/tlsKey
+ * (or the --tls-* flags') is the default.
+ */
 const listenEntry = v.strictObject({
   address,
   tlsCert: v.optional(str),
@@ -167,10 +178,11 @@ const listenEntry = v.strictObject({
   tlsCa: v.optional(str),
   tlsPassphraseFile: v.optional(str),
   tls: v.optional(bool),
-}, (i) => `not a listen entry (address, tlsCert, tlsKey, tlsCa, tlsPassphraseFile, tls), got ${i.received}`);
+  sni: v.optional(v.array(sniEntry, got('not a list of certificate entries'))),
+}, (i) => `not a listen entry (address, tlsCert, tlsKey, tlsCa, tlsPassphraseFile, tls, sni), got ${i.received}`);
 export type ListenEntry = v.InferOutput<typeof listenEntry>;
-/** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags. */
-export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string };
+/** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags; `sni`: its entry's more certificates. */
+export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
 
 export const configSchema = v.strictObject({
   // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
@@ -324,6 +336,9 @@ function crossCheck(cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { 
     if ((e.tlsCert === undefined) !== (e.tlsKey === undefined)) {
       throw new QuiesceError('CONFIG_INVALID', `${source}: listen entry ${JSON.stringify(e.address)}: tlsCert and tlsKey go together: give both`);
     }
+    if (e.sni?.length && (e.tls === false || (e.tlsCert === undefined && cfg.tlsCert === ''))) {
+      throw new QuiesceError('CONFIG_INVALID', `${source}: listen entry ${JSON.stringify(e.address)}: "sni" certificates need a default one (tlsCert and tlsKey, or --tls-cert/--tls-key)`);
+    }
   }
   if (cfg.group !== '' && cfg.user === '') {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('group')} needs ${name('user')} (workers drop privileges to a user and, optionally, a group)`);
@@ -372,11 +387,13 @@ export async function loadConfigFile(path: string): Promise<RawConfig> {
  */
 export function tlsFilesOf(cfg: Config, address: string): TlsFiles | undefined {
   const e = cfg.listenTls?.[address];
+  const passphraseFile = e?.tlsPassphraseFile ?? cfg.tlsPassphraseFile;
+  const sni = e?.sni?.length ? { sni: e.sni.map((x) => ({ cert: x.tlsCert, key: x.tlsKey, passphraseFile: x.tlsPassphraseFile ?? passphraseFile })) } : {};
   if (e?.tlsCert !== undefined && e.tlsKey !== undefined) {
-    return { cert: e.tlsCert, key: e.tlsKey, ca: e.tlsCa ?? cfg.tlsCa, passphraseFile: e.tlsPassphraseFile ?? cfg.tlsPassphraseFile, source: `listen entry ${JSON.stringify(address)}` };
+    return { cert: e.tlsCert, key: e.tlsKey, ca: e.tlsCa ?? cfg.tlsCa, passphraseFile, source: `listen entry ${JSON.stringify(address)}`, ...sni };
   }
   if (e?.tls === false || cfg.tlsCert === '') return undefined;
-  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: '--tls-cert/--tls-key' };
+  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: e?.sni?.length ? `--tls-cert/--tls-key with listen entry ${JSON.stringify(address)}` : '--tls-cert/--tls-key', ...sni };
 }
 
 /** Merge: defaults, then the file, then flags. */

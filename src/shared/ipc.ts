@@ -44,7 +44,11 @@ export const BOARD_SLOTS = 1024;
 export const BOARD_BYTES = 2 * BOARD_SLOTS * 4;
 
 /** One certificate chain and its (unencrypted) key, PEM; `ca`: clients must present a certificate it signed. */
-export type TlsContextWire = { cert: string; key: string; ca?: string };
+export type TlsContextWire = {
+  cert: string; key: string; ca?: string;
+  /** More certificates (a listen entry's `sni`), each served to clients asking for one of its DNS names. */
+  sni?: Array<{ names: string[]; cert: string; key: string }>;
+};
 /** A generation's TLS material: contexts (ListenerBoot.tls indexes them), shared session ticket keys (base64, 48 bytes). */
 /**
  * A generation's TLS material. `ticketSecret` (base64, made once per master, so that every worker of

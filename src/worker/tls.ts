@@ -127,6 +127,10 @@ export class TlsFront implements Others {
       ALPNProtocols: onlyH2 ? ['h2'] : this.h2server ? ['h2', 'http/1.1'] : ['http/1.1'],
       handshakeTimeout: this.o.handshakeTimeoutMs,
     });
+    // more certificates, each for the names it carries (a client's SNI; Node matches *.example.com too)
+    for (const m of own?.sni ?? []) {
+      for (const name of m.names) f.addContext(name, { cert: m.cert, key: m.key, minVersion: 'TLSv1.2', ...(own?.ca ? { ca: own.ca } : {}) });
+    }
     f.on('connection', () => { this.handshakes++; this.post(); });
     f.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
     f.on('tlsClientError', () => { this.handshakes--; this.post(); this.o.onChange(); });
@@ -275,15 +279,16 @@ export class TlsFront implements Others {
 }
 
 /**
- * A TLS listener's accepting, one connection per turn of the event loop (nginx's `multi_accept
- * off`). libuv accepts everything queued at each wake-up: with costly handshakes or long HTTP/2
- * sessions, the first worker to wake took a whole burst and its peers, woken by the same event,
- * found the queue empty (10 h2load sessions all on one worker). Here, after each accept, the
- * listening handle is closed in the same callback (which ends libuv's accept loop) and a new one
- * opened on the next turn, after this one's I/O (the handshakes) ran; meanwhile the worker's
- * peers, waiting in epoll on the same socket, take what comes. Each handle listens on a duplicate
+ * A TLS listener's accepting, spread over the workers. libuv accepts everything queued at each
+ * wake-up: with costly handshakes or long HTTP/2 sessions, the first worker to wake took a whole
+ * burst while its peers, woken by the same event, found the queue empty (10 h2load sessions all on
+ * one worker). Here a worker stops accepting as soon as it holds more TLS connections than its
+ * least loaded peer + 1 (the load board, master/tls.ts TlsBoard): the listening handle is closed in
+ * that connection's callback (which ends libuv's accept loop), and a new one opened once the peers
+ * took their share (or CROWDED_WAIT_MS passed: they are busy). Each handle listens on a duplicate
  * of the listener's fd, so closing it never touches the kernel's queue (the worker's own fd, the
- * one the drain accepts from and closes, stays open throughout).
+ * one the drain accepts from and closes, stays open throughout). A cycle costs ~80 µs of CPU
+ * (a loaded machine), so it happens only when crowded, not at every accept.
  */
 export class PacedAccept {
   private server?: net.Server;
@@ -312,8 +317,9 @@ export class PacedAccept {
     const s = net.createServer({ noDelay: true });
     s.on('connection', (socket: net.Socket) => {
       this.accepted++;
-      if (this.server === s) this.pause();
+      // the front counts its handshake at once (the board with it): then, crowded, stop here
       this.to.emit('connection', socket);
+      if (this.server === s && Date.now() >= this.ignoreUntil && this.crowded()) this.pause();
     });
     s.on('error', (err: Error) => { this.onError(err); this.retry(s); });
     let fd: number;
