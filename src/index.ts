@@ -121,6 +121,9 @@ export interface ConfigFile {
   /** Prefer `adminTokenFile` or QUIESCE_ADMIN_TOKEN: a token on the command line shows in ps. */
   adminToken?: string;
   adminTokenFile?: string;
+  /** The admin listener over HTTPS: its certificate and key (both or neither). */
+  adminTlsCert?: string;
+  adminTlsKey?: string;
   statusQuery?: boolean;
   /** PEM certificate chain for TLS on every listen address without TLS of its own. */
   tlsCert?: string;

@@ -442,6 +442,29 @@ test('SNI: a listen entry with more certificates ("sni") serves each to clients 
   assert.match(t.err(), new RegExp(`sni.*the key ${wild.key.replace(/[.]/g, '\\.')} does not belong to the certificate ${a.cert.replace(/[.]/g, '\\.')}`));
 });
 
+test('--admin-tls-cert/--admin-tls-key: the admin listener speaks HTTPS with its own certificate (plain HTTP is not answered there), the welcome page links to it as https; one without the other is refused', { skip: noOpenssl }, async () => {
+  const app = makeCert('root', 'app');
+  const adm = makeCert('root', 'admin');
+  const httpsGet = (url: string): Promise<string> => new Promise((resolve, reject) => {
+    https.get(url, { rejectUnauthorized: false }, (res) => { let b = ''; res.on('data', (d: Buffer) => { b += d.toString(); }); res.on('end', () => resolve(`${res.statusCode} ${b}`)); }).on('error', reject);
+  });
+  // no app: the welcome site, whose page links to the admin listener
+  const s = await startServer({ args: [...tlsArgs(app), '--admin-tls-cert', adm.cert, '--admin-tls-key', adm.key] });
+  try {
+    assert.match(s.out(), /admin on https:\/\/127\.0\.0\.1:\d+/);
+    assert.equal((await handshake(s.admin)).cn, 'admin', 'the admin certificate');
+    assert.equal((await handshake(s.address)).cn, 'app', 'the app listener keeps its own');
+    assert.equal(await httpsGet(`https://${s.admin}/live`), '200 ok\n');
+    assert.ok((await httpsGet(`https://${s.address}/`)).includes(`https://${s.admin}/server-status`), 'the welcome page links to https://ADMIN');
+    await assert.rejects(get(s.admin, '/live'), 'plain HTTP to the HTTPS admin listener gets no answer');
+  } finally {
+    await cleanup(s);
+  }
+  const t = await startServer({ args: [PID_APP, '--admin-tls-cert', adm.cert], waitReady: false });
+  assert.notEqual((await waitExit(t)).code, 0);
+  assert.match(t.err(), /--admin-tls-cert and --admin-tls-key go together/);
+});
+
 test('an idle HTTP/2 session is let go of after --keepalive-timeout (+1 s) with a GOAWAY, as an idle keep-alive connection is closed', { skip: noOpenssl }, async () => {
   const p = makeCert();
   const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--keepalive-timeout', '1', '--workers', '1'] });

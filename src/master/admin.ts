@@ -71,8 +71,16 @@ export class AdminServer {
     });
   }
 
+  /** --admin-tls-cert/--admin-tls-key (master/tls.ts readAdminTls): the listener speaks HTTPS. Set before it listens. */
+  tls?: { cert: string; key: string };
+
+  /** The scheme the admin listener speaks. */
+  get scheme(): 'http' | 'https' { return this.tls ? 'https' : 'http'; }
+
   private async serve(spec: string, listen: (server: Http.Server, done: () => void) => void): Promise<void> {
-    const server = http.createServer((req, res) => void this.handle(req, res));
+    const handler = (req: Http.IncomingMessage, res: Http.ServerResponse): void => void this.handle(req, res);
+    // (an https.Server is an http.Server to everything below: the same options, routes and limits)
+    const server: Http.Server = this.tls ? (await import('node:https')).createServer({ ...this.tls, minVersion: 'TLSv1.2' }, handler) : http.createServer(handler);
     server.keepAliveTimeout = 2_000;
     server.maxConnections = ADMIN_MAX_CONNECTIONS;
     server.headersTimeout = ADMIN_IDLE_MS;

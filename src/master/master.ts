@@ -24,7 +24,7 @@ import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listen
 import { badNode, predecessorInbox, unexpected, quiesceVersion, readHandover, spawnSuccessor, successorInbox, toPredecessor, type FromSuccessor, type HandedTotals, type Handover, type Inbox, type LinkEnd, type MasterInfo, type ToSuccessor } from './upgrade.js';
 import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
-import { TlsBoard, newTicketSecret, readTls, ticketPeriodMs, type GenerationTls } from './tls.js';
+import { TlsBoard, newTicketSecret, readAdminTls, readTls, ticketPeriodMs, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
@@ -207,7 +207,7 @@ export class Master {
     this.enter({ s: 'serving', since: Date.now() });
     setInterval(() => this.watch(), WATCH_MS).unref();
     for (const l of this.listeners) process.stdout.write(`quiesce: listening on ${describe(l, this.generation.tlsByText.has(l.spec.text))}\n`);
-    if (this.admin.address) process.stdout.write(`quiesce: admin on http://${this.admin.address}\n`);
+    if (this.admin.address) process.stdout.write(`quiesce: admin on ${this.admin.scheme}://${this.admin.address}\n`);
     if (handover) process.stdout.write(`quiesce: took over from pid ${handover.from} (node ${process.version}, quiesce ${quiesceVersion()})\n`);
     process.stdout.write(`quiesce: control socket ${controlSocketPath(this.pidfile)} (pid file ${this.pidfile})\n`);
     process.stdout.write(`quiesce: ready pid=${process.pid} generation=${this.generation.n} workers=${this.cfg.workers} drain-mode=${this.drainMode}\n`);
@@ -241,6 +241,7 @@ export class Master {
 
   /** The admin listener, the control socket and the pid file: at start, or for a new master once the old one let go of them. */
   private async ownEndpoints(adminFd?: number): Promise<void> {
+    this.admin.tls = readAdminTls(this.cfg);
     if (adminFd !== undefined) await this.admin.listenFd(adminFd);
     else if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
     this.warnAdminToken();
@@ -465,7 +466,7 @@ export class Master {
     for (const c of tls?.certs ?? []) this.log.notice('tls-certificate', { generation: n, listeners: c.listeners, subject: c.subject, not_after: c.notAfter, sha256: c.fingerprint });
     // the admin token stays with the master: a worker runs the app (and maybe as another user)
     return {
-      n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: this.admin.address, successor: this.handover ? true : undefined },
+      n, startedAt: Date.now(), exitedHttp: emptyCounts(), boot: { appSpec, config: { ...cfg, adminToken: '', adminTokenFile: '' }, drainMode: this.drainMode, admin: `${this.admin.tls ? 'https://' : ''}${this.admin.address}`, successor: this.handover ? true : undefined },
       // (an app that brings its own TLS server still gets the generation's ticket keys)
       tls: { ...(tls?.wire ?? { contexts: [], http2: cfg.http2 === 'on' }), ticketSecret: this.ticketSecret, ticketPeriodMs: ticketPeriodMs() },
       tlsByText: tls?.byText ?? new Map(),

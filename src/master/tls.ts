@@ -172,3 +172,10 @@ export class TlsBoard {
     writeSync(this.fd, Buffer.alloc(4, 0xff), 0, 4, cell * 4);
   }
 }
+
+/** The admin listener's certificate and key (--admin-tls-cert/--admin-tls-key), read and checked as a pair; undefined without them. */
+export function readAdminTls(cfg: Config, env: NodeJS.ProcessEnv = process.env): { cert: string; key: string } | undefined {
+  if (cfg.adminTlsCert === '') return undefined;
+  const { cert, key } = readPair({ cert: cfg.adminTlsCert, key: cfg.adminTlsKey, ca: '', passphraseFile: cfg.tlsPassphraseFile, source: '--admin-tls-cert/--admin-tls-key' }, env);
+  return { cert, key };
+}

@@ -114,6 +114,10 @@ export const SETTINGS = {
     doc: 'token for the admin pages: required for all but /live, /ready and the index / off loopback (started without one there, it warns: admin-token-missing), and for /server-status on loopback too once set (on the command line it shows in ps: prefer --admin-token-file or QUIESCE_ADMIN_TOKEN)' },
   adminTokenFile: { flag: 'admin-token-file', kind: 'string', default: '', reload: true,
     doc: 'file holding the admin token, read at start and at each reload (or the QUIESCE_ADMIN_TOKEN environment variable); never passed to workers' },
+  adminTlsCert: { flag: 'admin-tls-cert', kind: 'string', default: '', reload: false,
+    doc: 'PEM certificate (its chain after it): the admin listener speaks HTTPS; read by the master at start (a renewed one needs a restart or an upgrade)' },
+  adminTlsKey: { flag: 'admin-tls-key', kind: 'string', default: '', reload: false,
+    doc: 'PEM private key of --admin-tls-cert (both or neither); an encrypted one takes its passphrase as --tls-key does' },
   statusQuery: { flag: 'status-query', kind: 'bool', default: false, reload: true,
     doc: 'show requests in flight with their query strings on the status pages (default: paths only; a query may carry secrets)' },
   tlsCert: { flag: 'tls-cert', kind: 'string', default: '', reload: true,
@@ -233,6 +237,8 @@ export const configSchema = v.strictObject({
   staticMaxAge: v.pipe(duration, v.maxValue(365 * 24 * 3600 * 1000, got('at most 1 year'))),
   adminToken: str,
   adminTokenFile: str,
+  adminTlsCert: str,
+  adminTlsKey: str,
   statusQuery: bool,
   tlsCert: str,
   tlsKey: str,
@@ -328,6 +334,9 @@ function crossCheck(cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { 
   // Node's http.createServer refuses it (ERR_OUT_OF_RANGE): 0 turns the request timeout off
   if (cfg.requestTimeout > 0 && cfg.headersTimeout > cfg.requestTimeout) {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('requestTimeout')} (${secs(cfg.requestTimeout)}) must be at least ${name('headersTimeout')} (${secs(cfg.headersTimeout)}), or 0 for none`);
+  }
+  if ((cfg.adminTlsCert === '') !== (cfg.adminTlsKey === '')) {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('adminTlsCert')} and ${name('adminTlsKey')} go together: give both`);
   }
   if ((cfg.tlsCert === '') !== (cfg.tlsKey === '')) {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsCert')} and ${name('tlsKey')} go together: give both`);

@@ -23,7 +23,7 @@ export type WorkerBoot = {
   listeners: ListenerBoot[];
   /** How TCP listeners are gated at a stop (the worker gates them itself if the master dies). */
   drainMode: TcpDrainMode;
-  /** The admin listener's bound address as the master prints it ("127.0.0.1:8081", "unix:PATH"), "" when off. */
+  /** The admin listener's bound address as the master prints it ("127.0.0.1:8081", "unix:PATH"; "https://127.0.0.1:8081" when it speaks HTTPS), "" when off. */
   admin: string;
   /**
    * The worker's master is a new master in an upgrade that has not taken over yet: the old one

@@ -43,13 +43,16 @@ export function adminCard(admin: string, req: IncomingMessage): string {
     const path = admin.slice(5);
     return card(`${TITLE}<span class="text">On the admin listener's unix socket: <code>curl --unix-socket ${esc(path)} http://localhost/server-status</code>.</span>`);
   }
+  // (an HTTPS admin listener comes as https://ADDR)
+  const scheme = admin.startsWith('https://') ? 'https' : 'http';
+  if (scheme === 'https') admin = admin.slice('https://'.length);
   const m = /^(.*):(\d+)$/.exec(admin);
   const host = m?.[1] ?? admin;
   const port = m?.[2] ?? '';
   const wildcard = host === '0.0.0.0' || host === '[::]';
   const reach = wildcard ? hostOf(req) : host;
   const text = `<span class="text">Workers, connections and requests, on the admin address <code>${esc(admin)}</code>.</span>`;
-  return card(`${TITLE}${text}`, reach ? `http://${reach}:${port}/server-status` : undefined);
+  return card(`${TITLE}${text}`, reach ? `${scheme}://${reach}:${port}/server-status` : undefined);
 }
 
 /** The welcome site's listener: `/` and `/index.html` (GET, HEAD) rendered with the admin card, the rest from `files`. */

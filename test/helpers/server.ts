@@ -76,7 +76,7 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
   server.addresses = [...out.matchAll(/listening on (?:https?:\/\/|unix:)(\S+)/g)].map((m) => m[1]!);
   server.address = server.addresses[0]!;
   server.port = Number(/:(\d+)$/.exec(server.address)?.[1] ?? 0);
-  server.admin = /admin on http:\/\/(\S+)/.exec(out)?.[1] ?? '';
+  server.admin = /admin on https?:\/\/(\S+)/.exec(out)?.[1] ?? '';
   return server;
 }
 
