@@ -331,7 +331,8 @@ export class PacedAccept {
       return;
     }
     this.server = s;
-    s.listen({ fd, backlog: this.backlog });
+    // (the backlog as the second argument: for an { fd } handle Node ignores the options' one and uses 511)
+    s.listen({ fd }, this.backlog);
   }
 
   private retry(s: net.Server): void {
