@@ -457,6 +457,19 @@ test('--admin-tls-cert/--admin-tls-key: the admin listener speaks HTTPS with its
     assert.equal((await handshake(s.admin)).cn, 'admin', 'the admin certificate');
     assert.equal((await handshake(s.address)).cn, 'app', 'the app listener keeps its own');
     assert.equal(await httpsGet(`https://${s.admin}/live`), '200 ok\n');
+    // a renewed admin certificate goes live with a reload
+    const renewed = makeCert('root', 'admin-renewed');
+    copyFileSync(renewed.cert, adm.cert);
+    copyFileSync(renewed.key, adm.key);
+    const r = await s.cli('reload');
+    assert.match(`${r.code} ${r.stdout}`, /^0 quiesce: reloaded/);
+    assert.equal((await handshake(s.admin)).cn, 'admin-renewed', 'the admin certificate after the reload');
+    // a key that is not the certificate's rolls the reload back; the admin listener keeps its certificate
+    copyFileSync(app.key, adm.key);
+    const bad = await s.cli('reload');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stdout + bad.stderr, /--admin-tls-cert\/--admin-tls-key: the key .* does not belong/);
+    assert.equal((await handshake(s.admin)).cn, 'admin-renewed');
     assert.ok((await httpsGet(`https://${s.address}/`)).includes(`https://${s.admin}/server-status`), 'the welcome page links to https://ADMIN');
     await assert.rejects(get(s.admin, '/live'), 'plain HTTP to the HTTPS admin listener gets no answer');
   } finally {

@@ -74,6 +74,17 @@ export class AdminServer {
   /** --admin-tls-cert/--admin-tls-key (master/tls.ts readAdminTls): the listener speaks HTTPS. Set before it listens. */
   tls?: { cert: string; key: string };
 
+  /**
+   * A reload's certificate and key, served from the next handshake on. Turning HTTPS on or off
+   * would take a new listening socket: false then, and nothing changes.
+   */
+  renew(tls: { cert: string; key: string } | undefined): boolean {
+    if ((tls === undefined) !== (this.tls === undefined)) return false;
+    if (tls && this.server) (this.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ ...tls, minVersion: 'TLSv1.2' }); // an https.Server: tls.Server's method
+    this.tls = tls;
+    return true;
+  }
+
   /** The scheme the admin listener speaks. */
   get scheme(): 'http' | 'https' { return this.tls ? 'https' : 'http'; }
 

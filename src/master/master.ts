@@ -461,6 +461,12 @@ export class Master {
     else this.log.notice('drain-mode', fields);
   }
 
+  /** The admin listener's certificate after a reload; HTTPS turned on or off there is logged as needing a restart. */
+  private renewAdminTls(adminTls: ReturnType<typeof readAdminTls>): void {
+    if (!this.admin.address || this.admin.renew(adminTls)) return;
+    this.log.warn('reload-needs-restart', { settings: '--admin-tls-cert, --admin-tls-key', note: `the admin listener stays ${this.admin.scheme}` });
+  }
+
   private newGeneration(cfg: Config, appSpec: AppSpecWire, tls: GenerationTls | undefined): Generation {
     const n = this.nextGeneration++;
     this.generationsRun.push(n);
@@ -1139,8 +1145,10 @@ export class Master {
     }
     // certificates and keys are read anew (a renewed certificate goes live); a bad pair rolls back now
     let tls: GenerationTls | undefined;
+    let adminTls: ReturnType<typeof readAdminTls>;
     try {
       tls = readTls(cfg, wanted);
+      adminTls = readAdminTls(cfg);
     } catch (err) {
       for (const l of added) closeHandle(l);
       return this.reloadFailed(`tls: ${errorMessage(err)}`);
@@ -1216,6 +1224,7 @@ export class Master {
     const from = this.generation.n;
     this.generation = gen;
     this.cfg = cfg;
+    this.renewAdminTls(adminTls);
     this.errorSink.reopen(cfg.errorLog);
     this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
@@ -1360,9 +1369,11 @@ export class Master {
     if (this.state.s !== 'serving') return { type: 'result', ok: false, message: `cannot restart while ${this.state.s}` };
     let cfg: Config;
     let tls: GenerationTls | undefined;
+    let adminTls: ReturnType<typeof readAdminTls>;
     try {
       cfg = await this.loadConfig();
       tls = readTls(cfg, this.listeners.filter((l) => l.state !== 'closed').map((l) => l.spec.text));
+      adminTls = readAdminTls(cfg);
     } catch (err) {
       return { type: 'result', ok: false, message: `restart failed: ${errorMessage(err)}` };
     }
@@ -1372,6 +1383,7 @@ export class Master {
     const fresh = this.spawnGeneration(gen, cfg.workers);
     this.generation = gen;
     this.cfg = cfg;
+    this.renewAdminTls(adminTls);
     progress(`generation ${gen.n} starting; old connections closed`);
     const failure = await this.awaitReady(fresh, cfg.readyTimeout);
     if (failure) return { type: 'result', ok: false, message: `restart: generation ${gen.n}: ${failure}` };
