@@ -52,8 +52,10 @@ export type TlsFrontOptions = {
 
 /** How long a crowded worker waits for its peers to take their share before it accepts anyway (a peer busy for longer cannot take it). */
 const CROWDED_WAIT_MS = 20;
-/** And then, how long it accepts without looking at the board. */
-const CROWDED_IGNORE_MS = 100;
+/** A crowded worker whose peers' cells did not move for this long takes them for stuck (hung, stopped)… */
+const STUCK_MS = 250;
+/** …and accepts this long without looking at the board. */
+const CROWDED_IGNORE_MS = 1000;
 /** A listening handle that could not be made (no fd left): the next try. */
 const RETRY_MS = 10;
 
@@ -170,6 +172,15 @@ export class TlsFront implements Others {
   private post(): void {
     const b = this.o.board;
     if (b && this.posting) b.cells[b.me] = this.handshakes + this.sessions.size + this.tlsH1.connections;
+  }
+
+  /** A mark of the peers' cells (see PacedAccept): changes when any of them does. */
+  peerMark(): number {
+    const b = this.o.board;
+    if (!b) return 0;
+    let mark = 0;
+    for (let i = b.base; i < b.base + b.slots; i++) if (i !== b.me) mark = (mark * 31 + (b.cells[i] ?? 0)) | 0;
+    return mark;
   }
 
   /** Whether we hold more than the least loaded peer of the generation + 1 (so that it, not we, should take the next connection). */
@@ -307,7 +318,10 @@ export class PacedAccept {
     private readonly onError: (err: Error) => void,
     /** Whether this worker holds more than its share (the board): then it waits for its peers to take the next. */
     private readonly crowded: () => boolean = () => false,
+    /** A mark of the peers' cells on the board: it changes when any of them accepts or finishes a connection. */
+    private readonly peers: () => number = () => 0,
   ) {}
+  private peersAt = 0;
   /** Since when it waits for a peer (0: it does not); until when it ignores the board. */
   private waitingSince = 0;
   private ignoreUntil = 0;
@@ -352,14 +366,19 @@ export class PacedAccept {
     if (this.stopped) return;
     const now = Date.now();
     if (now >= this.ignoreUntil && this.crowded()) {
-      if (this.waitingSince === 0) this.waitingSince = now;
-      if (now - this.waitingSince < CROWDED_WAIT_MS) {
+      if (this.waitingSince === 0) { this.waitingSince = now; this.peersAt = this.peers(); }
+      const waited = now - this.waitingSince;
+      const moved = this.peers() !== this.peersAt;
+      // the peers did not take their share within CROWDED_WAIT_MS. Busy (their counts moved: they
+      // accept or finish, only slowly, as at a burst of costly handshakes): take one, and wait
+      // again. Nothing moved for STUCK_MS (a hung or stopped peer; a descheduled one moves within
+      // that): accept without looking for CROWDED_IGNORE_MS.
+      if (waited < CROWDED_WAIT_MS || (!moved && waited < STUCK_MS)) {
         this.wait = setTimeout(() => { this.wait = undefined; this.resume(); }, 1);
         return;
       }
-      // the peers did not take them: they are busy; accept, and do not wait on them again for a while
-      this.ignoreUntil = now + CROWDED_IGNORE_MS;
       this.waits++;
+      if (!moved) this.ignoreUntil = now + CROWDED_IGNORE_MS;
     }
     this.waitingSince = 0;
     this.start();

@@ -295,7 +295,8 @@ class Worker {
       const native = this.native;
       const tls = this.tls;
       l.paced = new this.pacedAccept(l.info.fd, backlog, (fd) => native.dupCloexec(fd), l.front,
-        (err) => this.log('error', 'accept-failed', { listener: l.info.id, error: errorMessage(err) }), () => tls?.crowded() ?? false);
+        (err) => this.log('error', 'accept-failed', { listener: l.info.id, error: errorMessage(err) }),
+        () => tls?.crowded() ?? false, () => tls?.peerMark() ?? 0);
       l.paced.start();
       l.server = l.front;
     } else if (l.front) {
