@@ -310,6 +310,7 @@ export class Master {
     for (const w of this.workers) w.send({ t: 'sole' });
     for (const l of this.listeners) delete l.handed;
     this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion() });
+    this.deployEvent(this.generation.n, 'committed', `generation ${this.generation.n} serving (master ${process.pid} took over from ${h.from}); generation ${h.generation} retiring`);
     await toPredecessor({ t: 'took-over' });
     return undefined;
   }
