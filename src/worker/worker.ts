@@ -227,6 +227,7 @@ class Worker {
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
       sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
       onChange: () => this.conns.changed(),
+      countResponse: this.metrics?.countH2,
     });
     this.conns.attach(this.tls);
     const tlsH1 = this.tls.tlsH1;
