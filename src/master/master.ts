@@ -287,13 +287,17 @@ export class Master {
     const judged = verdict ? { verdict: verdict.verdict, message: verdict.message } : judging.not ? { message: judging.not } : undefined;
     await toPredecessor({ t: 'ready', generation: gen.n, workers: started.length, judge: judged });
     const m = await inbox.next(this.cfg.readyTimeout + EXIT_SLACK_MS);
-    if (m.t !== 'release') return unexpected(m, 'the old master did not let go in time');
+    // the old master died (even by SIGKILL) before it let go: its workers retire without gating
+    // (they were told `heir`), and this master takes the endpoints it left behind
+    const orphaned = m.t === 'gone';
+    if (m.t !== 'release' && !orphaned) return unexpected(m, 'the old master did not let go in time');
+    if (orphaned) this.log.warn('upgrade-predecessor-gone', { from: h.from, note: 'the old master died before it let go: taking over on our own; its counters are lost' });
     try {
       await this.ownEndpoints(h.adminFd);
     } catch (err) {
       return `taking over: ${errorMessage(err)}`;
     }
-    const t = m.totals;
+    const t = m.t === 'release' ? m.totals : { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0 };
     Object.assign(this.ofExited, {
       requests: this.ofExited.requests + t.requests, bytesSent: this.ofExited.bytesSent + t.bytesSent, accepted: this.ofExited.accepted + t.accepted,
       completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused,
@@ -309,8 +313,8 @@ export class Master {
     this.generation.boot = { ...this.generation.boot, successor: undefined };
     for (const w of this.workers) w.send({ t: 'sole' });
     for (const l of this.listeners) delete l.handed;
-    this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion() });
-    this.deployEvent(this.generation.n, 'committed', `generation ${this.generation.n} serving (master ${process.pid} took over from ${h.from}); generation ${h.generation} retiring`);
+    this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion(), predecessor: orphaned ? 'gone' : undefined });
+    this.deployEvent(this.generation.n, 'committed', `generation ${this.generation.n} serving (master ${process.pid} took over from ${h.from}${orphaned ? ', which was gone' : ''}); generation ${h.generation} retiring`);
     await toPredecessor({ t: 'took-over' });
     return undefined;
   }
@@ -334,13 +338,19 @@ export class Master {
       const m = await inbox.next(JUDGE_ASK_MS);
       return m.t === 'counts' ? m.counts : unexpected(m, 'the old master did not send its request counts in time');
     };
+    // an old master gone (killed mid-upgrade) has no counts to give: the judge abstains, the
+    // upgrade goes on (takeOver takes over on its own)
+    const goneNote = { not: 'not judged: the old master is gone' };
     const atStart = await ask(true);
+    if (inbox.gone) return goneNote;
     if (typeof atStart === 'string') return atStart;
     if (atStart === null) return { not: 'not judged: the judge needs --metrics on in both masters' };
     return {
       evidence: async () => {
         await this.freshStats(started);
         const now = await ask(false);
+        // gone meanwhile: no old figures, so the judge finds too few and abstains
+        if (inbox.gone) return { old: diffCounts(atStart, atStart), fresh: this.httpCounts(gen) };
         return typeof now === 'string' ? now : { old: diffCounts(now ?? atStart, atStart), fresh: this.httpCounts(gen) };
       },
     };
@@ -388,6 +398,10 @@ export class Master {
     let settle!: () => void;
     const upgrading = { pid: child.pid ?? 0, since: t0, inbox, settled: new Promise<void>((r) => { settle = r; }), released: false };
     this.upgrading = upgrading;
+    // the new master holds every socket from now: should this master die meanwhile, its workers
+    // retire without gating them (the new one takes over on its own), instead of stalling it
+    const heir = (on: boolean): void => { for (const w of this.workers) if (w.alive) w.send({ t: 'heir', on }); };
+    heir(true);
     this.log.notice('upgrade', { pid: child.pid, node, listeners: listeners.length });
     this.systemd.reloading(`upgrading: new master ${child.pid} starting (generation ${this.generation.n} serving)`);
     progress(`new master pid ${child.pid} starting (${node})`);
@@ -412,6 +426,7 @@ export class Master {
         try { await this.control.listen(); writePidfile(this.pidfile); } catch (err) { this.log.error('upgrade-rollback-control', { error: errorMessage(err) }); }
       }
       this.upgrading = undefined;
+      heir(false);
       settle();
       if (this.state.s === 'serving') this.systemd.ready(this.statusLine());
       this.log.error('upgrade-failed', { pid: child.pid, reason: why });
@@ -558,6 +573,8 @@ export class Master {
     this.workers.add(w);
     this.log.info('worker-started', { pid: w.pid, slot, generation: gen.n });
     void w.exited.then(() => this.onWorkerExit(w));
+    // (a worker started during an upgrade learns it too: see upgrade())
+    if (this.upgrading) w.send({ t: 'heir', on: true });
     return w;
   }
 
@@ -574,8 +591,9 @@ export class Master {
         });
       }
     });
-    // a new master in an upgrade: the old one may call it off meanwhile
-    const r = await Promise.race([firstFailure, timeout, ...(link ? [link.ended] : [])]);
+    // a new master in an upgrade: the old one may call it off meanwhile (its death does not: the
+    // new master then takes over on its own, see takeOver)
+    const r = await Promise.race([firstFailure, timeout, ...(link ? [link.calledOff] : [])]);
     clearTimeout(timer);
     return r || undefined;
   }
@@ -1412,7 +1430,7 @@ export class Master {
   private async soak(fresh: WorkerProc[], ms: number, link?: Inbox<ToSuccessor>): Promise<string | undefined> {
     let timer: NodeJS.Timeout | undefined;
     const r = await Promise.race([
-      ...(link ? [link.ended] : []),
+      ...(link ? [link.calledOff] : []),
       new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); }),
       ...fresh.map((w) => w.failed.then((why) => `${why} during the soak`)),
     ]);

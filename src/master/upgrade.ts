@@ -170,6 +170,11 @@ export class Inbox<M extends { t: string }> {
   private last?: LinkEnd;
   private end!: (reason: string) => void;
   readonly ended = new Promise<string>((resolve) => { this.end = resolve; });
+  private callOff!: (reason: string) => void;
+  /** Like `ended`, but not when the other side is only gone (interrupted, or a `fatal` message). */
+  readonly calledOff = new Promise<string>((resolve) => { this.callOff = resolve; });
+  /** The other side went away (its channel closed). */
+  get gone(): boolean { return this.last?.t === 'gone'; }
 
   constructor(private readonly fatal: (m: M) => string | undefined = () => undefined) {}
 
@@ -178,9 +183,10 @@ export class Inbox<M extends { t: string }> {
     if (m.t === 'gone' || m.t === 'interrupted') {
       this.last = m as LinkEnd;
       this.end(endReason(m as LinkEnd));
+      if (m.t === 'interrupted') this.callOff(endReason(m as LinkEnd));
     } else {
       const why = this.fatal(m as M);
-      if (why !== undefined) this.end(why);
+      if (why !== undefined) { this.end(why); this.callOff(why); }
     }
     const w = this.waiter;
     this.waiter = undefined;
