@@ -24,6 +24,7 @@ import http2 from 'node:http2';
 import { hkdfSync } from 'node:crypto';
 import type * as Http from 'node:http';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { TlsWire } from '../shared/ipc.js';
 import type { Others } from './connections.js';
 import { FORCED_HEADER } from './connections.js';
@@ -48,6 +49,8 @@ export type TlsFrontOptions = {
   onChange: () => void;
   /** The TLS load board mapped (master/tls.ts TlsBoard): every worker's cell, ours, and the generation's range. */
   board?: { cells: Int32Array; base: number; slots: number; me: number };
+  /** --metrics: an HTTP/2 response finished (its stream closed without a reset, headers sent): its status and ms since its request's headers. */
+  countResponse?: (status: number, ms: number) => void;
 };
 
 /** How long a crowded worker waits for its peers to take their share before it accepts anyway (a peer busy for longer cannot take it). */
@@ -219,7 +222,14 @@ export class TlsFront implements Others {
     this.h2.requests++;
     rec?.streams.add(stream);
     if (rec) rec.seen++;
-    stream.once('close', () => { this.streams--; rec?.streams.delete(stream); });
+    const count = this.o.countResponse;
+    const at = count ? performance.now() : 0;
+    stream.once('close', () => {
+      this.streams--;
+      rec?.streams.delete(stream);
+      // a complete response (a reset one, or one never answered, is not counted: as HTTP/1's 'finish')
+      if (count && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.headersSent) count(Number(stream.sentHeaders[':status']), performance.now() - at);
+    });
     // winding: the session's first stream is served, and GOAWAY names it the last one
     if (rec && this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
   }
