@@ -34,9 +34,9 @@ async function hold(address: string, n: number): Promise<{ sockets: net.Socket[]
 }
 
 /** The master's slots as `quiesce status --json` shows them. */
-async function slots(s: Server): Promise<Array<{ pid: number | null; phase: string; state: string }>> {
+async function slots(s: Server): Promise<Array<{ slot: number; pid: number | null; phase: string; state: string }>> {
   const r = await s.cli('status', '--json');
-  return (JSON.parse(r.stdout) as { workers: Array<{ pid: number | null; phase: string; state: string }> }).workers;
+  return (JSON.parse(r.stdout) as { workers: Array<{ slot: number; pid: number | null; phase: string; state: string }> }).workers;
 }
 
 /** Lower the master's open-file limit to what it holds now plus `more`: its next fork fails with EMFILE. */
@@ -168,7 +168,7 @@ for (const who of WHO) test(`while no worker is alive new connections wait at th
   }
 });
 
-test('poisoned requests (process.exit in the handler): the last live worker comes back within ~1 s, the crash loop is logged once with its cause', async () => {
+test('poisoned requests (process.exit in the handler): the last live worker, which had served, is respawned at once, the crash loop is logged once with its cause', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '200ms'] });
   try {
     // one poisoned request at a time, each as soon as a worker is ready again (bounded)
@@ -180,9 +180,10 @@ test('poisoned requests (process.exit in the handler): the last live worker come
     assert.equal((await get(s.address, '/')).status, 200);
     const respawns = [...s.err().matchAll(/worker-respawn slot=\d+ generation=1 delay_ms=(\d+) crashes=(\d+) last_live=(true|false)/g)];
     assert.ok(respawns.length >= 8, s.err());
-    // the slots' own backoff grew past a second; the last live one was never held back beyond it
+    // the slots' own backoff grew past a second; the last live one (it had served) was respawned at once
     assert.ok(respawns.some((m) => Number(m[1]) > 1000 || Number(m[2]) >= 4), 'the backoff grew');
-    for (const m of respawns) if (m[3] === 'true') assert.ok(Number(m[1]) <= 1000, m[0]);
+    assert.ok(respawns.some((m) => m[3] === 'true'), 'the last live worker died at least once');
+    for (const m of respawns) if (m[3] === 'true') assert.equal(Number(m[1]), 0, m[0]);
     const loops = [...s.err().matchAll(/crash-loop .*/g)];
     assert.equal(loops.length, 1, s.err());
     assert.match(loops[0]![0], /cause="process\.exit\(3\) during GET \/exit"/);
@@ -359,6 +360,41 @@ test('quiesce scale N and TTIN/TTOU change the worker count under load without a
     const word = await s.cli('scale', 'many');
     assert.equal(word.code, 2);
     assert.match(word.stderr, /scale: give a worker count N, \+N or -N, got "many"/);
+    assert.equal((await s.cli('stop')).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a scale down while the slot it keeps is still loading retires the others only once that one is ready: never no worker by its own act', async () => {
+  // every worker takes 2 s to load its app: slot 0's replacement is not ready when the scale comes
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '50ms'], env: { INIT_MS: '2000' }, timeoutMs: 20_000 });
+  try {
+    const before = await slots(s);
+    const victim = before.find((w) => w.phase === 'ready' && w.slot === 0)?.pid;
+    assert.ok(victim, JSON.stringify(before));
+    process.kill(victim, 'SIGKILL');
+    await waitFor(() => new RegExp(`worker-exited pid=${victim} `).test(s.err()) && /worker-started pid=\d+ slot=0 generation=1\n[^]*$/.test(s.err().split(`worker-exited pid=${victim} `)[1] ?? ''), 10_000, `slot 0 respawned:\n${s.err()}`);
+    // scale to 1 now: slot 1 (ready) must serve on until slot 0's new worker is ready
+    const scaling = s.cli('scale', '1');
+    // from the scale until slot 0's new worker is ready (bounded): some worker is ready all along
+    let samples = 0;
+    let none = 0;
+    for (let i = 0; i < 200; i++) {
+      const ws = await slots(s);
+      samples++;
+      if (!ws.some((w) => w.phase === 'ready')) none++;
+      if (ws.some((w) => w.slot === 0 && w.phase === 'ready')) break;
+      await sleep(50);
+    }
+    const r = await scaling;
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(samples >= 3, `the status was read while slot 0 loaded (${samples} samples)`);
+    assert.equal(none, 0, `samples with no ready worker: ${none} of ${samples}\n${s.err()}`);
+    // slot 1 retired after slot 0's new worker was ready
+    await waitFor(() => /worker-exited pid=\d+ slot=1 generation=1 code=0 reason=scale-down/.test(s.err()), 10_000, `slot 1 retired:\n${s.err()}`);
+    assert.equal((await get(s.address, '/')).status, 200);
     assert.equal((await s.cli('stop')).code, 0);
     assert.equal((await waitExit(s)).code, 0);
   } finally {

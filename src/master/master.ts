@@ -49,13 +49,32 @@ const WATCH_MS = 500;
 const mb = (bytes: number | undefined): number | undefined => (bytes === undefined ? undefined : Math.round(bytes / 1048576));
 /** The most workers --workers and quiesce scale allow. */
 const MAX_WORKERS = 512;
-/** The longest respawn delay of the last live worker, whatever the slot's backoff. */
+/**
+ * The longest respawn delay of the last live worker, whatever the slot's backoff, when it died
+ * before it was ready (its app may not load at all: a start every second at most). One that had
+ * served is respawned at once: its app loads, and each moment without a worker is a moment of
+ * clients held at the gate (a SYN dropped there waits 1 s, then 3 s, for its retransmission).
+ */
 const LAST_WORKER_BACKOFF_MS = 1_000;
 /** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
 const CRASH_LOOP_AFTER = 3;
 /** At an upgrade, how long the new master may take to start (Node, the drain mode's checks) on top of --ready-timeout and --reload-soak. */
 const SUCCESSOR_START_MS = 15_000;
 export type ConfigLoader = () => Promise<Config>;
+
+/** Resolves true once one of `ws` is ready, false when none is within `ms` (all failed, or the time ran out). */
+function firstReady(ws: WorkerProc[], ms: number): Promise<boolean> {
+  if (ws.length === 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let failed = 0;
+    const timer = setTimeout(() => resolve(false), ms);
+    for (const w of ws) {
+      void w.ready.then((ok) => {
+        if (ok || ++failed === ws.length) { clearTimeout(timer); resolve(ok); }
+      });
+    }
+  });
+}
 
 export type Totals = {
   requests: number;
@@ -520,7 +539,10 @@ export class Master {
         if (!std.destroyed) std.write(data);
       },
       record: (r) => {
-        if (r.event === 'app-exit') w.lastWords = `process.exit(${String(r.fields.code)})${r.fields.path ? ` during ${String(r.fields.method)} ${String(r.fields.path)}` : ''}`;
+        if (r.event === 'app-exit') {
+          w.lastWords = `process.exit(${String(r.fields.code)})${r.fields.path ? ` during ${String(r.fields.method)} ${String(r.fields.path)}` : ''}`;
+          w.heldAtExit = { connections: Number(r.fields.connections) || 0, inflight: Number(r.fields.inflight) || 0 };
+        }
         this.log.record(r);
       },
       tag: () => (this.cfg.appOutput === 'tagged' ? `[${w.pid} g${w.generation.n}] ` : ''),
@@ -550,12 +572,19 @@ export class Master {
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
-    // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
-    // and its heap then (a V8 abort at the heap limit exits 134 after a GC thrash the watchdog may have seen)
-    const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections, heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes) };
-    // and counted as cut (a hung worker's were counted at its kill): the status and the stop say
-    // what a crash cost, from the last report as the line says
-    if (!clean && !w.hung) this.totals.cut += st.inflight;
+    // not a clean exit: the connections it held were reset (each with a request in progress or
+    // waiting to be read, or a keep-alive client's, whose next request meets the reset): counted
+    // as cut, from what the app's exit said at that instant, else from its last report (<= 500 ms
+    // old: an estimate, see docs/STATUS.md for how it compares with what clients saw); and its
+    // heap then (a V8 abort at the heap limit exits 134 after a GC thrash the watchdog may have seen)
+    const at = w.heldAtExit;
+    const cut = at ? Math.max(at.connections, at.inflight) : Math.max(st.connections, st.inflight);
+    const held = clean ? {} : {
+      cut: w.hung ? undefined : cut, counted_from: w.hung ? undefined : at ? 'app-exit' : 'last_report',
+      inflight_last_report: st.inflight, connections_last_report: st.connections, heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes),
+    };
+    // (a hung worker's were counted at its kill)
+    if (!clean && !w.hung) this.totals.cut += cut;
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
     const reason = w.retireReason ?? 'crash';
     this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
@@ -596,9 +625,17 @@ export class Master {
     this.generation.boot = { ...this.generation.boot, config: cfg };
     this.log.notice('scaled', { from, to: n, generation: this.generation.n });
     const current = [...this.workers].filter((w) => w.generation === this.generation && w.alive && w.phase !== 'retiring');
-    for (const w of current) if (w.slot >= n) this.retire(w, 'scale-down');
+    const going = current.filter((w) => w.slot >= n);
+    const kept = current.filter((w) => w.slot < n);
     const fresh: WorkerProc[] = [];
     for (let slot = 0; slot < n; slot++) if (!current.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
+    // never none serving by our own act: when no worker it keeps is ready yet (a slot in its
+    // respawn backoff, or starting), the ones going serve on until one of them is
+    if (going.some((w) => w.phase === 'ready' && !w.hung) && !kept.some((w) => w.phase === 'ready' && !w.hung)) {
+      progress('waiting for a worker it keeps to be ready before retiring the others');
+      await firstReady([...kept, ...fresh], cfg.readyTimeout);
+    }
+    for (const w of going) this.retire(w, 'scale-down');
     if (fresh.length > 0) {
       progress(`starting ${fresh.length} worker(s)`);
       const failure = await this.awaitReady(fresh, cfg.readyTimeout);
@@ -612,10 +649,11 @@ export class Master {
     if (Date.now() - w.startedAt > 10_000) { c.n = 0; this.crashLoop = false; }
     c.n++;
     this.crashes.set(w.slot, c);
-    // the last live worker is never held back long: a crash storm must not leave none (issue 14)
-    const lastLive = ![...this.workers].some((x) => x.alive && x.phase !== 'retiring');
+    // the last live worker is never held back long: a crash storm must not leave none (issue 14).
+    // Live: ready and not hung (one still starting serves nobody yet, and may never)
+    const lastLive = ![...this.workers].some((x) => x.phase === 'ready' && !x.hung);
     const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
-    const delay = lastLive ? Math.min(backoff, LAST_WORKER_BACKOFF_MS) : backoff;
+    const delay = !lastLive ? backoff : w.wasReady ? 0 : Math.min(backoff, LAST_WORKER_BACKOFF_MS);
     this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive });
     if (c.n >= CRASH_LOOP_AFTER && !this.crashLoop) {
       this.crashLoop = true;
@@ -743,7 +781,7 @@ export class Master {
     }
     const seen = await captureStack(w, this.log);
     if (seen) this.log.error('worker-hung-stack', { pid: w.pid, request: seen.request ?? (st.current ? `${st.current.method} ${st.current.path}` : undefined), stack: seen.stack });
-    this.killHung(w, seen?.inflight);
+    this.killHung(w, seen);
   }
 
   /**
@@ -751,11 +789,13 @@ export class Master {
    * (`inflight`), else as its last report had them (a request that blocked the loop before the
    * next report is not in it: the log says which figure it is).
    */
-  private killHung(w: WorkerProc, inflight?: number): void {
+  private killHung(w: WorkerProc, seen?: { inflight?: number; connections?: number }): void {
     if (!w.alive) return;
-    const cut = inflight ?? w.stats.inflight;
+    // what the kill resets: its open connections (the requests in flight among them)
+    const read = seen?.inflight !== undefined;
+    const cut = read ? Math.max(seen.inflight ?? 0, seen.connections ?? 0) : Math.max(w.stats.inflight, w.stats.connections);
     this.totals.cut += cut;
-    this.log.alert('worker-killed', { pid: w.pid, reason: 'hung', cut, counted_from: inflight === undefined ? 'last_report' : 'inspector', connections_last_report: w.stats.connections });
+    this.log.alert('worker-killed', { pid: w.pid, reason: 'hung', cut, counted_from: read ? 'inspector' : 'last_report', connections_last_report: w.stats.connections });
     w.kill();
   }
 

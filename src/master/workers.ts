@@ -140,6 +140,8 @@ export class WorkerProc {
   inspectorUrl?: string;
   /** What it said last about its own end: an uncaught error, or the app-exit record (code, request). */
   lastWords?: string;
+  /** What it held when the app ended its process (the app-exit record): exact, where a report is up to 500 ms old. */
+  heldAtExit?: { connections: number; inflight: number };
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
