@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { startServer, cleanup, waitExit, get, sleep, waitFor, within, alive, runCli, statusJson, FIXTURES, type Server } from './helpers/server.js';
@@ -229,6 +229,28 @@ for (const who of WHO) test(`a worker blocked in while(true) is found hung, show
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
     if (who === 'nobody') assert.match(stop.stdout, / 1 cut/);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a hung worker is set to the lowest priority at once (nice 19): its spinning loop leaves the CPU to its replacement and the others', async () => {
+  // the replacement takes 1.5 s to load: the hung worker lives that long after it was found
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--worker-timeout', '1'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
+  try {
+    const hung = get(s.address, '/hang').then(() => 'answered', (e: Error) => e.message);
+    await waitFor(() => /worker-hung pid=\d+/.test(s.err()), 20_000, `worker-hung:\n${s.err()}`);
+    const line = /worker-hung pid=(\d+) .*/.exec(s.err())![0];
+    const pid = Number(/pid=(\d+)/.exec(line)![1]);
+    assert.match(line, / nice=19/);
+    // the kernel's view (/proc/PID/stat, the 19th field), read while it still spins
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16], '19', stat);
+    assert.ok(!/worker-killed pid=/.test(s.err()), 'read before the kill');
+    await waitFor(() => !alive(pid), 20_000, 'the hung worker to be killed');
+    assert.notEqual(await hung, 'answered');
+    assert.equal((await s.cli('stop')).code, 0);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);

@@ -38,6 +38,7 @@ import { hasControllingTty } from './tty.js';
 import { judge, type Verdict } from './judge.js';
 import { addCounts, diffCounts, emptyCounts, total, type RequestCounts } from '../shared/request-metrics.js';
 import { readdirSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { captureStack } from './hung-stack.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
@@ -61,6 +62,13 @@ const CRASH_LOOP_AFTER = 3;
 /** At an upgrade, how long the new master may take to start (Node, the drain mode's checks) on top of --ready-timeout and --reload-soak. */
 const SUCCESSOR_START_MS = 15_000;
 export type ConfigLoader = () => Promise<Config>;
+
+/** The nice value a hung worker gets (the lowest priority). */
+const NICE_HUNG = 19;
+/** Set a process's nice value; false when it could not be (gone, or not allowed). */
+function renice(pid: number, nice: number): boolean {
+  try { setPriority(pid, nice); return true; } catch { return false; }
+}
 
 /** Resolves true once one of `ws` is ready, false when none is within `ms` (all failed, or the time ran out). */
 function firstReady(ws: WorkerProc[], ms: number): Promise<boolean> {
@@ -754,13 +762,17 @@ export class Master {
     if (wasServing) w.retireStartedAt = now;
     const st = w.stats;
     const limit = w.generation.boot.config.workerTimeout;
+    // a blocked loop is mostly a busy one: at the lowest priority it takes only the CPU nobody
+    // else wants while its replacement starts and the others serve (it spun a whole CPU until its
+    // kill; on a small machine under load that was a third of the capacity gone for seconds)
+    const niced = renice(w.pid, NICE_HUNG);
     this.log.error('worker-hung', {
       pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: now - w.lastHeard, worker_timeout_ms: limit, cause,
       stalled_ms: w.stalledSince === undefined ? undefined : now - w.stalledSince,
       loop_delay_ms: st.loopDelayMs, inflight_last_report: st.inflight, connections_last_report: st.connections,
       heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes),
       request: st.current ? `${st.current.method} ${st.current.path}` : undefined,
-      request_ms: st.current?.sinceMs,
+      request_ms: st.current?.sinceMs, nice: niced ? NICE_HUNG : undefined,
     });
     this.syncHold();
     if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
@@ -772,6 +784,7 @@ export class Master {
     if (Date.now() - w.lastHeard < limit && w.stalledSince === undefined) {
       // it answered again: not hung after all, a long job; let it finish gracefully
       w.hung = false;
+      if (niced) renice(w.pid, getPriority()); // back to ours, where allowed (lowering a nice value may need privilege)
       this.log.warn('worker-unhung', { pid: w.pid, note: 'its event loop answered again: retired gracefully' });
       if (!wasServing) { w.retireReason = retireReason; return; } // retiring already: it goes on
       w.phase = 'ready';
