@@ -34,9 +34,10 @@ async function hold(address: string, n: number): Promise<{ sockets: net.Socket[]
 }
 
 /** The master's slots as `quiesce status --json` shows them. */
-async function slots(s: Server): Promise<Array<{ slot: number; pid: number | null; phase: string; state: string }>> {
+type Slot = { slot: number; generation: number; pid: number | null; phase: string; state: string };
+async function slots(s: Server): Promise<Slot[]> {
   const r = await s.cli('status', '--json');
-  return (JSON.parse(r.stdout) as { workers: Array<{ slot: number; pid: number | null; phase: string; state: string }> }).workers;
+  return (JSON.parse(r.stdout) as { workers: Slot[] }).workers;
 }
 
 /** Lower the master's open-file limit to what it holds now plus `more`: its next fork fails with EMFILE. */
@@ -426,6 +427,41 @@ test('a scale down while the slot it keeps is still loading retires the others o
 
 // ─── found by the chaos test (test/chaos.test.ts) ───────────────────────────
 
+test('a rollback while the old generation has no worker ready (its slots in backoff) keeps the new ones serving until an old one is ready', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '6s', '--reload-soak', '20s'] });
+  try {
+    const gen = async (n: number) => (await slots(s)).filter((w) => w.generation === n);
+    const old = s.workerPids();
+    process.kill(s.pid, 'SIGHUP');
+    await waitFor(async () => (await gen(2)).filter((w) => w.phase === 'ready').length === 2, 15_000, 'generation 2 ready (soaking)');
+    // the old generation's workers die during the soak: not the last live ones (generation 2
+    // serves), so their slots wait out the 6 s backoff
+    for (const pid of old) process.kill(pid, 'SIGKILL');
+    await waitFor(() => (s.err().match(/worker-respawn slot=\d generation=1 delay_ms=6000 crashes=1 last_live=false/g) ?? []).length === 2, 10_000, `the old slots in backoff:\n${s.err()}`);
+    // a new worker dies in the soak: rollback; the other new one must serve on until an old one is ready
+    const [victim] = (await gen(2)).map((w) => w.pid!);
+    process.kill(victim!, 'SIGKILL');
+    let samples = 0;
+    let none = 0;
+    for (let i = 0; i < 200; i++) {
+      const ws = await slots(s);
+      samples++;
+      if (!ws.some((w) => w.phase === 'ready')) none++;
+      if (ws.some((w) => w.generation === 1 && w.phase === 'ready')) break;
+      await sleep(50);
+    }
+    assert.ok(samples >= 2, `the status was read during the rollback (${samples} samples)`);
+    assert.equal(none, 0, `samples with no ready worker: ${none} of ${samples}\n${s.err()}`);
+    await waitFor(() => /reload-failed reason="generation 2: worker \d+ exited .* during the soak; rolled back/.test(s.err()), 10_000, `rolled back:\n${s.err()}`);
+    await waitFor(() => /worker-exited pid=\d+ slot=\d generation=2 code=0 reason=rollback/.test(s.err()), 10_000, `the other new one retired:\n${s.err()}`);
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal((await s.cli('stop')).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
 test('an old worker that crashes during a reload is respawned in its generation, then retired when the reload commits: no ghost', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--reload-soak', '300ms'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
   try {
@@ -460,6 +496,8 @@ test('a retiring worker blocked in a handler is found hung too, and killed after
     assert.equal(r.code, 0, r.stderr);
     await waitFor(() => new RegExp(`worker-hung pid=${old} .*cause=silent`).test(s.err()), 10_000, `worker-hung:\n${s.err()}`);
     await waitFor(() => !alive(old!), 10_000, 'the hung retiring worker to be killed');
+    // (the line is written before the kill, but reaches us through the master's stderr pipe: it may come a moment after)
+    await waitFor(() => /worker-killed pid=\d+ reason=hung/.test(s.err()), 5_000, `worker-killed:\n${s.err()}`);
     assert.match(s.err(), new RegExp(`worker-killed pid=${old} reason=hung cut=1 `));
     assert.notEqual(await blocked, 'answered');
     // no replacement for a worker that was leaving: one worker, of generation 2

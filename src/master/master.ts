@@ -63,6 +63,9 @@ const CRASH_LOOP_AFTER = 3;
 const SUCCESSOR_START_MS = 15_000;
 export type ConfigLoader = () => Promise<Config>;
 
+/** A worker that serves new connections: ready, not found hung. */
+const serves = (w: WorkerProc): boolean => w.phase === 'ready' && !w.hung;
+
 /** The nice value a hung worker gets (the lowest priority). */
 const NICE_HUNG = 19;
 /** Set a process's nice value; false when it could not be (gone, or not allowed). */
@@ -636,13 +639,9 @@ export class Master {
     const going = current.filter((w) => w.slot >= n);
     const kept = current.filter((w) => w.slot < n);
     const fresh: WorkerProc[] = [];
-    for (let slot = 0; slot < n; slot++) if (!current.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
-    // never none serving by our own act: when no worker it keeps is ready yet (a slot in its
-    // respawn backoff, or starting), the ones going serve on until one of them is
-    if (going.some((w) => w.phase === 'ready' && !w.hung) && !kept.some((w) => w.phase === 'ready' && !w.hung)) {
-      progress('waiting for a worker it keeps to be ready before retiring the others');
-      await firstReady([...kept, ...fresh], cfg.readyTimeout);
-    }
+    for (let slot = 0; slot < n; slot++) if (!kept.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
+    // the ones going serve on until one it keeps is ready (a slot in its backoff was just started)
+    if (going.some(serves)) await this.keepOneServing(going, progress);
     for (const w of going) this.retire(w, 'scale-down');
     if (fresh.length > 0) {
       progress(`starting ${fresh.length} worker(s)`);
@@ -652,6 +651,24 @@ export class Master {
     return { type: 'result', ok: true, message: `scaled: ${from} → ${n} workers (generation ${this.generation.n})`, data: { from, to: n } };
   }
 
+  /**
+   * Before quiesce retires ready workers by its own act (a scale down: `going`; a rollback: the
+   * new generation's), the serving generation must have one of its own ready: when none is (its
+   * slots crashed meanwhile and wait out their backoff, or still load), the empty slots start now
+   * and this resolves once one of its workers is ready (bounded by --ready-timeout). Never none
+   * serving by quiesce's doing: the chaos bench found a rollback that retired the last live
+   * workers while the old generation's slots waited out a 6 s backoff.
+   */
+  private async keepOneServing(going: readonly WorkerProc[], progress?: (m: string) => void): Promise<void> {
+    const gen = this.generation;
+    const mine = [...this.workers].filter((w) => w.generation === gen && w.alive && w.phase !== 'retiring' && !going.includes(w));
+    if (mine.some(serves)) return;
+    const started: WorkerProc[] = [];
+    for (let slot = 0; slot < gen.boot.config.workers; slot++) if (!mine.some((w) => w.slot === slot)) started.push(this.spawn(slot, gen));
+    progress?.(`waiting for a worker of generation ${gen.n} to be ready before retiring the others`);
+    await firstReady([...mine, ...started], this.cfg.readyTimeout);
+  }
+
   private respawnLater(w: WorkerProc): void {
     const c = this.crashes.get(w.slot) ?? { n: 0 };
     if (Date.now() - w.startedAt > 10_000) { c.n = 0; this.crashLoop = false; }
@@ -659,7 +676,7 @@ export class Master {
     this.crashes.set(w.slot, c);
     // the last live worker is never held back long: a crash storm must not leave none (issue 14).
     // Live: ready and not hung (one still starting serves nobody yet, and may never)
-    const lastLive = ![...this.workers].some((x) => x.phase === 'ready' && !x.hung);
+    const lastLive = ![...this.workers].some(serves);
     const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
     const delay = !lastLive ? backoff : w.wasReady ? 0 : Math.min(backoff, LAST_WORKER_BACKOFF_MS);
     this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive });
@@ -1192,6 +1209,7 @@ export class Master {
       this.listeners = prevListeners;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
+      if (ready.length > 0 && !this.interrupted()) await this.keepOneServing(fresh, progress);
       for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
       if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
       const r = this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);
