@@ -45,8 +45,13 @@ export type ChaosReport = {
    * retired or let go with none other ready: the one kind that must not happen).
    */
   zeroStretches: ZeroStretch[];
-  /** The master's own count of what crashes and kills cut, from the workers' last reports (<= 500 ms old: a lower bound, short requests fall between reports). */
+  /**
+   * The master's own count of what crashes and kills cut (status totals.cut): the connections each
+   * held, exact at an app's process.exit(), else from its last report (<= 500 ms old: an estimate).
+   */
   quiesceCut: number;
+  /** The chaos's own requests among what quiesce counted: the poisoned ones that ended a worker, the hung ones whose worker was killed. */
+  ownCut: number;
   /** Worker pids seen in the whole run. */
   pids: Set<number>;
   /** When the load started (ms since the epoch): the probe's outcome times are relative to it. */
@@ -64,16 +69,17 @@ export type ZeroStretch = { fromMs: number; toMs: number; cause: ZeroCause; pids
  * Why the workers live just before a stretch with none went: a SIGKILL the chaos sent ('kill'),
  * the app ending or blocking its process ('app': an exit code of its own, or found hung), else
  * quiesce's own doing ('quiesce': retired, or gone without a death the master logged). A stretch
- * is laid to the chaos or the app when any of them went that way.
+ * is quiesce's when any of them went by its doing (had it kept that one, there was a live worker),
+ * else the chaos's when any was killed, else the app's.
  */
 export function zeroCause(pids: number[], log: string, killed: ReadonlySet<number>): ZeroCause {
-  let cause: ZeroCause = 'quiesce';
-  for (const pid of pids) {
+  const causes = pids.map((pid): ZeroCause => {
     const exited = new RegExp(`\\bworker-exited pid=${pid} .*`).exec(log)?.[0] ?? '';
     if (killed.has(pid) && / signal=SIGKILL reason=crash/.test(exited)) return 'kill';
-    if (new RegExp(`\\bworker-hung pid=${pid} `).test(log) || / reason=crash/.test(exited)) cause = 'app';
-  }
-  return cause;
+    if (new RegExp(`\\bworker-hung pid=${pid} `).test(log) || / reason=crash/.test(exited)) return 'app';
+    return 'quiesce';
+  });
+  return causes.includes('quiesce') || causes.length === 0 ? 'quiesce' : causes.includes('kill') ? 'kill' : 'app';
 }
 
 /** mulberry32: a small seeded generator, so a failing run can be repeated. */
@@ -208,7 +214,7 @@ export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport>
     return d >= at - 500 && d <= at + 3_000;
   }));
   const st = await statusJson(s);
-  return { probe, acts, unattributed, deaths: deaths.length, zeroLiveMs, longestZeroLiveMs, zeroStretches, quiesceCut: st.totals?.cut ?? 0, pids, startedAt, samples, actLog };
+  return { probe, acts, unattributed, deaths: deaths.length, zeroLiveMs, longestZeroLiveMs, zeroStretches, quiesceCut: st.totals?.cut ?? 0, ownCut: (log.match(/\bapp-exit code=3 method=GET path=\/exit /g) ?? []).length + (log.match(/\bworker-killed pid=\d+ reason=hung /g) ?? []).length, pids, startedAt, samples, actLog };
 }
 
 /** After the chaos: within `ms`, the server serves with as many ready workers as it is set to (after the scales), none starting, retiring or hung (no ghost slot); else why not. */
