@@ -40,6 +40,20 @@ async function slots(s: Server): Promise<Slot[]> {
   return (JSON.parse(r.stdout) as { workers: Slot[] }).workers;
 }
 
+/** The status every 50 ms until a slot is `until` (at most 200 reads): how many reads, and how many had no ready worker. */
+async function readyAllAlong(s: Server, until: (w: Slot) => boolean): Promise<{ samples: number; none: number }> {
+  let samples = 0;
+  let none = 0;
+  for (let i = 0; i < 200; i++) {
+    const ws = await slots(s);
+    samples++;
+    if (!ws.some((w) => w.phase === 'ready')) none++;
+    if (ws.some(until)) break;
+    await sleep(50);
+  }
+  return { samples, none };
+}
+
 /** Lower the master's open-file limit to what it holds now plus `more`: its next fork fails with EMFILE. */
 function starveFds(pid: number, more: number): void {
   const n = fdCount(pid) + more;
@@ -402,15 +416,7 @@ test('a scale down while the slot it keeps is still loading retires the others o
     // scale to 1 now: slot 1 (ready) must serve on until slot 0's new worker is ready
     const scaling = s.cli('scale', '1');
     // from the scale until slot 0's new worker is ready (bounded): some worker is ready all along
-    let samples = 0;
-    let none = 0;
-    for (let i = 0; i < 200; i++) {
-      const ws = await slots(s);
-      samples++;
-      if (!ws.some((w) => w.phase === 'ready')) none++;
-      if (ws.some((w) => w.slot === 0 && w.phase === 'ready')) break;
-      await sleep(50);
-    }
+    const { samples, none } = await readyAllAlong(s, (w) => w.slot === 0 && w.phase === 'ready');
     const r = await scaling;
     assert.equal(r.code, 0, r.stderr);
     assert.ok(samples >= 3, `the status was read while slot 0 loaded (${samples} samples)`);
@@ -441,15 +447,7 @@ test('a rollback while the old generation has no worker ready (its slots in back
     // a new worker dies in the soak: rollback; the other new one must serve on until an old one is ready
     const [victim] = (await gen(2)).map((w) => w.pid!);
     process.kill(victim!, 'SIGKILL');
-    let samples = 0;
-    let none = 0;
-    for (let i = 0; i < 200; i++) {
-      const ws = await slots(s);
-      samples++;
-      if (!ws.some((w) => w.phase === 'ready')) none++;
-      if (ws.some((w) => w.generation === 1 && w.phase === 'ready')) break;
-      await sleep(50);
-    }
+    const { samples, none } = await readyAllAlong(s, (w) => w.generation === 1 && w.phase === 'ready');
     assert.ok(samples >= 2, `the status was read during the rollback (${samples} samples)`);
     assert.equal(none, 0, `samples with no ready worker: ${none} of ${samples}\n${s.err()}`);
     await waitFor(() => /reload-failed reason="generation 2: worker \d+ exited .* during the soak; rolled back/.test(s.err()), 10_000, `rolled back:\n${s.err()}`);
