@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startServer, cleanup, waitExit, runCli, get, sleep, waitFor, alive, FIXTURES, ROOT } from './helpers/server.js';
+import { listenBacklog } from './helpers/kernel.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 
@@ -34,6 +35,21 @@ test('requests reach every worker; the welcome site answers by default', async (
     assert.equal((await waitExit(site)).code, 0);
   } finally {
     await cleanup(site);
+  }
+});
+
+test('--backlog is the listeners\' backlog once the workers serve, and after a reload (each worker listens on the fd again)', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'core/pid-app.mjs'), '--workers', '2', '--backlog', '7', '--listen', '127.0.0.1:0', '--listen', '127.0.0.1:0'] });
+  try {
+    const ports = s.addresses.map((a) => Number(/:(\d+)$/.exec(a)?.[1]));
+    assert.equal(ports.length, 2, s.out());
+    for (const p of ports) assert.equal((await get(`127.0.0.1:${p}`, '/')).status, 200);
+    for (const p of ports) assert.equal(listenBacklog(p), 7, `backlog of :${p} while serving`);
+    const r = await s.cli('reload');
+    assert.equal(r.code, 0, r.stderr);
+    for (const p of ports) assert.equal(listenBacklog(p), 7, `backlog of :${p} after a reload`);
+  } finally {
+    await cleanup(s);
   }
 });
 

@@ -18,6 +18,7 @@ import type { Logger } from '../shared/log.js';
 import { errorMessage } from '../shared/errors.js';
 import type { ToMaster } from '../shared/ipc.js';
 import { closeHandle, tcpDrainMode, type Listener } from './listeners.js';
+import type { CookieWatch } from './syncookies.js';
 import type { WorkerProc } from './workers.js';
 
 export type DrainReport = {
@@ -34,6 +35,8 @@ export type DrainReport = {
   gateToCloseMs: number;
   perWorker: Record<number, number>;
   cappedOut: boolean;
+  /** How long the gated listeners waited for late SYN-cookie handshakes (0: no cookies lately). */
+  cookieHoldMs: number;
 };
 
 /** A worker answers its one drain message when it reads it; a stuck one is waited for up to the drain cap. */
@@ -43,7 +46,11 @@ const UNIX_BATCH = 64;
 /** Before the master's own close: wait a couple of loopback RTTs for a late syncookie handshake. */
 const LAST_CHECK_DELAY_MS = 3;
 
-export type DrainDeps = { native: Native | undefined; log: Logger; capMs: number };
+export type DrainDeps = {
+  native: Native | undefined; log: Logger; capMs: number;
+  /** The host's recent SYN cookies: their clients can come back after the queue is empty (syncookies.ts). */
+  cookies?: CookieWatch;
+};
 
 /** Gate, drain and close the given listeners, using the given (live) workers that hold them. */
 export async function drainAndClose(listeners: Listener[], workers: WorkerProc[], deps: DrainDeps): Promise<DrainReport> {
@@ -51,7 +58,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   const started = Date.now();
   const report: DrainReport = {
     mode: '', queuedAtGate: 0, acceptedInDrain: 0, leftAtClose: 0, lost: 0,
-    handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, cappedOut: false,
+    handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, cappedOut: false, cookieHoldMs: 0,
   };
   // a socket the service manager keeps is not gated or drained: workers and master let go of it,
   // which resets nothing, and its queue waits for the next instance
@@ -90,16 +97,25 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     //    since every moment open lets another SYN in.
     const deadline = started + deps.capMs;
     const ungated = open.some((l) => l.drainMode === 'fallback');
+    // behind a gate, clients the host answered with SYN cookies lately may still come back (their
+    // ACK dropped while the queue was full): the gated listeners wait for them, up to the cap
+    const hold = !ungated && open.some((l) => l.spec.kind === 'tcp') ? deps.cookies?.holdUntil(Date.now()) : undefined;
+    if (hold) {
+      report.cookieHoldMs = Math.max(0, Math.min(hold.until, deadline) - Date.now());
+      log.notice('drain-cookie-hold', { cookies: hold.cookies, since_ms: Date.now() - hold.since, ms: report.cookieHoldMs, note: 'SYN cookies sent lately on this host: their clients may still come back; the gated listeners wait for them' });
+    }
     for (;;) {
       for (const l of open) handOver(l, native, workers, report);
-      if (acked && open.every((l) => settled(l, native))) {
+      const drained = acked && open.every((l) => settled(l, native));
+      const late = Date.now() >= deadline;
+      if (drained && (hold === undefined || Date.now() >= hold.until || late)) {
         if (!ungated) {
           await sleep(LAST_CHECK_DELAY_MS);
           for (const l of open) handOver(l, native, workers, report);
         }
         break;
       }
-      if (Date.now() >= deadline) { report.cappedOut = true; break; }
+      if (late) { report.cappedOut = true; break; }
       report.rounds++;
       await sleep(1);
     }
@@ -130,6 +146,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   log.log(level, 'drain-closed', {
     ms: report.gateToCloseMs, queued_at_gate: report.queuedAtGate, accepted_in_drain: report.acceptedInDrain,
     handed_over: report.handedOverByMaster, left_at_close: report.leftAtClose, lost: report.lost || undefined, rounds: report.rounds, mode: report.mode,
+    cookie_hold_ms: report.cookieHoldMs || undefined,
     per_worker: Object.entries(report.perWorker).map(([pid, n]) => `${pid}:${n}`).join(',') || undefined,
   });
   if (open.some((l) => l.drainMode === 'fallback')) {

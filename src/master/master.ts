@@ -26,6 +26,7 @@ import { Notifier, listenFds } from './systemd.js';
 import { WorkerProc, type Generation } from './workers.js';
 import { newTicketKeys, readTls, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
+import { CookieWatch } from './syncookies.js';
 import { AdminServer } from './admin.js';
 import { ControlServer } from './control.js';
 import { writePidfile, removePidfile, makePidfileDir } from './pidfile.js';
@@ -746,10 +747,14 @@ export class Master {
    * thrashing near the heap limit answers, late, until V8 aborts it). A master that was itself
    * held up (its own timer late by a second: paused, swapped) judges nobody on that round.
    */
+  /** The host's SYN cookies, sampled every watch tick: a drain after some waits for their clients. */
+  private readonly cookies = new CookieWatch();
+
   private watch(): void {
     const now = Date.now();
     const late = now - this.lastWatch - WATCH_MS;
     this.lastWatch = now;
+    this.cookies.sample(now);
     if (late > 1_000) { for (const w of this.workers) w.lastHeard = Math.max(w.lastHeard, now - WATCH_MS); return; }
     if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
     for (const w of this.workers) {
@@ -1108,7 +1113,7 @@ export class Master {
 
   /** Gate, drain and close listeners (drain.ts); what the kernel reset or no worker could take is counted as cut. */
   private async drain(listeners: Listener[], workers: WorkerProc[], capMs: number): Promise<DrainReport> {
-    const report = await drainAndClose(listeners, workers, { native: this.native, log: this.log, capMs });
+    const report = await drainAndClose(listeners, workers, { native: this.native, log: this.log, capMs, cookies: this.cookies });
     this.totals.cut += report.leftAtClose + report.lost;
     return report;
   }

@@ -269,16 +269,18 @@ class Worker {
 
   /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
   private listen(l: Listener): void {
+    // listen(2) again on the inherited fd sets its backlog: Node reads it from the second
+    // argument for an { fd } handle (an options object's `backlog` is ignored there and 511 used)
     const backlog = this.boot.config.backlog;
     if (l.front) {
-      l.front.listen({ fd: l.info.fd, backlog });
+      l.front.listen({ fd: l.info.fd }, backlog);
       l.server = l.front;
     } else if (!this.server.listening) {
-      this.server.listen({ fd: l.info.fd, backlog });
+      this.server.listen({ fd: l.info.fd }, backlog);
       l.server = this.server;
     } else {
       const s = net.createServer((socket) => this.server.emit('connection', socket));
-      s.listen({ fd: l.info.fd, backlog });
+      s.listen({ fd: l.info.fd }, backlog);
       l.server = s;
     }
   }
