@@ -434,7 +434,8 @@ test('a scale down while the slot it keeps is still loading retires the others o
 // ─── found by the chaos test (test/chaos.test.ts) ───────────────────────────
 
 test('a rollback while the old generation has no worker ready (its slots in backoff) keeps the new ones serving until an old one is ready', async () => {
-  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '6s', '--reload-soak', '20s'] });
+  // every worker takes 1.5 s to load its app: the old generation's restarted slots are not ready at once
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '6s', '--reload-soak', '20s'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
   try {
     const gen = async (n: number) => (await slots(s)).filter((w) => w.generation === n);
     const old = s.workerPids();
