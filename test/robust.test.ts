@@ -183,19 +183,20 @@ for (const who of WHO) test(`while no worker is alive new connections wait at th
   }
 });
 
-test('poisoned requests (process.exit in the handler): the last live worker, which had served, is respawned at once, the crash loop is logged once with its cause', async () => {
+test('poisoned requests (process.exit in the handler): the last live worker, which had served a second, is respawned at once, the crash loop is logged once with its cause', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '200ms'] });
   try {
-    // one poisoned request at a time, each as soon as a worker is ready again (bounded)
+    // one poisoned request at a time, each once a worker has been ready a second (bounded)
     for (let i = 0; i < 8; i++) {
       await waitFor(async () => (await status(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker');
+      await sleep(1_100);
       await get(s.address, '/exit').then(() => assert.fail('answered'), () => undefined);
     }
     await waitFor(async () => (await status(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker after the attack');
     assert.equal((await get(s.address, '/')).status, 200);
     const respawns = [...s.err().matchAll(/worker-respawn slot=\d+ generation=1 delay_ms=(\d+) crashes=(\d+) last_live=(true|false)/g)];
     assert.ok(respawns.length >= 8, s.err());
-    // the slots' own backoff grew past a second; the last live one (it had served) was respawned at once
+    // the slots' own backoff grew past a second; the last live one (it had served a second) was respawned at once
     assert.ok(respawns.some((m) => Number(m[1]) > 1000 || Number(m[2]) >= 4), 'the backoff grew');
     assert.ok(respawns.some((m) => m[3] === 'true'), 'the last live worker died at least once');
     for (const m of respawns) if (m[3] === 'true') assert.equal(Number(m[1]), 0, m[0]);
@@ -205,6 +206,35 @@ test('poisoned requests (process.exit in the handler): the last live worker, whi
     assert.match(s.err(), /app-exit code=3 method=GET path=\/exit/);
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('the last live worker is respawned at once when it had served a second, after the rest of the second when it died sooner', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '1', '--respawn-backoff', '5s'] });
+  try {
+    // (the admin listener's status: quicker than a CLI, so that the second poison comes well within the second)
+    const ready = () => waitFor(async () => (await statusJson(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker');
+    const poison = () => get(s.address, '/exit').then(() => assert.fail('answered'), () => undefined);
+    const respawns = () => [...s.err().matchAll(/worker-respawn slot=0 generation=1 delay_ms=(\d+) crashes=\d+ last_live=true served_ms=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])] as const);
+    // an app that dies as soon as it is up: its slot starts at most once a second (not at its 5 s backoff, not at once)
+    await ready();
+    await sleep(1_100);
+    await poison();
+    await waitFor(() => respawns().length === 1, 10_000, `the first respawn:\n${s.err()}`);
+    await ready();
+    await poison();
+    await waitFor(() => respawns().length === 2, 10_000, `the second respawn:\n${s.err()}`);
+    const [served, quick] = respawns();
+    assert.ok(served![1] >= 1000, `served ${served![1]} ms`);
+    assert.equal(served![0], 0, 'it had served a second: at once');
+    assert.ok(quick![1] < 1000, `the second one served ${quick![1]} ms`);
+    assert.equal(quick![0], 1000 - quick![1], 'it died within a second of being ready: the rest of the second');
+    await ready();
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal((await s.cli('stop')).code, 0);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);

@@ -52,10 +52,11 @@ const mb = (bytes: number | undefined): number | undefined => (bytes === undefin
 /** The most workers --workers and quiesce scale allow. */
 const MAX_WORKERS = 512;
 /**
- * The longest respawn delay of the last live worker, whatever the slot's backoff, when it died
- * before it was ready (its app may not load at all: a start every second at most). One that had
- * served is respawned at once: its app loads, and each moment without a worker is a moment of
- * clients held at the gate (a SYN dropped there waits 1 s, then 3 s, for its retransmission).
+ * The last live worker's slot starts at most once this often, whatever its backoff: one that
+ * served this long or more is respawned at once (its app loads, and each moment without a
+ * worker is a moment of clients held at the gate: a SYN dropped there waits 1 s, then 3 s), one
+ * that died sooner (or loading its app) after the rest of the second, so that an app that dies
+ * as soon as it is up costs a worker's start a second, not a CPU.
  */
 const LAST_WORKER_BACKOFF_MS = 1_000;
 /** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
@@ -679,8 +680,9 @@ export class Master {
     // Live: ready and not hung (one still starting serves nobody yet, and may never)
     const lastLive = ![...this.workers].some(serves);
     const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
-    const delay = !lastLive ? backoff : w.wasReady ? 0 : Math.min(backoff, LAST_WORKER_BACKOFF_MS);
-    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive });
+    const served = w.readyAt > 0 ? Date.now() - w.readyAt : 0;
+    const delay = !lastLive ? backoff : Math.min(backoff, Math.max(0, LAST_WORKER_BACKOFF_MS - served));
+    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive, served_ms: served });
     if (c.n >= CRASH_LOOP_AFTER && !this.crashLoop) {
       this.crashLoop = true;
       this.log.error('crash-loop', {

@@ -145,6 +145,8 @@ export class WorkerProc {
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
+  /** When it reported ready (0: never). */
+  readyAt = 0;
   /** Connections the master handed it at the end of drains (drain.ts). */
   handedOver = 0;
   retireReason?: RetireReason;
@@ -253,7 +255,7 @@ export class WorkerProc {
     child?.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
       this.lastHeard = Date.now();
-      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
+      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; this.readyAt ||= Date.now(); readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
       if (m.t === 'stats') {
         this.stats = m.stats;
