@@ -2,15 +2,17 @@
  * Deploys that judge themselves: under steady load, a reload to a version that answers 500 on a
  * fifth of its requests, or three times slower, is rolled back with the figures (exit 1) and no
  * request fails on the old generation; an equal version goes live; too little traffic goes live
- * with the judge abstaining. Each under both strategies. And the request metrics add up to what
- * the probe completed, across a reload.
+ * with the judge abstaining. Each under both strategies. The same for `quiesce upgrade` (a new
+ * master judged against the old one: its verdict rolls the upgrade back). And the request metrics
+ * add up to what the probe completed, across a reload.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { renderTimeline } from '../src/probe/timeline.js';
 import { deployDir } from './helpers/deploy.js';
-import { startServer, cleanup, stopServer, get, sleep, statusJson, type Server } from './helpers/server.js';
+import { startServer, cleanup, stopServer, get, sleep, statusJson, alive, childPids, waitFor, runCli, type Server } from './helpers/server.js';
+import { readFileSync } from 'node:fs';
 
 function summary(p: ProbeResult): string {
   return `sent=${p.sent} ok=${p.ok} refused=${p.refused} cut=${p.cut} ka_race=${p.ka_race} forced=${p.forced} timeout=${p.timeout} other=${p.other} status=${JSON.stringify(p.ok_by_status)} gens=${JSON.stringify(p.generations)}`;
@@ -32,17 +34,17 @@ type Run = { s: Server; code: number | null; out: string; probe: ProbeResult };
  * this shared 2-CPU machine the new generation got 5-70% of a soak's responses, so 40 responses
  * a side make the judge's evidence here (the default is 100).
  */
-async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = []): Promise<Run> {
+async function judgedReload(strategy: 'all' | 'rolling', version: string, load: { rate: number; keepalive: number }, extra: string[] = [], verb: string[] = ['reload']): Promise<Run> {
   const d = deployDir('v1.mjs');
   const s = await startServer({ args: [d.app, '--workers', '2', '--reload-soak', '3s', '--expose-generation', '--reload-strategy', strategy, '--reload-judge', 'on', '--judge-min-requests', '40', ...extra] });
   let r: { code: number | null; stdout: string; stderr: string } | undefined;
-  // the load goes on until a moment after the reload answered (a loaded machine may take seconds to start generation 2)
+  // the load goes on until a moment after the verb answered (a loaded machine may take seconds to start generation 2)
   const done = new AbortController();
   const probe = await runProbe({
     target: s.address, path: '/?sleep=20', rate: load.rate, keepalive: load.keepalive, durationS: 90, timeoutS: 15, signal: done.signal,
-    commands: [{ atS: 1, run: async () => { d.deploy(version); r = await s.cli('reload'); setTimeout(() => done.abort(), 500); } }],
+    commands: [{ atS: 1, run: async () => { d.deploy(version); r = await s.cli(...verb); setTimeout(() => done.abort(), 500); } }],
   });
-  assert.ok(r, 'the reload ran');
+  assert.ok(r, `${verb[0]} ran`);
   return { s, code: r.code, out: `${r.stderr}${r.stdout}probe: ${summary(probe)}`, probe };
 }
 
@@ -162,5 +164,84 @@ test('request metrics: the responses counted add up to the requests the probe co
     await stopServer(s);
   } finally {
     await cleanup(s);
+  }
+});
+
+// ─── quiesce upgrade, judged ───────────────────────────────────────────────────
+
+/** A new master that took over (not the test's child): stopped through the control socket, killed (with its workers) if it lingers. */
+async function stopNewMaster(s: Server): Promise<void> {
+  let pid = 0;
+  try { pid = Number(readFileSync(s.pidfile, 'utf8').trim()); } catch { return; }
+  if (!pid || pid === s.pid) return;
+  try {
+    const r = await s.cli('stop');
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    await waitFor(() => !alive(pid), 20_000, 'the new master to exit');
+  } finally {
+    for (const p of [...childPids(pid), pid]) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+  }
+}
+
+test('upgrade --judge (--reload-judge off): a new master whose version answers 500 on 20% is rolled back with the figures; the old master serves on, nothing failed', async () => {
+  const { s, code, out, probe } = await judgedReload('all', 'judge-500.mjs', STEADY, ['--reload-judge', 'off'], ['upgrade', '--judge']);
+  try {
+    console.log(`# upgrade --judge to a worse version: ${out.replace(/\n/g, ' | ')}`);
+    assert.equal(code, 1, out);
+    assert.match(out, new RegExp(`upgrade failed: generation 2 is worse: new 5xx (1\\d|2\\d)(\\.\\d+)?% vs old 0% over [\\d,]+ requests \\(old: [\\d,]+\\).*rolled back, master ${s.pid} keeps serving generation 1`), out);
+    assertNoFailure(probe);
+    const byGen = (g: string, st: number) => probe.outcomes.filter((o) => o.generation === g && o.status === st).length;
+    assert.equal(byGen('1', 500), 0, summary(probe));
+    assert.ok(byGen('2', 500) > 0, summary(probe));
+    assert.equal(Number(readFileSync(s.pidfile, 'utf8').trim()), s.pid, 'the pid file still names the old master');
+    assert.match((await get(s.address, '/')).body, /^v1 /);
+    const st = await statusJson(s);
+    assert.equal(st.generation, 1);
+    assert.ok(st.deploys.some((e) => e.phase === 'soak-start' && e.generation === 2), JSON.stringify(st.deploys));
+    assert.ok(st.deploys.some((e) => e.phase === 'rolled-back' && /is worse: new 5xx/.test(e.text)), JSON.stringify(st.deploys));
+    await stopServer(s);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('upgrade under --reload-judge on: an equal version goes live with the judge\'s figures; with too little traffic the next upgrade goes live saying the judge abstained', async () => {
+  const { s, code, out, probe } = await judgedReload('all', 'v2.mjs', STEADY, [], ['upgrade']);
+  try {
+    console.log(`# judged upgrade to an equal version: ${out.replace(/\n/g, ' | ')}`);
+    assert.equal(code, 0, out);
+    assert.match(out, /upgraded in [\d.]+ s: master \d+ .* serves generation 2; .*judge passed: new 5xx 0% vs old 0%, p50 [\d.]+ ms vs [\d.]+ ms, p99 [\d.]+ ms vs [\d.]+ ms over [\d,]+ requests/, out);
+    assertNoFailure(probe);
+    assert.match((await get(s.address, '/')).body, /^v2 /);
+    // too little traffic (3 req/s against the minimum of 40 a side): the judge abstains, the upgrade goes on
+    let r: { code: number | null; stdout: string; stderr: string } | undefined;
+    const done = new AbortController();
+    const thin = await runProbe({
+      target: s.address, path: '/?sleep=20', rate: 3, keepalive: 0, durationS: 90, timeoutS: 15, signal: done.signal,
+      commands: [{ atS: 0.5, run: async () => { r = await s.cli('upgrade'); setTimeout(() => done.abort(), 500); } }],
+    });
+    console.log(`# judged upgrade with too little traffic: ${(r?.stderr ?? '') + (r?.stdout ?? '')}`.replace(/\n/g, ' | ') + `probe: ${summary(thin)}`);
+    assert.equal(r?.code, 0, r && r.stderr + r.stdout);
+    assert.match(r!.stdout + r!.stderr, /serves generation 3; .*judge abstained: the new generation served \d+ .*requests during the soak \(fewer than --judge-min-requests 40\)/, r!.stdout + r!.stderr);
+    assertNoFailure(thin);
+    const st = await statusJson(s);
+    assert.equal(st.generation, 3);
+    // the new master's own phases (its admin listener answers status now)
+    assert.deepEqual(st.deploys.filter((e) => e.generation === 3).map((e) => e.phase), ['soak-start', 'judge-abstained', 'committed'], JSON.stringify(st.deploys));
+  } finally {
+    await stopNewMaster(s);
+    await cleanup(s);
+  }
+});
+
+test('--judge is an option of quiesce upgrade only, --no-judge of reload and upgrade, and not both at once: usage errors naming the flag', async () => {
+  for (const [args, want] of [
+    [['reload', '--judge'], /--judge is an option of quiesce upgrade only \(a reload is judged by --reload-judge on\)/],
+    [['stop', '--no-judge'], /--no-judge is an option of quiesce reload and quiesce upgrade only/],
+    [['upgrade', '--judge', '--no-judge'], /--judge and --no-judge: give one of them/],
+  ] as const) {
+    const r = await runCli([...args, '--pidfile', '/nonexistent/q.pid']);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, want);
   }
 });

@@ -58,11 +58,13 @@ test('a connection that sends nothing is closed after --headers-timeout', async 
 });
 
 // A retiring worker closes a keep-alive connection once idle for --idle-grace. A request sent
-// within the grace while the worker's loop was busy (here a 3 s synchronous handler on another
+// within the grace while the worker's loop was busy (here a 4 s synchronous handler on another
 // connection) waits unread in the kernel when the grace's timer fires: it must be answered, not
 // cut. (Under a loaded suite, a starved worker cut requests this way: "3 reloads in a row", cut=15.)
 test('a retiring worker busy past the idle grace still answers the request that arrived meanwhile on an idle keep-alive connection', async () => {
-  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '1', '--idle-grace', '300ms', '--reload-soak', '100ms'] });
+  // the grace leaves the test 1.5 s from the retirement to b's request (seeing the retirement in the
+  // log takes a while on a loaded machine); the handler holds the loop well past it
+  const s = await startServer({ args: [join(FIXTURES, 'reload/v1.mjs'), '--workers', '1', '--idle-grace', '1500ms', '--reload-soak', '100ms'] });
   const a = open(s.port);
   const b = open(s.port);
   try {
@@ -73,8 +75,8 @@ test('a retiring worker busy past the idle grace still answers the request that 
     const r = await s.cli('reload'); // generation 1's worker, holding a and b, retires
     assert.equal(r.code, 0, r.stderr);
     await waitFor(() => /retiring reason=reload/.test(s.err()), 10_000, 'generation 1 retiring');
-    b.sock.write('GET /?burn=3000 HTTP/1.1\r\nhost: x\r\n\r\n'); // the worker's loop is busy for 3 s
-    await new Promise((res) => setTimeout(res, 500));
+    b.sock.write('GET /?burn=4000 HTTP/1.1\r\nhost: x\r\n\r\n'); // the worker's loop is busy for 4 s
+    await new Promise((res) => setTimeout(res, 300));
     const before = a.data().length;
     a.sock.write('GET /after HTTP/1.1\r\nhost: x\r\n\r\n'); // within the grace of a, the worker busy
     await within(a.closedAt, 20_000, 'the close of connection a');

@@ -275,6 +275,46 @@ test('a stop signal to the new master before it took over calls the upgrade off:
   }
 });
 
+test('the old master killed (SIGKILL) during an upgrade: its workers retire without gating, the new master takes over on its own; under load nothing refused, cut or timed out', async () => {
+  const { dir, app } = slowApp();
+  const s = await startServer({ args: [app, '--workers', '2', '--reload-soak', '300ms'] });
+  const oldWorkers = s.workerPids();
+  let next = 0;
+  try {
+    writeFileSync(join(dir, 'slow'), ''); // the new master's workers take 4 s to load
+    let verb: Promise<{ code: number | null; stdout: string; stderr: string }> | undefined;
+    const probe = await runProbe({
+      target: s.address, rate: 80, keepalive: 2, durationS: 9, timeoutS: 15,
+      commands: [{
+        atS: 0.5,
+        run: async () => {
+          verb = s.cli('upgrade');
+          // once the new master and its (slow) workers run: the old master dies outright
+          next = await waitFor(() => newMasterOf(s.pid), 10_000, 'the new master to start');
+          await waitFor(() => childPids(next).length >= 2, 10_000, 'its workers to start');
+          process.kill(s.pid, 'SIGKILL');
+        },
+      }],
+    });
+    assert.ok(next > 0, 'the new master was running when the old one was killed');
+    assertAllServed(probe, 'old master killed mid-upgrade');
+    await waitFor(() => readPidfile(s) === next, 20_000, 'the pid file to name the new master');
+    const st = await runCli(['status', '--json', '--pidfile', s.pidfile]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.equal((JSON.parse(st.stdout) as { pid: number }).pid, next);
+    assert.equal((await get(s.address, '/')).status, 200);
+    await waitFor(() => oldWorkers.every((p) => !alive(p)), 15_000, 'the old master\'s workers to retire');
+    assert.match(s.err(), /upgrade-predecessor-gone/);
+    // (the old workers' own log lines went to the master that died: their exit above is the sign)
+    const r = await verb;
+    assert.notEqual(r?.code, 0, 'the verb cannot report a success its master did not see');
+  } finally {
+    if (next) killTree(next);
+    await cleanup(s);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('an upgrade asked during a reload waits for it, then runs', async () => {
   const { dir, app } = slowApp();
   const s = await startServer({ args: [app, '--workers', '1', '--reload-soak', '200ms'] });

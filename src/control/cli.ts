@@ -25,6 +25,7 @@ function optionTable(): NonNullable<ParseOptions> {
     watch: { type: 'boolean' },
     init: { type: 'boolean' },
     'no-judge': { type: 'boolean' },
+    judge: { type: 'boolean' },
     node: { type: 'string' },
   };
   for (const s of Object.values(SETTINGS)) {
@@ -49,8 +50,10 @@ export function usage(): string {
     '       quiesce restart                hard restart: new workers at once, in-flight requests are cut',
     '       quiesce reopen-logs            reopen log files (as SIGUSR1)',
     '       quiesce scale N|+N|-N          run N workers (or N more, N fewer) without a reload (as TTIN/TTOU, one each)',
-    '       quiesce upgrade [--node PATH]  a new master from the quiesce and Node on disk now takes over the sockets,',
-    '                                      nothing refused, rolled back on failure (as USR2; --node: another Node binary)',
+    '       quiesce upgrade [--node PATH] [--judge|--no-judge]  a new master from the quiesce and Node on disk now',
+    '                                      takes over the sockets, nothing refused, rolled back on failure (as USR2;',
+    '                                      --node: another Node binary; --judge: judged as a reload is, whatever',
+    '                                      --reload-judge says; --no-judge: not judged)',
     '       quiesce status [--json] [--watch]  the running instance\'s workers and drains',
     '       quiesce configtest [APP] [--init]  check flags and config file, load the app as a worker would',
     '                                      (in a child process; --init also runs its init()), then exit',
@@ -120,6 +123,9 @@ export async function cliMain(argv: string[]): Promise<number> {
       if (scaleTo === undefined || !/^[+-]?\d+$/.test(scaleTo)) throw new QuiesceError('USAGE', `scale: give a worker count N, +N or -N${scaleTo === undefined ? '' : `, got ${JSON.stringify(scaleTo)}`}`);
     }
     if (values.node !== undefined && verb !== 'upgrade') throw new QuiesceError('USAGE', '--node is an option of quiesce upgrade only');
+    if (values.judge !== undefined && verb !== 'upgrade') throw new QuiesceError('USAGE', `--judge is an option of quiesce upgrade only${verb === 'reload' ? ' (a reload is judged by --reload-judge on)' : ''}`);
+    if (values['no-judge'] !== undefined && verb !== 'upgrade' && verb !== 'reload') throw new QuiesceError('USAGE', '--no-judge is an option of quiesce reload and quiesce upgrade only');
+    if (values.judge && values['no-judge']) throw new QuiesceError('USAGE', '--judge and --no-judge: give one of them');
     let node: string | undefined;
     if (typeof values.node === 'string') {
       const { badNode } = await import('../master/upgrade.js');
@@ -135,7 +141,7 @@ export async function cliMain(argv: string[]): Promise<number> {
       default: {
         const pidfile = await pidfileOf(flags, configPath);
         const cverb: ControlVerb = verb === 'graceful-stop' ? 'stop' : verb;
-        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, node, noJudge: values['no-judge'] === true });
+        return await runVerb(pidfile, cverb, { force: values.force === true, json: values.json === true, watch: values.watch === true, workers: scaleTo, node, judge: values['no-judge'] ? false : values.judge ? true : undefined });
       }
     }
   } catch (err) {
@@ -234,12 +240,12 @@ async function configtest(flags: RawConfig, configPath: string | undefined, init
   return EXIT.OK;
 }
 
-async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string; node?: string; noJudge?: boolean }): Promise<number> {
+async function runVerb(pidfile: string, verb: ControlVerb, o: { force: boolean; json: boolean; watch: boolean; workers?: string; node?: string; judge?: boolean }): Promise<number> {
   if (verb === 'status') {
     const { statusMain } = await import('./status.js');
     return statusMain(pidfile, o);
   }
-  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers, node: o.node, ...(o.noJudge ? { judge: false } : {}) }, (m) => process.stderr.write(`quiesce: ${m}\n`));
+  const r = await sendControl(pidfile, { verb, force: o.force, workers: o.workers, node: o.node, ...(o.judge !== undefined ? { judge: o.judge } : {}) }, (m) => process.stderr.write(`quiesce: ${m}\n`));
   (r.ok ? process.stdout : process.stderr).write(`quiesce: ${r.message}\n`);
   return r.ok ? EXIT.OK : EXIT.RUNTIME;
 }

@@ -16,8 +16,10 @@ import { STATS_INTERVAL_MS } from '../shared/ipc.js';
  * both generations (docs/ARCHITECTURE.md, "The judged soak").
  */
 const STEER_SHARE = 1 / 16;
-/** A judged soak short of responses may last up to this many times --reload-soak (see soakForEvidence). */
+/** A judged soak short of responses may last up to this many times --reload-soak (see judgedSoak). */
 const JUDGE_SOAK_STRETCH = 4;
+/** In a judged upgrade, how long the new master waits for the old one's request counts (it asks its workers first: <= 1 s). */
+const JUDGE_ASK_MS = 5_000;
 import { loadNative, type Native } from '../native/index.js';
 import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from '../native/gate.js';
 import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, releaseHandle, startListening, tcpDrainMode, type Listener } from './listeners.js';
@@ -299,17 +301,34 @@ export class Master {
    * its control socket, pid file and admin listener, take them. Returns why it could not.
    */
   private async takeOver(h: Handover, inbox: Inbox<ToSuccessor>, started: WorkerProc[]): Promise<string | undefined> {
-    const soakFailure = await this.soak(started, this.cfg.reloadSoak, inbox);
-    if (soakFailure) return `generation ${this.generation.n}: ${soakFailure}`;
-    await toPredecessor({ t: 'ready', generation: this.generation.n, workers: started.length });
+    const gen = this.generation;
+    const judging = await this.upgradeJudge(h, inbox, started);
+    if (typeof judging === 'string') return judging;
+    const tell = (text: string): Promise<void> => toPredecessor({ t: 'progress', text });
+    this.deployEvent(gen.n, 'soak-start', `generation ${gen.n} (new master ${process.pid}) soaking ${this.cfg.reloadSoak / 1000}s beside generation ${h.generation}${judging.evidence ? ', judged' : ''}`);
+    const { failure, verdict } = await this.judgedSoak({
+      what: 'upgrade', gen: gen.n, against: h.generation, fresh: started, cfg: this.cfg, stopped: () => false, link: inbox,
+      evidence: judging.evidence, progress: (text) => void tell(text),
+    });
+    if (failure) return `generation ${gen.n}: ${failure}`;
+    if (verdict?.verdict === 'fail') {
+      this.deployEvent(gen.n, 'rolled-back', verdict.message);
+      return `generation ${gen.n} is worse: ${verdict.message}`;
+    }
+    const judged = verdict ? { verdict: verdict.verdict, message: verdict.message } : judging.not ? { message: judging.not } : undefined;
+    await toPredecessor({ t: 'ready', generation: gen.n, workers: started.length, judge: judged });
     const m = await inbox.next(this.cfg.readyTimeout + EXIT_SLACK_MS);
-    if (m.t !== 'release') return unexpected(m, 'the old master did not let go in time');
+    // the old master died (even by SIGKILL) before it let go: its workers retire without gating
+    // (they were told `heir`), and this master takes the endpoints it left behind
+    const orphaned = m.t === 'gone';
+    if (m.t !== 'release' && !orphaned) return unexpected(m, 'the old master did not let go in time');
+    if (orphaned) this.log.warn('upgrade-predecessor-gone', { from: h.from, note: 'the old master died before it let go: taking over on our own; its counters are lost' });
     try {
       await this.ownEndpoints(h.adminFd);
     } catch (err) {
       return `taking over: ${errorMessage(err)}`;
     }
-    const t = m.totals;
+    const t = m.t === 'release' ? m.totals : { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0 };
     Object.assign(this.ofExited, {
       requests: this.ofExited.requests + t.requests, bytesSent: this.ofExited.bytesSent + t.bytesSent, accepted: this.ofExited.accepted + t.accepted,
       completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused,
@@ -325,9 +344,47 @@ export class Master {
     this.generation.boot = { ...this.generation.boot, successor: undefined };
     for (const w of this.workers) w.send({ t: 'sole' });
     for (const l of this.listeners) delete l.handed;
-    this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion() });
+    this.log.notice('upgrade-took-over', { from: h.from, generation: this.generation.n, node: process.version, quiesce: quiesceVersion(), predecessor: orphaned ? 'gone' : undefined });
+    this.deployEvent(this.generation.n, 'committed', `generation ${this.generation.n} serving (master ${process.pid} took over from ${h.from}${orphaned ? ', which was gone' : ''}); generation ${h.generation} retiring`);
     await toPredecessor({ t: 'took-over' });
     return undefined;
+  }
+
+  /**
+   * A new master: whether its soak is judged (`quiesce upgrade --judge`/`--no-judge`, else
+   * --reload-judge), and if so the evidence: its own generation's counts against the old
+   * master's, asked over the channel (`judge` → `counts`; the first ask starts the old master's
+   * steering and marks the soak's start). `not`: why an asked-for judge does not judge. A string:
+   * the old master did not answer (the upgrade fails).
+   */
+  private async upgradeJudge(h: Handover, inbox: Inbox<ToSuccessor>, started: WorkerProc[]): Promise<{ evidence?: () => Promise<Evidence | string>; not?: string } | string> {
+    const wanted = h.judge?.asked ?? this.cfg.reloadJudge === 'on';
+    if (!wanted) return {};
+    if (!h.judge) return { not: 'not judged: the old master\'s quiesce cannot report its request counts' };
+    if (this.cfg.metrics !== 'on') return { not: 'not judged: the judge needs --metrics on in both masters' };
+    const gen = this.generation;
+    const until = Date.now() + JUDGE_SOAK_STRETCH * this.cfg.reloadSoak;
+    const ask = async (first: boolean): Promise<RequestCounts | null | string> => {
+      await toPredecessor({ t: 'judge', generation: gen.n, first, upToMs: Math.max(0, until - Date.now()) + JUDGE_ASK_MS });
+      const m = await inbox.next(JUDGE_ASK_MS);
+      return m.t === 'counts' ? m.counts : unexpected(m, 'the old master did not send its request counts in time');
+    };
+    // an old master gone (killed mid-upgrade) has no counts to give: the judge abstains, the
+    // upgrade goes on (takeOver takes over on its own)
+    const goneNote = { not: 'not judged: the old master is gone' };
+    const atStart = await ask(true);
+    if (inbox.gone) return goneNote;
+    if (typeof atStart === 'string') return atStart;
+    if (atStart === null) return { not: 'not judged: the judge needs --metrics on in both masters' };
+    return {
+      evidence: async () => {
+        await this.freshStats(started);
+        const now = await ask(false);
+        // gone meanwhile: no old figures, so the judge finds too few and abstains
+        if (inbox.gone) return { old: diffCounts(atStart, atStart), fresh: this.httpCounts(gen) };
+        return typeof now === 'string' ? now : { old: diffCounts(now ?? atStart, atStart), fresh: this.httpCounts(gen) };
+      },
+    };
   }
 
   /** The counters handed to a new master (the live workers' figures as last reported). */
@@ -349,7 +406,7 @@ export class Master {
    * Any failure before the new master took over rolls back: it retires its workers and exits,
    * this master never stopped serving.
    */
-  private async upgrade(progress: (m: string) => void, node = process.execPath): Promise<Result> {
+  private async upgrade(progress: (m: string) => void, node = process.execPath, judge?: boolean): Promise<Result> {
     const fail = (message: string): Result => ({ type: 'result', ok: false, message });
     if (this.state.s !== 'serving') return fail(`cannot upgrade while ${this.state.s}`);
     const bad = badNode(node);
@@ -363,6 +420,7 @@ export class Master {
         listeners: listeners.map((l) => ({ text: l.spec.text, fd: l.fd, drainMode: l.drainMode, inherited: l.inherited, gate: l.gate })),
         adminFd: this.admin.fd(), admin: this.admin.address,
         masters: [...this.masters, this.masterInfo(Date.now())],
+        judge: { asked: judge ?? null },
       });
     } catch (err) {
       return fail(`upgrade: the new master could not be started: ${errorMessage(err)}`);
@@ -371,10 +429,21 @@ export class Master {
     let settle!: () => void;
     const upgrading = { pid: child.pid ?? 0, since: t0, inbox, settled: new Promise<void>((r) => { settle = r; }), released: false };
     this.upgrading = upgrading;
+    // the new master holds every socket from now: should this master die meanwhile, its workers
+    // retire without gating them (the new one takes over on its own), instead of stalling it
+    const heir = (on: boolean): void => { for (const w of this.workers) if (w.alive) w.send({ t: 'heir', on }); };
+    heir(true);
     this.log.notice('upgrade', { pid: child.pid, node, listeners: listeners.length });
     this.systemd.reloading(`upgrading: new master ${child.pid} starting (generation ${this.generation.n} serving)`);
     progress(`new master pid ${child.pid} starting (${node})`);
+    // a judged soak: the new master asks this one's counts; this generation's keep-alive clients are steered meanwhile
+    const serving = (): WorkerProc[] => [...this.workers].filter((w) => w.generation === this.generation);
+    let judgedGen: number | undefined;
     const rollback = async (why: string): Promise<Result> => {
+      if (judgedGen !== undefined) {
+        this.steer(serving(), 0);
+        this.deployEvent(judgedGen, 'rolled-back', why);
+      }
       if (child.exitCode === null && child.signalCode === null) {
         // it retires its workers (they finish what they hold) and exits; killed if it takes too long
         if (child.connected) child.send({ t: 'abort', reason: why } satisfies ToSuccessor);
@@ -388,21 +457,41 @@ export class Master {
         try { await this.control.listen(); writePidfile(this.pidfile); } catch (err) { this.log.error('upgrade-rollback-control', { error: errorMessage(err) }); }
       }
       this.upgrading = undefined;
+      heir(false);
       settle();
       if (this.state.s === 'serving') this.systemd.ready(this.statusLine());
       this.log.error('upgrade-failed', { pid: child.pid, reason: why });
       return fail(`upgrade failed: ${why}; rolled back, master ${process.pid} keeps serving generation ${this.generation.n}`);
     };
-    const deadline = t0 + this.cfg.readyTimeout + this.cfg.reloadSoak + SUCCESSOR_START_MS;
-    let m: FromSuccessor | LinkEnd;
+    let deadline = t0 + this.cfg.readyTimeout + this.cfg.reloadSoak + SUCCESSOR_START_MS;
+    let m: FromSuccessor | LinkEnd = { t: 'timeout' };
     let up: Extract<FromSuccessor, { t: 'up' }> | undefined;
-    for (;;) {
+    for (let i = 0; i < 10_000; i++) {
       m = await inbox.next(deadline - Date.now());
-      if (m.t !== 'up') break;
-      up = m;
-      progress(`new master pid ${m.pid} up (node ${m.node}, quiesce ${m.quiesce}): starting ${this.cfg.workers} workers`);
+      if (m.t === 'progress') progress(m.text);
+      else if (m.t === 'judge') {
+        if (m.first) {
+          judgedGen = m.generation;
+          this.steer(serving(), STEER_SHARE);
+          this.deployEvent(m.generation, 'soak-start', `generation ${m.generation} (new master ${child.pid}) soaking beside generation ${this.generation.n}, judged`);
+          progress(`generation ${m.generation} ready; soaking ${this.cfg.reloadSoak / 1000}s, judged on its own traffic against generation ${this.generation.n}`);
+        }
+        // the judge's soak may outlast the usual bound: up to 4x --reload-soak while short of responses
+        deadline = Math.max(deadline, Date.now() + m.upToMs + EXIT_SLACK_MS);
+        await this.freshStats(serving());
+        if (child.connected) child.send({ t: 'counts', generation: this.generation.n, counts: this.cfg.metrics === 'on' ? this.httpCounts(this.generation) : null } satisfies ToSuccessor);
+      } else if (m.t === 'up') {
+        up = m;
+        progress(`new master pid ${m.pid} up (node ${m.node}, quiesce ${m.quiesce}): starting ${this.cfg.workers} workers`);
+      } else break;
     }
-    if (m.t !== 'ready') return rollback(unexpected(m, `the new master was not ready within ${Math.round((deadline - t0) / 1000)} s (--ready-timeout + --reload-soak + ${SUCCESSOR_START_MS / 1000} s)`));
+    if (judgedGen !== undefined) this.steer(serving(), 0);
+    if (m.t !== 'ready') return rollback(unexpected(m, `the new master was not ready within ${Math.round((deadline - t0) / 1000)} s (--ready-timeout + --reload-soak + ${SUCCESSOR_START_MS / 1000} s${judgedGen !== undefined ? ', the judge\'s soak' : ''})`));
+    const verdict = m.judge;
+    if (verdict?.verdict && judgedGen !== undefined) this.deployEvent(judgedGen, verdictPhase(verdict.verdict), verdict.message);
+    // (the verdict itself reached the client as the new master's progress)
+    if (verdict && !verdict.verdict) progress(verdict.message);
+    else if (!verdict && judge === true) progress('not judged: the new master\'s quiesce does not judge upgrades');
     progress(`new master pid ${child.pid}: generation ${m.generation} ready (${m.workers} workers), soak passed; handing over`);
     // the control socket's path is the new master's from now: new clients reach it
     upgrading.released = true;
@@ -427,8 +516,8 @@ export class Master {
     if (this.workers.size === 0) void this.finish();
     return {
       type: 'result', ok: true,
-      message: `upgraded in ${(ms / 1000).toFixed(1)} s: master ${child.pid} (node ${up?.node ?? '?'}, quiesce ${up?.quiesce ?? '?'}) serves generation ${m.generation}; master ${process.pid} retires its ${ws.length} workers`,
-      data: { pid: child.pid, generation: m.generation, node: up?.node, quiesce: up?.quiesce, ms },
+      message: `upgraded in ${(ms / 1000).toFixed(1)} s: master ${child.pid} (node ${up?.node ?? '?'}, quiesce ${up?.quiesce ?? '?'}) serves generation ${m.generation}; master ${process.pid} retires its ${ws.length} workers${verdict ? `; ${verdict.message}` : ''}`,
+      data: { pid: child.pid, generation: m.generation, node: up?.node, quiesce: up?.quiesce, ms, judge: verdict },
     };
   }
 
@@ -515,6 +604,8 @@ export class Master {
     this.workers.add(w);
     this.log.info('worker-started', { pid: w.pid, slot, generation: gen.n });
     void w.exited.then(() => this.onWorkerExit(w));
+    // (a worker started during an upgrade learns it too: see upgrade())
+    if (this.upgrading) w.send({ t: 'heir', on: true });
     return w;
   }
 
@@ -531,8 +622,9 @@ export class Master {
         });
       }
     });
-    // a new master in an upgrade: the old one may call it off meanwhile
-    const r = await Promise.race([firstFailure, timeout, ...(link ? [link.ended] : [])]);
+    // a new master in an upgrade: the old one may call it off meanwhile (its death does not: the
+    // new master then takes over on its own, see takeOver)
+    const r = await Promise.race([firstFailure, timeout, ...(link ? [link.calledOff] : [])]);
     clearTimeout(timer);
     return r || undefined;
   }
@@ -876,11 +968,11 @@ export class Master {
       case 'ping': return { type: 'result', ok: true, message: 'pong', data: { pid: process.pid } };
       case 'status': return { type: 'result', ok: true, message: this.state.s, data: this.snapshot() };
       case 'stop': return this.request(req.force ? 'fast-stop' : 'stop', progress);
-      case 'reload': return this.request('reload', progress, '', req.judge === false);
+      case 'reload': return this.request('reload', progress, '', req.judge);
       case 'restart': return this.request('restart', progress);
       case 'reopen-logs': return this.request('reopen-logs', progress);
       case 'scale': return this.request('scale', progress, req.workers ?? '');
-      case 'upgrade': return this.request('upgrade', progress, req.node ?? '');
+      case 'upgrade': return this.request('upgrade', progress, req.node ?? '', req.judge);
       default: return { type: 'result', ok: false, message: `unknown verb ${JSON.stringify((req as { verb: unknown }).verb)}` };
     }
   }
@@ -890,7 +982,7 @@ export class Master {
    * runs or waits is queued once, and later ones join the queued one until it starts: from then on
    * it may have read its config already, so a reload asked later queues anew.
    */
-  request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = '', noJudge = false): Promise<Result> {
+  request(verb: Verb | 'scale', progress: (m: string) => void = () => {}, workers = '', judge?: boolean): Promise<Result> {
     // a new master before it took over acts on a stop only (it calls the upgrade off: stop())
     if (this.handover && verb !== 'stop' && verb !== 'fast-stop') return Promise.resolve({ type: 'result', ok: false, message: 'this master is taking over in an upgrade: ask the serving master' });
     const stopping = this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
@@ -914,7 +1006,7 @@ export class Master {
         // one at a time with reloads: an upgrade asked during a reload waits for it
         if (stopping) return Promise.resolve({ type: 'result', ok: false, message: 'cannot upgrade: the server is stopping' });
         if (this.upgrading) return Promise.resolve({ type: 'result', ok: false, message: `an upgrade is already in progress (new master ${this.upgrading.pid})` });
-        const run = this.running.then(() => this.upgrade(progress, workers || undefined));
+        const run = this.running.then(() => this.upgrade(progress, workers || undefined, judge));
         this.running = run.catch(() => undefined);
         return run;
       }
@@ -931,7 +1023,7 @@ export class Master {
         const run: Promise<Result> = this.running.then(async () => {
           if (this.queuedReload === run) this.queuedReload = undefined; // it starts: no longer joinable
           try {
-            return await this.notified(verb, () => (verb === 'reload' ? this.reload(progress, noJudge) : this.restart(progress)));
+            return await this.notified(verb, () => (verb === 'reload' ? this.reload(progress, judge === false) : this.restart(progress)));
           } finally {
             this.onChain--;
           }
@@ -1238,22 +1330,14 @@ export class Master {
     const oldGen = this.generation;
     const oldAtStart = judged ? this.httpCounts(oldGen) : undefined;
     if (judged) this.steer(old, STEER_SHARE);
-    let soakFailure = await this.soak(fresh, cfg.reloadSoak);
-    let verdict: Verdict | undefined;
-    if (judged && !soakFailure && !this.interrupted()) {
-      await this.freshStats([...old, ...fresh]);
-      soakFailure = await this.soakForEvidence(gen, oldGen, oldAtStart!, [...old, ...fresh], fresh, cfg, progress);
-    }
-    if (judged && !soakFailure && !this.interrupted()) {
-      verdict = judge(diffCounts(this.httpCounts(oldGen), oldAtStart!), this.httpCounts(gen),
-        { max5xxRatio: cfg.judgeMax5xxRatio, maxP99Ratio: cfg.judgeMaxP99Ratio, minRequests: cfg.judgeMinRequests });
-      this.log.log(verdict.verdict === 'fail' ? 'error' : 'notice', 'reload-judged', {
-        generation: gen.n, against: oldGen.n, verdict: verdict.verdict, new_requests: verdict.new.responses, old_requests: verdict.old.responses,
-        new_5xx: verdict.new.ratio5xx, old_5xx: verdict.old.ratio5xx, new_p99_ms: verdict.new.p99Ms, old_p99_ms: verdict.old.p99Ms, message: verdict.message,
-      });
-      this.deployEvent(gen.n, verdict.verdict === 'fail' ? 'judged-worse' : verdict.verdict === 'abstain' ? 'judge-abstained' : 'judged-ok', verdict.message);
-      progress(verdict.message);
-    }
+    const both = [...old, ...fresh];
+    const { failure: soakFailure, verdict } = await this.judgedSoak({
+      what: 'reload', gen: gen.n, against: oldGen.n, fresh, cfg, progress, stopped: () => this.interrupted(),
+      evidence: judged ? async () => {
+        await this.freshStats(both);
+        return { old: diffCounts(this.httpCounts(oldGen), oldAtStart!), fresh: this.httpCounts(gen) };
+      } : undefined,
+    });
     if (judged) this.steer(old, 0);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (soakFailure) {
@@ -1314,30 +1398,49 @@ export class Master {
   }
 
   /**
-   * The soak is over but a generation has answered fewer than --judge-min-requests: the busiest
-   * workers win the kernel's accept race (README, "The judged soak"), so a new generation beside a
-   * busy old one can see little traffic. Soak on, up to JUDGE_SOAK_STRETCH times --reload-soak in
-   * all, while both sides' pace would reach the minimum by then; else end now (the judge abstains).
-   * A new worker failing meanwhile fails the soak as before.
+   * The soak (`--reload-soak`; a new worker failing fails it), then, with `evidence` (both sides'
+   * counts as of now: the old side's since the soak began), the judge. The soak is over but a side
+   * has answered fewer than --judge-min-requests: the busiest workers win the kernel's accept race
+   * (README, "The judged soak"), so a new generation beside a busy old one can see little traffic.
+   * Soak on, up to JUDGE_SOAK_STRETCH times --reload-soak in all, while both sides' pace would
+   * reach the minimum by then; else judge now (it abstains). Shared by the reload (both
+   * generations in this master) and the upgrade (the new master, the old master's counts asked
+   * over the channel `link`); `evidence` answers a string when it cannot be had (the old master).
    */
-  private async soakForEvidence(gen: Generation, oldGen: Generation, oldAtStart: RequestCounts, ws: WorkerProc[], fresh: WorkerProc[], cfg: Config, progress: (m: string) => void): Promise<string | undefined> {
-    const t0 = Date.now() - cfg.reloadSoak;
+  private async judgedSoak(o: {
+    what: 'reload' | 'upgrade'; gen: number; against: number; fresh: WorkerProc[]; cfg: Config; progress: (m: string) => void;
+    stopped: () => boolean; link?: Inbox<ToSuccessor>; evidence?: () => Promise<Evidence | string>;
+  }): Promise<{ failure?: string; verdict?: Verdict }> {
+    const { cfg, progress } = o;
+    const t0 = Date.now();
+    const failure = await this.soak(o.fresh, cfg.reloadSoak, o.link);
+    if (failure || !o.evidence || o.stopped()) return { failure };
+    let e = await o.evidence();
     const until = t0 + JUDGE_SOAK_STRETCH * cfg.reloadSoak;
     let told = false;
-    for (let i = 0; i < 1_000 && Date.now() < until && !this.interrupted(); i++) {
-      const counts = [total(this.httpCounts(gen)), total(diffCounts(this.httpCounts(oldGen), oldAtStart))];
+    for (let i = 0; i < 1_000 && typeof e !== 'string' && Date.now() < until && !o.stopped(); i++) {
+      const counts = [total(e.fresh), total(e.old)];
       const short = counts.some((n) => n < cfg.judgeMinRequests);
       const reachable = counts.every((n) => n >= cfg.judgeMinRequests || (n / Math.max(1, Date.now() - t0)) * (until - t0) >= cfg.judgeMinRequests);
-      if (!short || !reachable) return undefined;
+      if (!short || !reachable) break;
       if (!told) {
-        progress(`judge: ${counts[0]} responses from generation ${gen.n} and ${counts[1]} from generation ${oldGen.n} so far, fewer than --judge-min-requests ${cfg.judgeMinRequests}: soaking on, up to ${(JUDGE_SOAK_STRETCH * cfg.reloadSoak) / 1000}s in all`);
+        progress(`judge: ${counts[0]} responses from generation ${o.gen} and ${counts[1]} from generation ${o.against} so far, fewer than --judge-min-requests ${cfg.judgeMinRequests}: soaking on, up to ${(JUDGE_SOAK_STRETCH * cfg.reloadSoak) / 1000}s in all`);
         told = true;
       }
-      const failure = await this.soak(fresh, STATS_INTERVAL_MS);
-      if (failure) return failure;
-      await this.freshStats(ws);
+      const failed = await this.soak(o.fresh, STATS_INTERVAL_MS, o.link);
+      if (failed) return { failure: failed };
+      e = await o.evidence();
     }
-    return undefined;
+    if (typeof e === 'string') return { failure: e };
+    if (o.stopped()) return {};
+    const verdict = judge(e.old, e.fresh, { max5xxRatio: cfg.judgeMax5xxRatio, maxP99Ratio: cfg.judgeMaxP99Ratio, minRequests: cfg.judgeMinRequests });
+    this.log.log(verdict.verdict === 'fail' ? 'error' : 'notice', `${o.what}-judged`, {
+      generation: o.gen, against: o.against, verdict: verdict.verdict, new_requests: verdict.new.responses, old_requests: verdict.old.responses,
+      new_5xx: verdict.new.ratio5xx, old_5xx: verdict.old.ratio5xx, new_p99_ms: verdict.new.p99Ms, old_p99_ms: verdict.old.p99Ms, message: verdict.message,
+    });
+    this.deployEvent(o.gen, verdictPhase(verdict.verdict), verdict.message);
+    progress(verdict.message);
+    return { verdict };
   }
 
   /** Ask these workers for their stats now and wait for them (bounded): the judge reads what happened up to this moment. */
@@ -1400,7 +1503,7 @@ export class Master {
   private async soak(fresh: WorkerProc[], ms: number, link?: Inbox<ToSuccessor>): Promise<string | undefined> {
     let timer: NodeJS.Timeout | undefined;
     const r = await Promise.race([
-      ...(link ? [link.ended] : []),
+      ...(link ? [link.calledOff] : []),
       new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); }),
       ...fresh.map((w) => w.failed.then((why) => `${why} during the soak`)),
     ]);
@@ -1437,6 +1540,14 @@ export class Master {
   snapshot(): StatusSnapshot {
     return buildSnapshot(this, { native: this.native, exited: this.ofExited });
   }
+}
+
+/** Both sides of a judged soak: the old generation's responses since the soak began, the new one's. */
+type Evidence = { old: RequestCounts; fresh: RequestCounts };
+
+/** A verdict as a deploy phase. */
+function verdictPhase(v: Verdict['verdict']): DeployEvent['phase'] {
+  return v === 'fail' ? 'judged-worse' : v === 'abstain' ? 'judge-abstained' : 'judged-ok';
 }
 
 function sleep(ms: number): Promise<void> {

@@ -10,9 +10,14 @@
  * entry, its gate sockets and its drain mode; an IPC channel (the spawn's 'ipc' stdio) carries the
  * hand-over messages:
  *
- *   new → old: `up` (sockets adopted, workers starting) · `ready` (workers ready, soak passed) ·
+ *   new → old: `up` (sockets adopted, workers starting) · `judge {generation, first, upToMs}` (a
+ *              judged soak: send your generation's request counts now; `first`: the soak begins,
+ *              steer; `upToMs`: how long the soak may still last) · `progress {text}` (for the
+ *              verb's client) · `ready {judge?}` (workers ready, soak passed; the judge's verdict,
+ *              or why it did not judge) ·
  *              `failed {reason}` · `took-over` (control socket, pid file and admin are its own)
- *   old → new: `release {totals}` (the old master let go of its control socket, pid file and
+ *   old → new: `counts {generation, counts}` (the answer to `judge`: null with --metrics off) ·
+ *              `release {totals}` (the old master let go of its control socket, pid file and
  *              admin listener) · `abort {reason}` (roll back: retire the workers, exit)
  *
  * Until it takes over, the new master's workers must not gate the shared sockets if their master
@@ -21,6 +26,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import type { GateSockets } from '../native/gate.js';
+import type { RequestCounts } from '../shared/request-metrics.js';
 import type { ListenerDrainMode } from './listeners.js';
 import { SYSTEMD_ENV } from './systemd.js';
 
@@ -50,15 +56,24 @@ export type Handover = {
   admin: string;
   /** The masters before this one, oldest first (the old master last). */
   masters: MasterInfo[];
+  /**
+   * Present when the old master answers `judge` (an older quiesce does not: the new master then
+   * cannot judge); `asked`: `quiesce upgrade --judge` (true) or `--no-judge` (false), null for
+   * the --reload-judge setting.
+   */
+  judge?: { asked: boolean | null };
 };
 
 export type FromSuccessor =
   | { t: 'up'; pid: number; node: string; quiesce: string }
-  | { t: 'ready'; generation: number; workers: number }
+  | { t: 'judge'; generation: number; first: boolean; upToMs: number }
+  | { t: 'progress'; text: string }
+  | { t: 'ready'; generation: number; workers: number; judge?: { verdict?: 'pass' | 'abstain' | 'fail'; message: string } }
   | { t: 'failed'; reason: string }
   | { t: 'took-over' };
 
 export type ToSuccessor =
+  | { t: 'counts'; generation: number; counts: RequestCounts | null }
   | { t: 'release'; totals: HandedTotals }
   | { t: 'abort'; reason: string };
 
@@ -97,6 +112,7 @@ export type SpawnSuccessor = {
   admin: string;
   generation: number;
   masters: MasterInfo[];
+  judge: Handover['judge'];
 };
 
 /**
@@ -114,7 +130,7 @@ export function spawnSuccessor(o: SpawnSuccessor): ChildProcess {
     return { text: l.text, fd, drainMode: l.drainMode, inherited: l.inherited, gate };
   });
   const adminFd = o.adminFd !== undefined ? at(o.adminFd) : undefined;
-  const handover: Handover = { from: process.pid, generation: o.generation, listeners, adminFd, admin: o.admin, masters: o.masters };
+  const handover: Handover = { from: process.pid, generation: o.generation, listeners, adminFd, admin: o.admin, masters: o.masters, judge: o.judge };
   const env: NodeJS.ProcessEnv = { ...process.env, [UPGRADE_ENV]: JSON.stringify(handover) };
   for (const k of SYSTEMD_ENV) if (k !== 'NOTIFY_SOCKET' && k !== 'WATCHDOG_USEC') delete env[k];
   return spawn(o.node, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
@@ -154,6 +170,11 @@ export class Inbox<M extends { t: string }> {
   private last?: LinkEnd;
   private end!: (reason: string) => void;
   readonly ended = new Promise<string>((resolve) => { this.end = resolve; });
+  private callOff!: (reason: string) => void;
+  /** Like `ended`, but not when the other side is only gone (interrupted, or a `fatal` message). */
+  readonly calledOff = new Promise<string>((resolve) => { this.callOff = resolve; });
+  /** The other side went away (its channel closed). */
+  get gone(): boolean { return this.last?.t === 'gone'; }
 
   constructor(private readonly fatal: (m: M) => string | undefined = () => undefined) {}
 
@@ -162,9 +183,10 @@ export class Inbox<M extends { t: string }> {
     if (m.t === 'gone' || m.t === 'interrupted') {
       this.last = m as LinkEnd;
       this.end(endReason(m as LinkEnd));
+      if (m.t === 'interrupted') this.callOff(endReason(m as LinkEnd));
     } else {
       const why = this.fatal(m as M);
-      if (why !== undefined) this.end(why);
+      if (why !== undefined) { this.end(why); this.callOff(why); }
     }
     const w = this.waiter;
     this.waiter = undefined;

@@ -59,7 +59,7 @@ export const SETTINGS = {
   reloadStrategy: { flag: 'reload-strategy', kind: 'string', default: 'all', reload: true,
     doc: '"all": start the whole new generation first; "rolling": replace workers one by one' },
   reloadJudge: { flag: 'reload-judge', kind: 'string', default: 'off', reload: true,
-    doc: 'judge the new generation on its own traffic during the reload soak and roll it back when its 5xx rate or p99 latency is worse than the old one\'s (needs --metrics on); "on" or "off" (off by default: judged reloads showed cuts under load, docs/STATUS.md); `quiesce reload --no-judge` skips it for one reload' },
+    doc: 'judge the new generation on its own traffic during the reload soak and roll it back when its 5xx rate or p99 latency is worse than the old one\'s (needs --metrics on); "on" or "off" (off by default: judged reloads showed cuts under load, docs/STATUS.md); `quiesce reload --no-judge` skips it for one reload; upgrades (quiesce upgrade, USR2) are judged by it too, `quiesce upgrade --judge`/`--no-judge` for one upgrade' },
   judgeMax5xxRatio: { flag: 'judge-max-5xx-ratio', kind: 'string', default: 0.01, reload: true,
     doc: 'the judge rolls back a new generation whose 5xx share exceeds the old one\'s by more than this (0.01: one percentage point)' },
   judgeMaxP99Ratio: { flag: 'judge-max-p99-ratio', kind: 'string', default: 2, reload: true,

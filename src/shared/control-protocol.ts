@@ -4,7 +4,7 @@
  * more progress lines and exactly one result line, so a verb can wait for and report its outcome.
  */
 export type ControlVerb = 'stop' | 'reload' | 'restart' | 'reopen-logs' | 'status' | 'ping' | 'scale' | 'upgrade';
-/** `workers` (scale): a count `N`, or `+N` / `-N` relative to the current one; `node` (upgrade): the new master's Node binary; `judge: false` (reload --no-judge): no judged soak this time. */
+/** `workers` (scale): a count `N`, or `+N` / `-N` relative to the current one; `node` (upgrade): the new master's Node binary; `judge` (reload --no-judge, upgrade --judge/--no-judge): a judged soak this time or not, whatever --reload-judge says. */
 export type ControlRequest = { verb: ControlVerb; force?: boolean; workers?: string; node?: string; judge?: boolean };
 export type ControlReply =
   | { type: 'progress'; message: string }

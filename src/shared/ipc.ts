@@ -78,6 +78,11 @@ export type ToWorker =
   | { t: 'conn'; id: number }
   /** The master took over from the old one (an upgrade committed): gate the sockets if it goes. */
   | { t: 'sole' }
+  /**
+   * An upgrade's new master holds these sockets too (on: from its start; off: it went, the upgrade
+   * rolled back): if this master goes meanwhile, retire without gating them, the new one serves them.
+   */
+  | { t: 'heir'; on: boolean }
   /** The answer to `tls-ask`: the generation's TLS material (no contexts when only the app brings TLS). */
   | { t: 'tls'; tls: TlsWire };
 

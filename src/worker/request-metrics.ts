@@ -7,7 +7,8 @@
  * 'request'): stamping it in the request listener added a property to every response, a shape
  * change and an allocation each (measured ~2% of a hello-world request, against ~1% now). Priced
  * with `npm run bench:cpu` (docs/STATUS.md); `--metrics off` turns it off.
- * A response that never finishes (its connection closed first) is not counted.
+ * A response that never finishes (its connection closed first) is not counted. HTTP/2 responses
+ * are counted by the TLS front (`countH2`) when their stream closes without a reset.
  */
 import diagnostics from 'node:diagnostics_channel';
 import type { ServerResponse, IncomingMessage, Server } from 'node:http';
@@ -23,31 +24,41 @@ type Stamped = ServerResponse & { _quiesceAt?: number };
 
 type FinishMessage = { request: IncomingMessage; response: Stamped; server: Server };
 
+const BOUNDS = LATENCY_BOUNDS_MS;
+const LAST = BOUNDS.length;
+
+/** One response into `counts`: its status class (anything outside 100-599 as 5xx) and its latency's bucket. */
+function count(counts: RequestCounts, status: number, ms: number): void {
+  const cls = (status / 100) | 0;
+  counts.codes[cls >= 1 && cls <= 5 ? cls - 1 : 4]!++;
+  counts.sumMs += ms;
+  let b = 0;
+  while (b < LAST && ms > BOUNDS[b]!) b++;
+  counts.latency[b]!++;
+}
+
 export class RequestMetrics {
   readonly counts: RequestCounts = emptyCounts();
   private readonly onFinish: (m: unknown) => void;
 
   constructor(private readonly server: Server) {
     const counts = this.counts;
-    const codes = counts.codes;
-    const latency = counts.latency;
-    const bounds = LATENCY_BOUNDS_MS;
-    const last = bounds.length;
     this.onFinish = (m: unknown): void => {
       const msg = m as FinishMessage;
       const res = msg.response;
       const at = res._quiesceAt;
       if (at === undefined || msg.server !== this.server) return; // not ours (an app's own server)
-      const cls = (res.statusCode / 100) | 0;
-      codes[cls >= 1 && cls <= 5 ? cls - 1 : 4]!++;
-      const ms = performance.now() - at;
-      counts.sumMs += ms;
-      let b = 0;
-      while (b < last && ms > bounds[b]!) b++;
-      latency[b]!++;
+      count(counts, res.statusCode, performance.now() - at);
     };
     diagnostics.subscribe('http.server.response.finish', this.onFinish);
   }
+
+  /**
+   * An HTTP/2 response (worker/tls.ts: the stream's 'close', a listener it has anyway): Node's
+   * HTTP/2 compatibility responses publish no finish channel on Node 20, and the streams are not
+   * built from a class of ours.
+   */
+  readonly countH2 = (status: number, ms: number): void => count(this.counts, status, ms);
 
   stop(): void {
     diagnostics.unsubscribe('http.server.response.finish', this.onFinish);

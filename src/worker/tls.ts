@@ -23,6 +23,7 @@ import tls from 'node:tls';
 import http2 from 'node:http2';
 import type * as Http from 'node:http';
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { TlsWire } from '../shared/ipc.js';
 import type { Others } from './connections.js';
 import { FORCED_HEADER } from './connections.js';
@@ -45,6 +46,8 @@ export type TlsFrontOptions = {
   sessionIdleMs: number;
   /** A handshake or a session ended: Connections checks whether the worker is empty. */
   onChange: () => void;
+  /** --metrics: an HTTP/2 response finished (its stream closed without a reset, headers sent): its status and ms since its request's headers. */
+  countResponse?: (status: number, ms: number) => void;
 };
 
 /** The options an adopted TLS server was made with, as tls.Server#setSecureContext keeps them on the server. */
@@ -143,7 +146,14 @@ export class TlsFront implements Others {
     this.h2.requests++;
     rec?.streams.add(stream);
     if (rec) rec.seen++;
-    stream.once('close', () => { this.streams--; rec?.streams.delete(stream); });
+    const count = this.o.countResponse;
+    const at = count ? performance.now() : 0;
+    stream.once('close', () => {
+      this.streams--;
+      rec?.streams.delete(stream);
+      // a complete response (a reset one, or one never answered, is not counted: as HTTP/1's 'finish')
+      if (count && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.headersSent) count(Number(stream.sentHeaders[':status']), performance.now() - at);
+    });
     // winding: the session's first stream is served, and GOAWAY names it the last one
     if (rec && this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
   }

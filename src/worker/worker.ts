@@ -69,6 +69,8 @@ class Worker {
   private masterLost = false;
   /** Our master has not taken over from the old one yet (WorkerBoot.successor): a lost master means only retire. */
   private successor = false;
+  /** An upgrade's new master shares our sockets (IPC `heir`): a lost master means only retire, the new one serves them. */
+  private heir = false;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready, with their listener. */
   private readonly early: Array<{ socket: net.Socket; id: number }> = [];
@@ -226,6 +228,7 @@ class Worker {
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
       sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
       onChange: () => this.conns.changed(),
+      countResponse: this.metrics?.countH2,
     });
     this.conns.attach(this.tls);
     const tlsH1 = this.tls.tlsH1;
@@ -404,6 +407,9 @@ class Worker {
       case 'sole':
         this.successor = false;
         return;
+      case 'heir':
+        this.heir = m.on;
+        return;
     }
   }
 
@@ -501,9 +507,11 @@ class Worker {
       this.armForce();
       return;
     }
-    if (this.successor) {
-      // a new master that died before it took over: the old one still serves these sockets
-      this.log('warn', 'master-gone', { pid: process.pid, note: 'the master of an upgrade not taken over: retiring without a gate' });
+    if (this.successor || this.heir) {
+      // a new master that died before it took over: the old one still serves these sockets; or
+      // an old master that died during an upgrade: the new one holds them and takes over
+      const note = this.successor ? 'the master of an upgrade not taken over: retiring without a gate' : 'an upgrade\'s new master holds the sockets: retiring without a gate';
+      this.log('warn', 'master-gone', { pid: process.pid, note });
       this.retire('master-gone');
       return;
     }
