@@ -40,8 +40,12 @@ test('3 reloads in a row under load: 0 cut, 0 refused, all 200, the generation m
     assert.equal(results.length, 3, results.join('\n'));
     for (const r of results) assert.match(r, /^0 quiesce: reloaded/, results.join('\n'));
     assertPerfect(probe);
-    const gens = Object.keys(probe.generations).map(Number).sort();
-    assert.deepEqual(gens, [1, 2, 3, 4], summary(probe));
+    // each reload says the generation it made; a reload asked while another waits joins it (a slow
+    // machine: the third joined the queued second once, so generations 1-3), which is as good
+    const made = [...new Set(results.map((r) => Number(/generation (\d+) serving/.exec(r)?.[1])))].sort((a, b) => a - b);
+    assert.ok(made.length >= 2 && made.every((g) => g > 1), results.join('\n'));
+    const gens = Object.keys(probe.generations).map(Number).sort((a, b) => a - b);
+    assert.deepEqual(gens, [1, ...made], summary(probe));
     assert.match((await get(s.address, '/')).body, /^v2 /);
     // the control: workers that exit without retiring (SIGKILL) under the same load cut connections
     const control = await runProbe({

@@ -154,7 +154,10 @@ for (const who of WHO) {
       });
       const { probe, queued } = await stopUnderLoad(`https://127.0.0.1:${port}`, c.pid!, port);
       console.log(`# control https.Server + close() (${who}): queued at stop ${queued}; ${summary(probe)}`);
-      assert.ok(probe.cut > 0, `https.Server + close() must cut: ${summary(probe)}`);
+      // what the kernel holds at a plain close is reset: the control must show it as cut. (Node 24
+      // in CI once accepted all of a slower probe's connections in time: nothing queued, nothing
+      // cut; the quiesce side above is held to having had connections to finish either way.)
+      if (queued >= 5) assert.ok(probe.cut > 0, `https.Server + close() must cut what the kernel held (${queued}): ${summary(probe)}`);
     } finally {
       c.kill('SIGKILL');
     }
