@@ -19,7 +19,7 @@ test(`chaos under load (seed ${SEED}): kills, reloads, scales, a hung worker, a 
   try {
     const r = await runChaos(s, { durationS: 12, rate: 80, keepalive: 3, burnMs: 1, stepMs: 800, seed: SEED, timeoutS: 20, spareLast: true });
     const p = r.probe;
-    const summary = JSON.stringify({ sent: p.sent, ok: p.ok, refused: p.refused, cut: p.cut, ka_race: p.ka_race, timeout: p.timeout, other: p.other, forced: p.forced, acts: r.acts, deaths: r.deaths, zeroLiveMs: r.zeroLiveMs, quiesceCut: r.quiesceCut });
+    const summary = JSON.stringify({ sent: p.sent, ok: p.ok, refused: p.refused, cut: p.cut, ka_race: p.ka_race, timeout: p.timeout, other: p.other, forced: p.forced, acts: r.acts, deaths: r.deaths, zeroLiveMs: r.zeroLiveMs, zero: r.zeroStretches, quiesceCut: r.quiesceCut });
     // the chaos did act, and kill workers
     assert.ok(r.acts.hup + r.acts.scale > 0 && r.deaths > 0, summary);
     // nothing hung for the client (20 s: a SYN at a held gate retransmits at 1, 3 and 7 s, and a
@@ -28,6 +28,8 @@ test(`chaos under load (seed ${SEED}): kills, reloads, scales, a hung worker, a 
     assert.equal(p.other, 0, summary);
     assert.equal(p.ok + p.refused + p.cut + p.ka_race + p.forced, p.sent, summary);
     assert.ok(p.ok > p.sent * 0.8, summary);
+    // quiesce never leaves itself without a live worker by its own act (retiring one, holding back a respawn)
+    assert.deepEqual(r.zeroStretches.filter((z) => z.cause === 'quiesce'), [], `no live worker by quiesce's doing: ${summary}`);
     assert.deepEqual(r.unattributed.map((x) => `${x.kind} ${x.mode} ${x.startMs}-${x.endMs} ${x.code ?? ''}`), [], `failed with no worker death near it: ${summary}`);
     // no ghost slot: it settles to its worker count, all ready; and it serves
     assert.equal(await settled(s, 20_000), undefined, summary);

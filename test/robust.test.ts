@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { startServer, cleanup, waitExit, get, sleep, waitFor, within, alive, runCli, statusJson, FIXTURES, type Server } from './helpers/server.js';
@@ -34,9 +34,24 @@ async function hold(address: string, n: number): Promise<{ sockets: net.Socket[]
 }
 
 /** The master's slots as `quiesce status --json` shows them. */
-async function slots(s: Server): Promise<Array<{ pid: number | null; phase: string; state: string }>> {
+type Slot = { slot: number; generation: number; pid: number | null; phase: string; state: string };
+async function slots(s: Server): Promise<Slot[]> {
   const r = await s.cli('status', '--json');
-  return (JSON.parse(r.stdout) as { workers: Array<{ pid: number | null; phase: string; state: string }> }).workers;
+  return (JSON.parse(r.stdout) as { workers: Slot[] }).workers;
+}
+
+/** The status every 50 ms until a slot is `until` (at most 200 reads): how many reads, and how many had no ready worker. */
+async function readyAllAlong(s: Server, until: (w: Slot) => boolean): Promise<{ samples: number; none: number }> {
+  let samples = 0;
+  let none = 0;
+  for (let i = 0; i < 200; i++) {
+    const ws = await slots(s);
+    samples++;
+    if (!ws.some((w) => w.phase === 'ready')) none++;
+    if (ws.some(until)) break;
+    await sleep(50);
+  }
+  return { samples, none };
 }
 
 /** Lower the master's open-file limit to what it holds now plus `more`: its next fork fails with EMFILE. */
@@ -168,27 +183,58 @@ for (const who of WHO) test(`while no worker is alive new connections wait at th
   }
 });
 
-test('poisoned requests (process.exit in the handler): the last live worker comes back within ~1 s, the crash loop is logged once with its cause', async () => {
+test('poisoned requests (process.exit in the handler): the last live worker, which had served a second, is respawned at once, the crash loop is logged once with its cause', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '200ms'] });
   try {
-    // one poisoned request at a time, each as soon as a worker is ready again (bounded)
+    // one poisoned request at a time, each once a worker has been ready a second (bounded)
     for (let i = 0; i < 8; i++) {
       await waitFor(async () => (await status(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker');
+      await sleep(1_100);
       await get(s.address, '/exit').then(() => assert.fail('answered'), () => undefined);
     }
     await waitFor(async () => (await status(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker after the attack');
     assert.equal((await get(s.address, '/')).status, 200);
     const respawns = [...s.err().matchAll(/worker-respawn slot=\d+ generation=1 delay_ms=(\d+) crashes=(\d+) last_live=(true|false)/g)];
     assert.ok(respawns.length >= 8, s.err());
-    // the slots' own backoff grew past a second; the last live one was never held back beyond it
+    // the slots' own backoff grew past a second; the last live one (it had served a second) was respawned at once
     assert.ok(respawns.some((m) => Number(m[1]) > 1000 || Number(m[2]) >= 4), 'the backoff grew');
-    for (const m of respawns) if (m[3] === 'true') assert.ok(Number(m[1]) <= 1000, m[0]);
+    assert.ok(respawns.some((m) => m[3] === 'true'), 'the last live worker died at least once');
+    for (const m of respawns) if (m[3] === 'true') assert.equal(Number(m[1]), 0, m[0]);
     const loops = [...s.err().matchAll(/crash-loop .*/g)];
     assert.equal(loops.length, 1, s.err());
     assert.match(loops[0]![0], /cause="process\.exit\(3\) during GET \/exit"/);
     assert.match(s.err(), /app-exit code=3 method=GET path=\/exit/);
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('the last live worker is respawned at once when it had served a second, after the rest of the second when it died sooner', async () => {
+  const s = await startServer({ args: [CRASHY, '--workers', '1', '--respawn-backoff', '5s'] });
+  try {
+    // (the admin listener's status: quicker than a CLI, so that the second poison comes well within the second)
+    const ready = () => waitFor(async () => (await statusJson(s)).workers.some((w) => w.phase === 'ready'), 20_000, 'a ready worker');
+    const poison = () => get(s.address, '/exit').then(() => assert.fail('answered'), () => undefined);
+    const respawns = () => [...s.err().matchAll(/worker-respawn slot=0 generation=1 delay_ms=(\d+) crashes=\d+ last_live=true served_ms=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])] as const);
+    // an app that dies as soon as it is up: its slot starts at most once a second (not at its 5 s backoff, not at once)
+    await ready();
+    await sleep(1_100);
+    await poison();
+    await waitFor(() => respawns().length === 1, 10_000, `the first respawn:\n${s.err()}`);
+    await ready();
+    await poison();
+    await waitFor(() => respawns().length === 2, 10_000, `the second respawn:\n${s.err()}`);
+    const [served, quick] = respawns();
+    assert.ok(served![1] >= 1000, `served ${served![1]} ms`);
+    assert.equal(served![0], 0, 'it had served a second: at once');
+    assert.ok(quick![1] < 1000, `the second one served ${quick![1]} ms`);
+    assert.equal(quick![0], 1000 - quick![1], 'it died within a second of being ready: the rest of the second');
+    await ready();
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal((await s.cli('stop')).code, 0);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
@@ -228,6 +274,28 @@ for (const who of WHO) test(`a worker blocked in while(true) is found hung, show
     const stop = await s.cli('stop');
     assert.equal(stop.code, 0, stop.stderr);
     if (who === 'nobody') assert.match(stop.stdout, / 1 cut/);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+for (const who of WHO) test(`a hung worker is set to the lowest priority at once (nice 19): its spinning loop leaves the CPU to its replacement and the others; master as ${who}`, { skip: skipFor(who) }, async () => {
+  // the replacement takes 1.5 s to load: the hung worker lives that long after it was found
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--worker-timeout', '1'], env: { INIT_MS: '1500' }, timeoutMs: 20_000, user: who === 'nobody' ? 'nobody' : undefined });
+  try {
+    const hung = get(s.address, '/hang').then(() => 'answered', (e: Error) => e.message);
+    await waitFor(() => /worker-hung pid=\d+/.test(s.err()), 20_000, `worker-hung:\n${s.err()}`);
+    const line = /worker-hung pid=(\d+) .*/.exec(s.err())![0];
+    const pid = Number(/pid=(\d+)/.exec(line)![1]);
+    assert.match(line, / nice=19/);
+    // the kernel's view (/proc/PID/stat, the 19th field), read while it still spins
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16], '19', stat);
+    assert.ok(!/worker-killed pid=/.test(s.err()), 'read before the kill');
+    await waitFor(() => !alive(pid), 20_000, 'the hung worker to be killed');
+    assert.notEqual(await hung, 'answered');
+    assert.equal((await s.cli('stop')).code, 0);
     assert.equal((await waitExit(s)).code, 0);
   } finally {
     await cleanup(s);
@@ -366,7 +434,62 @@ test('quiesce scale N and TTIN/TTOU change the worker count under load without a
   }
 });
 
+test('a scale down while the slot it keeps is still loading retires the others only once that one is ready: never no worker by its own act', async () => {
+  // every worker takes 2 s to load its app: slot 0's replacement is not ready when the scale comes
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '50ms'], env: { INIT_MS: '2000' }, timeoutMs: 20_000 });
+  try {
+    const before = await slots(s);
+    const victim = before.find((w) => w.phase === 'ready' && w.slot === 0)?.pid;
+    assert.ok(victim, JSON.stringify(before));
+    process.kill(victim, 'SIGKILL');
+    await waitFor(() => new RegExp(`worker-exited pid=${victim} `).test(s.err()) && /worker-started pid=\d+ slot=0 generation=1\n[^]*$/.test(s.err().split(`worker-exited pid=${victim} `)[1] ?? ''), 10_000, `slot 0 respawned:\n${s.err()}`);
+    // scale to 1 now: slot 1 (ready) must serve on until slot 0's new worker is ready
+    const scaling = s.cli('scale', '1');
+    // from the scale until slot 0's new worker is ready (bounded): some worker is ready all along
+    const { samples, none } = await readyAllAlong(s, (w) => w.slot === 0 && w.phase === 'ready');
+    const r = await scaling;
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(samples >= 3, `the status was read while slot 0 loaded (${samples} samples)`);
+    assert.equal(none, 0, `samples with no ready worker: ${none} of ${samples}\n${s.err()}`);
+    // slot 1 retired after slot 0's new worker was ready
+    await waitFor(() => /worker-exited pid=\d+ slot=1 generation=1 code=0 reason=scale-down/.test(s.err()), 10_000, `slot 1 retired:\n${s.err()}`);
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal((await s.cli('stop')).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
+
 // ─── found by the chaos test (test/chaos.test.ts) ───────────────────────────
+
+test('a rollback while the old generation has no worker ready (its slots in backoff) keeps the new ones serving until an old one is ready', async () => {
+  // every worker takes 1.5 s to load its app: the old generation's restarted slots are not ready at once
+  const s = await startServer({ args: [CRASHY, '--workers', '2', '--respawn-backoff', '6s', '--reload-soak', '20s'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
+  try {
+    const gen = async (n: number) => (await slots(s)).filter((w) => w.generation === n);
+    const old = s.workerPids();
+    process.kill(s.pid, 'SIGHUP');
+    await waitFor(async () => (await gen(2)).filter((w) => w.phase === 'ready').length === 2, 15_000, 'generation 2 ready (soaking)');
+    // the old generation's workers die during the soak: not the last live ones (generation 2
+    // serves), so their slots wait out the 6 s backoff
+    for (const pid of old) process.kill(pid, 'SIGKILL');
+    await waitFor(() => (s.err().match(/worker-respawn slot=\d generation=1 delay_ms=6000 crashes=1 last_live=false/g) ?? []).length === 2, 10_000, `the old slots in backoff:\n${s.err()}`);
+    // a new worker dies in the soak: rollback; the other new one must serve on until an old one is ready
+    const [victim] = (await gen(2)).map((w) => w.pid!);
+    process.kill(victim!, 'SIGKILL');
+    const { samples, none } = await readyAllAlong(s, (w) => w.generation === 1 && w.phase === 'ready');
+    assert.ok(samples >= 2, `the status was read during the rollback (${samples} samples)`);
+    assert.equal(none, 0, `samples with no ready worker: ${none} of ${samples}\n${s.err()}`);
+    await waitFor(() => /reload-failed reason="generation 2: worker \d+ exited .* during the soak; rolled back/.test(s.err()), 10_000, `rolled back:\n${s.err()}`);
+    await waitFor(() => /worker-exited pid=\d+ slot=\d generation=2 code=0 reason=rollback/.test(s.err()), 10_000, `the other new one retired:\n${s.err()}`);
+    assert.equal((await get(s.address, '/')).status, 200);
+    assert.equal((await s.cli('stop')).code, 0);
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+});
 
 test('an old worker that crashes during a reload is respawned in its generation, then retired when the reload commits: no ghost', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '2', '--reload-soak', '300ms'], env: { INIT_MS: '1500' }, timeoutMs: 20_000 });
@@ -402,6 +525,8 @@ test('a retiring worker blocked in a handler is found hung too, and killed after
     assert.equal(r.code, 0, r.stderr);
     await waitFor(() => new RegExp(`worker-hung pid=${old} .*cause=silent`).test(s.err()), 10_000, `worker-hung:\n${s.err()}`);
     await waitFor(() => !alive(old!), 10_000, 'the hung retiring worker to be killed');
+    // (the line is written before the kill, but reaches us through the master's stderr pipe: it may come a moment after)
+    await waitFor(() => /worker-killed pid=\d+ reason=hung/.test(s.err()), 5_000, `worker-killed:\n${s.err()}`);
     assert.match(s.err(), new RegExp(`worker-killed pid=${old} reason=hung cut=1 `));
     assert.notEqual(await blocked, 'answered');
     // no replacement for a worker that was leaving: one worker, of generation 2

@@ -27,8 +27,8 @@ export function mayCapture(workerUser: string): string | undefined {
   return root ? 'the worker runs as root: its inspector would be open to every local user' : undefined;
 }
 
-/** What the paused worker said: its stack, and its requests in flight (worker.ts INFLIGHT_PROBE). */
-export type HungView = { stack: string; inflight?: number; request?: string };
+/** What the paused worker said: its stack, its requests in flight and its open connections (worker.ts INFLIGHT_PROBE). */
+export type HungView = { stack: string; inflight?: number; connections?: number; request?: string };
 
 /** The blocked worker's stack, innermost first (`at fn (file:line:col)` lines), and what it serves; or undefined. */
 export async function captureStack(w: WorkerProc, log: Logger): Promise<HungView | undefined> {
@@ -41,9 +41,9 @@ export async function captureStack(w: WorkerProc, log: Logger): Promise<HungView
     if (!w.inspectorUrl) throw new Error('the inspector did not start');
     const { frames, probe } = await pausedFrames(w.inspectorUrl, until - Date.now());
     const stack = frames.map((f) => `at ${f.functionName || '<anonymous>'} (${f.url || '<internal>'}:${f.location.lineNumber + 1}:${f.location.columnNumber + 1})`).join('\n');
-    let seen: { inflight?: number; current?: { method: string; path: string } } = {};
+    let seen: { inflight?: number; connections?: number; current?: { method: string; path: string } } = {};
     try { seen = JSON.parse(probe ?? '{}') as typeof seen; } catch { /* not read */ }
-    return { stack, inflight: seen.inflight, request: seen.current ? `${seen.current.method} ${seen.current.path}` : undefined };
+    return { stack, inflight: seen.inflight, connections: seen.connections, request: seen.current ? `${seen.current.method} ${seen.current.path}` : undefined };
   } catch (err) {
     log.warn('worker-hung-stack', { pid: w.pid, stack: 'not read', error: err instanceof Error ? err.message : String(err) });
     return undefined;

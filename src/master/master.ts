@@ -41,6 +41,7 @@ import { hasControllingTty } from './tty.js';
 import { judge, type Verdict } from './judge.js';
 import { addCounts, diffCounts, emptyCounts, total, type RequestCounts } from '../shared/request-metrics.js';
 import { readdirSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { captureStack } from './hung-stack.js';
 
 type Result = Extract<ControlReply, { type: 'result' }>;
@@ -52,13 +53,43 @@ const WATCH_MS = 500;
 const mb = (bytes: number | undefined): number | undefined => (bytes === undefined ? undefined : Math.round(bytes / 1048576));
 /** The most workers --workers and quiesce scale allow. */
 const MAX_WORKERS = 512;
-/** The longest respawn delay of the last live worker, whatever the slot's backoff. */
+/**
+ * The last live worker's slot starts at most once this often, whatever its backoff: one that
+ * served this long or more is respawned at once (its app loads, and each moment without a
+ * worker is a moment of clients held at the gate: a SYN dropped there waits 1 s, then 3 s), one
+ * that died sooner (or loading its app) after the rest of the second, so that an app that dies
+ * as soon as it is up costs a worker's start a second, not a CPU.
+ */
 const LAST_WORKER_BACKOFF_MS = 1_000;
 /** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
 const CRASH_LOOP_AFTER = 3;
 /** At an upgrade, how long the new master may take to start (Node, the drain mode's checks) on top of --ready-timeout and --reload-soak. */
 const SUCCESSOR_START_MS = 15_000;
 export type ConfigLoader = () => Promise<Config>;
+
+/** A worker that serves new connections: ready, not found hung. */
+const serves = (w: WorkerProc): boolean => w.phase === 'ready' && !w.hung;
+
+/** The nice value a hung worker gets (the lowest priority). */
+const NICE_HUNG = 19;
+/** Set a process's nice value; false when it could not be (gone, or not allowed). */
+function renice(pid: number, nice: number): boolean {
+  try { setPriority(pid, nice); return true; } catch { return false; }
+}
+
+/** Resolves true once one of `ws` is ready, false when none is within `ms` (all failed, or the time ran out). */
+function firstReady(ws: WorkerProc[], ms: number): Promise<boolean> {
+  if (ws.length === 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let failed = 0;
+    const timer = setTimeout(() => resolve(false), ms);
+    for (const w of ws) {
+      void w.ready.then((ok) => {
+        if (ok || ++failed === ws.length) { clearTimeout(timer); resolve(ok); }
+      });
+    }
+  });
+}
 
 export type Totals = {
   requests: number;
@@ -637,7 +668,10 @@ export class Master {
         if (!std.destroyed) std.write(data);
       },
       record: (r) => {
-        if (r.event === 'app-exit') w.lastWords = `process.exit(${String(r.fields.code)})${r.fields.path ? ` during ${String(r.fields.method)} ${String(r.fields.path)}` : ''}`;
+        if (r.event === 'app-exit') {
+          w.lastWords = `process.exit(${String(r.fields.code)})${r.fields.path ? ` during ${String(r.fields.method)} ${String(r.fields.path)}` : ''}`;
+          w.heldAtExit = { connections: Number(r.fields.connections) || 0, inflight: Number(r.fields.inflight) || 0 };
+        }
         this.log.record(r);
       },
       tag: () => (this.cfg.appOutput === 'tagged' ? `[${w.pid} g${w.generation.n}] ` : ''),
@@ -669,12 +703,19 @@ export class Master {
     const clean = w.exitCode === WORKER_EXIT.OK && w.retireReason !== undefined;
     const level: Level = clean ? 'info' : 'warn';
     if (w.spawnError) this.log.error('worker-spawn-failed', { slot: w.slot, generation: w.generation.n, error: w.spawnError, open_fds: openFds() });
-    // not a clean exit: what it held at its last report (<= 500 ms old) was most likely cut
-    // and its heap then (a V8 abort at the heap limit exits 134 after a GC thrash the watchdog may have seen)
-    const held = clean ? {} : { inflight_last_report: st.inflight, connections_last_report: st.connections, heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes) };
-    // and counted as cut (a hung worker's were counted at its kill): the status and the stop say
-    // what a crash cost, from the last report as the line says
-    if (!clean && !w.hung) this.totals.cut += st.inflight;
+    // not a clean exit: the connections it held were reset (each with a request in progress or
+    // waiting to be read, or a keep-alive client's, whose next request meets the reset): counted
+    // as cut, from what the app's exit said at that instant, else from its last report (<= 500 ms
+    // old: an estimate, see docs/STATUS.md for how it compares with what clients saw); and its
+    // heap then (a V8 abort at the heap limit exits 134 after a GC thrash the watchdog may have seen)
+    const at = w.heldAtExit;
+    const cut = at ? Math.max(at.connections, at.inflight) : Math.max(st.connections, st.inflight);
+    const held = clean ? {} : {
+      cut: w.hung ? undefined : cut, counted_from: w.hung ? undefined : at ? 'app-exit' : 'last_report',
+      inflight_last_report: st.inflight, connections_last_report: st.connections, heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes),
+    };
+    // (a hung worker's were counted at its kill)
+    if (!clean && !w.hung) this.totals.cut += cut;
     this.log.log(level, 'worker-exited', { pid: w.pid, slot: w.slot, generation: w.generation.n, code: w.exitCode, signal: w.exitSignal, reason: w.retireReason ?? 'crash', requests: st.requests, forced: st.forced, ...held });
     const reason = w.retireReason ?? 'crash';
     this.totals.retired[reason] = (this.totals.retired[reason] ?? 0) + 1;
@@ -715,9 +756,13 @@ export class Master {
     this.generation.boot = { ...this.generation.boot, config: cfg };
     this.log.notice('scaled', { from, to: n, generation: this.generation.n });
     const current = [...this.workers].filter((w) => w.generation === this.generation && w.alive && w.phase !== 'retiring');
-    for (const w of current) if (w.slot >= n) this.retire(w, 'scale-down');
+    const going = current.filter((w) => w.slot >= n);
+    const kept = current.filter((w) => w.slot < n);
     const fresh: WorkerProc[] = [];
-    for (let slot = 0; slot < n; slot++) if (!current.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
+    for (let slot = 0; slot < n; slot++) if (!kept.some((w) => w.slot === slot)) fresh.push(this.spawn(slot, this.generation));
+    // the ones going serve on until one it keeps is ready (a slot in its backoff was just started)
+    if (going.some(serves)) await this.keepOneServing(going, progress);
+    for (const w of going) this.retire(w, 'scale-down');
     if (fresh.length > 0) {
       progress(`starting ${fresh.length} worker(s)`);
       const failure = await this.awaitReady(fresh, cfg.readyTimeout);
@@ -726,16 +771,36 @@ export class Master {
     return { type: 'result', ok: true, message: `scaled: ${from} → ${n} workers (generation ${this.generation.n})`, data: { from, to: n } };
   }
 
+  /**
+   * Before quiesce retires ready workers by its own act (a scale down: `going`; a rollback: the
+   * new generation's), the serving generation must have one of its own ready: when none is (its
+   * slots crashed meanwhile and wait out their backoff, or still load), the empty slots start now
+   * and this resolves once one of its workers is ready (bounded by --ready-timeout). Never none
+   * serving by quiesce's doing: the chaos bench found a rollback that retired the last live
+   * workers while the old generation's slots waited out a 6 s backoff.
+   */
+  private async keepOneServing(going: readonly WorkerProc[], progress?: (m: string) => void): Promise<void> {
+    const gen = this.generation;
+    const mine = [...this.workers].filter((w) => w.generation === gen && w.alive && w.phase !== 'retiring' && !going.includes(w));
+    if (mine.some(serves)) return;
+    const started: WorkerProc[] = [];
+    for (let slot = 0; slot < gen.boot.config.workers; slot++) if (!mine.some((w) => w.slot === slot)) started.push(this.spawn(slot, gen));
+    progress?.(`waiting for a worker of generation ${gen.n} to be ready before retiring the others`);
+    await firstReady([...mine, ...started], this.cfg.readyTimeout);
+  }
+
   private respawnLater(w: WorkerProc): void {
     const c = this.crashes.get(w.slot) ?? { n: 0 };
     if (Date.now() - w.startedAt > 10_000) { c.n = 0; this.crashLoop = false; }
     c.n++;
     this.crashes.set(w.slot, c);
-    // the last live worker is never held back long: a crash storm must not leave none (issue 14)
-    const lastLive = ![...this.workers].some((x) => x.alive && x.phase !== 'retiring');
+    // the last live worker is never held back long: a crash storm must not leave none (issue 14).
+    // Live: ready and not hung (one still starting serves nobody yet, and may never)
+    const lastLive = ![...this.workers].some(serves);
     const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
-    const delay = lastLive ? Math.min(backoff, LAST_WORKER_BACKOFF_MS) : backoff;
-    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive });
+    const served = w.readyAt > 0 ? Date.now() - w.readyAt : 0;
+    const delay = !lastLive ? backoff : Math.min(backoff, Math.max(0, LAST_WORKER_BACKOFF_MS - served));
+    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive, served_ms: served });
     if (c.n >= CRASH_LOOP_AFTER && !this.crashLoop) {
       this.crashLoop = true;
       this.log.error('crash-loop', {
@@ -839,13 +904,17 @@ export class Master {
     if (wasServing) w.retireStartedAt = now;
     const st = w.stats;
     const limit = w.generation.boot.config.workerTimeout;
+    // a blocked loop is mostly a busy one: at the lowest priority it takes only the CPU nobody
+    // else wants while its replacement starts and the others serve (it spun a whole CPU until its
+    // kill; on a small machine under load that was a third of the capacity gone for seconds)
+    const niced = renice(w.pid, NICE_HUNG);
     this.log.error('worker-hung', {
       pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: now - w.lastHeard, worker_timeout_ms: limit, cause,
       stalled_ms: w.stalledSince === undefined ? undefined : now - w.stalledSince,
       loop_delay_ms: st.loopDelayMs, inflight_last_report: st.inflight, connections_last_report: st.connections,
       heap_used_mb: mb(st.heapUsedBytes), heap_limit_mb: mb(st.heapLimitBytes),
       request: st.current ? `${st.current.method} ${st.current.path}` : undefined,
-      request_ms: st.current?.sinceMs,
+      request_ms: st.current?.sinceMs, nice: niced ? NICE_HUNG : undefined,
     });
     this.syncHold();
     if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
@@ -857,6 +926,7 @@ export class Master {
     if (Date.now() - w.lastHeard < limit && w.stalledSince === undefined) {
       // it answered again: not hung after all, a long job; let it finish gracefully
       w.hung = false;
+      if (niced) renice(w.pid, getPriority()); // back to ours, where allowed (lowering a nice value may need privilege)
       this.log.warn('worker-unhung', { pid: w.pid, note: 'its event loop answered again: retired gracefully' });
       if (!wasServing) { w.retireReason = retireReason; return; } // retiring already: it goes on
       w.phase = 'ready';
@@ -866,7 +936,7 @@ export class Master {
     }
     const seen = await captureStack(w, this.log);
     if (seen) this.log.error('worker-hung-stack', { pid: w.pid, request: seen.request ?? (st.current ? `${st.current.method} ${st.current.path}` : undefined), stack: seen.stack });
-    this.killHung(w, seen?.inflight);
+    this.killHung(w, seen);
   }
 
   /**
@@ -874,11 +944,13 @@ export class Master {
    * (`inflight`), else as its last report had them (a request that blocked the loop before the
    * next report is not in it: the log says which figure it is).
    */
-  private killHung(w: WorkerProc, inflight?: number): void {
+  private killHung(w: WorkerProc, seen?: { inflight?: number; connections?: number }): void {
     if (!w.alive) return;
-    const cut = inflight ?? w.stats.inflight;
+    // what the kill resets: its open connections (the requests in flight among them)
+    const read = seen?.inflight !== undefined;
+    const cut = read ? Math.max(seen.inflight ?? 0, seen.connections ?? 0) : Math.max(w.stats.inflight, w.stats.connections);
     this.totals.cut += cut;
-    this.log.alert('worker-killed', { pid: w.pid, reason: 'hung', cut, counted_from: inflight === undefined ? 'last_report' : 'inspector', connections_last_report: w.stats.connections });
+    this.log.alert('worker-killed', { pid: w.pid, reason: 'hung', cut, counted_from: read ? 'inspector' : 'last_report', connections_last_report: w.stats.connections });
     w.kill();
   }
 
@@ -1264,6 +1336,7 @@ export class Master {
       this.listeners = prevListeners;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
+      if (ready.length > 0 && !this.interrupted()) await this.keepOneServing(fresh, progress);
       for (const w of fresh) if (w.phase === 'ready') this.retire(w, 'rollback'); else w.kill();
       if (!this.interrupted()) this.enter({ s: 'serving', since: Date.now() });
       const r = this.reloadFailed(`${why}; rolled back, generation ${this.generation.n} keeps serving`);

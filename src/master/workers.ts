@@ -142,9 +142,13 @@ export class WorkerProc {
   inspectorUrl?: string;
   /** What it said last about its own end: an uncaught error, or the app-exit record (code, request). */
   lastWords?: string;
+  /** What it held when the app ended its process (the app-exit record): exact, where a report is up to 500 ms old. */
+  heldAtExit?: { connections: number; inflight: number };
   phase: WorkerPhase = 'starting';
   /** It reported ready once. */
   wasReady = false;
+  /** When it reported ready (0: never). */
+  readyAt = 0;
   /** Connections the master handed it at the end of drains (drain.ts). */
   handedOver = 0;
   retireReason?: RetireReason;
@@ -256,7 +260,7 @@ export class WorkerProc {
     child?.on('message', (m: unknown) => {
       if (!isToMaster(m)) return;
       this.lastHeard = Date.now();
-      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; readyNow(true); }
+      if (m.t === 'ready') { this.phase = this.phase === 'starting' ? 'ready' : this.phase; this.wasReady = true; this.readyAt ||= Date.now(); readyNow(true); }
       if (m.t === 'fatal') this.fatal = { code: m.code, message: m.message };
       if (m.t === 'stats') {
         this.stats = m.stats;

@@ -123,6 +123,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
       const o: Outcome = { kind: c.kind, mode, startMs, endMs: clock.now(), bytes: e.bytes, reused };
       if (c.status !== undefined) o.status = c.status;
       if (c.code !== undefined) o.code = c.code;
+      if (e.type === 'timeout') o.established = e.established;
       const gen = e.type === 'response' ? e.response.headers.get(GENERATION_HEADER) : undefined;
       if (gen !== undefined) o.generation = gen;
       outcomes.push(o);

@@ -69,6 +69,8 @@ export interface Outcome {
   code?: string;
   /** Value of the x-quiesce-generation response header, if any. */
   generation?: string;
+  /** For a timeout: whether the TCP handshake had completed (false: the SYNs went unanswered). */
+  established?: boolean;
 }
 
 export interface CommandResult {

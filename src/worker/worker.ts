@@ -111,15 +111,16 @@ class Worker {
     // blocked (master/hung-stack.ts): the requests in flight and the oldest one
     (globalThis as Record<symbol, unknown>)[INFLIGHT_PROBE] = (): string => {
       const r = this.conns.report(this.ready);
-      return JSON.stringify({ inflight: r.inflight, current: r.current });
+      return JSON.stringify({ inflight: r.inflight, connections: this.conns.size, current: r.current });
     };
     // the app ended the process itself (process.exit() in a handler): say with which code and
     // during which request, synchronously (stderr is a pipe: written at once), so that the
-    // master can name a crash loop's cause
+    // master can name a crash loop's cause, and count what the exit resets: the connections open
+    // now (each with a request in progress or waiting to be read, or a keep-alive client's)
     process.on('exit', (code) => {
       if (this.exiting) return;
-      const current = this.ready ? this.conns.report(true).current : undefined;
-      this.log('error', 'app-exit', { code, method: current?.method, path: current?.path, note: 'the process exited without being told to (process.exit() in the app?)' });
+      const r = this.ready ? this.conns.report(true) : undefined;
+      this.log('error', 'app-exit', { code, method: r?.current?.method, path: r?.current?.path, connections: this.ready ? this.conns.size : 0, inflight: r?.inflight ?? 0, note: 'the process exited without being told to (process.exit() in the app?)' });
     });
     process.on('uncaughtException', (err) => this.appError('uncaughtException', err));
     process.on('unhandledRejection', (err) => this.appError('unhandledRejection', err));

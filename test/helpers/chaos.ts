@@ -39,11 +39,48 @@ export type ChaosReport = {
   /** Time with no live worker (ready, not hung), summed, and its longest stretch (ms, 100 ms samples). */
   zeroLiveMs: number;
   longestZeroLiveMs: number;
-  /** The master's own count of what crashes and kills cut, from the workers' last reports (<= 500 ms old: a lower bound, short requests fall between reports). */
+  /**
+   * The stretches with no live worker, each laid to what ended the last live one(s) (`zeroCause`):
+   * the chaos's SIGKILL, the app itself (its process.exit(), a hung loop), or quiesce (a worker it
+   * retired or let go with none other ready: the one kind that must not happen).
+   */
+  zeroStretches: ZeroStretch[];
+  /**
+   * The master's own count of what crashes and kills cut (status totals.cut): the connections each
+   * held, exact at an app's process.exit(), else from its last report (<= 500 ms old: an estimate).
+   */
   quiesceCut: number;
+  /** The chaos's own requests among what quiesce counted: the poisoned ones that ended a worker, the hung ones whose worker was killed. */
+  ownCut: number;
   /** Worker pids seen in the whole run. */
   pids: Set<number>;
+  /** When the load started (ms since the epoch): the probe's outcome times are relative to it. */
+  startedAt: number;
+  /** The status samples: [ms since startedAt, live workers, configured workers]. */
+  samples: Array<[number, number, number]>;
+  /** The acts as done: [ms since startedAt, act, its victim's pid or argument]. */
+  actLog: Array<[number, ChaosAct, string]>;
 };
+
+export type ZeroCause = 'kill' | 'app' | 'quiesce';
+export type ZeroStretch = { fromMs: number; toMs: number; cause: ZeroCause; pids: number[] };
+
+/**
+ * Why the workers live just before a stretch with none went: a SIGKILL the chaos sent ('kill'),
+ * the app ending or blocking its process ('app': an exit code of its own, or found hung), else
+ * quiesce's own doing ('quiesce': retired, or gone without a death the master logged). A stretch
+ * is quiesce's when any of them went by its doing (had it kept that one, there was a live worker),
+ * else the chaos's when any was killed, else the app's.
+ */
+export function zeroCause(pids: number[], log: string, killed: ReadonlySet<number>): ZeroCause {
+  const causes = pids.map((pid): ZeroCause => {
+    const exited = new RegExp(`\\bworker-exited pid=${pid} .*`).exec(log)?.[0] ?? '';
+    if (killed.has(pid) && / signal=SIGKILL reason=crash/.test(exited)) return 'kill';
+    if (new RegExp(`\\bworker-hung pid=${pid} `).test(log) || / reason=crash/.test(exited)) return 'app';
+    return 'quiesce';
+  });
+  return causes.includes('quiesce') || causes.length === 0 ? 'quiesce' : causes.includes('kill') ? 'kill' : 'app';
+}
 
 /** mulberry32: a small seeded generator, so a failing run can be repeated. */
 function random(seed: number): () => number {
@@ -87,6 +124,12 @@ export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport>
   let zeroLiveMs = 0;
   let longestZeroLiveMs = 0;
   let zeroSince: number | undefined;
+  const samples: Array<[number, number, number]> = [];
+  const stretches: Array<{ fromMs: number; toMs: number; pids: number[] }> = [];
+  let liveBefore: number[] = [];
+  const killed = new Set<number>();
+  const actLog: Array<[number, ChaosAct, string]> = [];
+  let startedAt = Date.now();
 
   // the status, every 100 ms: live workers and the pids seen
   const sampling = (async () => {
@@ -96,12 +139,19 @@ export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport>
       try {
         const st = await statusJson(s);
         for (const w of st.workers) if (w.pid !== null) pids.add(w.pid);
-        const live = st.workers.filter((w) => w.phase === 'ready' && w.state !== 'H').length;
+        const livePids = st.workers.filter((w) => w.phase === 'ready' && w.state !== 'H' && w.pid !== null).map((w) => w.pid!);
+        const live = livePids.length;
+        samples.push([now - startedAt, live, st.config.workers]);
         if (live === 0) {
+          if (zeroSince === undefined) stretches.push({ fromMs: last - startedAt, toMs: now - startedAt, pids: liveBefore });
           zeroSince ??= last;
           zeroLiveMs += now - last;
           longestZeroLiveMs = Math.max(longestZeroLiveMs, now - zeroSince);
-        } else zeroSince = undefined;
+          stretches.at(-1)!.toMs = now - startedAt;
+        } else {
+          zeroSince = undefined;
+          liveBefore = livePids;
+        }
       } catch { /* the admin listener answers between acts; a missed sample is skipped */ }
       last = now;
       await sleep(100);
@@ -128,29 +178,35 @@ export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport>
       // until --worker-timeout), and never below 2 workers (scale)
       if ((act === 'kill' || act === 'hang' || act === 'poison') && (ready.length < (o.spareLast ? 2 : 1) || (o.spareLast && hanging))) act = 'none';
       acts[act]++;
+      let what = '';
       if (act === 'kill') {
         const pid = ready[Math.floor(rnd() * ready.length)];
-        if (pid !== undefined) { pids.add(pid); try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ } }
+        what = String(pid);
+        if (pid !== undefined) { pids.add(pid); killed.add(pid); try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ } }
       } else if (act === 'hup') {
         process.kill(s.pid, 'SIGHUP');
       } else if (act === 'scale') {
         const least = o.spareLast ? 2 : 1;
-        side.push(s.cli('scale', String(least + Math.floor(rnd() * (4 - least)))));
+        what = String(least + Math.floor(rnd() * (4 - least)));
+        side.push(s.cli('scale', what));
       } else if (act === 'hang') {
         hanging = get(s.address, '/hang').catch(() => undefined).finally(() => { hanging = undefined; });
         side.push(hanging);
       } else if (act === 'poison') {
         side.push(get(s.address, '/exit').catch(() => undefined));
       }
+      actLog.push([Date.now() - startedAt, act, what]);
     }
   })();
 
-  const startedAt = Date.now();
+  startedAt = Date.now();
   const probe = await runProbe({ target: s.address, path: `/?burn=${o.burnMs}`, rate: o.rate, keepalive: o.keepalive, durationS: o.durationS, timeoutS: o.timeoutS });
   await Promise.all([acting, sampling]);
   await Promise.all(side.map((p) => Promise.race([p, sleep(30_000)])));
 
-  const deaths = deathTimes(s.err());
+  const log = s.err();
+  const deaths = deathTimes(log);
+  const zeroStretches = stretches.map((z) => ({ ...z, cause: zeroCause(z.pids, log, killed) }));
   // a cut is seen by its client when the worker's sockets close, just before the master hears of
   // the exit: laid to a death logged from 0.5 s before to 3 s after it
   const unattributed = probe.outcomes.filter((x) => (x.kind === 'cut' || x.kind === 'ka_race') && !deaths.some((d) => {
@@ -158,7 +214,7 @@ export async function runChaos(s: Server, o: ChaosOptions): Promise<ChaosReport>
     return d >= at - 500 && d <= at + 3_000;
   }));
   const st = await statusJson(s);
-  return { probe, acts, unattributed, deaths: deaths.length, zeroLiveMs, longestZeroLiveMs, quiesceCut: st.totals?.cut ?? 0, pids };
+  return { probe, acts, unattributed, deaths: deaths.length, zeroLiveMs, longestZeroLiveMs, zeroStretches, quiesceCut: st.totals?.cut ?? 0, ownCut: (log.match(/\bapp-exit code=3 method=GET path=\/exit /g) ?? []).length + (log.match(/\bworker-killed pid=\d+ reason=hung /g) ?? []).length, pids, startedAt, samples, actLog };
 }
 
 /** After the chaos: within `ms`, the server serves with as many ready workers as it is set to (after the scales), none starting, retiring or hung (no ghost slot); else why not. */
