@@ -122,8 +122,9 @@ test('the status page in chromium during a judged soak: both generations with th
     // both generations serving and counted, mid-soak
     await waitFor(async () => {
       const st = await json(s);
-      return st.state === 'reloading' && st.generationInfo.length === 2 && st.generationInfo.every((g) => (g.http?.responses ?? 0) > 0);
-    }, 15_000, 'both generations answering during the soak');
+      // (every worker of both ready: on a slow machine one of generation 2 answered before its peer was up)
+      return st.state === 'reloading' && st.generationInfo.length === 2 && st.generationInfo.every((g) => (g.http?.responses ?? 0) > 0 && g.ready === 2);
+    }, 15_000, 'both generations answering during the soak, each with its 2 workers ready');
     await page.goto(`http://${s.admin}/server-status`);
     await page.screenshot({ path: join(ARTIFACTS, 'status-soak.png'), fullPage: true });
     const gens = page.locator('section.panel', { has: page.locator('h2', { hasText: /^Generations$/ }) });
