@@ -100,22 +100,21 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     // behind a gate, clients the host answered with SYN cookies lately may still come back (their
     // ACK dropped while the queue was full): the gated listeners wait for them, up to the cap
     const hold = !ungated && open.some((l) => l.spec.kind === 'tcp') ? deps.cookies?.holdUntil(Date.now()) : undefined;
+    const holdUntil = hold ? Math.min(hold.until, deadline) : 0;
     if (hold) {
-      report.cookieHoldMs = Math.max(0, Math.min(hold.until, deadline) - Date.now());
+      report.cookieHoldMs = Math.max(0, holdUntil - Date.now());
       log.notice('drain-cookie-hold', { cookies: hold.cookies, since_ms: Date.now() - hold.since, ms: report.cookieHoldMs, note: 'SYN cookies sent lately on this host: their clients may still come back; the gated listeners wait for them' });
     }
     for (;;) {
       for (const l of open) handOver(l, native, workers, report);
-      const drained = acked && open.every((l) => settled(l, native));
-      const late = Date.now() >= deadline;
-      if (drained && (hold === undefined || Date.now() >= hold.until || late)) {
+      if (acked && Date.now() >= holdUntil && open.every((l) => settled(l, native))) {
         if (!ungated) {
           await sleep(LAST_CHECK_DELAY_MS);
           for (const l of open) handOver(l, native, workers, report);
         }
         break;
       }
-      if (late) { report.cappedOut = true; break; }
+      if (Date.now() >= deadline) { report.cappedOut = true; break; }
       report.rounds++;
       await sleep(1);
     }

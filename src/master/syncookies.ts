@@ -80,10 +80,9 @@ export class CookieWatch {
    * stay open for late cookie handshakes, or undefined when the host sent none lately.
    */
   holdUntil(gateAt: number): CookieHold | undefined {
-    this.sample(gateAt);
-    const recent = this.rises.filter((r) => r.from >= gateAt - LOOKBACK_MS);
-    if (recent.length === 0) return undefined;
-    const since = Math.min(...recent.map((r) => r.from));
-    return { until: gateAt + (gateAt - since) + RTO_MARGIN_MS, cookies: recent.reduce((a, r) => a + r.n, 0), since };
+    this.sample(gateAt); // (which also forgets rises older than the look-back)
+    if (this.rises.length === 0) return undefined;
+    const since = this.rises[0]!.from; // the oldest: they are kept in order
+    return { until: gateAt + (gateAt - since) + RTO_MARGIN_MS, cookies: this.rises.reduce((a, r) => a + r.n, 0), since };
   }
 }

@@ -161,17 +161,16 @@ export type LinkEnd = { t: 'gone'; detail: string } | { t: 'timeout' } | { t: 'i
 /**
  * One end of the masters' channel as a queue of messages: `next(ms)` takes the next one, or says
  * the other side is gone, the wait timed out, or `interrupt()` was called (a stop came).
- * `ended` resolves with the reason once the link ends (gone, interrupted, or a message `fatal`
- * names), for waits on something else to race with.
  */
 export class Inbox<M extends { t: string }> {
   private readonly queue: Array<M | LinkEnd> = [];
   private waiter?: (m: M | LinkEnd) => void;
   private last?: LinkEnd;
-  private end!: (reason: string) => void;
-  readonly ended = new Promise<string>((resolve) => { this.end = resolve; });
   private callOff!: (reason: string) => void;
-  /** Like `ended`, but not when the other side is only gone (interrupted, or a `fatal` message). */
+  /**
+   * Resolves with the reason once the link is called off (interrupted, or a message `fatal`
+   * names), for waits on something else to race with; not when the other side is only gone.
+   */
   readonly calledOff = new Promise<string>((resolve) => { this.callOff = resolve; });
   /** The other side went away (its channel closed). */
   get gone(): boolean { return this.last?.t === 'gone'; }
@@ -182,11 +181,10 @@ export class Inbox<M extends { t: string }> {
     if (this.last) return;
     if (m.t === 'gone' || m.t === 'interrupted') {
       this.last = m as LinkEnd;
-      this.end(endReason(m as LinkEnd));
       if (m.t === 'interrupted') this.callOff(endReason(m as LinkEnd));
     } else {
       const why = this.fatal(m as M);
-      if (why !== undefined) { this.end(why); this.callOff(why); }
+      if (why !== undefined) this.callOff(why);
     }
     const w = this.waiter;
     this.waiter = undefined;

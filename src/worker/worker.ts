@@ -67,10 +67,12 @@ class Worker {
   private askedToRetire = false;
   /** The master went away while the app was loading. */
   private masterLost = false;
-  /** Our master has not taken over from the old one yet (WorkerBoot.successor): a lost master means only retire. */
-  private successor = false;
-  /** An upgrade's new master shares our sockets (IPC `heir`): a lost master means only retire, the new one serves them. */
-  private heir = false;
+  /**
+   * Another master holds our sockets too, so a lost master means only retire, never gate them:
+   * ours has not taken over from the old one yet (WorkerBoot.successor, cleared by `sole`), or an
+   * upgrade's new master is starting beside ours (`heir`).
+   */
+  private shared = false;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready, with their listener. */
   private readonly early: Array<{ socket: net.Socket; id: number }> = [];
@@ -83,7 +85,7 @@ class Worker {
     this.native = n.ok ? n.native : undefined;
     // the listeners' fds came with the fork; Node starts with them close-on-exec (20 and 24), so
     // a process the app spawns does not hold them open past a stop (test/core.test.ts)
-    this.successor = this.boot.successor === true;
+    this.shared = this.boot.successor === true;
     for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
     this.generationHeader = String(this.boot.generation);
@@ -435,10 +437,10 @@ class Worker {
         this.conns.steerShare(m.share);
         return;
       case 'sole':
-        this.successor = false;
+        this.shared = false;
         return;
       case 'heir':
-        this.heir = m.on;
+        this.shared = m.on;
         return;
     }
   }
@@ -537,11 +539,9 @@ class Worker {
       this.armForce();
       return;
     }
-    if (this.successor || this.heir) {
-      // a new master that died before it took over: the old one still serves these sockets; or
-      // an old master that died during an upgrade: the new one holds them and takes over
-      const note = this.successor ? 'the master of an upgrade not taken over: retiring without a gate' : 'an upgrade\'s new master holds the sockets: retiring without a gate';
-      this.log('warn', 'master-gone', { pid: process.pid, note });
+    if (this.shared) {
+      // the other master (the old one, or an upgrade's new one) serves these sockets on
+      this.log('warn', 'master-gone', { pid: process.pid, note: 'another master holds the sockets (an upgrade): retiring without a gate' });
       this.retire('master-gone');
       return;
     }
