@@ -1,6 +1,6 @@
 /**
  * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID] [--vs nginx]
- * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--ready REGEX] [...]
+ * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--https] [--ready REGEX] [...]
  *
  * CPU cost per request of quiesce against node:cluster SCHED_NONE, side by side: one worker each,
  * both workers pinned to CPU 1 where they split the CPU fairly, both loaded at the same time by
@@ -15,7 +15,8 @@
  * With --a and --b, any two server commands (run by bash, each starting ONE worker and printing
  * its http://ADDR; ready when the output matches --ready, by default quiesce's "ready" line or a
  * "listening on" line of bench/bare-prefork.js or bench/cluster-server.js) are compared the same
- * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build.
+ * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build. --https
+ * loads both over TLS (wrk, no session resumption: each new connection is a full handshake).
  *
  * With --vs nginx, the static rows compare quiesce with nginx (1 worker, the config of `npm run
  * bench`) instead of node:cluster.
@@ -61,7 +62,7 @@ function quartiles(xs: number[]): [number, number, number] {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', ready: 'str', vs: 'str', help: 'bool' });
+  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', https: 'bool', ready: 'str', vs: 'str', help: 'bool' });
   if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] [--vs nginx] | [--a CMD --b CMD [--path P] [--close] [--ready REGEX]]\n'); return; }
   if (f.vs !== undefined && f.vs !== 'nginx') throw new Error(`--vs: only nginx, got ${String(f.vs)}`);
   const vsNginx = f.vs === 'nginx';
@@ -84,6 +85,7 @@ async function main(): Promise<void> {
     : ROWS.filter((r) => (!only || only.has(r.id)) && (!vsNginx || r.static));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
+  const scheme = custom && f.https === true ? 'https' : 'http';
   const www = benchSite('quiesce-bench-cpu-');
 
   const body: string[][] = [];
@@ -101,7 +103,7 @@ async function main(): Promise<void> {
       try {
         pinServer(q, 1, 0);
         pinServer(c, 1, 0);
-        const load = (s: Running, d: number) => wrk.run({ url: `http://${s.address}${row.path}`, durationS: d, connections: 50, threads: 1, close: row.close, cpu: 0 });
+        const load = (s: Running, d: number) => wrk.run({ url: `${scheme}://${s.address}${row.path}`, durationS: d, connections: 50, threads: 1, close: row.close, cpu: 0 });
         await Promise.all([load(q, 1), load(c, 1)]); // warm-up
         const mine: number[] = [];
         for (let r = 0; r < rounds; r++) {

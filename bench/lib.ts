@@ -254,10 +254,10 @@ export async function startQuiesce(o: QuiesceOptions): Promise<Running> {
   }
 }
 
-/** Any server command (run by bash), ready once its output matches `ready`; its address is the first http://ADDR it prints. */
+/** Any server command (run by bash), ready once its output matches `ready`; its address is the first http(s)://ADDR it prints. */
 export function startCommand(name: string, command: string, ready: RegExp): Promise<Running> {
   const dir = tempDir('cmd-bench-');
-  return launch(name, ['bash', '-c', command], dir, '', ready, /http:\/\/(\S+)/);
+  return launch(name, ['bash', '-c', command], dir, '', ready, /https?:\/\/(\S+)/);
 }
 
 export const errorLogFile = (r: Running): string => join(r.dir, 'error.log');
