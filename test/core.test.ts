@@ -53,21 +53,34 @@ test('--backlog is the listeners\' backlog once the workers serve, and after a r
   }
 });
 
-test('workers get the heap default, and an operator heap limit caps it', async () => {
+test('static workers get the heap default, an operator heap limit caps it, app workers get none', async () => {
   const flagsOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.startsWith('--initial-old-space-size'));
-  const plain = await startServer({ args: [PID_APP, '--workers', '1'] });
+  const site = mkdtempSync(join(tmpdir(), 'quiesce-heap-'));
+  writeFileSync(join(site, 'index.html'), 'hi\n');
   try {
-    assert.deepEqual(flagsOf(plain.workerPids()[0]!), ['--initial-old-space-size=64']);
+    const plain = await startServer({ args: [site, '--workers', '1'] });
+    try {
+      assert.deepEqual(flagsOf(plain.workerPids()[0]!), ['--initial-old-space-size=64']);
+    } finally {
+      await cleanup(plain);
+    }
+    // NODE_OPTIONS reaches the workers through their environment; the default is halved to fit it
+    const capped = await startServer({ args: [site, '--workers', '1'], env: { NODE_OPTIONS: '--max-old-space-size=40' } });
+    try {
+      assert.deepEqual(flagsOf(capped.workerPids()[0]!), ['--initial-old-space-size=20']);
+      assert.equal((await get(capped.address, '/')).status, 200);
+    } finally {
+      await cleanup(capped);
+    }
   } finally {
-    await cleanup(plain);
+    rmSync(site, { recursive: true, force: true });
   }
-  // NODE_OPTIONS reaches the workers through their environment; the default is halved to fit it
-  const capped = await startServer({ args: [PID_APP, '--workers', '1'], env: { NODE_OPTIONS: '--max-old-space-size=40' } });
+  // an app's workers: no V8 flag (it would cost Node's code cache at every start)
+  const app = await startServer({ args: [PID_APP, '--workers', '1'] });
   try {
-    assert.deepEqual(flagsOf(capped.workerPids()[0]!), ['--initial-old-space-size=20']);
-    assert.equal((await get(capped.address, '/')).status, 200);
+    assert.deepEqual(flagsOf(app.workerPids()[0]!), []);
   } finally {
-    await cleanup(capped);
+    await cleanup(app);
   }
 });
 

@@ -42,16 +42,21 @@ const LISTENER_FD0 = ACCESS_LOG_FD + 1;
  * Without it V8 may fit the old generation's limit tightly to the small heap it sees at start
  * (the worker's start is short and mostly module loading); a worker streaming large bodies then
  * runs incremental marking back to back (measured: static 1 MB files at ~0.6x of a node:cluster
- * worker that happened not to get the tight limit). Node's own flags and NODE_OPTIONS win: see
- * workerExecArgv.
+ * worker that happened not to get the tight limit). Given to the workers that serve files; Node's
+ * own flags and NODE_OPTIONS win: see workerExecArgv.
  */
 export const WORKER_INITIAL_OLD_SPACE_MB = 64;
 
 /**
- * The master's own node flags, plus the workers' heap default unless the operator set an initial
- * heap size (node flags or NODE_OPTIONS); a --max-old-space-size below twice the default halves it.
+ * The master's own node flags, plus, for workers that serve files (`staticFiles`), the heap default
+ * unless the operator set an initial heap size (node flags or NODE_OPTIONS); a
+ * --max-old-space-size below twice the default halves it. An app's workers get Node's own heap
+ * sizing, as under node:cluster: any V8 flag changes V8's flag hash, so Node's code cache for its
+ * own modules is refused and every builtin the worker loads is compiled again (measured: a worker
+ * start ~257 ms of CPU with the flag, ~224 ms without; a reload or upgrade starts every worker).
  */
-export function workerExecArgv(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+export function workerExecArgv(staticFiles: boolean, execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  if (!staticFiles) return [...execArgv];
   const flags = [...execArgv, ...nodeOptions.split(/\s+/)].map((a) => a.replace(/_/g, '-'));
   if (flags.some((a) => /^--initial-(old-space|heap)-size(=|$)/.test(a))) return [...execArgv];
   let mb = WORKER_INITIAL_OLD_SPACE_MB;
@@ -194,7 +199,7 @@ export class WorkerProc {
       child = fork(CLI, [], {
         // the inspector is not started by this: on SIGUSR1 (a hung worker's stack, hung-stack.ts)
         // it takes a free loopback port instead of 9229, which another process may hold
-        execArgv: [...workerExecArgv(), '--inspect-port=127.0.0.1:0'],
+        execArgv: [...workerExecArgv(boot.appSpec.kind !== 'module'), '--inspect-port=127.0.0.1:0'],
         env: workerEnv(boot),
         stdio: ['ignore', 'pipe', 'pipe', 'ipc', log ? log.childFd : 'pipe', ...fds],
         serialization: 'json',
