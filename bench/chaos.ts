@@ -1,8 +1,9 @@
 /**
- * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS]
+ * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS] [--queue-timeout D]
  *
  * Chaos under load for S seconds (default 300): quiesce running test/fixtures/core/crashy.mjs with
- * 2 workers and --worker-timeout 3, loaded by the probe at F (default 0.7) times its measured
+ * 2 workers, --worker-timeout 3 and --queue-timeout D (default 5s, half the probe's timeout: what
+ * the chaos left waiting is answered 503 before its client gives up; 0 turns it off), loaded by the probe at F (default 0.7) times its measured
  * capacity (a new connection per request, each burning MS of CPU, plus 4 keep-alive clients),
  * while one seeded random act every `step` ms kills a ready worker (the last one too), reloads,
  * scales between 1 and 3 workers, hangs a worker or sends it a request that makes it exit (the
@@ -16,32 +17,24 @@ import { join } from 'node:path';
 import { runProbe } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, FIXTURES, alive, type Server } from '../test/helpers/server.js';
 import { runChaos, settled, type ZeroCause } from '../test/helpers/chaos.js';
-import { envLine, flags, fmt, table, track, untrack } from './lib.js';
+import { capacityUnderLoad, envLine, flags, fmt, table, track, untrack } from './lib.js';
 
-const f = flags(process.argv.slice(2), { seconds: 'num', factor: 'num', burn: 'num', seed: 'num', step: 'num', dump: 'str' });
+const f = flags(process.argv.slice(2), { seconds: 'num', factor: 'num', burn: 'num', seed: 'num', step: 'num', dump: 'str', 'queue-timeout': 'str' });
 const seconds = (f.seconds as number | undefined) ?? 300;
 const factor = (f.factor as number | undefined) ?? 0.7;
 const burnMs = (f.burn as number | undefined) ?? 3;
 const seed = (f.seed as number | undefined) ?? 14;
 const stepMs = (f.step as number | undefined) ?? 1000;
+/** The server's --queue-timeout: half the probe's 10 s timeout, so that a request the chaos left waiting is answered 503 before its client gives up ("0": off). */
+const queueTimeout = (f['queue-timeout'] as string | undefined) ?? '5s';
 /** Keep-alive clients beside the new connections, in the capacity's measure and the chaos. */
 const KEEPALIVE = 4;
 const log = (m: string): void => { process.stderr.write(`bench:chaos: ${m}\n`); };
 
-/**
- * The load's shape pushed past what the server can do for 4 s (new connections at several times
- * its pace, beside the chaos's 4 keep-alive clients, which send back to back and take their share
- * whatever the rate): the new-connection requests completed per second between 1 s and 4 s. Not
- * all the ok ones over the run, as before: those still queued at its end (up to the probe's 1,000
- * sockets) finish later, and with the keep-alive clients left out the figure came out 1.5x-2x what
- * the server completes under the chaos's load, so that "0.7x" was above it from the first second.
- */
-async function capacity(s: Server): Promise<number> {
-  const p = await runProbe({ target: s.address, path: `/?burn=${burnMs}`, rate: Math.ceil(4000 / burnMs), keepalive: KEEPALIVE, durationS: 4, timeoutS: 10 });
-  return p.outcomes.filter((x) => x.kind === 'ok' && x.mode === 'rate' && x.endMs >= 1000 && x.endMs <= 4000).length / 3;
-}
+/** The load's shape (new connections beside the keep-alive clients) pushed past what the server can do: see capacityUnderLoad. */
+const capacity = (s: Server): Promise<number> => capacityUnderLoad(s.address, burnMs, KEEPALIVE);
 
-const s = await startServer({ args: [join(FIXTURES, 'core/crashy.mjs'), '--workers', '2', '--worker-timeout', '3', '--reload-soak', '500ms'] });
+const s = await startServer({ args: [join(FIXTURES, 'core/crashy.mjs'), '--workers', '2', '--worker-timeout', '3', '--reload-soak', '500ms', '--queue-timeout', queueTimeout] });
 track(s.pid);
 try {
   const caps = [await capacity(s), await capacity(s)];
@@ -72,7 +65,7 @@ try {
   process.stdout.write(`\n${envLine()}\nchaos ${seconds} s, seed ${seed}, ${rate} req/s new connections (${factor}x capacity ${fmt(capacityNow)}/s, the lower of ${caps.map((c) => fmt(c)).join(' and ')}, ${burnMs} ms CPU each) + ${KEEPALIVE} keep-alive; acts: ${Object.entries(r.acts).map(([k, n]) => `${k} ${n}`).join(', ')}\n\n`);
   process.stdout.write(table(['figure', 'value', 'target'], [
     ['requests sent', fmt(p.sent), ''],
-    ['ok', fmt(p.ok), ''],
+    [`ok (of them 503 from --queue-timeout ${queueTimeout})`, `${fmt(p.ok)} (${fmt(p.outcomes.filter((x) => x.kind === 'ok' && x.status === 503).length)})`, ''],
     ['refused', fmt(p.refused), ''],
     ['cut (of them after response bytes)', `${fmt(p.cut)} (${fmt(p.cut_after_bytes)})`, 'each laid to a killed worker'],
     ['ka_race', fmt(p.ka_race), 'each laid to a killed worker'],

@@ -98,6 +98,7 @@ export interface ConfigFile {
   keepAliveTimeout?: Duration;
   headersTimeout?: Duration;
   requestTimeout?: Duration;
+  queueTimeout?: Duration;
   maxHeaderSize?: number;
   maxRequestsPerWorker?: number;
   pidfile?: string;

@@ -56,6 +56,12 @@ export type Native = {
   localPort(fd: number): number;
   /** The TCP state of a socket (TCP_INFO tcpi_state: 1 established, 2 SYN sent, 10 listen). */
   tcpState(fd: number): number;
+  /**
+   * Milliseconds since the last data arrived on a connected TCP socket (TCP_INFO
+   * tcpi_last_data_recv), or -1 when it cannot be read (not TCP, closed). For a request read now,
+   * how long it waited for us: in the kernel's accept queue and in this process.
+   */
+  dataAgeMs(fd: number): number;
   /** Attach a classic BPF program to the SO_REUSEPORT group of `fd` (SO_ATTACH_REUSEPORT_CBPF, no privilege needed). */
   reuseportProgram(fd: number, program: readonly SockFilter[]): void;
   /** Listening TCP sockets bound to exactly `host`:`port` (sock_diag): the members of its reuseport group and any other. */
@@ -108,6 +114,8 @@ const SOCK_DGRAM = 2;
 const MSG_NOSIGNAL = 0x4000;
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
+/** struct tcp_info: offset of tcpi_last_data_recv (after 8 bytes of u8 fields and 11 u32s). */
+const TCPI_LAST_DATA_RECV = 52;
 const TCP_LISTEN = 10;
 const F_DUPFD_CLOEXEC = 1030;
 const SOCK_STREAM = 1;
@@ -484,6 +492,12 @@ function bind(): Native {
       tcpInfoLen[0] = tcpInfo.length;
       if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpInfoLen) !== 0) throw fail('getsockopt(TCP_INFO)', `fd ${fd}`);
       return tcpInfo.readUInt8(0);
+    },
+
+    dataAgeMs(fd) {
+      tcpInfoLen[0] = tcpInfo.length;
+      if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpInfoLen) !== 0 || (tcpInfoLen[0] ?? 0) < 56) return -1;
+      return tcpInfo.readUInt32LE(TCPI_LAST_DATA_RECV);
     },
 
     reuseportProgram(fd, program) {

@@ -17,6 +17,7 @@ import { loadApp, type LoadedApp } from './app.js';
 import { closeSync } from 'node:fs';
 import { AppErrorLog, stackOf } from './app-errors.js';
 import { RepeatLog } from './repeat-log.js';
+import { QueueShed } from './queue-shed.js';
 import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
@@ -53,6 +54,7 @@ class Worker {
   private readonly conns = new Connections();
   private readonly appErrors = new AppErrorLog((level, event, fields) => this.log(level, event, fields));
   private readonly badRequests = new RepeatLog((level, event, fields) => this.log(level, event, fields), 'info', 'bad-request');
+  private readonly shedLog = new RepeatLog((level, event, fields) => this.log(level, event, fields), 'notice', 'queue-timeout');
   private readonly listeners = new Map<number, Listener>();
   private readonly native: Native | undefined;
   private readonly accessLog: AccessLogPipe | undefined;
@@ -344,6 +346,7 @@ class Worker {
     const conns = this.conns;
     const app = this.app.listener;
     const extras = this.extras();
+    const shed = this.queueShed();
     const keepAliveMs = this.boot.config.keepAliveTimeout;
     return (req, res) => {
       (res as unknown as KeepAliveHeader)._keepAliveTimeout = keepAliveMs; // the server's own is 0: see start()
@@ -354,8 +357,17 @@ class Worker {
       }
       if (conns.requests >= this.recycleAt) this.recycle();
       if (extras !== undefined && extras(req, res)) return;
+      if (shed !== undefined && shed.judge(req, res)) return;
       app(req, res);
     };
+  }
+
+  /** --queue-timeout: requests that waited past it are answered 503 (queue-shed.ts); undefined when off or TCP_INFO cannot be read. */
+  private queueShed(): QueueShed | undefined {
+    const limit = this.boot.config.queueTimeout;
+    const native = this.native;
+    if (limit <= 0 || !native) return undefined;
+    return new QueueShed(limit, (fd) => native.dataAgeMs(fd), this.shedLog);
   }
 
   private recycle(): void {
@@ -520,6 +532,7 @@ class Worker {
     clearTimeout(stopTimer);
     this.appErrors.flush();
     this.badRequests.flush();
+    this.shedLog.flush();
     this.sendStats();
     await this.accessLog?.end();
     process.exit(code);

@@ -1,0 +1,53 @@
+// --queue-timeout: requests that waited past it for a worker are answered 503 at once, not served.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startServer, cleanup, get, sleep, FIXTURES } from './helpers/server.js';
+
+const APP = join(FIXTURES, 'core/crashy.mjs');
+
+/**
+ * One worker held busy for 1.5 s by a request that burns CPU; meanwhile 12 clients connect and
+ * send a request each. They wait ~1.4 s for the worker: with --queue-timeout 500ms every one is
+ * answered 503 (marked, with Retry-After) the moment the worker reads it; without it, every one
+ * is served after the wait. Either way the burning request itself is served.
+ */
+async function burst(extra: string[]): Promise<{ statuses: number[]; shed: number; busy: number; log: string }> {
+  const s = await startServer({ args: [APP, '--workers', '1', ...extra] });
+  try {
+    const busy = get(s.address, '/?burn=1500');
+    await sleep(100);
+    const answers = await Promise.all(Array.from({ length: 12 }, () => get(s.address, '/')));
+    const b = await busy;
+    return {
+      statuses: answers.map((a) => a.status),
+      shed: answers.filter((a) => a.headers['quiesce-shed'] === 'queue-timeout' && a.headers['retry-after'] === '1').length,
+      busy: b.status,
+      log: s.err(),
+    };
+  } finally {
+    await cleanup(s);
+  }
+}
+
+test('--queue-timeout: requests that waited past it are answered 503 at once; without it they are served late', async () => {
+  const on = await burst(['--queue-timeout', '500ms']);
+  assert.equal(on.busy, 200);
+  assert.deepEqual(on.statuses, Array(12).fill(503), 'every request that waited ~1.4 s is shed');
+  assert.equal(on.shed, 12);
+  assert.match(on.log, /queue-timeout waited_ms=\d+ limit_ms=500/, 'the shedding is logged (once per interval)');
+  const off = await burst([]);
+  assert.equal(off.busy, 200);
+  assert.deepEqual(off.statuses, Array(12).fill(200), 'without the option the same requests are served');
+  assert.equal(off.shed, 0);
+});
+
+test('--queue-timeout: a server with time to spare sheds nothing', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--queue-timeout', '500ms'] });
+  try {
+    for (let i = 0; i < 40; i++) assert.equal((await get(s.address, '/')).status, 200);
+    assert.doesNotMatch(s.err(), /queue-timeout/);
+  } finally {
+    await cleanup(s);
+  }
+});
