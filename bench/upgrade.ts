@@ -5,7 +5,8 @@
  * (`quiesce upgrade`: a new master from the same quiesce and Node takes over the sockets) against
  * N stop-and-starts (SIGTERM, wait for the exit, a new `quiesce` on the same port) of the same
  * server, alternating. The load is an open-loop probe (`runProbe`: new connections at F times the
- * measured capacity, every request burning MS of CPU in bench/apps/hello.mjs, plus K keep-alive
+ * measured capacity (new connections completed per second beside the K keep-alive clients:
+ * capacityUnderLoad), every request burning MS of CPU in bench/apps/hello.mjs, plus K keep-alive
  * clients back to back). Per run: S seconds of steady state, the operation (command issued → the
  * old master gone and the new one serving), S seconds more. Every request is classified by the
  * probe; "during" is what started between the command and the end of the operation.
@@ -14,9 +15,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runProbe, type Outcome } from '../src/probe/index.js';
 import {
-  APPS, CLI, alive, descendants, envLine, flags, fmt, killTree, median, percentile, quiesceCli, sleep, startCommand, startQuiesce, table, tempDir, track, untrack, runBench
+  APPS, CLI, alive, capacityUnderLoad, descendants, envLine, flags, fmt, killTree, median, percentile, quiesceCli, sleep, startCommand, startQuiesce, table, tempDir, track, untrack, runBench
 } from './lib.js';
-import { pickLoadGen } from './loadgen.js';
 
 type Kind = 'upgrade' | 'stop-start' | 'reload';
 const FAIL_KINDS = ['refused', 'cut', 'timeout', 'ka_race', 'forced', 'other'] as const;
@@ -121,11 +121,11 @@ async function oneRun(kind: Kind, inst: Instance, o: { rate: number; keepalive: 
   };
 }
 
-async function capacity(burnMs: number): Promise<number> {
+/** New-connection requests/s a fresh server completes beside `keepalive` clients (the load's shape: see capacityUnderLoad). */
+async function capacity(burnMs: number, keepalive: number): Promise<number> {
   const s = await startQuiesce({ app: APP });
   try {
-    const r = await pickLoadGen().run({ url: `http://127.0.0.1:${s.port}/?burn=${burnMs}`, durationS: 2, connections: 16, threads: 1, close: true });
-    return r.rps;
+    return await capacityUnderLoad(`127.0.0.1:${s.port}`, burnMs, keepalive);
   } finally {
     await s.kill();
   }
@@ -144,10 +144,10 @@ async function main(): Promise<void> {
   let rate = f.rate as number | undefined;
   let cap = '';
   if (rate === undefined) {
-    const c = Math.max(await capacity(burnMs), await capacity(burnMs)); // best of 2: the machine is noisy
+    const c = Math.max(await capacity(burnMs, keepalive), await capacity(burnMs, keepalive)); // best of 2: the machine is noisy
     rate = Math.round(factor * c);
-    cap = ` (= ${factor}x the measured capacity, best of 2: ${fmt(c)} req/s)`;
-    log(`capacity ${fmt(c)} req/s at ${burnMs} ms CPU per request; probe rate ${rate}/s`);
+    cap = ` (= ${factor}x the measured capacity beside the keep-alive clients, best of 2: ${fmt(c)} req/s)`;
+    log(`capacity ${fmt(c)} req/s of new connections at ${burnMs} ms CPU per request beside ${keepalive} keep-alive clients; probe rate ${rate}/s`);
   }
   const up = new Instance();
   const ss = new Instance();
