@@ -1,9 +1,10 @@
 /**
- * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS] [--queue-timeout D]
+ * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS] [--queue-timeout D] [--spare on|off]
  *
  * Chaos under load for S seconds (default 300): quiesce running test/fixtures/core/crashy.mjs with
  * 2 workers, --worker-timeout 3 and --queue-timeout D (default 5s, half the probe's timeout: what
- * the chaos left waiting is answered 503 before its client gives up; 0 turns it off), loaded by the probe at F (default 0.7) times its measured
+ * the chaos left waiting is answered 503 before its client gives up; 0 turns it off) and
+ * --spare-worker (default on: a loaded spare takes a dead or hung worker's slot at once), loaded by the probe at F (default 0.7) times its measured
  * capacity (a new connection per request, each burning MS of CPU, plus 4 keep-alive clients),
  * while one seeded random act every `step` ms kills a ready worker (the last one too), reloads,
  * scales between 1 and 3 workers, hangs a worker or sends it a request that makes it exit (the
@@ -19,7 +20,7 @@ import { startServer, cleanup, waitExit, FIXTURES, alive, type Server } from '..
 import { runChaos, settled, type ZeroCause } from '../test/helpers/chaos.js';
 import { capacityUnderLoad, envLine, flags, fmt, table, track, untrack } from './lib.js';
 
-const f = flags(process.argv.slice(2), { seconds: 'num', factor: 'num', burn: 'num', seed: 'num', step: 'num', dump: 'str', 'queue-timeout': 'str' });
+const f = flags(process.argv.slice(2), { seconds: 'num', factor: 'num', burn: 'num', seed: 'num', step: 'num', dump: 'str', 'queue-timeout': 'str', spare: 'str' });
 const seconds = (f.seconds as number | undefined) ?? 300;
 const factor = (f.factor as number | undefined) ?? 0.7;
 const burnMs = (f.burn as number | undefined) ?? 3;
@@ -27,6 +28,8 @@ const seed = (f.seed as number | undefined) ?? 14;
 const stepMs = (f.step as number | undefined) ?? 1000;
 /** The server's --queue-timeout: half the probe's 10 s timeout, so that a request the chaos left waiting is answered 503 before its client gives up ("0": off). */
 const queueTimeout = (f['queue-timeout'] as string | undefined) ?? '5s';
+/** The server's --spare-worker (default on: a killed or hung worker's slot is taken at once by a loaded spare). */
+const spare = (f.spare as string | undefined) ?? 'on';
 /** Keep-alive clients beside the new connections, in the capacity's measure and the chaos. */
 const KEEPALIVE = 4;
 const log = (m: string): void => { process.stderr.write(`bench:chaos: ${m}\n`); };
@@ -34,7 +37,7 @@ const log = (m: string): void => { process.stderr.write(`bench:chaos: ${m}\n`); 
 /** The load's shape (new connections beside the keep-alive clients) pushed past what the server can do: see capacityUnderLoad. */
 const capacity = (s: Server): Promise<number> => capacityUnderLoad(s.address, burnMs, KEEPALIVE);
 
-const s = await startServer({ args: [join(FIXTURES, 'core/crashy.mjs'), '--workers', '2', '--worker-timeout', '3', '--reload-soak', '500ms', '--queue-timeout', queueTimeout] });
+const s = await startServer({ args: [join(FIXTURES, 'core/crashy.mjs'), '--workers', '2', '--worker-timeout', '3', '--reload-soak', '500ms', '--queue-timeout', queueTimeout, '--spare-worker', spare] });
 track(s.pid);
 try {
   const caps = [await capacity(s), await capacity(s)];
@@ -62,7 +65,7 @@ try {
     if (ms.length === 0) return '0';
     return `${fmt(ms.reduce((a, b) => a + b, 0) / 1000, 1)}; ${ms.length}, ${fmt(ms[ms.length >> 1]!)} and ${fmt(ms.at(-1)!)}`;
   };
-  process.stdout.write(`\n${envLine()}\nchaos ${seconds} s, seed ${seed}, ${rate} req/s new connections (${factor}x capacity ${fmt(capacityNow)}/s, the lower of ${caps.map((c) => fmt(c)).join(' and ')}, ${burnMs} ms CPU each) + ${KEEPALIVE} keep-alive; acts: ${Object.entries(r.acts).map(([k, n]) => `${k} ${n}`).join(', ')}\n\n`);
+  process.stdout.write(`\n${envLine()}\nchaos ${seconds} s, seed ${seed}, --queue-timeout ${queueTimeout}, --spare-worker ${spare}, ${rate} req/s new connections (${factor}x capacity ${fmt(capacityNow)}/s, the lower of ${caps.map((c) => fmt(c)).join(' and ')}, ${burnMs} ms CPU each) + ${KEEPALIVE} keep-alive; acts: ${Object.entries(r.acts).map(([k, n]) => `${k} ${n}`).join(', ')}\n\n`);
   process.stdout.write(table(['figure', 'value', 'target'], [
     ['requests sent', fmt(p.sent), ''],
     [`ok (of them 503 from --queue-timeout ${queueTimeout})`, `${fmt(p.ok)} (${fmt(p.outcomes.filter((x) => x.kind === 'ok' && x.status === 503).length)})`, ''],

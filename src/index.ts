@@ -99,6 +99,7 @@ export interface ConfigFile {
   headersTimeout?: Duration;
   requestTimeout?: Duration;
   queueTimeout?: Duration;
+  spareWorker?: 'on' | 'off';
   maxHeaderSize?: number;
   maxRequestsPerWorker?: number;
   pidfile?: string;

@@ -25,7 +25,7 @@ import { SELECT_LISTENER, gateTcp, holdGate, openGate, type TcpDrainMode } from 
 import { adoptHanded, adoptListener, bindListener, closeHandle, describe, listenMatches, parseListen, releaseHandle, startListening, tcpDrainMode, type Listener } from './listeners.js';
 import { badNode, predecessorInbox, unexpected, quiesceVersion, readHandover, spawnSuccessor, successorInbox, toPredecessor, type FromSuccessor, type HandedTotals, type Handover, type Inbox, type LinkEnd, type MasterInfo, type ToSuccessor } from './upgrade.js';
 import { Notifier, listenFds } from './systemd.js';
-import { WorkerProc, type Generation } from './workers.js';
+import { SPARE_SLOT, WorkerProc, type Generation } from './workers.js';
 import { TlsBoard, newTicketSecret, readAdminTls, readTls, ticketPeriodMs, type GenerationTls } from './tls.js';
 import { drainAndClose, type DrainReport } from './drain.js';
 import { CookieWatch } from './syncookies.js';
@@ -149,6 +149,7 @@ export class Master {
     if (!canMove(this.state.s, next.s)) throw new Error(`lifecycle: ${this.state.s} → ${next.s} is not a transition`);
     this.log.info('state', { from: this.state.s, to: next.s, ...('phase' in next ? { phase: next.phase } : {}) });
     this.state = next;
+    if (next.s === 'serving') this.startSpare();
   }
 
   // ─── start ────────────────────────────────────────────────────────────────
@@ -515,6 +516,7 @@ export class Master {
     this.enter({ s: 'stopping', since: Date.now(), fast: false });
     const ws = [...this.workers];
     for (const w of ws) this.retire(w, 'upgrade');
+    void this.dropSpare();
     for (const l of this.listeners) releaseHandle(l);
     await this.admin.close();
     this.stopDeadline(this.cfg.gracefulTimeout + this.cfg.killGrace);
@@ -620,17 +622,90 @@ export class Master {
   }
 
   private spawn(slot: number, gen: Generation): WorkerProc {
+    const w = this.fork(slot, gen, false);
+    this.workers.add(w);
+    this.log.info('worker-started', { pid: w.pid, slot, generation: gen.n });
+    return w;
+  }
+
+  /** A worker process (a spare is not among this.workers until promoted: its exit goes to onSpareExit until then). */
+  private fork(slot: number, gen: Generation, spare: boolean): WorkerProc {
     const open = this.listeners.filter((l) => l.state !== 'closed');
     const w = new WorkerProc(slot, gen, open,
       (wp, stream) => this.workerOutput(wp, stream),
       (chunk) => this.accessSink.write(chunk),
-      (wp, m) => this.onWorkerMessage(wp, m));
-    this.workers.add(w);
-    this.log.info('worker-started', { pid: w.pid, slot, generation: gen.n });
-    void w.exited.then(() => this.onWorkerExit(w));
+      (wp, m) => this.onWorkerMessage(wp, m), spare);
+    void w.exited.then(() => (this.workers.has(w) ? this.onWorkerExit(w) : this.onSpareExit(w)));
     // (a worker started during an upgrade learns it too: see upgrade())
     if (this.upgrading) w.send({ t: 'heir', on: true });
     return w;
+  }
+
+  // ─── the warm spare (--spare-worker on) ───────────────────────────────────
+
+  /**
+   * The warm spare: one worker of the serving generation, loaded and ready, that accepts nothing.
+   * When a worker dies, hangs or asks to be replaced, the spare takes its slot at once (`serve`:
+   * it starts accepting) instead of the slot waiting for a new process to load the app (~0.2-1 s,
+   * with no worker at all when it was the last one); a new spare is then started at once (one that
+   * dies before it is promoted is started again after a backoff: onSpareExit). It holds the listeners' fds as every worker does, so it is gone before a drain
+   * closes them (dropSpare), and a reload's new generation gets its own.
+   */
+  private spare?: WorkerProc;
+  /** The warm spare, for the status. */
+  get spareWorker(): WorkerProc | undefined { return this.spare; }
+  private spareCrashes = 0;
+  private spareTimer?: NodeJS.Timeout;
+
+  /** Start a spare of the serving generation when one is configured and there is none (now, or after `delayMs`). */
+  private startSpare(delayMs = 0): void {
+    clearTimeout(this.spareTimer);
+    this.spareTimer = undefined;
+    if (delayMs > 0) { this.spareTimer = setTimeout(() => this.startSpare(), delayMs).unref(); return; }
+    if (this.generation.boot.config.spareWorker !== 'on' || this.state.s !== 'serving') return;
+    if (this.spare?.alive && this.spare.generation === this.generation) return;
+    this.dropSpare();
+    const w = this.fork(SPARE_SLOT, this.generation, true);
+    this.spare = w;
+    this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
+    // one that does not load within --ready-timeout is killed (and started again after the backoff)
+    const readyTimeout = this.generation.boot.config.readyTimeout;
+    void Promise.race([w.ready, sleep(readyTimeout).then(() => false)]).then((ok) => {
+      if (!ok && this.spare === w && w.alive && w.phase !== 'ready') { w.fatal ??= { code: 'READY_TIMEOUT', message: `not ready within --ready-timeout ${readyTimeout / 1000}s` }; w.kill(); }
+    });
+  }
+
+  /** The spare goes (a stop, a reload's commit, an upgrade's): killed, it holds no connection. Resolves once it exited (1 s at most). */
+  private async dropSpare(): Promise<void> {
+    clearTimeout(this.spareTimer);
+    this.spareTimer = undefined;
+    const w = this.spare;
+    this.spare = undefined;
+    if (!w?.alive) return;
+    w.kill();
+    await Promise.race([w.exited, sleep(1_000)]);
+  }
+
+  /** The spare, ready and of the serving generation, takes `slot` and starts accepting; undefined when there is none such. */
+  private promoteSpare(slot: number, stopping = false): WorkerProc | undefined {
+    const w = this.spare;
+    if (!w || w.phase !== 'ready' || w.hung || w.generation !== this.generation || (this.state.s !== 'serving' && !stopping)) return undefined;
+    this.spare = undefined;
+    w.slot = slot;
+    this.workers.add(w);
+    w.send({ t: 'serve' });
+    this.log.notice('spare-promoted', { pid: w.pid, slot, generation: w.generation.n });
+    this.syncHold();
+    return w;
+  }
+
+  private onSpareExit(w: WorkerProc): void {
+    if (this.spare !== w) return; // dropped: killed on purpose
+    this.spare = undefined;
+    this.spareCrashes = Date.now() - w.startedAt > 10_000 ? 1 : this.spareCrashes + 1;
+    const delay = backoffMs(this.cfg.respawnBackoff, this.spareCrashes);
+    this.log.warn('spare-exited', { pid: w.pid, code: w.exitCode, signal: w.exitSignal, error: w.fatal?.message ?? w.spawnError, respawn_ms: delay });
+    this.startSpare(delay);
   }
 
   /** Wait until all are ready; returns a failure description, or undefined when all are ready. */
@@ -680,7 +755,10 @@ export class Master {
 
   private onWorkerMessage(w: WorkerProc, m: ToMaster): void {
     if (m.t === 'ready') this.syncHold();
-    if (m.t === 'retire-me') void this.replace(w, m.reason, m.detail);
+    if (m.t === 'retire-me') {
+      if (this.workers.has(w)) void this.replace(w, m.reason, m.detail);
+      else if (this.spare === w) { this.spare = undefined; w.kill(); this.startSpare(); } // a spare past --max-memory, or that failed: a fresh one
+    }
     else if (m.t === 'forced' && m.n > 0) this.totals.forced += m.n;
   }
 
@@ -731,7 +809,12 @@ export class Master {
     this.syncHold();
     // exited without being told to retire: a crash (or an app that no longer loads): respawn with backoff
     const serving = this.state.s === 'serving' || this.state.s === 'reloading';
-    if (serving && w.retireReason === undefined && w.generation === this.generation) this.respawnLater(w);
+    if (serving && w.retireReason === undefined && w.generation === this.generation) {
+      // the spare takes the slot, and the next spare starts now: it serves nothing until needed, so
+      // the crash backoff (which the slot's own respawn keeps, for a spare not there) cannot help
+      if (this.promoteSpare(w.slot)) this.startSpare();
+      this.respawnLater(w);
+    }
   }
 
   // ─── scale ────────────────────────────────────────────────────────────────
@@ -813,6 +896,7 @@ export class Master {
     setTimeout(() => {
       if (this.state.s !== 'serving' && this.state.s !== 'reloading') return;
       if (w.generation !== this.generation || w.slot >= this.generation.boot.config.workers) return;
+      // (the spare took the slot, or it was filled otherwise)
       if ([...this.workers].some((x) => x.slot === w.slot && x.generation === w.generation && x.phase !== 'retiring')) return;
       this.spawn(w.slot, w.generation);
     }, delay).unref();
@@ -918,7 +1002,8 @@ export class Master {
     });
     this.syncHold();
     if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
-      const next = this.spawn(w.slot, w.generation);
+      const next = this.promoteSpare(w.slot) ?? this.spawn(w.slot, w.generation);
+      this.startSpare();
       const failure = await this.awaitReady([next], this.cfg.readyTimeout);
       if (failure) this.log.error('worker-replace-failed', { pid: w.pid, reason: 'hung', error: failure });
     }
@@ -958,7 +1043,8 @@ export class Master {
   private async replace(w: WorkerProc, reason: RetireReason, detail: string): Promise<void> {
     if (w.phase !== 'ready' || w.generation !== this.generation || this.state.s !== 'serving') return;
     this.log.notice('worker-replace', { pid: w.pid, reason, detail });
-    const next = this.spawn(w.slot, w.generation);
+    const next = this.promoteSpare(w.slot) ?? this.spawn(w.slot, w.generation);
+    this.startSpare();
     await this.awaitReady([next], this.cfg.readyTimeout);
     this.retire(w, reason);
   }
@@ -1171,6 +1257,9 @@ export class Master {
     // a hung worker serves nothing more and would hold the drain (it never answers): killed now
     for (const w of this.workers) if (w.hung) this.killHung(w);
     const live = () => [...this.workers].filter((w) => w.alive && !w.hung);
+    // the warm spare accepts nothing: it goes before the drain closes the listeners whose fds it
+    // holds, unless no worker is left to serve the queue: then it does (loaded already)
+    if (live().length > 0 || !this.promoteSpare(0, true)) await this.dropSpare();
     if (fast) {
       this.fastRequested = true;
     } else {
@@ -1243,6 +1332,7 @@ export class Master {
     if (this.finishing) return;
     this.finishing = true;
     clearTimeout(this.deadlineTimer);
+    await this.dropSpare(); // (gone at the stop's start already; a stop that began otherwise, as an upgrade's)
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;

@@ -128,6 +128,9 @@ function workerEnv(boot: WorkerBoot): NodeJS.ProcessEnv {
  */
 export const STALL_LOOP_MS = 500;
 
+/** The slot of a warm spare until it is promoted (it has no board cell). */
+export const SPARE_SLOT = -1;
+
 export class WorkerProc {
   readonly pid: number;
   /** Undefined when the fork itself failed (spawnError says why): the record is born exited. */
@@ -171,12 +174,15 @@ export class WorkerProc {
   private timers: NodeJS.Timeout[] = [];
 
   constructor(
-    readonly slot: number,
+    /** Its place in the generation (a warm spare has none, SPARE_SLOT, until promoted into one). */
+    public slot: number,
     readonly generation: Generation,
     listeners: Listener[],
     relay: (w: WorkerProc, stream: 'stdout' | 'stderr') => OutputRelay,
     onAccessLog: (chunk: Buffer) => void,
     onMessage: (w: WorkerProc, m: ToMaster) => void,
+    /** A warm spare (WorkerBoot.spare): it accepts nothing until `serve`. */
+    spare = false,
   ) {
     // the listening sockets go in the stdio, after the log channel: the worker holds them from its
     // first instruction, whenever the master dies (a handle sent over IPC waited ~200 ms for the
@@ -184,7 +190,7 @@ export class WorkerProc {
     // then each reuseport listener's gate and plug sockets (the workers gate it themselves if the master dies)
     const fds = listeners.map((l) => l.fd);
     const boot: WorkerBoot = {
-      ...generation.boot, slot, generation: generation.n,
+      ...generation.boot, slot, generation: generation.n, ...(spare ? { spare: true } : {}),
       listeners: listeners.map((l, i) => {
         const gate = l.gate && { ...l.gate, fd: LISTENER_FD0 + i, gateFd: LISTENER_FD0 + fds.push(l.gate.gateFd) - 1, plugFd: LISTENER_FD0 + fds.push(l.gate.plugFd) - 1 };
         return { ...info(l), fd: LISTENER_FD0 + i, gate, tls: generation.tlsByText.get(l.spec.text) };
@@ -192,7 +198,7 @@ export class WorkerProc {
     };
     // and last the TLS load board, when the generation has one (and this slot a cell on it)
     const board = generation.board;
-    if (board && slot < board.slots) boot.board = { ...board, fd: LISTENER_FD0 + fds.push(board.fd) - 1 };
+    if (board && slot >= 0 && slot < board.slots) boot.board = { ...board, fd: LISTENER_FD0 + fds.push(board.fd) - 1 };
     const log = logChannel();
     let child: ChildProcess | undefined;
     try {

@@ -32,6 +32,11 @@ export type WorkerBoot = {
    */
   successor?: boolean;
   /**
+   * A warm spare (`--spare-worker on`): it loads the app and reports ready but accepts nothing
+   * until `serve` (the master promotes it into the slot of a worker that died or hung).
+   */
+  spare?: boolean;
+  /**
    * The TLS load board (master/tls.ts TlsBoard): shared memory open as `fd`, one 32-bit cell per
    * worker of the generation from `base` (`slots` of them); this worker's is `base + slot`.
    */
@@ -103,7 +108,9 @@ export type ToWorker =
    */
   | { t: 'heir'; on: boolean }
   /** The answer to `tls-ask`: the generation's TLS material (no contexts when only the app brings TLS). */
-  | { t: 'tls'; tls: TlsWire };
+  | { t: 'tls'; tls: TlsWire }
+  /** To a warm spare: start accepting on the listeners (it takes a slot). */
+  | { t: 'serve' };
 
 export type RetireReason = 'stop' | 'reload' | 'recycle' | 'error' | 'rollback' | 'restart' | 'master-gone' | 'scale-down' | 'memory' | 'hung' | 'upgrade';
 

@@ -75,6 +75,8 @@ class Worker {
    * upgrade's new master is starting beside ours (`heir`).
    */
   private shared = false;
+  /** A warm spare: ready, but accepting nothing until the master's `serve`. */
+  private spare = false;
   private readonly generationHeader: string;
   /** Connections handed over before this worker was ready, with their listener. */
   private readonly early: Array<{ socket: net.Socket; id: number }> = [];
@@ -88,6 +90,7 @@ class Worker {
     // the listeners' fds came with the fork; Node starts with them close-on-exec (20 and 24), so
     // a process the app spawns does not hold them open past a stop (test/core.test.ts)
     this.shared = this.boot.successor === true;
+    this.spare = this.boot.spare === true;
     for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
     this.generationHeader = String(this.boot.generation);
@@ -185,7 +188,8 @@ class Worker {
     }
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
     // serve the connections the master handed over from the kernel's queue, then retire.
-    if (!this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l); // (a drain may have closed one already)
+    // (a drain may have closed one already; a warm spare listens only once promoted: 'serve')
+    if (!this.retireStarted && !this.spare) for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
     // every listener is TLS: the http.Server never listens, but sets up what Node does at its
     // 'listening' (its list of connections, the headers and request timeout checks)
     if (this.tls && !this.server.listening) this.server.emit('listening');
@@ -453,6 +457,12 @@ class Worker {
         return;
       case 'heir':
         this.shared = m.on;
+        return;
+      case 'serve':
+        if (!this.spare) return;
+        this.spare = false;
+        this.log('info', 'spare-serving', { pid: process.pid });
+        if (this.ready && !this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
         return;
     }
   }

@@ -1,0 +1,88 @@
+// --spare-worker on: a loaded worker that accepts nothing until a worker dies, hangs or is replaced,
+// then takes its slot at once (no wait for an app to load).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startServer, cleanup, waitExit, get, statusJson, waitFor, alive, sleep, FIXTURES, type Server } from './helpers/server.js';
+
+const APP = join(FIXTURES, 'core/crashy.mjs');
+
+/** The pid that answered (crashy.mjs answers "PID RSS"). */
+async function answeredBy(s: Server, path = '/'): Promise<number> {
+  const r = await get(s.address, path);
+  assert.equal(r.status, 200, `GET ${path}: ${r.status} ${r.body}`);
+  return Number(r.body.split(' ')[0]);
+}
+
+async function readySpare(s: Server): Promise<number> {
+  return waitFor(async () => { const sp = (await statusJson(s)).spare; return sp?.ready ? sp.pid : 0; }, 20_000, 'a ready spare');
+}
+
+test('the spare accepts nothing, then takes the slot of a worker SIGKILLed at once; a new spare follows', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--respawn-backoff', '50ms'] });
+  try {
+    const spare = await readySpare(s);
+    const st = await statusJson(s);
+    const worker = st.workers.find((w) => w.pid !== null && w.pid !== spare)!.pid!;
+    assert.equal(st.workers.length, 1, 'the spare is not a slot');
+    // 30 new connections: every one answered by the worker, none by the spare
+    const by = new Set<number>();
+    for (let i = 0; i < 30; i++) by.add(await answeredBy(s));
+    assert.deepEqual([...by], [worker]);
+    process.kill(worker, 'SIGKILL');
+    // the first request after the kill is answered by the spare: no new process had to load the app
+    await waitFor(() => !alive(worker), 5_000, 'the worker gone');
+    assert.equal(await answeredBy(s), spare, 'the spare took the slot');
+    assert.match(s.err(), new RegExp(`spare-promoted pid=${spare} slot=0`));
+    // and a new spare is loaded for the next one
+    const next = await readySpare(s);
+    assert.notEqual(next, spare);
+    assert.equal((await statusJson(s)).workers.filter((w) => w.pid !== null).length, 1);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a hung worker is replaced by the spare; a stop takes the spare with it and cuts nothing', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--worker-timeout', '1'] });
+  try {
+    const spare = await readySpare(s);
+    void get(s.address, '/hang').catch(() => undefined); // its worker spins for ever
+    await waitFor(() => /worker-hung /.test(s.err()), 10_000, 'the hang detected');
+    assert.equal(await answeredBy(s), spare, 'the spare serves in the hung worker\'s place');
+    const next = await readySpare(s);
+    await s.cli('stop');
+    await waitExit(s, 20_000);
+    assert.ok(!alive(next) && !alive(spare), 'no worker left after the stop');
+    assert.match(s.err(), / stopped .*cut=0/);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('a reload gives the new generation its own spare; the old one goes', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--reload-soak', '200ms'] });
+  try {
+    const first = await readySpare(s);
+    const r = await s.cli('reload');
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const second = await waitFor(async () => { const sp = (await statusJson(s)).spare; return sp?.ready && sp.generation === 2 ? sp.pid : 0; }, 20_000, 'a spare of generation 2');
+    assert.notEqual(second, first);
+    await waitFor(() => !alive(first), 5_000, 'the old spare gone');
+    await sleep(100);
+    assert.equal((await statusJson(s)).generation, 2);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('without --spare-worker there is no spare', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1'] });
+  try {
+    await sleep(300);
+    assert.equal((await statusJson(s)).spare, undefined);
+    assert.equal(s.workerPids().length, 1);
+  } finally {
+    await cleanup(s);
+  }
+});
