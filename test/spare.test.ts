@@ -60,14 +60,18 @@ test('a hung worker is replaced by the spare; a stop takes the spare with it and
   }
 });
 
-test('a reload gives the new generation its own spare; the old one goes', async () => {
-  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--reload-soak', '200ms'] });
+test('a reload gives the new generation its own spare, started with its soak; the old one goes', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--reload-soak', '500ms'] });
   try {
     const first = await readySpare(s);
     const r = await s.cli('reload');
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const second = await waitFor(async () => { const sp = (await statusJson(s)).spare; return sp?.ready && sp.generation === 2 ? sp.pid : 0; }, 20_000, 'a spare of generation 2');
     assert.notEqual(second, first);
+    // started beside the soak, before the commit (loaded by then, unless the machine is slow)
+    const log = s.err();
+    const started = log.indexOf(`spare-started pid=${second} generation=2`);
+    assert.ok(started >= 0 && started < log.indexOf('reloaded generation=2'), 'the new spare starts before the commit');
     await waitFor(() => !alive(first), 5_000, 'the old spare gone');
     await sleep(100);
     assert.equal((await statusJson(s)).generation, 2);

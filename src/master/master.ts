@@ -662,28 +662,52 @@ export class Master {
     clearTimeout(this.spareTimer);
     this.spareTimer = undefined;
     if (delayMs > 0) { this.spareTimer = setTimeout(() => this.startSpare(), delayMs).unref(); return; }
-    if (this.generation.boot.config.spareWorker !== 'on' || this.state.s !== 'serving') return;
-    if (this.spare?.alive && this.spare.generation === this.generation) return;
-    this.dropSpare();
-    const w = this.fork(SPARE_SLOT, this.generation, true);
+    // a reload's spare, started with its soak: the spare from its commit on
+    const pending = this.pendingSpare;
+    this.pendingSpare = undefined;
+    if (this.generation.boot.config.spareWorker !== 'on' || this.state.s !== 'serving') { pending?.kill(); return; }
+    if (this.spare?.alive && this.spare.generation === this.generation) { pending?.kill(); return; }
+    void this.dropSpare();
+    const fresh = pending?.alive && pending.generation === this.generation;
+    if (!fresh) pending?.kill();
+    const w = fresh ? pending : this.fork(SPARE_SLOT, this.generation, true);
     this.spare = w;
-    this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
-    // one that does not load within --ready-timeout is killed (and started again after the backoff)
-    const readyTimeout = this.generation.boot.config.readyTimeout;
+    if (!fresh) this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
+    this.watchSpareReady(w);
+  }
+
+  /** A spare that does not load within --ready-timeout is killed (and started again after the backoff: onSpareExit). */
+  private watchSpareReady(w: WorkerProc): void {
+    const readyTimeout = w.generation.boot.config.readyTimeout;
     void Promise.race([w.ready, sleep(readyTimeout).then(() => false)]).then((ok) => {
       if (!ok && this.spare === w && w.alive && w.phase !== 'ready') { w.fatal ??= { code: 'READY_TIMEOUT', message: `not ready within --ready-timeout ${readyTimeout / 1000}s` }; w.kill(); }
     });
+  }
+
+  /**
+   * A reload's new generation is ready: its spare starts now, beside the soak, so that it is
+   * loaded when the generation commits (started at the commit, it was still loading when two new
+   * workers died within 130 ms of it in bench:chaos). Killed at a rollback or a stop.
+   */
+  private pendingSpare?: WorkerProc;
+  private startPendingSpare(gen: Generation): void {
+    if (gen.boot.config.spareWorker !== 'on') return;
+    this.pendingSpare?.kill();
+    this.pendingSpare = this.fork(SPARE_SLOT, gen, true);
+    this.log.info('spare-started', { pid: this.pendingSpare.pid, generation: gen.n });
   }
 
   /** The spare goes (a stop, a reload's commit, an upgrade's): killed, it holds no connection. Resolves once it exited (1 s at most). */
   private async dropSpare(): Promise<void> {
     clearTimeout(this.spareTimer);
     this.spareTimer = undefined;
+    const pending = this.pendingSpare;
+    this.pendingSpare = undefined;
     const w = this.spare;
     this.spare = undefined;
-    if (!w?.alive) return;
-    w.kill();
-    await Promise.race([w.exited, sleep(1_000)]);
+    const gone = [w, pending].filter((x): x is WorkerProc => x?.alive === true);
+    for (const x of gone) x.kill();
+    if (gone.length > 0) await Promise.race([Promise.all(gone.map((x) => x.exited)), sleep(1_000)]);
   }
 
   /** The spare, ready and of the serving generation, takes `slot` and starts accepting; undefined when there is none such. */
@@ -1424,6 +1448,8 @@ export class Master {
     const fresh = this.spawnGeneration(gen, rolling ? Math.min(1, cfg.workers) : cfg.workers);
     const rollback = async (why: string, verdict?: Verdict): Promise<Result> => {
       this.listeners = prevListeners;
+      this.pendingSpare?.kill();
+      this.pendingSpare = undefined;
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
       if (ready.length > 0 && !this.interrupted()) await this.keepOneServing(fresh, progress);
@@ -1441,6 +1467,7 @@ export class Master {
     failure ??= await this.awaitReady(fresh, cfg.readyTimeout);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
+    this.startPendingSpare(gen);
     const judged = cfg.reloadJudge === 'on' && !noJudge && cfg.metrics === 'on' && this.cfg.metrics === 'on';
     if (cfg.reloadJudge === 'on' && !noJudge && !judged) progress('not judged: the judge needs --metrics on in both generations');
     progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s${judged ? ', judged on its own traffic against generation ' + this.generation.n : ''}`);
