@@ -657,30 +657,28 @@ export class Master {
   private spareCrashes = 0;
   private spareTimer?: NodeJS.Timeout;
 
-  /** Start a spare of the serving generation when one is configured and there is none (now, or after `delayMs`). */
+  /**
+   * Make the spare the serving generation's (now, or after `delayMs`): none there, or one of an
+   * older generation (a reload's commit), is replaced by the reload's pending spare when there is
+   * one, else by a new one; with --spare-worker off, the old one only goes.
+   */
   private startSpare(delayMs = 0): void {
     clearTimeout(this.spareTimer);
     this.spareTimer = undefined;
     if (delayMs > 0) { this.spareTimer = setTimeout(() => this.startSpare(), delayMs).unref(); return; }
-    // a reload's spare, started with its soak: the spare from its commit on
+    if (this.state.s !== 'serving') return; // (a reload's pending spare waits for its commit)
+    if (this.spare?.alive && this.spare.generation === this.generation) return;
     const pending = this.pendingSpare;
-    this.pendingSpare = undefined;
-    if (this.generation.boot.config.spareWorker !== 'on' || this.state.s !== 'serving') { pending?.kill(); return; }
-    if (this.spare?.alive && this.spare.generation === this.generation) { pending?.kill(); return; }
-    void this.dropSpare();
-    const fresh = pending?.alive && pending.generation === this.generation;
-    if (!fresh) pending?.kill();
-    const w = fresh ? pending : this.fork(SPARE_SLOT, this.generation, true);
+    const adopted = pending?.alive === true && pending.generation === this.generation ? pending : undefined;
+    if (adopted) this.pendingSpare = undefined;
+    void this.dropSpare(); // an older generation's spare, and a pending one not adopted
+    if (this.generation.boot.config.spareWorker !== 'on') return;
+    const w = adopted ?? this.fork(SPARE_SLOT, this.generation, true);
     this.spare = w;
-    if (!fresh) this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
-    this.watchSpareReady(w);
-  }
-
-  /** A spare that does not load within --ready-timeout is killed (and started again after the backoff: onSpareExit). */
-  private watchSpareReady(w: WorkerProc): void {
-    const readyTimeout = w.generation.boot.config.readyTimeout;
-    void Promise.race([w.ready, sleep(readyTimeout).then(() => false)]).then((ok) => {
-      if (!ok && this.spare === w && w.alive && w.phase !== 'ready') { w.fatal ??= { code: 'READY_TIMEOUT', message: `not ready within --ready-timeout ${readyTimeout / 1000}s` }; w.kill(); }
+    if (!adopted) this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
+    // one that does not load within --ready-timeout is killed (and started again after the backoff: onSpareExit)
+    void this.awaitReady([w], w.generation.boot.config.readyTimeout).then((failure) => {
+      if (failure && this.spare === w && w.alive) { w.fatal ??= { code: 'READY_TIMEOUT', message: failure }; w.kill(); }
     });
   }
 

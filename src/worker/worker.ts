@@ -188,8 +188,8 @@ class Worker {
     }
     // Told to retire while loading (a stop during start-up): take nothing from the listeners, but
     // serve the connections the master handed over from the kernel's queue, then retire.
-    // (a drain may have closed one already; a warm spare listens only once promoted: 'serve')
-    if (!this.retireStarted && !this.spare) for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
+    // (a warm spare listens only once promoted: 'serve')
+    if (!this.retireStarted && !this.spare) this.listenAll();
     // every listener is TLS: the http.Server never listens, but sets up what Node does at its
     // 'listening' (its list of connections, the headers and request timeout checks)
     if (this.tls && !this.server.listening) this.server.emit('listening');
@@ -295,6 +295,11 @@ class Worker {
   /** A connection from listener `id` (the drain, the master's hand-over): to its TLS front, or the http.Server. */
   private dispatch(id: number, socket: net.Socket): void {
     (this.listeners.get(id)?.front ?? this.server).emit('connection', socket);
+  }
+
+  /** Listen on every listener still open (a drain may have closed one already). */
+  private listenAll(): void {
+    for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
   }
 
   /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
@@ -462,7 +467,7 @@ class Worker {
         if (!this.spare) return;
         this.spare = false;
         this.log('info', 'spare-serving', { pid: process.pid });
-        if (this.ready && !this.retireStarted) for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
+        if (this.ready && !this.retireStarted) this.listenAll();
         return;
     }
   }
