@@ -99,7 +99,8 @@ export interface ConfigFile {
   headersTimeout?: Duration;
   requestTimeout?: Duration;
   queueTimeout?: Duration;
-  spareWorker?: 'on' | 'off';
+  /** Warm spares: a count (0-4), or 'on' (1) / 'off' (0). */
+  spareWorker?: 'on' | 'off' | number;
   maxHeaderSize?: number;
   maxRequestsPerWorker?: number;
   pidfile?: string;

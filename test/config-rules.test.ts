@@ -48,3 +48,15 @@ test('a worker that fails on its own before it is ready fails the start with its
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--spare-worker takes on, off or a count from 0 to 4, and names itself when given anything else', async () => {
+  for (const ok of ['on', 'off', '0', '2', '4']) {
+    const r = await runCli(['configtest', PID_APP, '--spare-worker', ok]);
+    assert.equal(r.code, 0, `--spare-worker ${ok}: ${r.stderr}`);
+  }
+  for (const bad of ['5', 'yes', '-1', '1.5']) {
+    const r = await runCli(['configtest', PID_APP, '--spare-worker', bad]);
+    assert.equal(r.code, 2, `--spare-worker ${bad}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /--spare-worker.*"on", "off" or a count of spares from 0 to 4/);
+  }
+});

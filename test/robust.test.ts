@@ -212,7 +212,7 @@ test('poisoned requests (process.exit in the handler): the last live worker, whi
   }
 });
 
-test('the last live worker is respawned at once when it had served a second, after the rest of the second when it died sooner', async () => {
+test('the last live worker is respawned at once when it had served a second or was killed from outside, after the rest of the second when it died sooner', async () => {
   const s = await startServer({ args: [CRASHY, '--workers', '1', '--respawn-backoff', '5s'] });
   try {
     // (the admin listener's status: quicker than a CLI, so that the second poison comes well within the second)
@@ -232,6 +232,15 @@ test('the last live worker is respawned at once when it had served a second, aft
     assert.equal(served![0], 0, 'it had served a second: at once');
     assert.ok(quick![1] < 1000, `the second one served ${quick![1]} ms`);
     assert.equal(quick![0], 1000 - quick![1], 'it died within a second of being ready: the rest of the second');
+    // killed from outside (not of what it served) as soon as it is up: at once, whatever it served
+    await ready();
+    const pid = s.workerPids()[0]!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => respawns().length === 3, 10_000, `the third respawn:\n${s.err()}`);
+    const killed = respawns()[2]!;
+    assert.ok(killed[1] < 1000, `the killed one served ${killed[1]} ms`);
+    assert.equal(killed[0], 0, 'SIGKILLed from outside: at once');
+    assert.match(s.err(), /worker-respawn slot=0 generation=1 delay_ms=0 crashes=3 last_live=true served_ms=\d+ signal=SIGKILL/);
     await ready();
     assert.equal((await get(s.address, '/')).status, 200);
     assert.equal((await s.cli('stop')).code, 0);

@@ -14,8 +14,15 @@ async function answeredBy(s: Server, path = '/'): Promise<number> {
   return Number(r.body.split(' ')[0]);
 }
 
-async function readySpare(s: Server): Promise<number> {
-  return waitFor(async () => { const sp = (await statusJson(s)).spare; return sp?.ready ? sp.pid : 0; }, 20_000, 'a ready spare');
+/** The pids of the ready spares, once there are `n` (of generation `gen` when given). */
+async function readySpares(s: Server, n = 1, gen?: number): Promise<number[]> {
+  return (await waitFor(async () => {
+    const sp = ((await statusJson(s)).spares ?? []).filter((x) => x.ready && (gen === undefined || x.generation === gen));
+    return sp.length >= n ? sp.map((x) => x.pid) : undefined;
+  }, 20_000, `${n} ready spare(s)`))!;
+}
+async function readySpare(s: Server, gen?: number): Promise<number> {
+  return (await readySpares(s, 1, gen))[0]!;
 }
 
 test('the spare accepts nothing, then takes the slot of a worker SIGKILLed at once; a new spare follows', async () => {
@@ -38,6 +45,30 @@ test('the spare accepts nothing, then takes the slot of a worker SIGKILLed at on
     const next = await readySpare(s);
     assert.notEqual(next, spare);
     assert.equal((await statusJson(s)).workers.filter((w) => w.pid !== null).length, 1);
+  } finally {
+    await cleanup(s);
+  }
+});
+
+test('--spare-worker 2: a second death while the first spare\'s successor loads is taken by the second spare', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', '2', '--respawn-backoff', '50ms'] });
+  try {
+    const spares = await readySpares(s, 2);
+    assert.equal(spares.length, 2);
+    const worker = s.workerPids().find((p) => !spares.includes(p))!;
+    process.kill(worker, 'SIGKILL');
+    await waitFor(() => !alive(worker), 5_000, 'the worker gone');
+    const first = await answeredBy(s);
+    assert.ok(spares.includes(first), 'a spare took the slot');
+    // at once, before a new spare can have loaded: the other one takes it again
+    process.kill(first, 'SIGKILL');
+    await waitFor(() => !alive(first), 5_000, 'the promoted spare gone');
+    const second = await answeredBy(s);
+    assert.deepEqual([first, second].sort(), [...spares].sort(), 'the second spare took the slot');
+    assert.equal((s.err().match(/spare-promoted /g) ?? []).length, 2);
+    // and the count is made up again
+    const after = await readySpares(s, 2);
+    assert.ok(!after.includes(first) && !after.includes(second));
   } finally {
     await cleanup(s);
   }
@@ -69,7 +100,7 @@ test('a reload gives the new generation its own spare, started with its soak; th
     const first = await readySpare(s);
     const r = await s.cli('reload');
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    const second = await waitFor(async () => { const sp = (await statusJson(s)).spare; return sp?.ready && sp.generation === 2 ? sp.pid : 0; }, 20_000, 'a spare of generation 2');
+    const second = await readySpare(s, 2);
     assert.notEqual(second, first);
     // started beside the soak, before the commit (loaded by then, unless the machine is slow)
     const log = s.err();
@@ -87,7 +118,7 @@ test('without --spare-worker there is no spare', async () => {
   const s = await startServer({ args: [APP, '--workers', '1'] });
   try {
     await sleep(300);
-    assert.equal((await statusJson(s)).spare, undefined);
+    assert.equal((await statusJson(s)).spares, undefined);
     assert.equal(s.workerPids().length, 1);
   } finally {
     await cleanup(s);

@@ -61,6 +61,10 @@ const MAX_WORKERS = 512;
  * as soon as it is up costs a worker's start a second, not a CPU.
  */
 const LAST_WORKER_BACKOFF_MS = 1_000;
+/** Signals that end a worker from outside (quiesce's own kills are of retiring or hung workers, which are not respawned this way). */
+const OUTSIDE_KILLS: ReadonlySet<NodeJS.Signals> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT']);
+/** Crashes in a row for which an outside kill of the last live worker is respawned at once. */
+const OUTSIDE_KILLS_AT_ONCE = 3;
 /** Consecutive crashes of a slot (each living under 10 s) that make a crash loop, logged once. */
 const CRASH_LOOP_AFTER = 3;
 /** At an upgrade, how long the new master may take to start (Node, the drain mode's checks) on top of --ready-timeout and --reload-soak. */
@@ -149,7 +153,7 @@ export class Master {
     if (!canMove(this.state.s, next.s)) throw new Error(`lifecycle: ${this.state.s} → ${next.s} is not a transition`);
     this.log.info('state', { from: this.state.s, to: next.s, ...('phase' in next ? { phase: next.phase } : {}) });
     this.state = next;
-    if (next.s === 'serving') this.startSpare();
+    if (next.s === 'serving') this.startSpares();
   }
 
   // ─── start ────────────────────────────────────────────────────────────────
@@ -516,7 +520,7 @@ export class Master {
     this.enter({ s: 'stopping', since: Date.now(), fast: false });
     const ws = [...this.workers];
     for (const w of ws) this.retire(w, 'upgrade');
-    void this.dropSpare();
+    void this.dropSpares();
     for (const l of this.listeners) releaseHandle(l);
     await this.admin.close();
     this.stopDeadline(this.cfg.gracefulTimeout + this.cfg.killGrace);
@@ -641,93 +645,101 @@ export class Master {
     return w;
   }
 
-  // ─── the warm spare (--spare-worker on) ───────────────────────────────────
+  // ─── the warm spares (--spare-worker N) ───────────────────────────────────
 
   /**
-   * The warm spare: one worker of the serving generation, loaded and ready, that accepts nothing.
-   * When a worker dies, hangs or asks to be replaced, the spare takes its slot at once (`serve`:
-   * it starts accepting) instead of the slot waiting for a new process to load the app (~0.2-1 s,
+   * The warm spares: N workers of the serving generation, loaded and ready, that accept nothing.
+   * When a worker dies, hangs or asks to be replaced, a spare takes its slot at once (`serve`: it
+   * starts accepting) instead of the slot waiting for a new process to load the app (~0.2-1 s,
    * with no worker at all when it was the last one); a new spare is then started at once (one that
-   * dies before it is promoted is started again after a backoff: onSpareExit). It holds the listeners' fds as every worker does, so it is gone before a drain
-   * closes them (dropSpare), and a reload's new generation gets its own.
+   * dies before it is promoted is started again after a backoff: onSpareExit). Two spares cover a
+   * second death while the first one's successor still loads (bench:chaos: every stretch with no
+   * live worker left by one spare was that). They hold the listeners' fds as every worker does, so
+   * they are gone before a drain closes them (dropSpares), and a reload's new generation gets its own.
    */
-  private spare?: WorkerProc;
-  /** The warm spare, for the status. */
-  get spareWorker(): WorkerProc | undefined { return this.spare; }
+  private spares: WorkerProc[] = [];
+  /** The warm spares, for the status. */
+  get spareWorkers(): readonly WorkerProc[] { return this.spares; }
   private spareCrashes = 0;
   private spareTimer?: NodeJS.Timeout;
 
   /**
-   * Make the spare the serving generation's (now, or after `delayMs`): none there, or one of an
-   * older generation (a reload's commit), is replaced by the reload's pending spare when there is
-   * one, else by a new one; with --spare-worker off, the old one only goes.
+   * Bring the spares to the serving generation's count (now, or after `delayMs`): an older
+   * generation's (a reload's commit) go, replaced by the reload's pending spares when there are
+   * some, else by new ones; extra ones (a reload lowered the count) go.
    */
-  private startSpare(delayMs = 0): void {
+  private startSpares(delayMs = 0): void {
     clearTimeout(this.spareTimer);
     this.spareTimer = undefined;
-    if (delayMs > 0) { this.spareTimer = setTimeout(() => this.startSpare(), delayMs).unref(); return; }
-    if (this.state.s !== 'serving') return; // (a reload's pending spare waits for its commit)
-    if (this.spare?.alive && this.spare.generation === this.generation) return;
-    const pending = this.pendingSpare;
-    const adopted = pending?.alive === true && pending.generation === this.generation ? pending : undefined;
-    if (adopted) this.pendingSpare = undefined;
-    void this.dropSpare(); // an older generation's spare, and a pending one not adopted
-    if (this.generation.boot.config.spareWorker !== 'on') return;
-    const w = adopted ?? this.fork(SPARE_SLOT, this.generation, true);
-    this.spare = w;
-    if (!adopted) this.log.info('spare-started', { pid: w.pid, generation: this.generation.n });
-    // one that does not load within --ready-timeout is killed (and started again after the backoff: onSpareExit)
-    void this.awaitReady([w], w.generation.boot.config.readyTimeout).then((failure) => {
-      if (failure && this.spare === w && w.alive) { w.fatal ??= { code: 'READY_TIMEOUT', message: failure }; w.kill(); }
+    if (delayMs > 0) { this.spareTimer = setTimeout(() => this.startSpares(), delayMs).unref(); return; }
+    if (this.state.s !== 'serving') return; // (a reload's pending spares wait for its commit)
+    const gen = this.generation;
+    const mine = (w: WorkerProc) => w.alive && w.generation === gen;
+    const going = [...this.spares.filter((w) => !mine(w)), ...this.pendingSpares.filter((w) => !mine(w))];
+    this.spares = [...this.spares.filter(mine), ...this.pendingSpares.filter(mine)];
+    this.pendingSpares = [];
+    going.push(...this.spares.splice(gen.boot.config.spareWorker));
+    for (const w of going) w.kill();
+    while (this.spares.length < gen.boot.config.spareWorker) this.spares.push(this.forkSpare(gen));
+  }
+
+  /** A new spare of `gen`; one that does not load within --ready-timeout is killed (and started again after the backoff: onSpareExit). */
+  private forkSpare(gen: Generation): WorkerProc {
+    const w = this.fork(SPARE_SLOT, gen, true);
+    this.log.info('spare-started', { pid: w.pid, generation: gen.n });
+    void this.awaitReady([w], gen.boot.config.readyTimeout).then((failure) => {
+      if (failure && w.alive && (this.spares.includes(w) || this.pendingSpares.includes(w))) { w.fatal ??= { code: 'READY_TIMEOUT', message: failure }; w.kill(); }
     });
+    return w;
   }
 
   /**
-   * A reload's new generation is ready: its spare starts now, beside the soak, so that it is
-   * loaded when the generation commits (started at the commit, it was still loading when two new
+   * A reload's new generation is ready: its spares start now, beside the soak, so that they are
+   * loaded when the generation commits (started at the commit, one was still loading when two new
    * workers died within 130 ms of it in bench:chaos). Killed at a rollback or a stop.
    */
-  private pendingSpare?: WorkerProc;
-  private startPendingSpare(gen: Generation): void {
-    if (gen.boot.config.spareWorker !== 'on') return;
-    this.pendingSpare?.kill();
-    this.pendingSpare = this.fork(SPARE_SLOT, gen, true);
-    this.log.info('spare-started', { pid: this.pendingSpare.pid, generation: gen.n });
+  private pendingSpares: WorkerProc[] = [];
+  private startPendingSpares(gen: Generation): void {
+    this.killPendingSpares();
+    for (let i = 0; i < gen.boot.config.spareWorker; i++) this.pendingSpares.push(this.forkSpare(gen));
+  }
+  private killPendingSpares(): void {
+    for (const w of this.pendingSpares) w.kill();
+    this.pendingSpares = [];
   }
 
-  /** The spare goes (a stop, a reload's commit, an upgrade's): killed, it holds no connection. Resolves once it exited (1 s at most). */
-  private async dropSpare(): Promise<void> {
+  /** The spares go (a stop, an upgrade's): killed, they hold no connection. Resolves once they exited (1 s at most). */
+  private async dropSpares(): Promise<void> {
     clearTimeout(this.spareTimer);
     this.spareTimer = undefined;
-    const pending = this.pendingSpare;
-    this.pendingSpare = undefined;
-    const w = this.spare;
-    this.spare = undefined;
-    const gone = [w, pending].filter((x): x is WorkerProc => x?.alive === true);
+    const gone = [...this.spares, ...this.pendingSpares].filter((x) => x.alive);
+    this.spares = [];
+    this.pendingSpares = [];
     for (const x of gone) x.kill();
     if (gone.length > 0) await Promise.race([Promise.all(gone.map((x) => x.exited)), sleep(1_000)]);
   }
 
-  /** The spare, ready and of the serving generation, takes `slot` and starts accepting; undefined when there is none such. */
+  /** A spare, ready and of the serving generation, takes `slot` and starts accepting; undefined when there is none such. */
   private promoteSpare(slot: number, stopping = false): WorkerProc | undefined {
-    const w = this.spare;
-    if (!w || w.phase !== 'ready' || w.hung || w.generation !== this.generation || (this.state.s !== 'serving' && !stopping)) return undefined;
-    this.spare = undefined;
+    if (this.state.s !== 'serving' && !stopping) return undefined;
+    const w = this.spares.find((x) => x.alive && x.phase === 'ready' && !x.hung && x.generation === this.generation);
+    if (!w) return undefined;
+    this.spares = this.spares.filter((x) => x !== w);
     w.slot = slot;
     this.workers.add(w);
     w.send({ t: 'serve' });
-    this.log.notice('spare-promoted', { pid: w.pid, slot, generation: w.generation.n });
+    this.log.notice('spare-promoted', { pid: w.pid, slot, generation: w.generation.n, spares_left: this.spares.length });
     this.syncHold();
     return w;
   }
 
   private onSpareExit(w: WorkerProc): void {
-    if (this.spare !== w) return; // dropped: killed on purpose
-    this.spare = undefined;
+    if (!this.spares.includes(w)) return; // dropped: killed on purpose
+    this.spares = this.spares.filter((x) => x !== w);
     this.spareCrashes = Date.now() - w.startedAt > 10_000 ? 1 : this.spareCrashes + 1;
     const delay = backoffMs(this.cfg.respawnBackoff, this.spareCrashes);
     this.log.warn('spare-exited', { pid: w.pid, code: w.exitCode, signal: w.exitSignal, error: w.fatal?.message ?? w.spawnError, respawn_ms: delay });
-    this.startSpare(delay);
+    this.startSpares(delay);
   }
 
   /** Wait until all are ready; returns a failure description, or undefined when all are ready. */
@@ -779,7 +791,7 @@ export class Master {
     if (m.t === 'ready') this.syncHold();
     if (m.t === 'retire-me') {
       if (this.workers.has(w)) void this.replace(w, m.reason, m.detail);
-      else if (this.spare === w) { this.spare = undefined; w.kill(); this.startSpare(); } // a spare past --max-memory, or that failed: a fresh one
+      else if (this.spares.includes(w)) { this.spares = this.spares.filter((x) => x !== w); w.kill(); this.startSpares(); } // a spare past --max-memory, or that failed: a fresh one
     }
     else if (m.t === 'forced' && m.n > 0) this.totals.forced += m.n;
   }
@@ -834,7 +846,7 @@ export class Master {
     if (serving && w.retireReason === undefined && w.generation === this.generation) {
       // the spare takes the slot, and the next spare starts now: it serves nothing until needed, so
       // the crash backoff (which the slot's own respawn keeps, for a spare not there) cannot help
-      if (this.promoteSpare(w.slot)) this.startSpare();
+      if (this.promoteSpare(w.slot)) this.startSpares();
       this.respawnLater(w);
     }
   }
@@ -904,8 +916,12 @@ export class Master {
     const lastLive = ![...this.workers].some(serves);
     const backoff = backoffMs(this.cfg.respawnBackoff, c.n);
     const served = w.readyAt > 0 ? Date.now() - w.readyAt : 0;
-    const delay = !lastLive ? backoff : Math.min(backoff, Math.max(0, LAST_WORKER_BACKOFF_MS - served));
-    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive, served_ms: served });
+    // killed from outside (a signal quiesce did not send: an operator, the OOM killer, a chaos
+    // test) rather than dying of what it served: the hold against a poisoned crash loop does not
+    // apply, the last live worker's slot starts again at once (for a few kills in a row)
+    const killed = w.exitSignal !== null && OUTSIDE_KILLS.has(w.exitSignal) && c.n <= OUTSIDE_KILLS_AT_ONCE;
+    const delay = !lastLive ? backoff : killed ? 0 : Math.min(backoff, Math.max(0, LAST_WORKER_BACKOFF_MS - served));
+    this.log.warn('worker-respawn', { slot: w.slot, generation: w.generation.n, delay_ms: delay, crashes: c.n, last_live: lastLive, served_ms: served, signal: w.exitSignal ?? undefined });
     if (c.n >= CRASH_LOOP_AFTER && !this.crashLoop) {
       this.crashLoop = true;
       this.log.error('crash-loop', {
@@ -1025,7 +1041,7 @@ export class Master {
     this.syncHold();
     if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
       const next = this.promoteSpare(w.slot) ?? this.spawn(w.slot, w.generation);
-      this.startSpare();
+      this.startSpares();
       const failure = await this.awaitReady([next], this.cfg.readyTimeout);
       if (failure) this.log.error('worker-replace-failed', { pid: w.pid, reason: 'hung', error: failure });
     }
@@ -1066,7 +1082,7 @@ export class Master {
     if (w.phase !== 'ready' || w.generation !== this.generation || this.state.s !== 'serving') return;
     this.log.notice('worker-replace', { pid: w.pid, reason, detail });
     const next = this.promoteSpare(w.slot) ?? this.spawn(w.slot, w.generation);
-    this.startSpare();
+    this.startSpares();
     await this.awaitReady([next], this.cfg.readyTimeout);
     this.retire(w, reason);
   }
@@ -1279,9 +1295,10 @@ export class Master {
     // a hung worker serves nothing more and would hold the drain (it never answers): killed now
     for (const w of this.workers) if (w.hung) this.killHung(w);
     const live = () => [...this.workers].filter((w) => w.alive && !w.hung);
-    // the warm spare accepts nothing: it goes before the drain closes the listeners whose fds it
-    // holds, unless no worker is left to serve the queue: then it does (loaded already)
-    if (live().length > 0 || !this.promoteSpare(0, true)) await this.dropSpare();
+    // the warm spares accept nothing: they go before the drain closes the listeners whose fds they
+    // hold, but when no worker is left to serve the queue one of them does (loaded already)
+    if (live().length === 0) this.promoteSpare(0, true);
+    await this.dropSpares();
     if (fast) {
       this.fastRequested = true;
     } else {
@@ -1354,7 +1371,7 @@ export class Master {
     if (this.finishing) return;
     this.finishing = true;
     clearTimeout(this.deadlineTimer);
-    await this.dropSpare(); // (gone at the stop's start already; a stop that began otherwise, as an upgrade's)
+    await this.dropSpares(); // (gone at the stop's start already; a stop that began otherwise, as an upgrade's)
     const finishMs = this.state.s === 'stopping' ? Date.now() - this.state.since : undefined;
     this.enter({ s: 'stopped', since: Date.now() });
     const d = this.lastDrain;
@@ -1446,8 +1463,7 @@ export class Master {
     const fresh = this.spawnGeneration(gen, rolling ? Math.min(1, cfg.workers) : cfg.workers);
     const rollback = async (why: string, verdict?: Verdict): Promise<Result> => {
       this.listeners = prevListeners;
-      this.pendingSpare?.kill();
-      this.pendingSpare = undefined;
+      this.killPendingSpares();
       const ready = fresh.filter((w) => w.alive && w.phase === 'ready');
       if (added.length > 0) await this.drain(added, ready, this.cfg.drainCap);
       if (ready.length > 0 && !this.interrupted()) await this.keepOneServing(fresh, progress);
@@ -1465,7 +1481,7 @@ export class Master {
     failure ??= await this.awaitReady(fresh, cfg.readyTimeout);
     if (this.interrupted()) return this.reloadFailed('interrupted by a stop');
     if (failure) return rollback(`generation ${gen.n}: ${failure}`);
-    this.startPendingSpare(gen);
+    this.startPendingSpares(gen);
     const judged = cfg.reloadJudge === 'on' && !noJudge && cfg.metrics === 'on' && this.cfg.metrics === 'on';
     if (cfg.reloadJudge === 'on' && !noJudge && !judged) progress('not judged: the judge needs --metrics on in both generations');
     progress(`generation ${gen.n} ready; soaking ${cfg.reloadSoak / 1000}s${judged ? ', judged on its own traffic against generation ' + this.generation.n : ''}`);

@@ -57,7 +57,7 @@ export const SETTINGS = {
   reloadSoak: { flag: 'reload-soak', kind: 'duration', default: 2_000, reload: true,
     doc: 'both generations serve this long after a reload; a new worker crashing meanwhile rolls back (s)' },
   spareWorker: { flag: 'spare-worker', kind: 'string', default: 'off', reload: true,
-    doc: '"on": keep one more worker loaded and ready that accepts nothing until a worker dies, hangs or is replaced, then takes its place at once (no wait for an app to load); costs one idle process; "off"' },
+    doc: 'warm spares: N more workers (0-4) loaded and ready that accept nothing until a worker dies, hangs or is replaced, then one takes its place at once (no wait for an app to load) and a new spare starts; each costs one idle process; "on" = 1, "off" = 0' },
   reloadStrategy: { flag: 'reload-strategy', kind: 'string', default: 'all', reload: true,
     doc: '"all": start the whole new generation first; "rolling": replace workers one by one' },
   reloadJudge: { flag: 'reload-judge', kind: 'string', default: 'off', reload: true,
@@ -136,6 +136,9 @@ export const SETTINGS = {
     doc: 'HTTP/2 over TLS, chosen by ALPN (h2, else http/1.1), for the apps that speak it (Node listeners, fetch handlers, http2 servers); "off": HTTP/1.1 only' },
 } as const satisfies Record<string, Setting>;
 
+/** The most warm spares --spare-worker takes. */
+export const MAX_SPARES = 4;
+
 export type Key = keyof typeof SETTINGS;
 /** Every key a config file may have: the settings and `app`. */
 export const CONFIG_KEYS: readonly string[] = [...Object.keys(SETTINGS), 'app'];
@@ -212,7 +215,12 @@ export const configSchema = v.strictObject({
   maxMemory: v.pipe(size, v.check((b) => b === 0 || b >= 16 * 1024 * 1024, 'at least 16m (a worker starts at ~50 MB), or 0 for no limit')),
   respawnBackoff: duration,
   reloadSoak: duration,
-  spareWorker: oneOf(['on', 'off']),
+  spareWorker: numeric((x) => {
+    if (x === 'on') return 1;
+    if (x === 'off') return 0;
+    const n = typeof x === 'number' ? x : Number(x);
+    return Number.isInteger(n) && n >= 0 && n <= MAX_SPARES ? n : undefined;
+  }, `"on", "off" or a count of spares from 0 to ${MAX_SPARES}`),
   reloadStrategy: oneOf(['all', 'rolling']),
   reloadJudge: oneOf(['on', 'off']),
   judgeMax5xxRatio: numeric((x) => { const n = Number(x); return Number.isFinite(n) && n >= 0 && n <= 1 ? n : undefined; }, 'not a share between 0 and 1 (0.01 = one percentage point)'),

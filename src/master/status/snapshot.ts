@@ -151,7 +151,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
     lastDrain: master.lastDrain,
     lastReloadMs: st.lastReloadMs,
     deploys: [...master.deploys],
-    ...(master.spareWorker?.alive ? { spare: { pid: master.spareWorker.pid, generation: master.spareWorker.generation.n, ready: master.spareWorker.phase === 'ready' } } : {}),
+    ...(master.spareWorkers.some((w) => w.alive) ? { spares: master.spareWorkers.filter((w) => w.alive).map((w) => ({ pid: w.pid, generation: w.generation.n, ready: w.phase === 'ready' })) } : {}),
     protocols: protocolTotals(priv.exited, live),
   };
 }

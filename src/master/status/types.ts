@@ -206,6 +206,6 @@ export type StatusSnapshot = {
   deploys: DeployEvent[];
   /** With TLS served: connections open now and requests since the start, by protocol (exited workers' requests included). */
   protocols?: Record<Protocol, { connections: number; requests: number }>;
-  /** The warm spare (--spare-worker on): loaded, accepting nothing until it takes a slot; absent when there is none. */
-  spare?: { pid: number; generation: number; ready: boolean };
+  /** The warm spares (--spare-worker N): loaded, accepting nothing until one takes a slot; absent when there is none. */
+  spares?: Array<{ pid: number; generation: number; ready: boolean }>;
 };
