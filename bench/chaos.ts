@@ -1,10 +1,11 @@
 /**
- * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS] [--queue-timeout D] [--spare on|off]
+ * npm run bench:chaos [-- --seconds S] [--factor F] [--burn MS] [--seed N] [--step MS] [--queue-timeout D] [--spare N|on|off]
  *
  * Chaos under load for S seconds (default 300): quiesce running test/fixtures/core/crashy.mjs with
  * 2 workers, --worker-timeout 3 and --queue-timeout D (default 5s, half the probe's timeout: what
  * the chaos left waiting is answered 503 before its client gives up; 0 turns it off) and
- * --spare-worker (default on: a loaded spare takes a dead or hung worker's slot at once), loaded by the probe at F (default 0.7) times its measured
+ * --spare-worker N (default 2: a loaded spare takes a dead or hung worker's slot at once, the
+ * second one a second death while the first one's successor loads), loaded by the probe at F (default 0.7) times its measured
  * capacity (a new connection per request, each burning MS of CPU, plus 4 keep-alive clients),
  * while one seeded random act every `step` ms kills a ready worker (the last one too), reloads,
  * scales between 1 and 3 workers, hangs a worker or sends it a request that makes it exit (the
@@ -28,8 +29,8 @@ const seed = (f.seed as number | undefined) ?? 14;
 const stepMs = (f.step as number | undefined) ?? 1000;
 /** The server's --queue-timeout: half the probe's 10 s timeout, so that a request the chaos left waiting is answered 503 before its client gives up ("0": off). */
 const queueTimeout = (f['queue-timeout'] as string | undefined) ?? '5s';
-/** The server's --spare-worker (default on: a killed or hung worker's slot is taken at once by a loaded spare). */
-const spare = (f.spare as string | undefined) ?? 'on';
+/** The server's --spare-worker (default 2: a killed or hung worker's slot is taken at once by a loaded spare; with one, a second death within a worker's start left none live for 0.2-0.5 s). */
+const spare = String((f.spare as string | number | undefined) ?? 2);
 /** Keep-alive clients beside the new connections, in the capacity's measure and the chaos. */
 const KEEPALIVE = 4;
 const log = (m: string): void => { process.stderr.write(`bench:chaos: ${m}\n`); };
