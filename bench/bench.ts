@@ -13,7 +13,7 @@
  */
 import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, benchCert, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startCluster, startNginx, startQuiesce, table,
+  APPS, bareNodeRssKiB, benchCert, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startBareStatic, startCluster, startNginx, startQuiesce, table,
   type Running, type WorkerStat, runBench
 } from './lib.js';
 import { h2loadGen, pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
@@ -52,7 +52,7 @@ const SCENARIOS: Scenario[] = [
 ];
 
 const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
-type ServerName = (typeof SERVERS)[number] | 'nginx';
+type ServerName = (typeof SERVERS)[number] | 'nginx' | 'bare';
 
 async function main(): Promise<void> {
   const f = flags(process.argv.slice(2), { quick: 'bool', rounds: 'num', duration: 'num', connections: 'num', threads: 'num', loadgen: 'str', only: 'str', help: 'bool' });
@@ -91,17 +91,19 @@ async function main(): Promise<void> {
     const app = s.app ? join(APPS, s.app) : www;
     const logFile = (n: string) => (s.log ? join(work, `${s.id}-${n}-access.log`) : undefined);
     const started: Running[] = [];
-    const names: readonly ServerName[] = (s.static || s.tls) && nginx ? [...SERVERS, 'nginx'] : SERVERS;
+    // static rows: bare Node (a prefork http.Server answering from memory) as the floor of any Node server
+    const names: readonly ServerName[] = [...SERVERS, ...((s.static || s.tls) && nginx ? ['nginx' as const] : []), ...(s.static ? ['bare' as const] : [])];
     const tls = s.tls ? { tls: cert!, http2: s.tls === 'h2' } : {};
     let servers: Partial<Record<ServerName, Running>>;
     try {
-      const [q, rr, none, ngx] = await Promise.all([
+      const [q, rr, none, ngx, bareNode] = await Promise.all([
         startQuiesce({ app, accessLog: logFile('quiesce'), extra: s.tls ? ['--tls-cert', cert!.cert, '--tls-key', cert!.key] : [] }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr'), ...tls }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none'), ...tls }).then((x) => (started.push(x), x)),
         names.includes('nginx') ? startNginx({ root: www, ...tls, hello: s.tls !== undefined }).then((x) => (started.push(x), x)) : undefined,
+        names.includes('bare') ? startBareStatic(www).then((x) => (started.push(x), x)) : undefined,
       ]);
-      servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none, ...(ngx ? { nginx: ngx } : {}) };
+      servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none, ...(ngx ? { nginx: ngx } : {}), ...(bareNode ? { bare: bareNode } : {}) };
     } catch (e) {
       for (const r of started) await r.kill();
       throw e;
@@ -122,7 +124,7 @@ async function main(): Promise<void> {
       const conns = s.tls === 'h2' ? Math.max(1, Math.round(connections / 5)) : connections;
       if (warmupS > 0) for (const n of names) await g.run({ url: url(n), durationS: warmupS, connections: conns, threads, close: s.close });
       const before = s.share ? await quiesceWorkers(q) : [];
-      const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [] } as Record<ServerName, LoadResult[]>;
+      const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [], bare: [] } as Record<ServerName, LoadResult[]>;
       for (let r = 0; r < rounds; r++) {
         const order = names.map((_, i) => names[(i + r) % names.length]!);
         for (const n of order) {
@@ -149,7 +151,7 @@ async function main(): Promise<void> {
       }
       rows.push(row);
       const m = (n: ServerName) => fmt(median(res[n].map((x) => x.rps)));
-      log(`${s.id}: quiesce ${m('quiesce')}  RR ${m('cluster-RR')}  NONE ${m('cluster-NONE')}${names.includes('nginx') ? `  nginx ${m('nginx')}` : ''} req/s`);
+      log(`${s.id}: quiesce ${m('quiesce')}  RR ${m('cluster-RR')}  NONE ${m('cluster-NONE')}${names.includes('nginx') ? `  nginx ${m('nginx')}` : ''}${names.includes('bare') ? `  bare ${m('bare')}` : ''} req/s`);
     } finally {
       clearInterval(sampler);
       for (const n of names) await servers[n]!.kill();
@@ -187,7 +189,7 @@ async function main(): Promise<void> {
   out.push(`load generator: **${gen.name}**${gen.name === 'wrk' ? ` (-t ${threads} -c ${connections}; new connection per request: -H 'Connection: close')` : ` (${connections} connections)`}; ` +
     `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback; ${envLine()}`, '');
   const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'per-round ratios min–max', 'nginx req/s', 'ratio vs nginx (per round)',
-    'p99 quiesce (h2: mean)', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
+    'bare Node from memory req/s', 'bare Node vs nginx', 'p99 quiesce (h2: mean)', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
   const body: string[][] = [];
   const notes: string[] = [];
   let maxRss = 0;
@@ -207,6 +209,7 @@ async function main(): Promise<void> {
     if (r.s.target === 'close') target = `>= 1.6x RR: ${ratioRR >= 1.6 ? 'met' : 'MISSED'} (${ratioRR.toFixed(2)}x RR)`;
     else target = `>= 1.0x better cluster: ${ratio >= 1.0 ? 'met' : 'MISSED'}`;
     const withNginx = r.names.includes('nginx');
+    const withBare = r.names.includes('bare');
     const vsNginx = withNginx ? rps('quiesce') / rps('nginx') : NaN;
     const perRoundNginx = withNginx ? r.res.quiesce.map((x, i) => x.rps / r.res.nginx[i]!.rps) : [];
     if (r.s.vsNginx !== undefined) target += withNginx ? `; >= ${r.s.vsNginx}x nginx: ${vsNginx >= r.s.vsNginx ? 'met' : 'MISSED'}` : '; nginx: not run';
@@ -218,6 +221,7 @@ async function main(): Promise<void> {
     }
     body.push([r.s.label, fmt(rps('quiesce')), fmt(rps('cluster-RR')), fmt(rps('cluster-NONE')), `${ratio.toFixed(2)}x`, spread,
       withNginx ? fmt(rps('nginx')) : '—', withNginx ? `**${vsNginx.toFixed(2)}x** (${Math.min(...perRoundNginx).toFixed(2)}–${Math.max(...perRoundNginx).toFixed(2)})` : '—',
+      withBare ? fmt(rps('bare')) : '—', withBare && withNginx ? `${(rps('bare') / rps('nginx')).toFixed(2)}x (quiesce ${(rps('quiesce') / rps('bare')).toFixed(2)}x bare)` : '—',
       ms(p99('quiesce')), ms(p99('cluster-RR')), ms(p99('cluster-NONE')), `${(r.rssKiB / 1024).toFixed(1)} MB`, target]);
     for (const n of r.names) {
       const errs = r.res[n].reduce((a, x) => a + x.errors, 0);
@@ -226,8 +230,8 @@ async function main(): Promise<void> {
     }
   }
   for (const r of rows.filter((x) => x.tally)) {
-    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (client tally of x-pid)`, r.tally!.quiesce, r.tally!['cluster-RR'], r.tally!['cluster-NONE'], '—', '', '', '', '', '', '', '', '']);
-    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (quiesce status workers[].requests over the ${gen.name} runs)`, r.qShare ?? '—', '', '', '—', '', '', '', '', '', '', '', '']);
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (client tally of x-pid)`, r.tally!.quiesce, r.tally!['cluster-RR'], r.tally!['cluster-NONE'], '—', '', '', '', '', '', '', '', '', '', '']);
+    body.push([`worker share, ${r.s.close ? 'new connection' : 'keep-alive'} (quiesce status workers[].requests over the ${gen.name} runs)`, r.qShare ?? '—', '', '', '—', '', '', '', '', '', '', '', '', '', '']);
   }
   out.push(table(header, body), '');
   const bare = await bareNodeRssKiB();

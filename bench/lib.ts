@@ -361,6 +361,17 @@ export async function startCluster(o: ClusterOptions): Promise<Running> {
   return launch(`cluster-${o.sched}`, [process.execPath, ...args], dir, '', /cluster: listening /, /cluster: listening on https?:\/\/(\S+)/);
 }
 
+/**
+ * The floor of a Node static server, for the static rows' yardstick column: bench/bare-prefork.js
+ * (a parent that hands its listening socket to N forked children, each a bare http.Server: the
+ * process model of quiesce with nothing else) running bench/apps/memory-static.mjs over `root`.
+ */
+export async function startBareStatic(root: string, workers = 2): Promise<Running> {
+  const dir = tempDir('bare-bench-');
+  const args = [join(ROOT, 'dist/bench/bare-prefork.js'), '--app', join(APPS, 'memory-static.mjs'), '--workers', String(workers), '--listen', '127.0.0.1:0'];
+  return launch('bare', [process.execPath, ...args], dir, '', /bare: listening /, /bare: listening on https?:\/\/(\S+)/, { ...process.env, BENCH_ROOT: root });
+}
+
 /** Run the quiesce CLI (a verb against an instance); bounded in time. */
 export function quiesceCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   return runCmd(process.execPath, [CLI, ...args], timeoutMs);
