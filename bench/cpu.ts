@@ -18,16 +18,19 @@
  * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build. --https
  * loads both over TLS (wrk, no session resumption: each new connection is a full handshake).
  *
+ * The TLS rows (tls-ka, tls-close: https.createServer under node:cluster) run only when named in
+ * --only.
+ *
  * With --vs nginx, the static rows compare quiesce with nginx (1 worker, the config of `npm run
  * bench`) instead of node:cluster.
  */
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { APPS, benchSite, childPids, cleanupAll, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
+import { APPS, benchCert, benchSite, childPids, cleanupAll, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
 import { hasWrk, pickLoadGen } from './loadgen.js';
 
-type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean };
+type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean; tls?: boolean };
 type Pair = { a: Running; b: Running };
 
 const DEFAULT_READY = 'quiesce: ready |(bare|cluster): listening on ';
@@ -40,6 +43,9 @@ const ROWS: Row[] = [
   { id: 'static-1m', label: 'static file 1 MB, keep-alive', static: true, path: '/1m.bin', close: false },
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false },
+  // HTTP/1.1 over TLS (an ECDSA P-256 certificate, as npm run bench): node:cluster runs https.createServer
+  { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, tls: true },
+  { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, tls: true },
 ];
 
 function pin(pid: number, cpu: number): void {
@@ -82,23 +88,25 @@ async function main(): Promise<void> {
   const custom = typeof f.a === 'string' && typeof f.b === 'string' ? { a: f.a, b: f.b, ready: new RegExp(typeof f.ready === 'string' ? f.ready : DEFAULT_READY) } : undefined;
   const rows = custom
     ? [{ id: 'ab', label: `A / B: ${typeof f.path === 'string' ? f.path : '/'}${f.close === true ? ', new connection per request' : ', keep-alive'}`, path: typeof f.path === 'string' ? f.path : '/', close: f.close === true }]
-    : ROWS.filter((r) => (!only || only.has(r.id)) && (!vsNginx || r.static));
+    : ROWS.filter((r) => (!only ? !r.tls : only.has(r.id)) && (!vsNginx || r.static));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
-  const scheme = custom && f.https === true ? 'https' : 'http';
   const www = benchSite('quiesce-bench-cpu-');
+  const cert = rows.some((r) => 'tls' in r && r.tls === true) ? benchCert() : undefined;
 
   const body: string[][] = [];
   for (const row of rows) {
     const ratios: number[] = [];
     const perPair: string[] = [];
     for (let p = 0; p < pairs; p++) {
-      const app = row.app ? join(APPS, row.app) : www;
+      const app = 'app' in row && row.app ? join(APPS, row.app) : www;
+      const tls = 'tls' in row && row.tls === true ? cert : undefined;
+      const scheme = (custom && f.https === true) || tls ? 'https' : 'http';
       const { a: q, b: c }: Pair = custom
         ? { a: await startCommand('A', custom.a, custom.ready), b: await startCommand('B', custom.b, custom.ready) }
         : await Promise.all([
-          startQuiesce({ app, workers: 1 }),
-          vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...(row.static ? { static: www } : { app }), sched: 'none', workers: 1 }),
+          startQuiesce({ app, workers: 1, extra: tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [] }),
+          vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...('static' in row && row.static ? { static: www } : { app }), sched: 'none', workers: 1, ...(tls ? { tls } : {}) }),
         ]).then(([a, b]) => ({ a, b }));
       try {
         pinServer(q, 1, 0);
