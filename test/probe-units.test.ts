@@ -189,6 +189,8 @@ describe('target and argv', () => {
     assert.equal(flagOf([...t, '--duration', '1', '--at', '2', '--run', 'true']), '--at');
     assert.equal(flagOf([...t, '--bogus']), '--bogus');
     assert.equal(flagOf([...t, 'stray']), 'unexpected argument stray (every value follows its flag)');
+    assert.equal(flagOf([...t, '--admin', '127.0.0.1:2', '--admin-ca', '/etc/hostname']), '--admin-ca', 'a CA only for an https admin listener');
+    assert.equal(flagOf([...t, '--admin', 'https://127.0.0.1:2', '--admin-ca', '/nonexistent/ca.pem']), '--admin-ca');
     assert.equal(flagOf(t), 'no error');
   });
 

@@ -468,6 +468,14 @@ test('--admin-tls-cert/--admin-tls-key: the admin listener speaks HTTPS with its
     assert.equal((await handshake(s.admin)).cn, 'admin', 'the admin certificate');
     assert.equal((await handshake(s.address)).cn, 'app', 'the app listener keeps its own');
     assert.equal(await httpsGet(`https://${s.admin}/live`), '200 ok\n');
+    // quiesce probe --admin https://: the deploy phases read over TLS, the certificate checked
+    const probe = (adminCa?: string) => runProbe({ target: `https://${s.address}`, durationS: 0.3, rate: 10, admin: `https://${s.admin}`, ...(adminCa ? { adminCa } : {}) });
+    const trusted = await probe(adm.cert);
+    assert.ok(Array.isArray(trusted.phases), `phases read: ${trusted.phases_error}`);
+    assert.equal(trusted.phases_error, undefined);
+    const untrusted = await probe();
+    assert.equal(untrusted.phases, undefined);
+    assert.match(untrusted.phases_error ?? '', /self.signed certificate/i, 'an unknown certificate is not trusted with the token');
     // a renewed admin certificate goes live with a reload
     const renewed = makeCert('root', 'admin-renewed');
     copyFileSync(renewed.cert, adm.cert);

@@ -1,5 +1,5 @@
 // `quiesce probe …`: parses argv, runs the probe, prints the summary or JSON, writes the timeline.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runProbe, normalizeOptions } from './engine.js';
 import { formatSummary, toReport } from './report.js';
@@ -9,7 +9,7 @@ import type { ProbeOptions } from './types.js';
 
 export const USAGE = `usage: quiesce probe --target [https://]HOST:PORT|[v6]:PORT|unix:PATH [--path P] [--rate N] [--keepalive K]
                      [--http2 [--streams N]] [--duration S] [--at T --run "COMMAND"]... [--timeout S] [--json] [--timeline FILE]
-                     [--admin HOST:PORT]
+                     [--admin [https://]HOST:PORT [--admin-ca FILE]]
 
   --target        https://HOST:PORT speaks TLS (HTTP/1.1, or HTTP/2 with --http2; the certificate is not checked)
   --http2         HTTP/2: each keep-alive client is a session of --streams concurrent streams (default 1);
@@ -24,7 +24,9 @@ export const USAGE = `usage: quiesce probe --target [https://]HOST:PORT|[v6]:POR
   --timeline F    write an SVG (or .html) timeline of the outcomes to F
   --admin A       quiesce's admin listener: the reloads' phases during the run (soak start, the
                   judge's verdict, rollback or commit, old generation retired) go in the report and
-                  the timeline (QUIESCE_ADMIN_TOKEN is sent if set)
+                  the timeline (QUIESCE_ADMIN_TOKEN is sent if set); https://HOST:PORT for an admin
+                  listener over TLS, its certificate checked (system CAs, NODE_EXTRA_CA_CERTS)
+  --admin-ca F    PEM CA certificate (or the self-signed certificate itself) for an https admin listener
 exit code: 0 pass, 1 fail (anything cut, ka_race, timeout or other; or no request completed at all,
            or none before the first --at: a target that was not serving proves nothing), 2 usage error`;
 
@@ -40,6 +42,7 @@ const OPTIONS = {
   json: { type: 'boolean' },
   timeline: { type: 'string' },
   admin: { type: 'string' },
+  'admin-ca': { type: 'string' },
   http2: { type: 'boolean' },
   streams: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -78,6 +81,15 @@ export function parseProbeArgs(argv: string[]): { options: ProbeOptions; json: b
   if (values.admin !== undefined) {
     if (values.admin === '') throw new UsageError('--admin: empty address (HOST:PORT of quiesce\'s admin listener)');
     options.admin = values.admin;
+  }
+  if (values['admin-ca'] !== undefined) {
+    if (!values.admin?.startsWith('https://')) throw new UsageError('--admin-ca: only with --admin https://HOST:PORT');
+    try {
+      readFileSync(values['admin-ca']);
+    } catch (e) {
+      throw new UsageError(`--admin-ca: cannot read ${values['admin-ca']}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    options.adminCa = values['admin-ca'];
   }
   const rate = num('rate', values.rate);
   if (rate !== undefined) options.rate = rate;

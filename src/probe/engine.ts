@@ -1,5 +1,9 @@
 // runProbe: checks the options, runs the load and the commands, and builds the result.
 import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
+import { http } from '../shared/node-http.js';
 import { classify } from './classify.js';
 import { Clock } from './clock.js';
 import { runCommandAt } from './commands.js';
@@ -146,7 +150,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
       commands: commandResults,
       durationMs: clock.now(),
     });
-    if (opts.admin !== undefined) Object.assign(result, await deployPhases(opts.admin, startedWall, Date.now()));
+    if (opts.admin !== undefined) Object.assign(result, await deployPhases(opts.admin, startedWall, Date.now(), opts.adminCa));
     return result;
   } finally {
     clearTimeout(timer);
@@ -155,12 +159,9 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeResult> {
 }
 
 /** The reloads' phases between `from` and `to` (wall clock), read from quiesce's admin listener. */
-async function deployPhases(admin: string, from: number, to: number): Promise<{ phases: DeployPhase[] } | { phases_error: string }> {
+async function deployPhases(admin: string, from: number, to: number, adminCa?: string): Promise<{ phases: DeployPhase[] } | { phases_error: string }> {
   try {
-    const token = process.env.QUIESCE_ADMIN_TOKEN;
-    const res = await fetch(`http://${admin}/server-status?json`, { signal: AbortSignal.timeout(5_000), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
-    if (!res.ok) return { phases_error: `${admin}: HTTP ${res.status}` };
-    const snap = (await res.json()) as { deploys?: Array<{ at: string; generation: number; phase: string; text: string }> };
+    const snap = JSON.parse(await adminGet(admin, '/server-status?json', adminCa)) as { deploys?: Array<{ at: string; generation: number; phase: string; text: string }> };
     const phases = (snap.deploys ?? [])
       .map((d) => ({ at: Date.parse(d.at), d }))
       .filter(({ at }) => at >= from - 1_000 && at <= to + 1_000)
@@ -169,4 +170,32 @@ async function deployPhases(admin: string, from: number, to: number): Promise<{ 
   } catch (e) {
     return { phases_error: `${admin}: ${e instanceof Error ? e.message : String(e)}` };
   }
+}
+
+/**
+ * GET `path` from quiesce's admin listener: `HOST:PORT` or `http://HOST:PORT` in plain HTTP,
+ * `https://HOST:PORT` over TLS with its certificate checked (it receives the token): against the
+ * system's CAs and NODE_EXTRA_CA_CERTS, or against `caFile` (a self-signed admin certificate).
+ * QUIESCE_ADMIN_TOKEN is sent if set. 5 s at most; anything but 200 is an error naming the status.
+ */
+function adminGet(admin: string, path: string, caFile?: string): Promise<string> {
+  const m = /^(https?):\/\/(.+?)\/?$/.exec(admin);
+  const secure = m?.[1] === 'https';
+  const base = `${m ? m[1] : 'http'}://${m ? m[2] : admin}`;
+  const token = process.env.QUIESCE_ADMIN_TOKEN;
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const ca = caFile !== undefined ? readFileSync(caFile) : undefined;
+  return new Promise((resolve, reject) => {
+    const onResponse = (res: IncomingMessage): void => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
+      res.on('error', reject);
+    };
+    const url = new URL(path, base);
+    const req = secure ? httpsGet(url, { headers, timeout: 5_000, ...(ca ? { ca } : {}) }, onResponse) : http.get(url, { headers, timeout: 5_000 }, onResponse);
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', reject);
+  });
 }

@@ -40,11 +40,13 @@ export interface ProbeOptions {
   /** Ends the load early (in-flight requests still get their outcome). */
   signal?: AbortSignal;
   /**
-   * quiesce's admin listener (HOST:PORT): at the end the probe reads its /server-status?json and
+   * quiesce's admin listener (HOST:PORT, http:// or https://): at the end the probe reads its /server-status?json and
    * puts the reloads' phases that fell in the run (soak start, the judge's verdict, rollback or
    * commit, the old generation gone) in the report and the timeline. QUIESCE_ADMIN_TOKEN if set.
    */
   admin?: string;
+  /** PEM CA certificate(s) to check an https:// admin listener's certificate with (else the system's CAs and NODE_EXTRA_CA_CERTS). */
+  adminCa?: string;
   /**
    * HTTP/2 (an https:// target): each keep-alive client is a session carrying `streams`
    * concurrent streams back to back; --rate opens a session per request.
