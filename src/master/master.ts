@@ -61,6 +61,8 @@ const MAX_WORKERS = 512;
  * as soon as it is up costs a worker's start a second, not a CPU.
  */
 const LAST_WORKER_BACKOFF_MS = 1_000;
+/** The least --backlog with which a stop under overload was measured to cut nothing (SYN cookies: docs/STATUS.md). */
+const SAFE_BACKLOG = 16;
 /** Signals that end a worker from outside (quiesce's own kills are of retiring or hung workers, which are not respawned this way). */
 const OUTSIDE_KILLS: ReadonlySet<NodeJS.Signals> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT']);
 /** Crashes in a row for which an outside kill of the last live worker is respawned at once. */
@@ -283,7 +285,7 @@ export class Master {
     this.admin.tls = readAdminTls(this.cfg);
     if (adminFd !== undefined) await this.admin.listenFd(adminFd);
     else if (this.cfg.admin !== 'off') await this.admin.listenAuto(this.cfg.admin);
-    this.warnAdminToken();
+    this.warnSettings();
     makePidfileDir(this.pidfile);
     this.control = new ControlServer(controlSocketPath(this.pidfile), (req, progress) => this.onControl(req, progress));
     try {
@@ -544,10 +546,19 @@ export class Master {
     return cfg.listen.filter((text) => !passed.some((l) => listenMatches(parseListen(text), l)));
   }
 
-  /** An admin listener off loopback without --admin-token answers 401 on every page but /live, /ready and /: say so (at start and at a reload). */
-  private warnAdminToken(): void {
-    if (!this.admin.address || this.admin.isLoopback || this.cfg.adminToken) return;
-    this.log.warn('admin-token-missing', { address: this.admin.address, note: 'the admin listener is off loopback: its pages (but /live, /ready and /) answer 401 until --admin-token is set' });
+  /**
+   * Settings that work but hurt, said at start and at each reload: an admin listener off loopback
+   * without --admin-token (it answers 401 on every page but /live, /ready and /); a --backlog
+   * below 16, where the kernel drops a burst of SYN retransmissions larger than the queue even
+   * with the listener open, so a stop under overload can cut (docs/STATUS.md, the SYN-cookie hold).
+   */
+  private warnSettings(): void {
+    if (this.admin.address && !this.admin.isLoopback && !this.cfg.adminToken) {
+      this.log.warn('admin-token-missing', { address: this.admin.address, note: 'the admin listener is off loopback: its pages (but /live, /ready and /) answer 401 until --admin-token is set' });
+    }
+    if (this.cfg.backlog < SAFE_BACKLOG) {
+      this.log.warn('backlog-small', { backlog: this.cfg.backlog, note: `under overload the kernel drops SYN retransmissions past a queue this short, and a stop can then cut connections; ${SAFE_BACKLOG} or more keeps the no-cut promise` });
+    }
   }
 
   private bind(id: number, text: string): Listener {
@@ -1516,7 +1527,7 @@ export class Master {
     this.errorSink.reopen(cfg.errorLog);
     this.log.configure(cfg);
     this.accessSink.reopen(cfg.accessLog === 'off' ? '-' : cfg.accessLog);
-    this.warnAdminToken();
+    this.warnSettings();
     if (removed.length > 0) await this.drain(removed, old, cfg.drainCap);
     const oldCount = old.length;
     if (rolling) {

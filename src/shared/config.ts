@@ -71,7 +71,7 @@ export const SETTINGS = {
   metrics: { flag: 'metrics', kind: 'string', default: 'on', reload: true,
     doc: 'count every response by status class and latency for /metrics, status and the reload judge: "on" or "off"' },
   backlog: { flag: 'backlog', kind: 'int', default: 511, reload: false,
-    doc: 'listen backlog (as nginx), capped by net.core.somaxconn' },
+    doc: 'listen backlog (as nginx), capped by net.core.somaxconn; below 16 is warned about (`backlog-small`): under overload a stop can then cut' },
   keepAliveTimeout: { flag: 'keepalive-timeout', kind: 'duration', default: 5_000, reload: true,
     doc: 'idle keep-alive connections are closed after this plus 1 s, as Node does; sent as `Keep-Alive: timeout` (s)' },
   headersTimeout: { flag: 'headers-timeout', kind: 'duration', default: 60_000, reload: true,
