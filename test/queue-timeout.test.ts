@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startServer, cleanup, get, sleep, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, get, sleep, statusJson, waitFor, FIXTURES } from './helpers/server.js';
 
 const APP = join(FIXTURES, 'core/crashy.mjs');
 
@@ -12,14 +12,19 @@ const APP = join(FIXTURES, 'core/crashy.mjs');
  * answered 503 (marked, with Retry-After) the moment the worker reads it; without it, every one
  * is served after the wait. Either way the burning request itself is served.
  */
-async function burst(extra: string[]): Promise<{ statuses: number[]; shed: number; busy: number; log: string }> {
+async function burst(extra: string[]): Promise<{ statuses: number[]; shed: number; busy: number; log: string; counted: number; metric: string }> {
   const s = await startServer({ args: [APP, '--workers', '1', ...extra] });
   try {
     const busy = get(s.address, '/?burn=1500');
     await sleep(100);
     const answers = await Promise.all(Array.from({ length: 12 }, () => get(s.address, '/')));
     const b = await busy;
+    // the worker's count reaches the status and /metrics with its next report (every 500 ms)
+    const shedHeaders = answers.filter((a) => a.headers['quiesce-shed'] !== undefined).length;
+    const counted = await waitFor(async () => { const n = (await statusJson(s)).totals.shed; return n >= shedHeaders ? n + 1 : 0; }, 5_000, 'the shed count reported') - 1;
+    const metric = /^quiesce_shed_total \d+$/m.exec((await get(s.admin, '/metrics')).body)?.[0] ?? '';
     return {
+      counted, metric,
       statuses: answers.map((a) => a.status),
       shed: answers.filter((a) => a.headers['quiesce-shed'] === 'queue-timeout' && a.headers['retry-after'] === '1').length,
       busy: b.status,
@@ -36,10 +41,14 @@ test('--queue-timeout: requests that waited past it are answered 503 at once; wi
   assert.deepEqual(on.statuses, Array(12).fill(503), 'every request that waited ~1.4 s is shed');
   assert.equal(on.shed, 12);
   assert.match(on.log, /queue-timeout waited_ms=\d+ limit_ms=500/, 'the shedding is logged (once per interval)');
+  assert.equal(on.counted, 12, 'the status counts them (totals.shed)');
+  assert.equal(on.metric, 'quiesce_shed_total 12');
   const off = await burst([]);
   assert.equal(off.busy, 200);
   assert.deepEqual(off.statuses, Array(12).fill(200), 'without the option the same requests are served');
   assert.equal(off.shed, 0);
+  assert.equal(off.counted, 0);
+  assert.equal(off.metric, 'quiesce_shed_total 0');
 });
 
 test('--queue-timeout: a server with time to spare sheds nothing', async () => {

@@ -340,10 +340,10 @@ export class Master {
     } catch (err) {
       return `taking over: ${errorMessage(err)}`;
     }
-    const t = m.t === 'release' ? m.totals : { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0 };
+    const t: HandedTotals = m.t === 'release' ? m.totals : { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0 };
     Object.assign(this.ofExited, {
       requests: this.ofExited.requests + t.requests, bytesSent: this.ofExited.bytesSent + t.bytesSent, accepted: this.ofExited.accepted + t.accepted,
-      completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused,
+      completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused, shed: (this.ofExited.shed ?? 0) + (t.shed ?? 0),
     });
     this.totals.forced += t.forced;
     this.totals.cut += t.cut;
@@ -406,7 +406,7 @@ export class Master {
     return {
       requests: this.ofExited.requests + sum((w) => w.stats.requests), bytesSent: this.ofExited.bytesSent + sum((w) => w.stats.bytesSent),
       accepted: this.ofExited.accepted + sum((w) => w.stats.accepted ?? 0), completed: this.ofExited.completed + sum((w) => w.stats.completed ?? 0),
-      refused: this.ofExited.refused + sum((w) => w.stats.refused ?? 0),
+      refused: this.ofExited.refused + sum((w) => w.stats.refused ?? 0), shed: (this.ofExited.shed ?? 0) + sum((w) => w.stats.shed ?? 0),
       forced: this.totals.forced, cut: this.totals.cut, drains: this.totals.drains, reloads: this.totals.reloads, reloadsFailed: this.totals.reloadsFailed, upgrades: this.totals.upgrades,
     };
   }
@@ -817,6 +817,7 @@ export class Master {
     this.ofExited.accepted += st.accepted ?? 0;
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
+    this.ofExited.shed = (this.ofExited.shed ?? 0) + (st.shed ?? 0);
     addCounts(w.generation.exitedHttp, st.http);
     addCounts(this.exitedHttp, st.http);
     if (st.protocols) {

@@ -40,7 +40,7 @@ export type HandedListener = { text: string; fd: number; drainMode: ListenerDrai
 
 /** The counters the old master hands over (its exited and live workers' figures at the release). */
 export type HandedTotals = {
-  requests: number; bytesSent: number; accepted: number; completed: number; refused: number;
+  requests: number; bytesSent: number; accepted: number; completed: number; refused: number; shed?: number;
   forced: number; cut: number; drains: number; reloads: number; reloadsFailed: number; upgrades: number;
 };
 

@@ -156,6 +156,8 @@ export type WorkerStats = {
   completed?: number;
   /** Responses refused by design: 503 answered while lame-duck or retiring (the health path), forced ones excluded. */
   refused?: number;
+  /** Requests answered 503 by --queue-timeout (they waited past it for a worker). */
+  shed?: number;
   current?: { method: string; path: string; sinceMs: number };
   /** Static files: bytes of content held by the worker's file cache (never above --file-cache). */
   fileCacheBytes?: number;

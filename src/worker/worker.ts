@@ -355,7 +355,7 @@ class Worker {
     const conns = this.conns;
     const app = this.app.listener;
     const extras = this.extras();
-    const shed = this.queueShed();
+    const shed = (this.shedder = this.queueShed());
     const keepAliveMs = this.boot.config.keepAliveTimeout;
     return (req, res) => {
       (res as unknown as KeepAliveHeader)._keepAliveTimeout = keepAliveMs; // the server's own is 0: see start()
@@ -370,6 +370,9 @@ class Worker {
       app(req, res);
     };
   }
+
+  /** The --queue-timeout judge of the request listener (its count goes in the stats). */
+  private shedder?: QueueShed;
 
   /** --queue-timeout: requests that waited past it are answered 503 (queue-shed.ts); undefined when off or TCP_INFO cannot be read. */
   private queueShed(): QueueShed | undefined {
@@ -638,7 +641,7 @@ class Worker {
     this.send({ t: 'stats', stats: {
       requests: c.requests, bytesSent: r.bytesSent, connections: c.size, inflight: r.inflight, drained: this.drained,
       forced: c.forced, state: r.state, stateMs: r.stateMs, at: Date.now(),
-      accepted: c.accepted, completed: r.completed, refused: c.refused, current: r.current,
+      accepted: c.accepted, completed: r.completed, refused: c.refused, shed: this.shedder?.shed, current: r.current,
       fileCacheBytes: this.app?.fileCacheBytes?.(), loopDelayMs: this.loopDelayMs, rssBytes, http: this.metrics?.counts,
       heapUsedBytes: heap.used_heap_size, heapLimitBytes: heap.heap_size_limit,
       ...(this.tls ? { protocols: this.protocols(this.tls) } : {}),

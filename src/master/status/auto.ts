@@ -40,6 +40,7 @@ export function renderAuto(s: StatusSnapshot): string {
     ['Accepted', t.accepted],
     ['Completed', t.completed],
     ['Refused', t.refused],
+    ['Shed', t.shed],
     ['Cut', t.cut],
     ['Forced', t.forced],
     ['Drains', t.drains],

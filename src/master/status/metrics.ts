@@ -81,6 +81,7 @@ export class Metrics {
     counter('quiesce_connections_accepted_total', 'Connections accepted by the workers since the start.', [], (c, s) => c.inc(s.totals.accepted));
     counter('quiesce_responses_completed_total', 'Responses sent in full since the start.', [], (c, s) => c.inc(s.totals.completed));
     counter('quiesce_refused_total', 'Requests refused by design (503 on the health path while draining).', [], (c, s) => c.inc(s.totals.refused));
+    counter('quiesce_shed_total', 'Requests answered 503 by --queue-timeout: they waited past it for a worker.', [], (c, s) => c.inc(s.totals.shed));
     counter('quiesce_cut_total', 'Connections the kernel still held when a listener closed (reset and lost). Must stay 0.', [], (c, s) => c.inc(s.totals.cut));
     counter('quiesce_forced_total', 'Requests ended by the graceful timeout.', [], (c, s) => c.inc(s.totals.forced));
     counter('quiesce_drains_total', 'Completed drains of the listeners (graceful stops).', [], (c, s) => c.inc(s.totals.drains));

@@ -189,7 +189,7 @@ ${progress ? `<section class="progress-list" aria-label="in progress">${progress
   <h2>Since the start</h2>
   ${facts([
     ['Accepted', esc(fmtInt(t.accepted))], ['Requests', esc(fmtInt(t.requests))], ['Completed', esc(fmtInt(t.completed))],
-    ['Refused by design', esc(fmtInt(t.refused))], ['Cut', `<span class="${t.cut === 0 ? 'ok' : 'bad'}">${esc(fmtInt(t.cut))}</span>`],
+    ['Refused by design', esc(fmtInt(t.refused))], ['Shed (--queue-timeout)', esc(fmtInt(t.shed))], ['Cut', `<span class="${t.cut === 0 ? 'ok' : 'bad'}">${esc(fmtInt(t.cut))}</span>`],
     ['Forced', esc(fmtInt(t.forced))], ['Reloads', `${esc(t.reloads)}${t.reloadsFailed ? ` <span class="bad">(${esc(t.reloadsFailed)} failed)</span>` : ''}`],
     ['Last reload', s.lastReloadMs === undefined ? '<span class="dim">–</span>' : esc(fmtDuration(s.lastReloadMs))],
     ['Drains', esc(t.drains)],

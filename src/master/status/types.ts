@@ -147,6 +147,8 @@ export type Totals = {
   completed: number;
   /** 503s answered by design while lame-duck or retiring (the health path). */
   refused: number;
+  /** Requests answered 503 by --queue-timeout: they waited past it for a worker (always 0 without it). */
+  shed: number;
   /** Connections the kernel still held when a listener's last fd closed: reset, lost. Must stay 0. */
   cut: number;
   /** Requests ended by the graceful timeout (a 503 or a closed stream). */
