@@ -10,10 +10,23 @@
  * is passed through untouched: that is how a worker core would use a handle from its master.
  */
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import type * as Http from 'node:http';
+import type * as Tls from 'node:tls';
+import type * as Https from 'node:https';
 import { http } from '../shared/node-http.js';
-import https from 'node:https';
-import tls from 'node:tls';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * node:tls and node:https, for a server that is a TLS one (it has tls.Server's setSecureContext):
+ * the app that made it loaded them already. A worker serving plain HTTP never loads them (with
+ * node:crypto under them they cost ~1-2% of a new connection's CPU: docs/STATUS.md).
+ */
+function tlsModules(server: net.Server): { tls: typeof Tls; https: typeof Https } | undefined {
+  if (typeof (server as { setSecureContext?: unknown }).setSecureContext !== 'function') return undefined;
+  return { tls: require('node:tls') as typeof Tls, https: require('node:https') as typeof Https };
+}
 
 export type ListenCall = {
   server: net.Server;
@@ -32,11 +45,13 @@ export function isAdopted(server: net.Server): boolean {
 }
 
 export function isHttpServer(server: net.Server): server is Http.Server {
-  return server instanceof http.Server || server instanceof https.Server || isHttp2Secure(server);
+  if (server instanceof http.Server) return true;
+  const m = tlsModules(server);
+  return m !== undefined && (server instanceof m.https.Server || isHttp2Secure(server, m.tls));
 }
 
 /** An http2.createSecureServer() (told by its class: node:http2 is not loaded to ask). */
-function isHttp2Secure(server: net.Server): boolean {
+function isHttp2Secure(server: net.Server, tls: typeof Tls): boolean {
   return server instanceof tls.Server && server.constructor.name === 'Http2SecureServer';
 }
 
@@ -45,8 +60,9 @@ function isHttp2Secure(server: net.Server): boolean {
  * `allowHTTP1` is read from the options Node keeps on it under a symbol; undocumented, Node 20-24).
  */
 export function ownTls(server: net.Server): { server: net.Server; h2: boolean; allowHTTP1: boolean } | undefined {
-  if (!(server instanceof tls.Server)) return undefined;
-  if (!isHttp2Secure(server)) return { server, h2: false, allowHTTP1: true };
+  const m = tlsModules(server);
+  if (!m || !(server instanceof m.tls.Server)) return undefined;
+  if (!isHttp2Secure(server, m.tls)) return { server, h2: false, allowHTTP1: true };
   const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'options');
   const options = sym ? (server as unknown as Record<symbol, { allowHTTP1?: boolean } | undefined>)[sym] : undefined;
   return { server, h2: true, allowHTTP1: options?.allowHTTP1 === true };
