@@ -124,3 +124,31 @@ test('without --spare-worker there is no spare', async () => {
     await cleanup(s);
   }
 });
+
+test('a scale down that keeps a silent (hung, not yet found) worker retires the others only once a worker in the kept slot answers', async () => {
+  const s = await startServer({ args: [APP, '--workers', '2', '--spare-worker', 'on', '--worker-timeout', '2'] });
+  let stopped = 0;
+  try {
+    const spare = await readySpare(s);
+    const st = await statusJson(s);
+    const kept = st.workers.find((w) => w.slot === 0)!.pid!;
+    const going = st.workers.find((w) => w.slot === 1)!.pid!;
+    // slot 0 goes silent as a hung worker does (SIGSTOP: no heartbeat, accepts nothing)
+    process.kill(kept, 'SIGSTOP');
+    stopped = kept;
+    await sleep(1_600); // silent past 1.2 s (3 reports missed), not yet past --worker-timeout 2
+    const r = await s.cli('scale', '1');
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // (the master's log lines may reach us after the CLI's answer)
+    await waitFor(() => s.err().includes(`worker-exited pid=${going} slot=1`), 10_000, `slot 1 retired:\n${s.err()}`);
+    const log = s.err();
+    const promoted = log.indexOf(`spare-promoted pid=${spare} slot=0`);
+    const retired = log.indexOf(`worker-exited pid=${going} slot=1`);
+    assert.ok(promoted >= 0, `the watchdog put the spare in the silent worker's slot:\n${log}`);
+    assert.ok(retired < 0 || retired > promoted, `slot 1 served until the spare in slot 0 did:\n${log}`);
+    assert.equal(await answeredBy(s), spare);
+  } finally {
+    if (stopped) try { process.kill(stopped, 'SIGCONT'); } catch { /* gone */ }
+    await cleanup(s);
+  }
+});

@@ -61,6 +61,8 @@ const MAX_WORKERS = 512;
  * as soon as it is up costs a worker's start a second, not a CPU.
  */
 const LAST_WORKER_BACKOFF_MS = 1_000;
+/** A worker is answering when heard from within this (it reports every 500 ms). */
+const HEARD_WITHIN_MS = 1_200;
 /** The least --backlog with which a stop under overload was measured to cut nothing (SYN cookies: docs/STATUS.md). */
 const SAFE_BACKLOG = 16;
 /** Signals that end a worker from outside (quiesce's own kills are of retiring or hung workers, which are not respawned this way). */
@@ -81,20 +83,6 @@ const NICE_HUNG = 19;
 /** Set a process's nice value; false when it could not be (gone, or not allowed). */
 function renice(pid: number, nice: number): boolean {
   try { setPriority(pid, nice); return true; } catch { return false; }
-}
-
-/** Resolves true once one of `ws` is ready, false when none is within `ms` (all failed, or the time ran out). */
-function firstReady(ws: WorkerProc[], ms: number): Promise<boolean> {
-  if (ws.length === 0) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    let failed = 0;
-    const timer = setTimeout(() => resolve(false), ms);
-    for (const w of ws) {
-      void w.ready.then((ok) => {
-        if (ok || ++failed === ws.length) { clearTimeout(timer); resolve(ok); }
-      });
-    }
-  });
 }
 
 export type Totals = {
@@ -732,7 +720,7 @@ export class Master {
 
   /** A spare, ready and of the serving generation, takes `slot` and starts accepting; undefined when there is none such. */
   private promoteSpare(slot: number, stopping = false): WorkerProc | undefined {
-    if (this.state.s !== 'serving' && !stopping) return undefined;
+    if (this.state.s !== 'serving' && this.state.s !== 'reloading' && !stopping) return undefined;
     const w = this.spares.find((x) => x.alive && x.phase === 'ready' && !x.hung && x.generation === this.generation);
     if (!w) return undefined;
     this.spares = this.spares.filter((x) => x !== w);
@@ -902,20 +890,27 @@ export class Master {
 
   /**
    * Before quiesce retires ready workers by its own act (a scale down: `going`; a rollback: the
-   * new generation's), the serving generation must have one of its own ready: when none is (its
-   * slots crashed meanwhile and wait out their backoff, or still load), the empty slots start now
-   * and this resolves once one of its workers is ready (bounded by --ready-timeout). Never none
-   * serving by quiesce's doing: the chaos bench found a rollback that retired the last live
-   * workers while the old generation's slots waited out a 6 s backoff.
+   * new generation's), the serving generation must have one of its own serving and heard from
+   * lately: when none is (its slots crashed meanwhile and wait out their backoff, still load, or
+   * the one kept is silent: hung, not yet found by the watchdog), the empty slots start now, a
+   * silent one is left to the watchdog (which puts a spare or a new worker in its slot), and this
+   * resolves once one of its workers serves and answers (bounded by --worker-timeout +
+   * --ready-timeout). Never none serving by quiesce's doing: the chaos bench found a rollback
+   * that retired the last live workers while the old generation's slots waited out a 6 s
+   * backoff, and a scale down that retired the two live workers and kept a hung one.
    */
   private async keepOneServing(going: readonly WorkerProc[], progress?: (m: string) => void): Promise<void> {
     const gen = this.generation;
-    const mine = [...this.workers].filter((w) => w.generation === gen && w.alive && w.phase !== 'retiring' && !going.includes(w));
-    if (mine.some(serves)) return;
-    const started: WorkerProc[] = [];
-    for (let slot = 0; slot < gen.boot.config.workers; slot++) if (!mine.some((w) => w.slot === slot)) started.push(this.spawn(slot, gen));
-    progress?.(`waiting for a worker of generation ${gen.n} to be ready before retiring the others`);
-    await firstReady([...mine, ...started], this.cfg.readyTimeout);
+    const mine = () => [...this.workers].filter((w) => w.generation === gen && w.alive && w.phase !== 'retiring' && !going.includes(w));
+    const answering = (w: WorkerProc) => serves(w) && Date.now() - w.lastHeard < HEARD_WITHIN_MS;
+    if (mine().some(answering)) return;
+    const kept = mine();
+    for (let slot = 0; slot < gen.boot.config.workers; slot++) if (!kept.some((w) => w.slot === slot)) this.spawn(slot, gen);
+    progress?.(`waiting for a worker of generation ${gen.n} to serve before retiring the others`);
+    const limit = gen.boot.config.workerTimeout + this.cfg.readyTimeout;
+    const end = Date.now() + limit;
+    const stopping = () => this.state.s === 'draining' || this.state.s === 'stopping' || this.state.s === 'stopped';
+    while (Date.now() < end && !mine().some(answering) && !stopping()) await sleep(50);
   }
 
   private respawnLater(w: WorkerProc): void {
@@ -1051,7 +1046,8 @@ export class Master {
       request_ms: st.current?.sinceMs, nice: niced ? NICE_HUNG : undefined,
     });
     this.syncHold();
-    if (wasServing && w.generation === this.generation && this.state.s === 'serving') {
+    // (during a reload too: the serving generation keeps its capacity until the commit)
+    if (wasServing && w.generation === this.generation && (this.state.s === 'serving' || this.state.s === 'reloading')) {
       const next = this.promoteSpare(w.slot) ?? this.spawn(w.slot, w.generation);
       this.startSpares();
       const failure = await this.awaitReady([next], this.cfg.readyTimeout);
