@@ -152,3 +152,26 @@ test('a scale down that keeps a silent (hung, not yet found) worker retires the 
     await cleanup(s);
   }
 });
+
+test('the only worker silent (SIGSTOP) for 1.5 s: a spare serves in its slot long before --worker-timeout, which then kills the silent one', async () => {
+  const s = await startServer({ args: [APP, '--workers', '1', '--spare-worker', 'on', '--worker-timeout', '6'] });
+  let stopped = 0;
+  try {
+    const spare = await readySpare(s);
+    const worker = (await statusJson(s)).workers[0]!.pid!;
+    process.kill(worker, 'SIGSTOP');
+    stopped = worker;
+    const t0 = Date.now();
+    // waits in the kernel's queue until someone accepts it: the spare, once the silence is seen
+    assert.equal(await answeredBy(s), spare);
+    const took = Date.now() - t0;
+    assert.ok(took < 4_000, `answered after ${took} ms (the watchdog alone takes --worker-timeout, 6 s)`);
+    await waitFor(() => s.err().includes(`worker-silent pid=${worker} slot=0`), 5_000, 'worker-silent logged');
+    await waitFor(() => !alive(worker), 15_000, 'the silent worker killed at --worker-timeout');
+    assert.match(s.err(), new RegExp(`worker-hung pid=${worker} `));
+    assert.equal(await answeredBy(s), spare);
+  } finally {
+    if (stopped) try { process.kill(stopped, 'SIGCONT'); } catch { /* gone */ }
+    await cleanup(s);
+  }
+});

@@ -61,8 +61,8 @@ const MAX_WORKERS = 512;
  * as soon as it is up costs a worker's start a second, not a CPU.
  */
 const LAST_WORKER_BACKOFF_MS = 1_000;
-/** A worker is answering when heard from within this (it reports every 500 ms). */
-const HEARD_WITHIN_MS = 1_200;
+/** A worker is answering when heard from within this (it reports every 500 ms: three reports missed). */
+const HEARD_WITHIN_MS = 1_500;
 /** The least --backlog with which a stop under overload was measured to cut nothing (SYN cookies: docs/STATUS.md). */
 const SAFE_BACKLOG = 16;
 /** Signals that end a worker from outside (quiesce's own kills are of retiring or hung workers, which are not respawned this way). */
@@ -1014,6 +1014,28 @@ export class Master {
       if (now - w.lastHeard > limit) void this.onHung(w, 'silent');
       else if (w.stalledSince !== undefined && now - w.stalledSince > limit) void this.onHung(w, 'loop-delay');
     }
+    this.coverSilence(now);
+  }
+
+  /**
+   * No serving worker answers (each silent past HEARD_WITHIN_MS: hung or held up, not yet past
+   * --worker-timeout): a ready spare takes the slot of the one silent longest now, and that one
+   * retires (gracefully if its loop comes back; killed by the watchdog at --worker-timeout if
+   * not). Meanwhile new connections would only queue in the kernel behind it: bench:chaos saw 56
+   * requests time out behind a single hung worker in the 3 s its watchdog took, the accept queue
+   * full. Only with the watchdog on and a spare ready; one worker per watch tick.
+   */
+  private coverSilence(now: number): void {
+    const serving = [...this.workers].filter(serves);
+    if (serving.length === 0 || serving.some((w) => now - w.lastHeard < HEARD_WITHIN_MS)) return;
+    const w = serving.filter((x) => x.generation === this.generation && x.generation.boot.config.workerTimeout > 0)
+      .reduce<WorkerProc | undefined>((a, x) => (a === undefined || x.lastHeard < a.lastHeard ? x : a), undefined);
+    if (!w) return;
+    const next = this.promoteSpare(w.slot);
+    if (!next) return;
+    this.log.warn('worker-silent', { pid: w.pid, slot: w.slot, generation: w.generation.n, silent_ms: now - w.lastHeard, spare: next.pid, note: 'no worker answers: a spare serves in its slot, it retires (killed at --worker-timeout if still silent)' });
+    this.startSpares();
+    this.retire(w, 'hung');
   }
 
   /**
