@@ -1,14 +1,18 @@
 /**
  * The worker's request metrics: status class and latency of every response, counted where Node
- * already is when a response finishes (the `http.server.response.finish` diagnostics channel,
- * published from Node's own 'finish' handler), so that serving adds no listener and no closure of
- * ours per request. The start time is a field of the response from its construction
- * (`TimedResponse`, the http.Server's ServerResponse class: Node builds it just before it emits
- * 'request'): stamping it in the request listener added a property to every response, a shape
- * change and an allocation each (measured ~2% of a hello-world request, against ~1% now). Priced
- * with `npm run bench:cpu` (docs/STATUS.md); `--metrics off` turns it off.
- * A response that never finishes (its connection closed first) is not counted. HTTP/2 responses
- * are counted by the TLS front (`countH2`) when their stream closes without a reset.
+ * already is when a response ends: `ServerResponse.prototype._finish` (Node's own, called once
+ * per response when its last byte is handed to the socket, Node 0.x-24; undocumented), wrapped
+ * once for the process, so that serving adds no listener, no closure and no allocation of ours
+ * per request. Where Node has no `_finish` (a future Node) the `http.server.response.finish`
+ * diagnostics channel is used instead: it publishes a message object per response, which cost
+ * ~2.5% of a static file's new connection (`node dist/bench/cpu.js --close`, docs/STATUS.md).
+ * The start time is a field of the response from its construction (`TimedResponse`, the
+ * http.Server's ServerResponse class: Node builds it just before it emits 'request'): stamping
+ * it in the request listener added a property to every response, a shape change and an
+ * allocation each. Responses without the field (an app's own http.Server) are not counted.
+ * `--metrics off` turns it all off. A response that never ends (its connection closed first) is
+ * not counted. HTTP/2 responses are counted by the TLS front (`countH2`) when their stream closes
+ * without a reset.
  */
 import diagnostics from 'node:diagnostics_channel';
 import type { ServerResponse, IncomingMessage, Server } from 'node:http';
@@ -37,12 +41,36 @@ function count(counts: RequestCounts, status: number, ms: number): void {
   counts.latency[b]!++;
 }
 
+type Finishing = { _finish?: (this: Stamped) => void };
+/** The counts of the live RequestMetrics (one per worker), read by the wrapped `_finish`. */
+let active: RequestCounts | undefined;
+let wrapped = false;
+
+/** Wrap ServerResponse.prototype._finish once; false where Node has none. */
+function wrapFinish(): boolean {
+  if (wrapped) return true;
+  const proto = http.ServerResponse.prototype as unknown as Finishing;
+  const original = proto._finish;
+  if (typeof original !== 'function') return false;
+  proto._finish = function (this: Stamped): void {
+    const at = this._quiesceAt;
+    if (at !== undefined && active !== undefined) count(active, this.statusCode, performance.now() - at);
+    original.call(this);
+  };
+  wrapped = true;
+  return true;
+}
+
 export class RequestMetrics {
   readonly counts: RequestCounts = emptyCounts();
-  private readonly onFinish: (m: unknown) => void;
+  private readonly onFinish?: (m: unknown) => void;
 
   constructor(private readonly server: Server) {
     const counts = this.counts;
+    if (wrapFinish()) {
+      active = counts;
+      return;
+    }
     this.onFinish = (m: unknown): void => {
       const msg = m as FinishMessage;
       const res = msg.response;
@@ -61,6 +89,7 @@ export class RequestMetrics {
   readonly countH2 = (status: number, ms: number): void => count(this.counts, status, ms);
 
   stop(): void {
-    diagnostics.unsubscribe('http.server.response.finish', this.onFinish);
+    if (active === this.counts) active = undefined;
+    if (this.onFinish) diagnostics.unsubscribe('http.server.response.finish', this.onFinish);
   }
 }
