@@ -210,7 +210,9 @@ for (const who of WHO) {
           // close it: a SYN can slip in between the kernel's "empty" and the close. Alone it cuts 0
           // or 1; in a loaded suite the master was once preempted in that gap and 90 slipped in,
           // so the bound is a fifth of what a plain close cuts, not the quiet-machine figure
-          assert.ok(probe.cut <= 100, `the fallback's drain cut ${probe.cut}`);
+          // (seen once at 328: the drain ran to its cap and handed-over connections were reset
+          // seconds later; the master's drain and exit lines say more next time: docs/STATUS.md)
+          assert.ok(probe.cut <= 100, `the fallback's drain cut ${probe.cut}:\n${s.err().split('\n').filter((l) => /drain|worker-exited|retiring|lost|stopped/.test(l)).join('\n')}`);
           assert.ok(cut <= probe.cut, `the log counted ${cut}, more than the clients saw (${probe.cut})`);
         }
       } finally {
