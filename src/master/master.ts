@@ -128,7 +128,7 @@ export class Master {
   private onChain = 0;
   private running: Promise<unknown> = Promise.resolve();
   /** Figures of workers that have exited (the live ones report their own): totals survive reloads. */
-  private readonly ofExited: ExitedTotals = { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0 };
+  private readonly ofExited: ExitedTotals = { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, shed: 0 };
 
   constructor(public cfg: Config, private readonly loadConfig: ConfigLoader, readonly pidfile: string) {
     this.errorSink = new LineSink(cfg.errorLog, process.stderr);
@@ -331,7 +331,7 @@ export class Master {
     const t: HandedTotals = m.t === 'release' ? m.totals : { requests: 0, bytesSent: 0, accepted: 0, completed: 0, refused: 0, forced: 0, cut: 0, drains: 0, reloads: 0, reloadsFailed: 0, upgrades: 0 };
     Object.assign(this.ofExited, {
       requests: this.ofExited.requests + t.requests, bytesSent: this.ofExited.bytesSent + t.bytesSent, accepted: this.ofExited.accepted + t.accepted,
-      completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused, shed: (this.ofExited.shed ?? 0) + (t.shed ?? 0),
+      completed: this.ofExited.completed + t.completed, refused: this.ofExited.refused + t.refused, shed: this.ofExited.shed + (t.shed ?? 0),
     });
     this.totals.forced += t.forced;
     this.totals.cut += t.cut;
@@ -394,7 +394,7 @@ export class Master {
     return {
       requests: this.ofExited.requests + sum((w) => w.stats.requests), bytesSent: this.ofExited.bytesSent + sum((w) => w.stats.bytesSent),
       accepted: this.ofExited.accepted + sum((w) => w.stats.accepted ?? 0), completed: this.ofExited.completed + sum((w) => w.stats.completed ?? 0),
-      refused: this.ofExited.refused + sum((w) => w.stats.refused ?? 0), shed: (this.ofExited.shed ?? 0) + sum((w) => w.stats.shed ?? 0),
+      refused: this.ofExited.refused + sum((w) => w.stats.refused ?? 0), shed: this.ofExited.shed + sum((w) => w.stats.shed ?? 0),
       forced: this.totals.forced, cut: this.totals.cut, drains: this.totals.drains, reloads: this.totals.reloads, reloadsFailed: this.totals.reloadsFailed, upgrades: this.totals.upgrades,
     };
   }
@@ -723,7 +723,7 @@ export class Master {
     if (this.state.s !== 'serving' && this.state.s !== 'reloading' && !stopping) return undefined;
     const w = this.spares.find((x) => x.alive && x.phase === 'ready' && !x.hung && x.generation === this.generation);
     if (!w) return undefined;
-    this.spares = this.spares.filter((x) => x !== w);
+    this.takeSpare(w);
     w.slot = slot;
     this.workers.add(w);
     w.send({ t: 'serve' });
@@ -732,9 +732,15 @@ export class Master {
     return w;
   }
 
+  /** `w` leaves the spares; false when it was not one. */
+  private takeSpare(w: WorkerProc): boolean {
+    const had = this.spares.includes(w);
+    if (had) this.spares = this.spares.filter((x) => x !== w);
+    return had;
+  }
+
   private onSpareExit(w: WorkerProc): void {
-    if (!this.spares.includes(w)) return; // dropped: killed on purpose
-    this.spares = this.spares.filter((x) => x !== w);
+    if (!this.takeSpare(w)) return; // dropped: killed on purpose
     this.spareCrashes = Date.now() - w.startedAt > 10_000 ? 1 : this.spareCrashes + 1;
     const delay = backoffMs(this.cfg.respawnBackoff, this.spareCrashes);
     this.log.warn('spare-exited', { pid: w.pid, code: w.exitCode, signal: w.exitSignal, error: w.fatal?.message ?? w.spawnError, respawn_ms: delay });
@@ -790,7 +796,7 @@ export class Master {
     if (m.t === 'ready') this.syncHold();
     if (m.t === 'retire-me') {
       if (this.workers.has(w)) void this.replace(w, m.reason, m.detail);
-      else if (this.spares.includes(w)) { this.spares = this.spares.filter((x) => x !== w); w.kill(); this.startSpares(); } // a spare past --max-memory, or that failed: a fresh one
+      else if (this.takeSpare(w)) { w.kill(); this.startSpares(); } // a spare past --max-memory, or that failed: a fresh one
     }
     else if (m.t === 'forced' && m.n > 0) this.totals.forced += m.n;
   }
@@ -805,7 +811,7 @@ export class Master {
     this.ofExited.accepted += st.accepted ?? 0;
     this.ofExited.completed += st.completed ?? 0;
     this.ofExited.refused += st.refused ?? 0;
-    this.ofExited.shed = (this.ofExited.shed ?? 0) + (st.shed ?? 0);
+    this.ofExited.shed += st.shed ?? 0;
     addCounts(w.generation.exitedHttp, st.http);
     addCounts(this.exitedHttp, st.http);
     if (st.protocols) {

@@ -1,5 +1,5 @@
 // `quiesce probe …`: parses argv, runs the probe, prints the summary or JSON, writes the timeline.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runProbe, normalizeOptions } from './engine.js';
 import { formatSummary, toReport } from './report.js';
@@ -85,7 +85,7 @@ export function parseProbeArgs(argv: string[]): { options: ProbeOptions; json: b
   if (values['admin-ca'] !== undefined) {
     if (!values.admin?.startsWith('https://')) throw new UsageError('--admin-ca: only with --admin https://HOST:PORT');
     try {
-      readFileSync(values['admin-ca']);
+      accessSync(values['admin-ca'], fsConstants.R_OK); // read at the end of the run, once
     } catch (e) {
       throw new UsageError(`--admin-ca: cannot read ${values['admin-ca']}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }

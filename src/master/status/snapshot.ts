@@ -21,7 +21,7 @@ import { SCHEMA_VERSION, STATES, type GenerationView, type ListenerView, type Ma
 
 /** What snapshot() hands over from the master's private fields. */
 /** Figures of workers that have exited, kept by the master as each one goes. */
-export type ExitedTotals = { requests: number; bytesSent: number; accepted: number; completed: number; refused: number; shed?: number; byProtocol?: Partial<Record<Protocol, number>> };
+export type ExitedTotals = { requests: number; bytesSent: number; accepted: number; completed: number; refused: number; shed: number; byProtocol?: Partial<Record<Protocol, number>> };
 
 /** Connections and requests by protocol, when some worker serves TLS (or did). */
 function protocolTotals(exited: ExitedTotals, live: readonly WorkerProc[]): StatusSnapshot['protocols'] {
@@ -137,7 +137,7 @@ export function buildSnapshot(master: Master, priv: MasterPrivate): StatusSnapsh
       accepted: priv.exited.accepted + sum((w) => w.stats.accepted ?? 0),
       completed: priv.exited.completed + sum((w) => w.stats.completed ?? 0),
       refused: priv.exited.refused + sum((w) => w.stats.refused ?? 0),
-      shed: (priv.exited.shed ?? 0) + sum((w) => w.stats.shed ?? 0),
+      shed: priv.exited.shed + sum((w) => w.stats.shed ?? 0),
       cut: t.cut,
       forced: t.forced,
       drains: t.drains,
