@@ -43,7 +43,9 @@ export function clientErrorStatus(err: ClientError): ClientErrorStatus | undefin
 export function answerClientError(err: ClientError, socket: net.Socket, log: RepeatLog): void {
   const status = clientErrorStatus(err);
   const s = socket as ServerSocket;
-  if (status === undefined || !socket.writable || s._httpMessage?.headersSent) {
+  // a connection that sent nothing has no request to answer: Node's headers timeout and the idle
+  // sweep (Connections.sweepIdle) both end it at --headers-timeout, silently either way
+  if (status === undefined || !socket.writable || s._httpMessage?.headersSent || (status === 408 && socket.bytesRead === 0)) {
     socket.destroy();
     return;
   }
