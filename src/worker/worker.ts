@@ -21,6 +21,7 @@ import { QueueShed } from './queue-shed.js';
 import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
+import { closeAtOnce } from './close-at-once.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { RequestMetrics, TimedResponse } from './request-metrics.js';
 import { getHeapStatistics } from 'node:v8';
@@ -657,5 +658,6 @@ class Worker {
 }
 
 export async function workerMain(): Promise<void> {
+  closeAtOnce();
   await new Worker().start();
 }

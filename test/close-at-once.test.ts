@@ -1,0 +1,91 @@
+// A connection that ends with its response is closed at once (src/worker/close-at-once.ts): on a
+// real http.Server and https.Server with real clients, a plain socket is destroyed without the
+// shutdown round (its 'finish' never comes) and its client still reads every byte and the end;
+// a TLS socket keeps Node's way (end, which sends close_notify, then destroy).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import https from 'node:https';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import tls from 'node:tls';
+import { closeAtOnce } from '../src/worker/close-at-once.js';
+
+const BODY = Buffer.alloc(1 << 20, 'q');
+const noOpenssl = spawnSync('openssl', ['version']).status === 0 ? false : 'openssl is not installed';
+
+type Seen = { finish: boolean; closed: Promise<void> };
+
+/** Serve `size` bytes per request on `server`; every server-side socket is watched for 'finish' and 'close'. */
+async function serve(server: http.Server, seen: Seen[]): Promise<number> {
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const size = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('size'));
+    res.setHeader('content-length', size);
+    res.end(BODY.subarray(0, size));
+  });
+  server.on(server instanceof https.Server ? 'secureConnection' : 'connection', (s: Socket) => {
+    const w: Seen = { finish: false, closed: new Promise((resolve) => s.once('close', () => resolve())) };
+    s.once('finish', () => { w.finish = true; });
+    seen.push(w);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/** One request with `Connection: close` on its own connection; every byte until the peer's end. */
+function ask(sock: Socket, size: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('error', reject);
+    sock.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    sock.write(`GET /?size=${size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  });
+}
+
+test('closeAtOnce: a plain connection ending with its response is destroyed without the shutdown round, every byte delivered', async () => {
+  assert.equal(closeAtOnce(), true);
+  const server = http.createServer({ keepAliveTimeout: 0 });
+  const seen: Seen[] = [];
+  const port = await serve(server, seen);
+  try {
+    for (const size of [2048, BODY.length]) {
+      const sock = connect(port, '127.0.0.1');
+      const text = await ask(sock, size);
+      const [head, body] = [text.slice(0, text.indexOf('\r\n\r\n')), text.slice(text.indexOf('\r\n\r\n') + 4)];
+      assert.match(head, /^HTTP\/1\.1 200 /);
+      assert.match(head, /\r\nconnection: close/i);
+      assert.equal(body.length, size, `a ${size}-byte body arrives whole before the end`);
+    }
+    assert.equal(seen.length, 2);
+    await Promise.all(seen.map((w) => w.closed));
+    assert.deepEqual(seen.map((w) => w.finish), [false, false], 'closed at once: no end() (shutdown) before the close');
+  } finally {
+    server.close();
+  }
+});
+
+test('closeAtOnce: a TLS connection keeps Node\'s end (close_notify) before its close', { skip: noOpenssl }, async () => {
+  closeAtOnce();
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-close-'));
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const server = https.createServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
+  const seen: Seen[] = [];
+  try {
+    const port = await serve(server, seen);
+    const sock = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    const text = await ask(sock, 2048);
+    assert.equal(text.slice(text.indexOf('\r\n\r\n') + 4).length, 2048);
+    assert.equal(seen.length, 1);
+    await seen[0]!.closed;
+    assert.equal(seen[0]!.finish, true, 'the TLS socket ended (close_notify) before its close');
+  } finally {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
