@@ -1,12 +1,15 @@
 /**
  * npm run bench:cpu [-- --pairs N] [--rounds N] [--duration S] [--only ID,ID] [--vs nginx]
- * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--https] [--ready REGEX] [...]
+ * npm run bench:cpu -- --a 'COMMAND A' --b 'COMMAND B' [--path /] [--close] [--https | --h2] [--ready REGEX] [...]
  *
  * CPU cost per request of quiesce against node:cluster SCHED_NONE, side by side: one worker each,
- * both workers pinned to CPU 1 where they split the CPU fairly, both loaded at the same time by
- * their own wrk on CPU 0 (with the two parents). The ratio of requests served in a round is the
- * inverse ratio of their CPU cost per request, and whatever slows this shared machine slows both
- * alike: +-2-3% per round where the interleaved throughput rounds of `npm run bench` swing +-10%.
+ * both workers pinned to CPU 1, both loaded at the same time by their own wrk on CPU 0 (with the
+ * two parents). Each worker's requests per CPU tick in a round (utime + stime of /proc/PID/stat
+ * before and after it, all its threads) gives its cost per request; their ratio is the figure,
+ * and whatever slows this shared machine slows both alike: +-2-3% per round where the
+ * interleaved throughput rounds of `npm run bench` swing +-10%. (The CPU is not split evenly:
+ * V8's GC helper threads get their own share, so requests served alone would misjudge a worker
+ * that collects more; the stderr lines show A's share of CPU 1 per round.)
  * Fresh process pairs are started for each pair (JIT outcomes differ per process); the table shows
  * the median and quartiles of all rounds. Round-robin node:cluster is left out: its primary
  * accepts every connection on CPU 0, where this measure does not charge it. Needs wrk, taskset
@@ -16,21 +19,23 @@
  * its http://ADDR; ready when the output matches --ready, by default quiesce's "ready" line or a
  * "listening on" line of bench/bare-prefork.js or bench/cluster-server.js) are compared the same
  * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build. --https
- * loads both over TLS (wrk, no session resumption: each new connection is a full handshake).
+ * loads both over TLS (wrk, no session resumption: each new connection is a full handshake), --h2
+ * over HTTP/2 (h2load, 10 sessions of 10 streams).
  *
- * The TLS rows (tls-ka, tls-close: https.createServer under node:cluster) run only when named in
- * --only.
+ * The TLS rows (tls-ka, tls-close: https.createServer under node:cluster; h2: h2load against
+ * http2.createSecureServer) run only when named in --only.
  *
  * With --vs nginx, the static rows compare quiesce with nginx (1 worker, the config of `npm run
  * bench`) instead of node:cluster.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { APPS, benchCert, benchSite, childPids, cleanupAll, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
-import { hasWrk, pickLoadGen } from './loadgen.js';
+import { h2loadGen, hasWrk, pickLoadGen } from './loadgen.js';
 
-type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean; tls?: boolean };
+type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean; tls?: boolean; h2?: boolean };
 type Pair = { a: Running; b: Running };
 
 const DEFAULT_READY = 'quiesce: ready |(bare|cluster): listening on ';
@@ -46,6 +51,8 @@ const ROWS: Row[] = [
   // HTTP/1.1 over TLS (an ECDSA P-256 certificate, as npm run bench): node:cluster runs https.createServer
   { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, tls: true },
   { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, tls: true },
+  // HTTP/2 over TLS, h2load: 10 sessions of 10 concurrent streams; node:cluster runs http2.createSecureServer
+  { id: 'h2', label: 'hello over HTTP/2 (h2load, 10 sessions x 10 streams)', app: 'hello.mjs', path: '/', close: false, tls: true, h2: true },
 ];
 
 function pin(pid: number, cpu: number): void {
@@ -53,12 +60,20 @@ function pin(pid: number, cpu: number): void {
   if (r.status !== 0) throw new Error(`taskset -a -pc ${cpu} ${pid} failed`);
 }
 
-/** The one worker of a server started with --workers 1, pinned (all its threads) to `cpu`; the parent to `parentCpu`. */
-function pinServer(s: Running, cpu: number, parentCpu: number): void {
+/** The one worker of a server started with --workers 1, pinned (all its threads) to `cpu`; the parent to `parentCpu`. Returns the worker's pid. */
+function pinServer(s: Running, cpu: number, parentCpu: number): number {
   const workers = childPids(s.pid);
   if (workers.length !== 1) throw new Error(`${s.name}: want 1 worker, found ${workers.length}`);
   pin(s.pid, parentCpu);
   pin(workers[0]!, cpu);
+  return workers[0]!;
+}
+
+/** CPU time of a process, all its threads (utime + stime of /proc/PID/stat), in clock ticks. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
 }
 
 function quartiles(xs: number[]): [number, number, number] {
@@ -68,8 +83,8 @@ function quartiles(xs: number[]): [number, number, number] {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', https: 'bool', ready: 'str', vs: 'str', help: 'bool' });
-  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] [--vs nginx] | [--a CMD --b CMD [--path P] [--close] [--ready REGEX]]\n'); return; }
+  const f = flags(process.argv.slice(2), { pairs: 'num', rounds: 'num', duration: 'num', only: 'str', a: 'str', b: 'str', path: 'str', close: 'bool', https: 'bool', h2: 'bool', ready: 'str', vs: 'str', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench:cpu -- [--pairs N] [--rounds N] [--duration S] [--only ID,…] [--vs nginx] | [--a CMD --b CMD [--path P] [--close | --https | --h2] [--ready REGEX]]\n'); return; }
   if (f.vs !== undefined && f.vs !== 'nginx') throw new Error(`--vs: only nginx, got ${String(f.vs)}`);
   const vsNginx = f.vs === 'nginx';
   if (vsNginx && !nginxBinary()) {
@@ -87,10 +102,12 @@ async function main(): Promise<void> {
   const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
   const custom = typeof f.a === 'string' && typeof f.b === 'string' ? { a: f.a, b: f.b, ready: new RegExp(typeof f.ready === 'string' ? f.ready : DEFAULT_READY) } : undefined;
   const rows = custom
-    ? [{ id: 'ab', label: `A / B: ${typeof f.path === 'string' ? f.path : '/'}${f.close === true ? ', new connection per request' : ', keep-alive'}`, path: typeof f.path === 'string' ? f.path : '/', close: f.close === true }]
+    ? [{ id: 'ab', label: `A / B: ${typeof f.path === 'string' ? f.path : '/'}${f.h2 === true ? ', HTTP/2 (h2load)' : f.close === true ? ', new connection per request' : ', keep-alive'}`, path: typeof f.path === 'string' ? f.path : '/', close: f.close === true, h2: f.h2 === true }]
     : ROWS.filter((r) => (!only ? !r.tls : only.has(r.id)) && (!vsNginx || r.static));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
+  const h2load = h2loadGen();
+  if (!h2load && rows.some((r) => 'h2' in r && r.h2 === true)) throw new Error('--only h2 needs h2load (Debian: nghttp2-client)');
   const www = benchSite('quiesce-bench-cpu-');
   const cert = rows.some((r) => 'tls' in r && r.tls === true) ? benchCert() : undefined;
 
@@ -101,26 +118,32 @@ async function main(): Promise<void> {
     for (let p = 0; p < pairs; p++) {
       const app = 'app' in row && row.app ? join(APPS, row.app) : www;
       const tls = 'tls' in row && row.tls === true ? cert : undefined;
-      const scheme = (custom && f.https === true) || tls ? 'https' : 'http';
+      const scheme = (custom && (f.https === true || f.h2 === true)) || tls ? 'https' : 'http';
       const { a: q, b: c }: Pair = custom
         ? { a: await startCommand('A', custom.a, custom.ready), b: await startCommand('B', custom.b, custom.ready) }
         : await Promise.all([
           startQuiesce({ app, workers: 1, extra: tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [] }),
-          vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...('static' in row && row.static ? { static: www } : { app }), sched: 'none', workers: 1, ...(tls ? { tls } : {}) }),
+          vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...('static' in row && row.static ? { static: www } : { app }), sched: 'none', workers: 1, ...(tls ? { tls } : {}), ...('h2' in row && row.h2 ? { http2: true } : {}) }),
         ]).then(([a, b]) => ({ a, b }));
       try {
-        pinServer(q, 1, 0);
-        pinServer(c, 1, 0);
-        const load = (s: Running, d: number) => wrk.run({ url: `${scheme}://${s.address}${row.path}`, durationS: d, connections: 50, threads: 1, close: row.close, cpu: 0 });
+        const pids = [pinServer(q, 1, 0), pinServer(c, 1, 0)] as const;
+        const gen = 'h2' in row && row.h2 ? h2load! : wrk;
+        const load = (s: Running, d: number) => gen.run({ url: `${scheme}://${s.address}${row.path}`, durationS: d, connections: gen === wrk ? 50 : 10, threads: 1, close: row.close, cpu: 0 });
         await Promise.all([load(q, 1), load(c, 1)]); // warm-up
         const mine: number[] = [];
+        const split: number[] = [];
         for (let r = 0; r < rounds; r++) {
+          const before = pids.map(cpuTicks);
           const [a, b] = await Promise.all([load(q, durationS), load(c, durationS)]);
-          if (b.requests > 0) mine.push(a.requests / b.requests);
+          const [ta, tb] = pids.map((pid, i) => cpuTicks(pid) - before[i]!);
+          // requests per CPU tick of each worker (all its threads: V8's GC helpers get their own
+          // share of the CPU, so the two need not split it evenly)
+          if (b.requests > 0 && ta! > 0 && tb! > 0) mine.push((a.requests / ta!) / (b.requests / tb!));
+          split.push(ta! / (ta! + tb!));
         }
         ratios.push(...mine);
         perPair.push(fmt(quartiles(mine)[1], 3));
-        process.stderr.write(`bench:cpu: ${row.id} pair ${p + 1}: ${mine.map((x) => x.toFixed(3)).join(' ')}\n`);
+        process.stderr.write(`bench:cpu: ${row.id} pair ${p + 1}: ${mine.map((x) => x.toFixed(3)).join(' ')} (A's share of the CPU: ${split.map((x) => x.toFixed(2)).join(' ')})\n`);
       } finally {
         await Promise.all([q.kill(), c.kill()]);
       }

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { killTree, track, untrack } from './lib.js';
 
 export type LoadResult = { rps: number; p99Ms: number; p50Ms: number; requests: number; errors: number; non2xx: number };
-export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean; /** wrk only: run it on this CPU (taskset). */ cpu?: number };
+export type LoadOptions = { url: string; durationS: number; connections: number; threads: number; close: boolean; /** Run the tool on this CPU (taskset). */ cpu?: number };
 export type LoadGen = { name: string; run: (o: LoadOptions) => Promise<LoadResult> };
 
 /** h2load (nghttp2-client) for the HTTP/2 rows, or undefined when it is not installed. */
@@ -39,7 +39,7 @@ function runTool(cmd: string, argv: string[], durationS: number): Promise<{ code
 /** HTTP/2: `connections` sessions of 10 concurrent streams each, for the duration. No p99 (h2load gives min/max/mean). */
 async function runH2load(o: LoadOptions): Promise<LoadResult> {
   const args = ['-c', String(o.connections), '-m', '10', '-t', String(o.threads), '-D', String(o.durationS), o.url];
-  const { code, out, err } = await runTool('h2load', args, o.durationS);
+  const { code, out, err } = o.cpu === undefined ? await runTool('h2load', args, o.durationS) : await runTool('taskset', ['-c', String(o.cpu), 'h2load', ...args], o.durationS);
   const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1]);
   const req = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   if (code !== 0 || !Number.isFinite(rps) || !req) throw new Error(`h2load ${args.join(' ')} failed (code ${code}): ${out}\n${err}`);

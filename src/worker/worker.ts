@@ -201,7 +201,10 @@ class Worker {
     if (this.masterLost) { this.masterGone(); return; }
     const ka = cfg.keepAliveTimeout;
     const sweepMs = Math.min(1_000, Math.max(100, Math.floor(ka / 4)));
-    setInterval(() => this.conns.sweepIdle(ka > 0 ? ka + KEEP_ALIVE_BUFFER_MS : 0, cfg.headersTimeout), sweepMs).unref();
+    setInterval(() => {
+      this.conns.sweepIdle(ka > 0 ? ka + KEEP_ALIVE_BUFFER_MS : 0, cfg.headersTimeout);
+      this.tls?.sweepIdle();
+    }, sweepMs).unref();
     // QUIESCE_STATS=off stops the periodic scoreboard report (for the benchmark that prices it)
     // the report is also the heartbeat the master's watchdog waits for (--worker-timeout)
     if (process.env.QUIESCE_STATS !== 'off') setInterval(() => this.sendStats(true), STATS_INTERVAL_MS).unref();
