@@ -421,3 +421,35 @@ test('closedProgram and plugProgram are the classic BPF the kernel accepts (an u
     n.close(fd);
   }
 });
+
+/** TCP_NODELAY of a connected socket, read with getsockopt (test-only). */
+function noDelayOf(fd: number): number {
+  const lib = koffi.load('libc.so.6');
+  const getsockopt = lib.func('getsockopt', 'int', ['int', 'int', 'int', koffi.out(koffi.pointer('int')), koffi.inout(koffi.pointer('uint32_t'))]);
+  const value = [0];
+  const len = [4];
+  assert.equal(getsockopt(fd, 6, 1, value, len), 0, `getsockopt(TCP_NODELAY) errno ${koffi.errno()}`);
+  return value[0]!;
+}
+
+for (const onListener of [true, false]) {
+  test(`noDelay(listening fd): the connections it accepts ${onListener ? 'inherit TCP_NODELAY' : 'do not have it without (control)'}`, async () => {
+    // a net.Server that sets nothing per connection (noDelay false, Node's default for net)
+    const server = net.createServer({ noDelay: false });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+    if (onListener) assert.equal(native().noDelay(fd), true);
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      const [socket] = await accepted;
+      const sfd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      assert.equal(noDelayOf(sfd), onListener ? 1 : 0);
+      socket.destroy();
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+}

@@ -62,6 +62,11 @@ export type Native = {
    * how long it waited for us: in the kernel's accept queue and in this process.
    */
   dataAgeMs(fd: number): number;
+  /**
+   * TCP_NODELAY on a listening socket: the connections it accepts inherit it (Linux), so nothing
+   * needs setting per connection. False when it cannot be set.
+   */
+  noDelay(fd: number): boolean;
   /** Attach a classic BPF program to the SO_REUSEPORT group of `fd` (SO_ATTACH_REUSEPORT_CBPF, no privilege needed). */
   reuseportProgram(fd: number, program: readonly SockFilter[]): void;
   /** Listening TCP sockets bound to exactly `host`:`port` (sock_diag): the members of its reuseport group and any other. */
@@ -114,6 +119,7 @@ const SOCK_DGRAM = 2;
 const MSG_NOSIGNAL = 0x4000;
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
+const TCP_NODELAY = 1;
 /** struct tcp_info: offset of tcpi_last_data_recv (after 8 bytes of u8 fields and 11 u32s). */
 const TCPI_LAST_DATA_RECV = 52;
 const TCP_LISTEN = 10;
@@ -251,6 +257,7 @@ function bind(): Native {
 
   const tcpInfo = Buffer.alloc(256);
   const tcpInfoLen = new Uint32Array(1);
+  const one = new Int32Array([1]);
 
   const diag = {
     usable: endianness() === 'LE', // the messages are built little-endian (host order on x86/arm)
@@ -492,6 +499,10 @@ function bind(): Native {
       tcpInfoLen[0] = tcpInfo.length;
       if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpInfoLen) !== 0) throw fail('getsockopt(TCP_INFO)', `fd ${fd}`);
       return tcpInfo.readUInt8(0);
+    },
+
+    noDelay(fd) {
+      return c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) === 0;
     },
 
     dataAgeMs(fd) {

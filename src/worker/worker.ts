@@ -303,7 +303,21 @@ class Worker {
 
   /** Listen on every listener still open (a drain may have closed one already). */
   private listenAll(): void {
+    this.noDelayInherited();
     for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
+  }
+
+  /**
+   * TCP_NODELAY on the TCP listeners themselves: every connection they accept (ours, the drain's,
+   * the master's hand-over) inherits it, so the http.Server need not set it on each (Node's
+   * `noDelay`, a setsockopt per connection) and connections from a second plain listener, which
+   * come through a net.Server that never set it, get it too. Where any listener could not take
+   * it, Node sets it per connection as before.
+   */
+  private noDelayInherited(): void {
+    const native = this.native;
+    const inherited = native !== undefined && [...this.listeners.values()].every((l) => l.closed || l.info.kind !== 'tcp' || native.noDelay(l.info.fd));
+    (this.server as unknown as { noDelay: boolean }).noDelay = !inherited;
   }
 
   /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
