@@ -43,6 +43,8 @@ export type TlsFrontOptions = {
   /** The app's own TLS server (adopted): its options serve the listeners without TLS of their own. */
   appTls?: tls.Server;
   handshakeTimeoutMs: number;
+  /** Set TCP_NODELAY on each connection (false: the listeners have it, and their connections inherit it). */
+  noDelay: boolean;
   /** An HTTP/2 session with no frame for this long gets the graceful close (GOAWAY; its streams go on); 0 = never. */
   sessionIdleMs: number;
   /** A handshake or a session ended: Connections checks whether the worker is empty. */
@@ -136,7 +138,8 @@ export class TlsFront implements Others {
     const onlyH2 = h2 !== undefined && 'server' in h2 && !h2.allowHTTP1;
     f = tls.createServer({
       // as https.Server: a response written behind the session tickets must not wait for their ACK
-      noDelay: true,
+      // (set on each connection, unless the listener's is inherited)
+      noDelay: this.o.noDelay,
       minVersion: 'TLSv1.2',
       ...base,
       ticketKeys: this.ticketKeys,
@@ -365,6 +368,8 @@ export class PacedAccept {
     private readonly crowded: () => boolean = () => false,
     /** A mark of the peers' cells on the board: it changes when any of them accepts or finishes a connection. */
     private readonly peers: () => number = () => 0,
+    /** Set TCP_NODELAY on each connection (false: inherited from the listener). */
+    private readonly noDelay = true,
   ) {}
   private peersAt = 0;
   /** Since when it waits for a peer (0: it does not); until when it ignores the board. */
@@ -373,7 +378,7 @@ export class PacedAccept {
 
   start(): void {
     if (this.stopped || this.server) return;
-    const s = net.createServer({ noDelay: true });
+    const s = net.createServer({ noDelay: this.noDelay });
     s.on('connection', (socket: net.Socket) => {
       this.accepted++;
       // the front counts its handshake at once (the board with it): then, crowded, stop here

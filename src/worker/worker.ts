@@ -83,6 +83,8 @@ class Worker {
   private readonly early: Array<{ socket: net.Socket; id: number }> = [];
   /** TLS and HTTP/2 (only when a listener or the app speaks TLS). */
   private tls?: TlsFront;
+  /** Whether every TCP listener has TCP_NODELAY, which the connections it accepts inherit. */
+  private readonly noDelayInherited: boolean;
 
   constructor() {
     this.boot = JSON.parse(process.env.QUIESCE_WORKER ?? '{}') as WorkerBoot;
@@ -93,6 +95,7 @@ class Worker {
     this.shared = this.boot.successor === true;
     this.spare = this.boot.spare === true;
     for (const l of this.boot.listeners) this.listeners.set(l.id, { info: l, closed: false });
+    this.noDelayInherited = noDelayOnListeners(this.native, this.boot.listeners);
     this.accessLog = this.boot.config.accessLog === 'off' ? undefined : new AccessLogPipe();
     this.generationHeader = String(this.boot.generation);
     const max = this.boot.config.maxRequestsPerWorker;
@@ -154,6 +157,8 @@ class Worker {
       return this.fatal((err as { code?: string }).code ?? 'APP_LOAD_FAILED', errorMessage(err), stackOf((err as { cause?: unknown }).cause));
     }
     this.server = http.createServer({
+      // set on the listeners, inherited (noDelayOnListeners): no setsockopt per connection
+      noDelay: !this.noDelayInherited,
       maxHeaderSize: cfg.maxHeaderSize,
       requestTimeout: cfg.requestTimeout,
       headersTimeout: cfg.headersTimeout,
@@ -239,14 +244,13 @@ class Worker {
     this.tls = new TlsFront({
       wire, h1: this.server, h2, appTls: own?.server as TlsServer | undefined,
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
+      noDelay: !this.noDelayInherited,
       sessionIdleMs: cfg.keepAliveTimeout > 0 ? cfg.keepAliveTimeout + KEEP_ALIVE_BUFFER_MS : 0,
       onChange: () => this.conns.changed(),
       board: this.mapBoard(),
       countResponse: this.metrics?.countH2,
     });
     this.conns.attach(this.tls);
-    const tlsH1 = this.tls.tlsH1;
-    this.server.prependListener('request', (req: Http.IncomingMessage) => { if ((req.socket as { encrypted?: boolean }).encrypted) tlsH1.requests++; });
     // the app asked for TLS: every listener without TLS of its own gets the app's, never plain HTTP
     for (const l of listeners) if (l.info.tls !== undefined || own) l.front = this.tls.front(l.info.tls);
     const ids = listeners.filter((l) => l.front).map((l) => l.info.id);
@@ -303,21 +307,7 @@ class Worker {
 
   /** Listen on every listener still open (a drain may have closed one already). */
   private listenAll(): void {
-    this.noDelayInherited();
     for (const l of this.listeners.values()) if (!l.closed) this.listen(l);
-  }
-
-  /**
-   * TCP_NODELAY on the TCP listeners themselves: every connection they accept (ours, the drain's,
-   * the master's hand-over) inherits it, so the http.Server need not set it on each (Node's
-   * `noDelay`, a setsockopt per connection) and connections from a second plain listener, which
-   * come through a net.Server that never set it, get it too. Where any listener could not take
-   * it, Node sets it per connection as before.
-   */
-  private noDelayInherited(): void {
-    const native = this.native;
-    const inherited = native !== undefined && [...this.listeners.values()].every((l) => l.closed || l.info.kind !== 'tcp' || native.noDelay(l.info.fd));
-    (this.server as unknown as { noDelay: boolean }).noDelay = !inherited;
   }
 
   /** The http.Server listens on the first plain listener's fd itself; plain net.Servers on the others feed it their connections; a TLS listener's front listens on its own. */
@@ -331,7 +321,7 @@ class Worker {
       const tls = this.tls;
       l.paced = new this.pacedAccept(l.info.fd, backlog, (fd) => native.dupCloexec(fd), l.front,
         (err) => this.log('error', 'accept-failed', { listener: l.info.id, error: errorMessage(err) }),
-        () => tls?.crowded() ?? false, () => tls?.peerMark() ?? 0);
+        () => tls?.crowded() ?? false, () => tls?.peerMark() ?? 0, !this.noDelayInherited);
       l.paced.start();
       l.server = l.front;
     } else if (l.front) {
@@ -377,6 +367,9 @@ class Worker {
     const keepAliveMs = this.boot.config.keepAliveTimeout;
     return (req, res) => {
       (res as unknown as KeepAliveHeader)._keepAliveTimeout = keepAliveMs; // the server's own is 0: see start()
+      // HTTP/1.1 over TLS, counted here (a second 'request' listener made Node copy its listener array per request)
+      const tls = this.tls;
+      if (tls !== undefined && (req.socket as { encrypted?: boolean }).encrypted === true) tls.tlsH1.requests++;
       if (conns.tracking) conns.request(req, res);
       else {
         conns.requests++;
@@ -672,6 +665,17 @@ class Worker {
     const h1 = { connections: c.size - t.open - t.tlsH1.connections, requests: c.requests - t.h2.requests - t.tlsH1.requests };
     return { 'http/1.1': h1, 'https/1.1': { ...t.tlsH1 }, h2: { ...t.h2 } };
   }
+}
+
+/**
+ * TCP_NODELAY on the TCP listeners themselves: every connection they accept (the worker's, the
+ * drain's, the master's hand-over) inherits it (Linux), so no server need set it on each (Node's
+ * `noDelay`: a setsockopt per connection, 5% of a worker's CPU per new connection), and the
+ * connections of a second plain listener, which come through a net.Server that never set it,
+ * get it too. False where any could not take it: then Node sets it per connection as before.
+ */
+function noDelayOnListeners(native: Native | undefined, listeners: readonly ListenerBoot[]): boolean {
+  return native !== undefined && listeners.every((l) => l.kind !== 'tcp' || native.noDelay(l.fd));
 }
 
 export async function workerMain(): Promise<void> {
