@@ -48,9 +48,13 @@ export function benchSite(prefix: string): string {
   return www;
 }
 
-/** Kill a process and everything below it, by pid, children first seen before the parent dies. */
+/**
+ * Kill a process and everything below it, by pid: the descendants are listed first, then the
+ * parent is killed before them, so that a supervisor (nginx's master, quiesce's) cannot replace
+ * a child it saw die (killing nginx's workers first left the ones its master respawned behind).
+ */
 export function killTree(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
-  const all = [...descendants(pid), pid];
+  const all = [pid, ...descendants(pid)];
   for (const p of all) { try { process.kill(p, signal); } catch { /* gone */ } }
 }
 
