@@ -106,8 +106,9 @@ async function main(): Promise<void> {
     : ROWS.filter((r) => (!only ? !r.tls : only.has(r.id)) && (!vsNginx || r.static));
   if (rows.length === 0) throw new Error(`--only: none of ${ROWS.map((r) => r.id).join(',')}`);
   const wrk = pickLoadGen('wrk');
-  const h2load = h2loadGen();
-  if (!h2load && rows.some((r) => 'h2' in r && r.h2 === true)) throw new Error('--only h2 needs h2load (Debian: nghttp2-client)');
+  const wantsH2 = rows.some((r) => 'h2' in r && r.h2 === true);
+  const h2load = wantsH2 ? h2loadGen() : undefined; // looked for only when an HTTP/2 row is asked for
+  if (wantsH2 && h2load === undefined) throw new Error('the HTTP/2 row needs h2load (Debian: nghttp2-client)');
   const www = benchSite('quiesce-bench-cpu-');
   const cert = rows.some((r) => 'tls' in r && r.tls === true) ? benchCert() : undefined;
 
@@ -126,20 +127,20 @@ async function main(): Promise<void> {
           vsNginx ? startNginx({ root: www, workers: 1 }) : startCluster({ ...('static' in row && row.static ? { static: www } : { app }), sched: 'none', workers: 1, ...(tls ? { tls } : {}), ...('h2' in row && row.h2 ? { http2: true } : {}) }),
         ]).then(([a, b]) => ({ a, b }));
       try {
-        const pids = [pinServer(q, 1, 0), pinServer(c, 1, 0)] as const;
-        const gen = 'h2' in row && row.h2 ? h2load! : wrk;
+        const [qpid, cpid] = [pinServer(q, 1, 0), pinServer(c, 1, 0)];
+        const gen = 'h2' in row && row.h2 && h2load !== undefined ? h2load : wrk;
         const load = (s: Running, d: number) => gen.run({ url: `${scheme}://${s.address}${row.path}`, durationS: d, connections: gen === wrk ? 50 : 10, threads: 1, close: row.close, cpu: 0 });
         await Promise.all([load(q, 1), load(c, 1)]); // warm-up
         const mine: number[] = [];
         const split: number[] = [];
         for (let r = 0; r < rounds; r++) {
-          const before = pids.map(cpuTicks);
+          const [qAt, cAt] = [cpuTicks(qpid), cpuTicks(cpid)];
           const [a, b] = await Promise.all([load(q, durationS), load(c, durationS)]);
-          const [ta, tb] = pids.map((pid, i) => cpuTicks(pid) - before[i]!);
+          const [ta, tb] = [cpuTicks(qpid) - qAt, cpuTicks(cpid) - cAt];
           // requests per CPU tick of each worker (all its threads: V8's GC helpers get their own
           // share of the CPU, so the two need not split it evenly)
-          if (b.requests > 0 && ta! > 0 && tb! > 0) mine.push((a.requests / ta!) / (b.requests / tb!));
-          split.push(ta! / (ta! + tb!));
+          if (b.requests > 0 && ta > 0 && tb > 0) mine.push((a.requests / ta) / (b.requests / tb));
+          split.push(ta / (ta + tb));
         }
         ratios.push(...mine);
         perPair.push(fmt(quartiles(mine)[1], 3));

@@ -17,10 +17,11 @@ export function h2loadGen(): LoadGen | undefined {
   return { name: 'h2load', run: runH2load };
 }
 
-/** Run a load tool for `durationS` (killed 30 s past it); resolves with its exit code and its output (stdout, then stderr). */
-function runTool(cmd: string, argv: string[], durationS: number): Promise<{ code: number | null; out: string; err: string }> {
+/** Run a load tool for `durationS` (killed 30 s past it), on CPU `cpu` if given (taskset); resolves with its exit code and its output (stdout, then stderr). */
+function runTool(cmd: string, argv: string[], durationS: number, cpu?: number): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = cpu === undefined ? spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('taskset', ['-c', String(cpu), cmd, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
     track(p.pid!);
     let out = '';
     let err = '';
@@ -39,7 +40,7 @@ function runTool(cmd: string, argv: string[], durationS: number): Promise<{ code
 /** HTTP/2: `connections` sessions of 10 concurrent streams each, for the duration. No p99 (h2load gives min/max/mean). */
 async function runH2load(o: LoadOptions): Promise<LoadResult> {
   const args = ['-c', String(o.connections), '-m', '10', '-t', String(o.threads), '-D', String(o.durationS), o.url];
-  const { code, out, err } = o.cpu === undefined ? await runTool('h2load', args, o.durationS) : await runTool('taskset', ['-c', String(o.cpu), 'h2load', ...args], o.durationS);
+  const { code, out, err } = await runTool('h2load', args, o.durationS, o.cpu);
   const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1]);
   const req = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   if (code !== 0 || !Number.isFinite(rps) || !req) throw new Error(`h2load ${args.join(' ')} failed (code ${code}): ${out}\n${err}`);
@@ -71,8 +72,7 @@ function wrkTime(s: string | undefined): number {
 async function runWrk(o: LoadOptions): Promise<LoadResult> {
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--latency', '--timeout', '5s',
     ...(o.close ? ['-H', 'Connection: close'] : []), o.url];
-  const [cmd, argv] = o.cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(o.cpu), 'wrk', ...args]];
-  const { code, out, err } = await runTool(cmd, argv, o.durationS);
+  const { code, out, err } = await runTool('wrk', args, o.durationS, o.cpu);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
   if (code !== 0 || !Number.isFinite(rps)) throw new Error(`wrk ${args.join(' ')} failed (code ${code}): ${out}\n${err}`);
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);

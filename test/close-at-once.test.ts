@@ -6,16 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import https from 'node:https';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { closeAtOnce } from '../src/worker/close-at-once.js';
+import { makeCert, noOpenssl } from './helpers/cert.js';
 
 const BODY = Buffer.alloc(1 << 20, 'q');
-const noOpenssl = spawnSync('openssl', ['version']).status === 0 ? false : 'openssl is not installed';
 
 type Seen = { finish: boolean; closed: Promise<void> };
 
@@ -70,11 +67,8 @@ test('closeAtOnce: a plain connection ending with its response is destroyed with
 
 test('closeAtOnce: a TLS connection keeps Node\'s end (close_notify) before its close', { skip: noOpenssl }, async () => {
   closeAtOnce();
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-close-'));
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost'], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const server = https.createServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
+  const pair = makeCert();
+  const server = https.createServer({ key: readFileSync(pair.key), cert: readFileSync(pair.cert) });
   const seen: Seen[] = [];
   try {
     const port = await serve(server, seen);
@@ -86,6 +80,6 @@ test('closeAtOnce: a TLS connection keeps Node\'s end (close_notify) before its 
     assert.equal(seen[0]!.finish, true, 'the TLS socket ended (close_notify) before its close');
   } finally {
     server.close();
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(pair.dir, { recursive: true, force: true });
   }
 });

@@ -4,14 +4,14 @@
  * sessions with many streams go through a stop and a reload with every stream ok or refused, a
  * renewed certificate goes live with a reload (a mismatched key rolls back), a resumed session
  * works on any worker, and an app that brings its own https server is served over TLS with its
- * own certificate. Certificates are made here with openssl.
+ * own certificate. Certificates are made with openssl (test/helpers/cert.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
@@ -19,28 +19,14 @@ import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
-import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
+import { asNobody, forNobody, skipFor, WHO } from './helpers/unprivileged.js';
+import { makeCert, noOpenssl, type CertPair } from './helpers/cert.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
-const noOpenssl = spawnSync('openssl', ['version']).status === 0 ? false : 'openssl is not installed';
 const noCurl = spawnSync('curl', ['--version']).status === 0 ? false : 'curl is not installed';
 const noH2load = spawnSync('h2load', ['--version']).status === 0 ? false : 'h2load is not installed (Debian: nghttp2-client)';
 
-type Pair = { cert: string; key: string; dir: string };
-
-/** A self-signed P-256 certificate for 127.0.0.1/localhost, in a directory `who`'s master can read. */
-function makeCert(who: Who = 'root', cn = 'quiesce-test', san = 'DNS:localhost,IP:127.0.0.1'): Pair {
-  const dir = who === 'nobody' ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-tls-'));
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
-    '-days', '2', '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  chmodSync(key, 0o644);
-  return { cert, key, dir };
-}
-
-const tlsArgs = (p: Pair) => ['--tls-cert', p.cert, '--tls-key', p.key];
+const tlsArgs = (p: CertPair) => ['--tls-cert', p.cert, '--tls-key', p.key];
 
 /** One TLS handshake: the certificate's CN, the ALPN protocol, whether the session was resumed. */
 function handshake(address: string, o: { alpn?: string[]; session?: Buffer; servername?: string } = {}): Promise<{ cn: string; alpn: string | false; reused: boolean; session?: Buffer }> {
