@@ -79,20 +79,46 @@ export function ticketKeysAt(secret: string, period: number): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64'), Buffer.alloc(0), `quiesce session tickets ${period}`, 48));
 }
 
-/** An HTTP/2 session's record: its streams in flight, how many it opened, and since when it is idle (sweepIdle). */
-type SessionRec = { streams: Set<http2.ServerHttp2Stream>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number };
+/** An HTTP/2 session's record: its streams in flight (each with its start, performance.now() with --metrics, else 0), how many it opened, and since when it is idle (sweepIdle). */
+type SessionRec = { front: TlsFront; streams: Map<http2.ServerHttp2Stream, number>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number };
 const kRec = Symbol('quiesce.session');
-const kAt = Symbol('quiesce.start');
-/** A stream with its session's record and, with --metrics, its start (performance.now()). */
-type TrackedStream = http2.ServerHttp2Stream & { [kRec]?: SessionRec; [kAt]?: number };
+/** A session we follow, with its record. */
+type TrackedSession = http2.ServerHttp2Session & { [kRec]?: SessionRec };
+type Destroy = (this: http2.ServerHttp2Stream, err: Error | null, cb: (err: Error | null) => void) => void;
+/** Server streams' prototypes whose `_destroy` tells the front of their session (hookStreamEnd). */
+const hooked = new WeakSet<object>();
+
+/**
+ * The end of every HTTP/2 server stream, without a listener per stream: its class's `_destroy`
+ * (which every stream goes through once, before its 'close') is wrapped once, and tells the front
+ * following its session. A 'close' listener per stream meant the listener added, and Node
+ * copying the stream's listener array at each 'close' emit (the compat API has one too): ~0.5 µs
+ * of a ~20 µs request in a cpu-prof, though A/B per CPU gave only 1.007-1.010x (within noise).
+ * False where the stream has no `_destroy` (a future Node): then the caller listens for 'close'.
+ */
+function hookStreamEnd(stream: http2.ServerHttp2Stream): boolean {
+  const proto = Object.getPrototypeOf(stream) as { _destroy?: Destroy };
+  if (hooked.has(proto)) return true;
+  const original = proto._destroy;
+  if (typeof original !== 'function') return false;
+  hooked.add(proto);
+  proto._destroy = function (this: http2.ServerHttp2Stream, err, cb) {
+    // the session first: Node's _destroy lets go of it; rstCode and headersSent are final after it
+    const session = this.session as TrackedSession | undefined;
+    original.call(this, err, cb);
+    const rec = session?.[kRec];
+    if (rec !== undefined) rec.front.streamEnded(this, rec);
+  };
+  return true;
+}
 
 export class TlsFront implements Others {
   private readonly fronts = new Map<number | 'app', tls.Server>();
   private readonly h2server?: http2.Http2SecureServer;
   private handshakes = 0;
   private readonly sessions = new Map<http2.ServerHttp2Session, SessionRec>();
-  /** Every stream's 'close' listener: one function for all (a closure or once() per stream cost ~7% of an HTTP/2 request). */
-  private readonly onStreamClose: (this: TrackedStream) => void;
+  /** Whether streams' ends are hooked (hookStreamEnd, at the first stream); where not, each stream gets a 'close' listener. */
+  private endHooked?: boolean;
   private streams = 0;
   /** Lame duck: the sessions open at its start were asked to go; retiring: every session, new ones included. */
   private winding: 'no' | 'lame' | 'retiring' = 'no';
@@ -106,20 +132,24 @@ export class TlsFront implements Others {
   private rotation?: NodeJS.Timeout;
 
   constructor(private readonly o: TlsFrontOptions) {
-    const front = this;
-    this.onStreamClose = function (this: TrackedStream) { front.streamClosed(this); };
     this.ticketKeys = this.rotateTickets();
     this.posting = o.board !== undefined;
     this.post();
     const h2 = o.h2;
     if (h2 && 'listener' in h2) {
+      // ours: each stream is followed from the request listener (a second 'stream' listener beside
+      // the compat API's made Node copy the listener array at every stream)
+      const listener = h2.listener;
       this.h2server = http2.createSecureServer({ allowHTTP1: false });
-      this.h2server.on('request', h2.listener);
+      this.h2server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+        this.stream(req.stream);
+        listener(req, res);
+      });
     } else if (h2) {
       this.h2server = h2.server;
+      this.h2server.on('stream', (stream: http2.ServerHttp2Stream) => this.stream(stream));
     }
     this.h2server?.on('session', (s: http2.ServerHttp2Session) => this.session(s));
-    this.h2server?.on('stream', (stream: http2.ServerHttp2Stream) => this.stream(stream));
   }
 
   /** Whether HTTP/2 is offered. */
@@ -214,8 +244,9 @@ export class TlsFront implements Others {
   }
 
   private session(s: http2.ServerHttp2Session): void {
-    const rec: SessionRec = { streams: new Set(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now() };
+    const rec: SessionRec = { front: this, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now() };
     this.sessions.set(s, rec);
+    (s as TrackedSession)[kRec] = rec;
     this.h2.connections++;
     s.on('error', () => { /* a client gone mid-session: its streams are closed with it */ });
     s.once('close', () => {
@@ -228,27 +259,27 @@ export class TlsFront implements Others {
     if (this.winding === 'retiring') this.windSession(s);
   }
 
-  private stream(stream: TrackedStream): void {
-    const rec = this.sessions.get(stream.session as http2.ServerHttp2Session);
-    this.streams++;
+  private stream(stream: http2.ServerHttp2Stream): void {
+    const rec = (stream.session as TrackedSession | undefined)?.[kRec];
     this.h2.requests++;
-    if (rec) {
-      rec.streams.add(stream);
-      rec.seen++;
-      stream[kRec] = rec;
-    }
-    if (this.o.countResponse) stream[kAt] = performance.now();
-    stream.on('close', this.onStreamClose);
+    if (rec === undefined) return; // (its session is gone already)
+    this.streams++;
+    rec.streams.set(stream, this.o.countResponse ? performance.now() : 0);
+    rec.seen++;
+    if (!(this.endHooked ??= hookStreamEnd(stream))) stream.once('close', () => this.streamEnded(stream, rec));
     // winding: the session's first stream is served, and GOAWAY names it the last one
-    if (rec && this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
+    if (this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
   }
 
-  private streamClosed(stream: TrackedStream): void {
+  /** A stream of session `rec` ended (hookStreamEnd): no longer in flight; with --metrics, its response counted. */
+  streamEnded(stream: http2.ServerHttp2Stream, rec: SessionRec): void {
+    const at = rec.streams.get(stream);
+    if (at === undefined) return;
+    rec.streams.delete(stream);
     this.streams--;
-    stream[kRec]?.streams.delete(stream);
     const count = this.o.countResponse;
     // a complete response (a reset one, or one never answered, is not counted: as HTTP/1's 'finish')
-    if (count && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.headersSent) count(Number(stream.sentHeaders[':status']), performance.now() - (stream[kAt] ?? 0));
+    if (count && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.headersSent) count(Number(stream.sentHeaders[':status']), performance.now() - at);
   }
 
   /**
@@ -312,7 +343,7 @@ export class TlsFront implements Others {
   force(): number {
     let n = this.handshakes;
     for (const [s, rec] of this.sessions) {
-      for (const stream of rec.streams) {
+      for (const stream of rec.streams.keys()) {
         n++;
         if (stream.destroyed) continue;
         if (!stream.headersSent) {
