@@ -253,6 +253,17 @@ test('a start with a missing key file or a mismatched pair fails naming the file
   const checked = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', b.key]);
   assert.notEqual(checked.code, 0);
   assert.match(checked.stderr, /does not belong to the certificate/);
+  // a certificate file that is no certificate, or a chain with a damaged second one: named, refused
+  const junk = join(a.dir, 'junk.pem');
+  writeFileSync(junk, 'not a certificate\n');
+  const notPem = await runCli(['configtest', PID_APP, '--tls-cert', junk, '--tls-key', a.key]);
+  assert.notEqual(notPem.code, 0);
+  assert.match(notPem.stderr, /certificate .*junk\.pem: not a PEM certificate/);
+  const chain = join(a.dir, 'chain.pem');
+  writeFileSync(chain, readFileSync(a.cert, 'utf8') + '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
+  const badChain = await runCli(['configtest', PID_APP, '--tls-cert', chain, '--tls-key', a.key]);
+  assert.notEqual(badChain.code, 0);
+  assert.match(badChain.stderr, /certificate .*chain\.pem: certificate 2 of the file is not a PEM certificate/);
   const good = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', a.key]);
   assert.equal(good.code, 0, good.stderr);
   assert.match(good.stdout, /TLS on 1 listener\(s\): CN=quiesce-test until/);
