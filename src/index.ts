@@ -121,6 +121,8 @@ export interface ConfigFile {
   fileCache?: number | string;
   /** Cache-Control max-age of static files (at most 1 year). */
   staticMaxAge?: Duration;
+  /** Directories by URL path (`/assets`) whose files never change under their name (hashed names): served with `Cache-Control: public, max-age=31536000, immutable`. */
+  staticImmutable?: string | string[];
   /** Prefer `adminTokenFile` or QUIESCE_ADMIN_TOKEN: a token on the command line shows in ps. */
   adminToken?: string;
   adminTokenFile?: string;

@@ -2,7 +2,7 @@
 // bytes are read from the workers' stats and stay within --file-cache, bad values name the flag.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanup, get, runCli, startServer, stopServer, waitFor } from './helpers/server.js';
@@ -46,11 +46,47 @@ test('bad --file-cache and --static-max-age values are refused, naming the flag'
     ['--static-max-age', 'soon', /--static-max-age: not a duration/],
     ['--static-max-age', '400d', /--static-max-age: not a duration/],
     ['--static-max-age', String(2 * 365 * 24 * 3600), /--static-max-age: at most 1 year/],
+    ['--static-immutable', 'assets', /--static-immutable: not a URL path of a directory/],
+    ['--static-immutable', '/a/../b', /--static-immutable: not a URL path of a directory/],
   ] as const) {
     const r = await runCli(['configtest', `${flag}=${value}`]);
     assert.notEqual(r.code, 0, `${flag} ${value}`);
     assert.match(r.stderr + r.stdout, want, `${flag} ${value}`);
   }
-  const ok = await runCli(['configtest', '--file-cache', '0', '--static-max-age', '1m']);
+  const ok = await runCli(['configtest', '--file-cache', '0', '--static-max-age', '1m', '--static-immutable', '/assets/', '--static-immutable', '/']);
   assert.equal(ok.code, 0, ok.stderr);
+});
+
+test('--static-immutable: files under those URL paths are immutable for a year (from the content cache and in a 304 too), the rest keeps --static-max-age', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-static-immutable-'));
+  mkdirSync(join(dir, 'assets', 'js'), { recursive: true });
+  mkdirSync(join(dir, 'assets-old'));
+  mkdirSync(join(dir, '_next', 'static'), { recursive: true });
+  writeFileSync(join(dir, 'index.html'), '<p>home</p>');
+  writeFileSync(join(dir, 'assets', 'app-3f2a9c1d.js'), 'app();');
+  writeFileSync(join(dir, 'assets', 'js', 'chunk-9d1e.js'), 'chunk();');
+  writeFileSync(join(dir, 'assets-old', 'x.js'), 'x();');
+  writeFileSync(join(dir, '_next', 'static', 'main.js'), 'main();');
+  const immutable = 'public, max-age=31536000, immutable';
+  const s = await startServer({ args: [dir, '--static-max-age', '60', '--static-immutable', '/assets', '--static-immutable', '/_next/static/', '--workers', '1'] });
+  try {
+    for (let round = 0; round < 2; round++) { // the second round from the content cache
+      for (const [path, want] of [
+        ['/assets/app-3f2a9c1d.js', immutable], ['/assets/js/chunk-9d1e.js', immutable], ['/_next/static/main.js', immutable],
+        ['/index.html', 'public, max-age=60'], ['/', 'public, max-age=60'], ['/assets-old/x.js', 'public, max-age=60'],
+      ] as const) {
+        const r = await get(s.address, path);
+        assert.equal(r.status, 200, path);
+        assert.equal(r.headers['cache-control'], want, `${path} (round ${round})`);
+      }
+    }
+    const first = await get(s.address, '/assets/app-3f2a9c1d.js');
+    const again = await get(s.address, '/assets/app-3f2a9c1d.js', { 'if-none-match': String(first.headers.etag) });
+    assert.equal(again.status, 304);
+    assert.equal(again.headers['cache-control'], immutable);
+    assert.equal((await stopServer(s)).code, 0);
+  } finally {
+    await cleanup(s);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -114,6 +114,8 @@ export const SETTINGS = {
     doc: 'static files: content cache per worker in bytes (512k, 64m); files up to 1 MB kept with their headers for 1 s; 0 = off' },
   staticMaxAge: { flag: 'static-max-age', kind: 'duration', default: 0, reload: true,
     doc: 'static files: Cache-Control max-age (s; at most 1 year)' },
+  staticImmutable: { flag: 'static-immutable', kind: 'list', default: [], reload: true,
+    doc: 'static files: a directory by its URL path (/assets) whose files never change under their name (hashed names): Cache-Control "public, max-age=31536000, immutable" for them; repeatable' },
   adminToken: { flag: 'admin-token', kind: 'string', default: '', reload: true,
     doc: 'token for the admin pages: required for all but /live, /ready and the index / off loopback (started without one there, it warns: admin-token-missing), and for /server-status on loopback too once set (on the command line it shows in ps: prefer --admin-token-file or QUIESCE_ADMIN_TOKEN)' },
   adminTokenFile: { flag: 'admin-token-file', kind: 'string', default: '', reload: true,
@@ -195,6 +197,13 @@ export type ListenEntry = v.InferOutput<typeof listenEntry>;
 /** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags; `sni`: its entry's more certificates. */
 export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
 
+/** A directory by its URL path for --static-immutable: starts with /, no empty, . or .. segment except a trailing slash. */
+function isUrlDir(p: string): boolean {
+  if (!p.startsWith('/') || p.includes('\0') || p.includes('\\')) return false;
+  const segs = p.slice(1).replace(/\/$/, '').split('/');
+  return p === '/' || segs.every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
 export const configSchema = v.strictObject({
   // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
   listen: v.pipe(
@@ -249,6 +258,11 @@ export const configSchema = v.strictObject({
   autoindex: bool,
   fileCache: size,
   staticMaxAge: v.pipe(duration, v.maxValue(365 * 24 * 3600 * 1000, got('at most 1 year'))),
+  staticImmutable: v.pipe(
+    v.unknown(),
+    v.transform((x) => (typeof x === 'string' ? [x] : x)),
+    v.array(v.pipe(str, v.check(isUrlDir, 'not a URL path of a directory: /assets (no . or .. segments)')), got('not a URL path or a list of them')),
+  ),
   adminToken: str,
   adminTokenFile: str,
   adminTlsCert: str,

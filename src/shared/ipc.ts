@@ -63,8 +63,8 @@ export type TlsContextWire = {
 export type TlsWire = { contexts: TlsContextWire[]; ticketSecret: string; ticketPeriodMs: number; http2: boolean };
 
 export type AppSpecWire =
-  | { kind: 'site'; fileCache?: number; staticMaxAge?: number }
-  | { kind: 'dir'; root: string; autoindex: boolean; fileCache?: number; staticMaxAge?: number }
+  | { kind: 'site'; fileCache?: number; staticMaxAge?: number; staticImmutable?: readonly string[] }
+  | { kind: 'dir'; root: string; autoindex: boolean; fileCache?: number; staticMaxAge?: number; staticImmutable?: readonly string[] }
   | { kind: 'module'; path: string };
 
 /** `inherited`: passed by the service manager, which keeps it (never gated; its queue waits for the next instance). */

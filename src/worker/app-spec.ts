@@ -9,7 +9,8 @@ import { AppError, type AppSpec, type StaticSettings } from './app-types.js';
  */
 export function resolveAppSpec(arg: string | undefined, cwd: string, statics: StaticSettings): AppSpec {
   const { autoindex, fileCache, staticMaxAge } = statics;
-  if (arg === undefined || arg === '') return { kind: 'site', fileCache, staticMaxAge };
+  const immutable = statics.staticImmutable?.length ? { staticImmutable: statics.staticImmutable } : {};
+  if (arg === undefined || arg === '') return { kind: 'site', fileCache, staticMaxAge, ...immutable };
   const abs = resolve(cwd, arg);
   let st;
   try {
@@ -19,7 +20,7 @@ export function resolveAppSpec(arg: string | undefined, cwd: string, statics: St
     const why = code === 'ENOENT' ? 'no such file or directory' : ((err as Error).message ?? String(err));
     throw new AppError('APP_NOT_FOUND', `app ${abs} not found: ${why}`, { cause: err });
   }
-  if (st.isDirectory()) return { kind: 'dir', root: abs, autoindex, fileCache, staticMaxAge };
+  if (st.isDirectory()) return { kind: 'dir', root: abs, autoindex, fileCache, staticMaxAge, ...immutable };
   if (st.isFile()) return { kind: 'module', path: realpathSync(abs) };
   throw new AppError('APP_NOT_FOUND', `app ${abs} is neither a file (a module to load) nor a directory (to serve)`);
 }

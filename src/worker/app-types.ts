@@ -42,8 +42,8 @@ export type LoadedApp = {
   ownTls?: { server: NetServer; h2: boolean; allowHTTP1: boolean };
 };
 
-/** How static files are served: `--autoindex`, `--file-cache` (bytes), `--static-max-age` (ms). */
-export type StaticSettings = { autoindex: boolean; fileCache?: number; staticMaxAge?: number };
+/** How static files are served: `--autoindex`, `--file-cache` (bytes), `--static-max-age` (ms), `--static-immutable` (URL paths of directories). */
+export type StaticSettings = { autoindex: boolean; fileCache?: number; staticMaxAge?: number; staticImmutable?: readonly string[] };
 
 export type AppSpec =
   | ({ kind: 'site' } & Omit<StaticSettings, 'autoindex'>)

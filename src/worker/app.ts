@@ -21,12 +21,12 @@ export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedA
       const { createStaticListener, locateSiteDir } = await staticModule(); // mime and friends only where files are served
       const { welcomeListener } = await welcomeModule();
       const dir = locateSiteDir();
-      const files = await createStaticListener(dir, { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge });
+      const files = await createStaticListener(dir, { autoindex: false, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge, immutable: spec.staticImmutable });
       return { ...staticApp(files), listener: welcomeListener(dir, opts.admin ?? '', files) };
     }
     case 'dir': {
       const { createStaticListener } = await staticModule();
-      return staticApp(await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge }));
+      return staticApp(await createStaticListener(spec.root, { autoindex: spec.autoindex, onError: opts.onError, fileCache: spec.fileCache, maxAgeMs: spec.staticMaxAge, immutable: spec.staticImmutable }));
     }
     case 'module':
       return loadModuleApp(spec.path, opts);

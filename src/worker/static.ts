@@ -41,7 +41,12 @@ export type StaticOptions = {
   fileCache?: number;
   /** Cache-Control max-age of files, in ms (whole seconds are sent); default 0. */
   maxAgeMs?: number;
+  /** Directories by URL path (`/assets`, `/` for all) whose files get IMMUTABLE instead (`--static-immutable`). */
+  immutable?: readonly string[];
 };
+
+/** Cache-Control of the files under a --static-immutable directory: a year (RFC 9111's longest advised), never revalidated. */
+export const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 /** The content cache's default bound per worker (`--file-cache`). */
 export const FILE_CACHE_DEFAULT = 64 * 1024 * 1024;
@@ -118,6 +123,7 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
     lookups: new LookupCache<Found>(LOOKUP_TTL_MS, LOOKUP_CACHE_MAX),
     cache: cacheBytes > 0 ? new FileCache(cacheBytes, FILE_CACHE_ENTRY_MAX, LOOKUP_TTL_MS) : null,
     cacheControl: `public, max-age=${Math.floor((opts.maxAgeMs ?? 0) / 1000)}`,
+    immutable: (opts.immutable ?? []).map((p) => p.split('/').filter((s) => s !== '')),
     hits: new HitMap(LOOKUP_CACHE_MAX),
   };
   const listener: RequestListener = (req, res) => {
@@ -142,7 +148,15 @@ export async function createStaticListener(root: string, opts: StaticOptions): P
 }
 
 type Found = { real: string; st: Stats } | null;
-type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink; lookups: LookupCache<Found>; cache: FileCache | null; cacheControl: string; hits: HitMap };
+type Ctx = { rootReal: string; autoindex: boolean; onError: ErrorSink; lookups: LookupCache<Found>; cache: FileCache | null; cacheControl: string; immutable: string[][]; hits: HitMap };
+
+/** Whether a request's path (its decoded segments) lies in one of the --static-immutable directories. */
+function isImmutable(ctx: Ctx, segments: readonly string[]): boolean {
+  for (const dir of ctx.immutable) {
+    if (dir.length <= segments.length && dir.every((s, i) => s === segments[i])) return true;
+  }
+  return false;
+}
 
 /**
  * A request target (and Accept-Encoding) whose answer is the content cache's entry `key` until
@@ -308,12 +322,12 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
     }
     const indexPath = join(found.real, 'index.html');
     const index = await resolveInside(ctx, indexPath);
-    if (index?.st.isFile()) return serveFile(ctx, req, res, index, Math.min(until, ctx.lookups.expiresAt(indexPath)));
+    if (index?.st.isFile()) return serveFile(ctx, req, res, index, Math.min(until, ctx.lookups.expiresAt(indexPath)), isImmutable(ctx, target.segments));
     if (ctx.autoindex) return listing(req, res, found.real, target.segments);
     return answerError(res, 404);
   }
   if (!found.st.isFile() || target.trailingSlash) return answerError(res, 404);
-  return serveFile(ctx, req, res, found, until);
+  return serveFile(ctx, req, res, found, until, isImmutable(ctx, target.segments));
 }
 
 /** Which encodings the Accept-Encoding header allows (q > 0, `*` counts). */
@@ -338,7 +352,7 @@ export function acceptsEncoding(header: string | string[] | undefined, enc: Enco
 }
 
 /** `lookedUpUntil`: what the lookups of this request found is trusted until then (see Hit). */
-async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }, lookedUpUntil: number): Promise<void> {
+async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string; st: Stats }, lookedUpUntil: number, immutable: boolean): Promise<void> {
   let served = file;
   let encoding: Encoding | null = null;
   let hasVariants = false;
@@ -357,8 +371,8 @@ async function serveFile(ctx: Ctx, req: IncomingMessage, res: ServerResponse, fi
   // A variant removed since it was looked up: the file itself is served.
   let until = lookedUpUntil;
   for (const { suffix } of ENCODINGS) until = Math.min(until, ctx.lookups.expiresAt(file.real + suffix));
-  const identity = (): void => deliver(ctx, req, res, file, { type, vary: hasVariants, encoding: null }, 0);
-  deliver(ctx, req, res, served, { type, vary: hasVariants, encoding }, until, encoding === null ? undefined : identity);
+  const identity = (): void => deliver(ctx, req, res, file, { type, vary: hasVariants, encoding: null, immutable }, 0);
+  deliver(ctx, req, res, served, { type, vary: hasVariants, encoding, immutable }, until, encoding === null ? undefined : identity);
 }
 
 /**
@@ -459,7 +473,8 @@ export class FileCache {
 type CacheEntry = { meta: FileMeta; body: Buffer; headers: Record<string, string | number>; checked: number };
 
 /** What a response for one file carries beside the file's own validators. */
-type Extra = { type: string; vary: boolean; encoding: Encoding | null };
+/** A file's answer beyond its own metadata: its type, whether it has encoded variants (Vary), the encoding served, whether it is IMMUTABLE. */
+type Extra = { type: string; vary: boolean; encoding: Encoding | null; immutable: boolean };
 
 /**
  * Sends a file; `onMissing` (if given) answers instead of a 404 when the file is gone. A file kept
@@ -467,7 +482,7 @@ type Extra = { type: string; vary: boolean; encoding: Encoding | null };
  */
 function deliver(ctx: Ctx, req: IncomingMessage, res: ServerResponse, file: { real: string }, extra: Extra, lookedUpUntil: number, onMissing?: () => void): void {
   const cache = ctx.cache;
-  const key = cache ? `${file.real}\0${extra.type}\0${extra.encoding ?? ''}\0${extra.vary ? 'v' : ''}` : '';
+  const key = cache ? `${file.real}\0${extra.type}\0${extra.encoding ?? ''}\0${extra.vary ? 'v' : ''}${extra.immutable ? 'i' : ''}` : '';
   const now = cache ? Date.now() : 0;
   const cached = cache?.get(key, now);
   if (cached?.fresh) {
@@ -542,7 +557,7 @@ function openInside(ctx: Ctx, real: string, cache: FileCache | null, stale: Cach
 function prepareHeaders(ctx: Ctx, meta: FileMeta, extra: Extra): Record<string, string | number> {
   const h: Record<string, string | number> = {
     'Accept-Ranges': 'bytes',
-    'Cache-Control': ctx.cacheControl,
+    'Cache-Control': extra.immutable ? IMMUTABLE : ctx.cacheControl,
     'Last-Modified': meta.lastModified,
     ETag: meta.etag,
     'Content-Type': extra.type,
