@@ -15,6 +15,7 @@ import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
+import http2 from 'node:http2';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
@@ -25,6 +26,7 @@ import { makeCert, noOpenssl, type CertPair } from './helpers/cert.js';
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
 const noCurl = spawnSync('curl', ['--version']).status === 0 ? false : 'curl is not installed';
 const noH2load = spawnSync('h2load', ['--version']).status === 0 ? false : 'h2load is not installed (Debian: nghttp2-client)';
+const noNghttp = spawnSync('nghttp', ['--version']).status === 0 ? false : 'nghttp is not installed (Debian: nghttp2-client)';
 
 const tlsArgs = (p: CertPair) => ['--tls-cert', p.cert, '--tls-key', p.key];
 
@@ -568,5 +570,79 @@ test('request metrics count HTTP/2 responses (status class and latency) as they 
     assert.equal(g.http.latency.reduce((a, b) => a + b, 0), g.http.responses);
   } finally {
     await cleanup(s);
+  }
+});
+
+/** One HTTP/2 request: its status, headers, body and trailers (none: {}). */
+function h2get(address: string, path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string; trailers: http2.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`https://${address}`, { rejectUnauthorized: false });
+    client.on('error', reject);
+    const req = client.request({ ':path': path, ...headers });
+    let body = '';
+    let head: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    req.setEncoding('utf8');
+    req.on('response', (h) => { head = h; });
+    req.on('data', (d: string) => { body += d; });
+    req.on('trailers', (t) => { trailers = t; });
+    req.on('end', () => { client.close(); resolve({ status: Number(head[':status']), headers: head, body, trailers }); });
+    req.on('error', reject);
+  });
+}
+
+test('HTTP/2: a response given whole in one end(), or a static file (cached, streamed, a range, a 304: static files are served over HTTP/2), ends with its last DATA frame, no empty trailing frame; trailers set before end(), or while streaming, are still sent', { skip: noOpenssl || noNghttp }, async () => {
+  const pair = makeCert();
+  const s = await startServer({ args: [join(FIXTURES, 'tls/trailers-app.mjs'), '--workers', '1', ...tlsArgs(pair)] });
+  try {
+    // the frames as the client saw them
+    const r = spawnSync('nghttp', ['-nv', `https://${s.address}/whole`], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const data = [...r.stdout.matchAll(/recv DATA frame <length=(\d+), flags=0x(\w+)/g)].map((m) => ({ length: Number(m[1]), flags: parseInt(m[2]!, 16) }));
+    assert.deepEqual(data, [{ length: 'whole body\n'.length, flags: 1 }], r.stdout); // END_STREAM on the body's frame
+    const whole = await h2get(s.address, '/whole');
+    assert.deepEqual([whole.status, whole.body, whole.trailers], [200, 'whole body\n', {}]);
+    const before = await h2get(s.address, '/trailers');
+    assert.equal(before.body, 'with a trailer\n');
+    assert.equal(before.trailers['x-check'], 'before-end');
+    const streamed = await h2get(s.address, '/stream');
+    assert.equal(streamed.body, 'part 1\npart 2\n');
+    assert.equal(streamed.trailers['x-check'], 'streamed');
+    const late = await h2get(s.address, '/late');
+    assert.equal(late.body, 'late trailer\n');
+    assert.equal(late.trailers['x-check'], undefined);
+    process.kill(s.pid, 'SIGTERM');
+    assert.equal((await waitExit(s)).code, 0);
+  } finally {
+    await cleanup(s);
+  }
+  // static files over HTTP/2 (from the cache, streamed from the file, a range, a 304): written
+  // with writeHead() first, marked whole, so no trailing frame either
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-h2-static-'));
+  writeFileSync(join(dir, 'f.txt'), 'x'.repeat(100_000));
+  writeFileSync(join(dir, 'big.txt'), 'y'.repeat(2_000_000));
+  const st = await startServer({ args: [dir, '--workers', '1', ...tlsArgs(pair)] });
+  try {
+    for (const [path, size] of [['/f.txt', 100_000], ['/big.txt', 2_000_000]] as const) {
+      const r = spawnSync('nghttp', ['-nv', `https://${st.address}${path}`], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 });
+      assert.equal(r.status, 0, r.stderr);
+      const data = [...r.stdout.matchAll(/recv DATA frame <length=(\d+), flags=0x(\w+)/g)].map((m) => ({ length: Number(m[1]), flags: parseInt(m[2]!, 16) }));
+      assert.equal(data.reduce((n, d) => n + d.length, 0), size, path);
+      assert.ok(data.every((d) => d.length > 0), `${path}: an empty DATA frame`);
+      assert.equal(data.at(-1)!.flags & 1, 1, `${path}: END_STREAM on the last DATA frame`);
+      const g = await h2get(st.address, path);
+      assert.equal(g.status, 200);
+      assert.equal(g.body.length, size, path);
+      assert.equal(g.headers['content-length'], String(size));
+    }
+    const range = await h2get(st.address, '/big.txt', { range: 'bytes=10-19' });
+    assert.deepEqual([range.status, range.body, range.headers['content-range']], [206, 'y'.repeat(10), 'bytes 10-19/2000000']);
+    const etag = String((await h2get(st.address, '/f.txt')).headers.etag);
+    const again = await h2get(st.address, '/f.txt', { 'if-none-match': etag });
+    assert.deepEqual([again.status, again.body], [304, '']);
+    process.kill(st.pid, 'SIGTERM');
+    assert.equal((await waitExit(st)).code, 0);
+  } finally {
+    await cleanup(st);
   }
 });

@@ -29,7 +29,7 @@ export type LoadedApp = {
   /** Gets the worker's http.Server (e.g. to add an 'upgrade' handler for ws). */
   attach?: (server: Server) => void;
   /**
-   * Served over HTTP/2 too (Node's compat API): listeners and fetch handlers. Express, Koa,
+   * Served over HTTP/2 too (Node's compat API): static files, listeners and fetch handlers. Express, Koa,
    * Fastify and adopted http.Servers use http1-only parts of Node's request and response: they
    * get HTTP/1.1 over TLS.
    */

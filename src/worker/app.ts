@@ -35,5 +35,6 @@ export async function loadApp(spec: AppSpec, opts: LoadOptions): Promise<LoadedA
 
 function staticApp(listener: StaticListener): LoadedApp {
   const cache = listener.fileCache;
-  return { kind: 'static', listener, fileCacheBytes: () => cache?.bytes ?? 0 };
+  // over HTTP/2 too: the static handler uses only what Node's compat request and response share with HTTP/1's
+  return { kind: 'static', listener, fileCacheBytes: () => cache?.bytes ?? 0, http2: true };
 }

@@ -22,6 +22,7 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { RequestListener } from './app-types.js';
 import { failResponse, report, type ErrorSink } from './app-guard.js';
+import { markWhole } from './h2-no-trailers.js';
 
 /** The second argument handed to the fetch handler (Hono reads `c.env.incoming` for conn info). */
 export type NodeBindings = { incoming: IncomingMessage; outgoing: ServerResponse };
@@ -610,6 +611,7 @@ function responseHead(status: number, statusText: string | undefined, headers: R
 }
 
 function writeHead(res: ServerResponse, head: Head): void {
+  markWhole(res); // a fetch Response has no trailers: over HTTP/2, no trailers round (h2-no-trailers.ts)
   if (head.statusText) res.writeHead(head.status, head.statusText, head.headers);
   else res.writeHead(head.status, head.headers);
 }

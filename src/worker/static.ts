@@ -33,6 +33,7 @@ import { basename, dirname, extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AppError, type RequestListener } from './app-types.js';
 import { failResponse, report, type ErrorSink } from './app-guard.js';
+import { markWhole } from './h2-no-trailers.js';
 
 export type StaticOptions = {
   autoindex: boolean;
@@ -574,6 +575,7 @@ function prepareHeaders(ctx: Ctx, meta: FileMeta, extra: Extra): Record<string, 
  * (several ranges, or a stale If-Range, get the whole file), as `send` does.
  */
 function answer(ctx: Ctx, req: IncomingMessage, res: ServerResponse, meta: FileMeta, headers: Record<string, string | number>, body: Buffer | null, fd: number): void {
+  markWhole(res); // a file has no trailers: over HTTP/2, no trailers round (h2-no-trailers.ts)
   if (res.destroyed || res.headersSent) return closeFd(fd);
   const h = req.headers;
   if (h['if-match'] === undefined && h['if-unmodified-since'] === undefined && h['if-none-match'] === undefined && h['if-modified-since'] === undefined && h.range === undefined) {

@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import type { TlsWire } from '../shared/ipc.js';
 import type { Others } from './connections.js';
 import { FORCED_HEADER } from './connections.js';
+import { skipTrailersRound } from './h2-no-trailers.js';
 
 export type H2Listener = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void;
 
@@ -266,7 +267,12 @@ export class TlsFront implements Others {
     this.streams++;
     rec.streams.set(stream, this.o.countResponse ? performance.now() : 0);
     rec.seen++;
-    if (!(this.endHooked ??= hookStreamEnd(stream))) stream.once('close', () => this.streamEnded(stream, rec));
+    if (this.endHooked === undefined) {
+      // at the first stream: its class is Node's server stream
+      this.endHooked = hookStreamEnd(stream);
+      skipTrailersRound(stream, http2.Http2ServerResponse);
+    }
+    if (!this.endHooked) stream.once('close', () => this.streamEnded(stream, rec));
     // winding: the session's first stream is served, and GOAWAY names it the last one
     if (this.winding === 'retiring' && !rec.shut) setImmediate(() => this.shut(stream.session as http2.ServerHttp2Session));
   }

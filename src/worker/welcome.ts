@@ -20,9 +20,9 @@ function card(inner: string, href?: string): string {
 }
 const TITLE = '<span class="title">Server status</span>';
 
-/** A host name or address as a browser would reach it (what the Host header named), or undefined. */
+/** A host name or address as a browser would reach it (what the Host header, or HTTP/2's :authority, named), or undefined. */
 function hostOf(req: IncomingMessage): string | undefined {
-  const h = req.headers.host ?? '';
+  const h = req.headers.host ?? (req.headers[':authority'] as string | undefined) ?? '';
   try {
     const name = new URL(`http://${h}`).hostname;
     return /^(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])$/i.test(name) ? name : undefined;
