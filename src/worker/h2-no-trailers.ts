@@ -45,16 +45,20 @@ function patchResponses(Response: typeof http2.Http2ServerResponse): boolean {
   if (!proto || typeof proto.end !== 'function' || typeof proto.setTrailer !== 'function' || typeof proto.addTrailers !== 'function') return false;
   responsesPatched = true;
   const { end, setTrailer, addTrailers } = proto;
-  proto.end = function (this: WithTrailers, ...args: unknown[]) {
-    if (this.headersSent || this[kTrailers] === true) return (end as (...a: unknown[]) => http2.Http2ServerResponse).apply(this, args);
+  type End = (this: http2.Http2ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => http2.Http2ServerResponse;
+  const original = end as unknown as End;
+  // (fixed parameters, not a rest array: one allocation fewer per response; the compat end() sorts them out as before)
+  const wrapped: End = function (this: WithTrailers, chunk, encoding, cb) {
+    if (this.headersSent || this[kTrailers] === true) return original.call(this, chunk, encoding, cb);
     const outer = ending;
     ending = this;
     try {
-      return (end as (...a: unknown[]) => http2.Http2ServerResponse).apply(this, args);
+      return original.call(this, chunk, encoding, cb);
     } finally {
       ending = outer;
     }
-  } as typeof proto.end;
+  };
+  proto.end = wrapped as unknown as typeof proto.end;
   proto.setTrailer = function (this: WithTrailers, name: string, value: string) {
     this[kTrailers] = true;
     return setTrailer.call(this, name, value);
