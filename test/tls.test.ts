@@ -591,15 +591,19 @@ function h2get(address: string, path: string, headers: http2.OutgoingHttpHeaders
   });
 }
 
-test('HTTP/2: a response given whole in one end(), or a static file (cached, streamed, a range, a 304: static files are served over HTTP/2), ends with its last DATA frame, no empty trailing frame; trailers set before end(), or while streaming, are still sent', { skip: noOpenssl || noNghttp }, async () => {
+/** The DATA frames a response came in, as nghttp saw them: length and flags (1: END_STREAM). */
+function dataFrames(address: string, path: string): Array<{ length: number; flags: number }> {
+  const r = spawnSync('nghttp', ['-nv', `https://${address}${path}`], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 });
+  assert.equal(r.status, 0, r.stderr);
+  return [...r.stdout.matchAll(/recv DATA frame <length=(\d+), flags=0x(\w+)/g)].map((m) => ({ length: Number(m[1]), flags: parseInt(m[2]!, 16) }));
+}
+
+test('HTTP/2: a response given whole in one end(), a static file (cached, streamed, a range, a 304: static files are served over HTTP/2) or a fetch Response, ends with its last DATA frame, no empty trailing frame; trailers set before end(), or while streaming, are still sent', { skip: noOpenssl || noNghttp }, async () => {
   const pair = makeCert();
   const s = await startServer({ args: [join(FIXTURES, 'tls/trailers-app.mjs'), '--workers', '1', ...tlsArgs(pair)] });
   try {
-    // the frames as the client saw them
-    const r = spawnSync('nghttp', ['-nv', `https://${s.address}/whole`], { encoding: 'utf8', timeout: 10_000 });
-    assert.equal(r.status, 0, r.stderr);
-    const data = [...r.stdout.matchAll(/recv DATA frame <length=(\d+), flags=0x(\w+)/g)].map((m) => ({ length: Number(m[1]), flags: parseInt(m[2]!, 16) }));
-    assert.deepEqual(data, [{ length: 'whole body\n'.length, flags: 1 }], r.stdout); // END_STREAM on the body's frame
+    // the frames as the client saw them: END_STREAM on the body's frame
+    assert.deepEqual(dataFrames(s.address, '/whole'), [{ length: 'whole body\n'.length, flags: 1 }]);
     const whole = await h2get(s.address, '/whole');
     assert.deepEqual([whole.status, whole.body, whole.trailers], [200, 'whole body\n', {}]);
     const before = await h2get(s.address, '/trailers');
@@ -624,9 +628,7 @@ test('HTTP/2: a response given whole in one end(), or a static file (cached, str
   const st = await startServer({ args: [dir, '--workers', '1', ...tlsArgs(pair)] });
   try {
     for (const [path, size] of [['/f.txt', 100_000], ['/big.txt', 2_000_000]] as const) {
-      const r = spawnSync('nghttp', ['-nv', `https://${st.address}${path}`], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 });
-      assert.equal(r.status, 0, r.stderr);
-      const data = [...r.stdout.matchAll(/recv DATA frame <length=(\d+), flags=0x(\w+)/g)].map((m) => ({ length: Number(m[1]), flags: parseInt(m[2]!, 16) }));
+      const data = dataFrames(st.address, path);
       assert.equal(data.reduce((n, d) => n + d.length, 0), size, path);
       assert.ok(data.every((d) => d.length > 0), `${path}: an empty DATA frame`);
       assert.equal(data.at(-1)!.flags & 1, 1, `${path}: END_STREAM on the last DATA frame`);
@@ -644,5 +646,17 @@ test('HTTP/2: a response given whole in one end(), or a static file (cached, str
     assert.equal((await waitExit(st)).code, 0);
   } finally {
     await cleanup(st);
+  }
+  // a fetch handler's Response (Hono), written by the fetch bridge with writeHead() first: marked whole too
+  const h = await startServer({ args: [join(FIXTURES, 'apps/hono.mjs'), '--workers', '1', ...tlsArgs(pair)] });
+  try {
+    const data = dataFrames(h.address, '/');
+    assert.ok(data.length > 0 && data.every((d) => d.length > 0), `an empty DATA frame: ${JSON.stringify(data)}`);
+    assert.equal(data.at(-1)!.flags & 1, 1, 'END_STREAM on the last DATA frame');
+    assert.match((await h2get(h.address, '/')).body, /^hello from hono/);
+    process.kill(h.pid, 'SIGTERM');
+    assert.equal((await waitExit(h)).code, 0);
+  } finally {
+    await cleanup(h);
   }
 });
