@@ -11,13 +11,13 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
 import http2 from 'node:http2';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
+import { startServer, stopServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { asNobody, forNobody, skipFor, WHO } from './helpers/unprivileged.js';
@@ -591,6 +591,12 @@ function h2get(address: string, path: string, headers: http2.OutgoingHttpHeaders
   });
 }
 
+/** A response's DATA frames (dataFrames) end it on the last one, none of them empty. */
+function assertEndsOnData(data: Array<{ length: number; flags: number }>, what: string): void {
+  assert.ok(data.length > 0 && data.every((d) => d.length > 0), `${what}: an empty DATA frame: ${JSON.stringify(data)}`);
+  assert.equal(data.at(-1)!.flags & 1, 1, `${what}: END_STREAM on the last DATA frame`);
+}
+
 /** The DATA frames a response came in, as nghttp saw them: length and flags (1: END_STREAM). */
 function dataFrames(address: string, path: string): Array<{ length: number; flags: number }> {
   const r = spawnSync('nghttp', ['-nv', `https://${address}${path}`], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 });
@@ -615,8 +621,7 @@ test('HTTP/2: a response given whole in one end(), a static file (cached, stream
     const late = await h2get(s.address, '/late');
     assert.equal(late.body, 'late trailer\n');
     assert.equal(late.trailers['x-check'], undefined);
-    process.kill(s.pid, 'SIGTERM');
-    assert.equal((await waitExit(s)).code, 0);
+    assert.equal((await stopServer(s)).code, 0);
   } finally {
     await cleanup(s);
   }
@@ -630,8 +635,7 @@ test('HTTP/2: a response given whole in one end(), a static file (cached, stream
     for (const [path, size] of [['/f.txt', 100_000], ['/big.txt', 2_000_000]] as const) {
       const data = dataFrames(st.address, path);
       assert.equal(data.reduce((n, d) => n + d.length, 0), size, path);
-      assert.ok(data.every((d) => d.length > 0), `${path}: an empty DATA frame`);
-      assert.equal(data.at(-1)!.flags & 1, 1, `${path}: END_STREAM on the last DATA frame`);
+      assertEndsOnData(data, path);
       const g = await h2get(st.address, path);
       assert.equal(g.status, 200);
       assert.equal(g.body.length, size, path);
@@ -642,20 +646,17 @@ test('HTTP/2: a response given whole in one end(), a static file (cached, stream
     const etag = String((await h2get(st.address, '/f.txt')).headers.etag);
     const again = await h2get(st.address, '/f.txt', { 'if-none-match': etag });
     assert.deepEqual([again.status, again.body], [304, '']);
-    process.kill(st.pid, 'SIGTERM');
-    assert.equal((await waitExit(st)).code, 0);
+    assert.equal((await stopServer(st)).code, 0);
   } finally {
     await cleanup(st);
+    rmSync(dir, { recursive: true, force: true });
   }
   // a fetch handler's Response (Hono), written by the fetch bridge with writeHead() first: marked whole too
   const h = await startServer({ args: [join(FIXTURES, 'apps/hono.mjs'), '--workers', '1', ...tlsArgs(pair)] });
   try {
-    const data = dataFrames(h.address, '/');
-    assert.ok(data.length > 0 && data.every((d) => d.length > 0), `an empty DATA frame: ${JSON.stringify(data)}`);
-    assert.equal(data.at(-1)!.flags & 1, 1, 'END_STREAM on the last DATA frame');
+    assertEndsOnData(dataFrames(h.address, '/'), 'hono');
     assert.match((await h2get(h.address, '/')).body, /^hello from hono/);
-    process.kill(h.pid, 'SIGTERM');
-    assert.equal((await waitExit(h)).code, 0);
+    assert.equal((await stopServer(h)).code, 0);
   } finally {
     await cleanup(h);
   }

@@ -197,6 +197,11 @@ export type ListenEntry = v.InferOutput<typeof listenEntry>;
 /** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags; `sni`: its entry's more certificates. */
 export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
 
+/** A list setting, where one item may be given alone as a string ("a" is ["a"]). */
+function oneOrList<T extends v.GenericSchema<unknown>>(item: T, message: v.ErrorMessage<v.ArrayIssue>) {
+  return v.pipe(v.unknown(), v.transform((x) => (typeof x === 'string' ? [x] : x)), v.array(item, message));
+}
+
 /** A directory by its URL path for --static-immutable: starts with /, no empty, . or .. segment except a trailing slash. */
 function isUrlDir(p: string): boolean {
   if (!p.startsWith('/') || p.includes('\0') || p.includes('\\')) return false;
@@ -207,9 +212,7 @@ function isUrlDir(p: string): boolean {
 export const configSchema = v.strictObject({
   // one address may be given as a string: "127.0.0.1:8080" is ["127.0.0.1:8080"]
   listen: v.pipe(
-    v.unknown(),
-    v.transform((x) => (typeof x === 'string' ? [x] : x)),
-    v.array(v.union([address, listenEntry], got('not an address or a listen entry')), got('not an address or a list of addresses')),
+    oneOrList(v.union([address, listenEntry], got('not an address or a listen entry')), got('not an address or a list of addresses')),
     v.minLength(1, 'at least one listen address'),
   ),
   admin: address,
@@ -258,11 +261,7 @@ export const configSchema = v.strictObject({
   autoindex: bool,
   fileCache: size,
   staticMaxAge: v.pipe(duration, v.maxValue(365 * 24 * 3600 * 1000, got('at most 1 year'))),
-  staticImmutable: v.pipe(
-    v.unknown(),
-    v.transform((x) => (typeof x === 'string' ? [x] : x)),
-    v.array(v.pipe(str, v.check(isUrlDir, 'not a URL path of a directory: /assets (no . or .. segments)')), got('not a URL path or a list of them')),
-  ),
+  staticImmutable: oneOrList(v.pipe(str, v.check(isUrlDir, 'not a URL path of a directory: /assets (no . or .. segments)')), got('not a URL path or a list of them')),
   adminToken: str,
   adminTokenFile: str,
   adminTlsCert: str,

@@ -120,7 +120,6 @@ export class TlsFront implements Others {
   private readonly sessions = new Map<http2.ServerHttp2Session, SessionRec>();
   /** Whether streams' ends are hooked (hookStreamEnd, at the first stream); where not, each stream gets a 'close' listener. */
   private endHooked?: boolean;
-  private streams = 0;
   /** Lame duck: the sessions open at its start were asked to go; retiring: every session, new ones included. */
   private winding: 'no' | 'lame' | 'retiring' = 'no';
   private graceMs = 1000;
@@ -264,7 +263,6 @@ export class TlsFront implements Others {
     const rec = (stream.session as TrackedSession | undefined)?.[kRec];
     this.h2.requests++;
     if (rec === undefined) return; // (its session is gone already)
-    this.streams++;
     rec.streams.set(stream, this.o.countResponse ? performance.now() : 0);
     rec.seen++;
     if (this.endHooked === undefined) {
@@ -282,7 +280,6 @@ export class TlsFront implements Others {
     const at = rec.streams.get(stream);
     if (at === undefined) return;
     rec.streams.delete(stream);
-    this.streams--;
     const count = this.o.countResponse;
     // a complete response (a reset one, or one never answered, is not counted: as HTTP/1's 'finish')
     if (count && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.headersSent) count(Number(stream.sentHeaders[':status']), performance.now() - at);
@@ -334,7 +331,12 @@ export class TlsFront implements Others {
   // ─── Others (Connections) ────────────────────────────────────────────────
 
   get open(): number { return this.handshakes + this.sessions.size; }
-  get inflight(): number { return this.streams; }
+  /** Streams in flight: those of every session's record (read with the stats and at winding, not per request). */
+  get inflight(): number {
+    let n = 0;
+    for (const rec of this.sessions.values()) n += rec.streams.size;
+    return n;
+  }
 
   wind(idleGraceMs: number, retiring: boolean): void {
     this.graceMs = idleGraceMs;
