@@ -2,7 +2,40 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+import https from 'node:https';
+import http2 from 'node:http2';
 import { startServer, cleanup, get, sleep, statusJson, waitFor, FIXTURES } from './helpers/server.js';
+import { makeCert, noOpenssl } from './helpers/cert.js';
+
+type Answer = { status: number; headers: Record<string, string | string[] | undefined> };
+type Client = (address: string, path: string) => Promise<Answer>;
+
+/** One HTTPS request on a new connection (a full handshake). */
+function httpsGet(address: string, path: string): Promise<Answer> {
+  const m = /^(.*):(\d+)$/.exec(address)!;
+  return new Promise((resolve, reject) => {
+    const req = https.get({ host: m[1], port: Number(m[2]), path, agent: false, rejectUnauthorized: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** One HTTP/2 request on a new session. */
+function h2Get(address: string, path: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`https://${address}`, { rejectUnauthorized: false });
+    session.on('error', reject);
+    const req = session.request({ ':path': path });
+    let head: http2.IncomingHttpHeaders = {};
+    req.on('response', (h) => { head = h; });
+    req.resume();
+    req.on('end', () => { session.close(); resolve({ status: Number(head[':status']), headers: head }); });
+    req.on('error', reject);
+  });
+}
 
 const APP = join(FIXTURES, 'core/crashy.mjs');
 
@@ -12,12 +45,12 @@ const APP = join(FIXTURES, 'core/crashy.mjs');
  * answered 503 (marked, with Retry-After) the moment the worker reads it; without it, every one
  * is served after the wait. Either way the burning request itself is served.
  */
-async function burst(extra: string[]): Promise<{ statuses: number[]; shed: number; busy: number; log: string; counted: number; metric: string }> {
+async function burst(extra: string[], client: Client = get): Promise<{ statuses: number[]; shed: number; busy: number; log: string; counted: number; metric: string }> {
   const s = await startServer({ args: [APP, '--workers', '1', ...extra] });
   try {
-    const busy = get(s.address, '/?burn=1500');
+    const busy = client(s.address, '/?burn=1500');
     await sleep(100);
-    const answers = await Promise.all(Array.from({ length: 12 }, () => get(s.address, '/')));
+    const answers = await Promise.all(Array.from({ length: 12 }, () => client(s.address, '/')));
     const b = await busy;
     // the worker's count reaches the status and /metrics with its next report (every 500 ms)
     const shedHeaders = answers.filter((a) => a.headers['quiesce-shed'] !== undefined).length;
@@ -58,5 +91,31 @@ test('--queue-timeout: a server with time to spare sheds nothing', async () => {
     assert.doesNotMatch(s.err(), /queue-timeout/);
   } finally {
     await cleanup(s);
+  }
+});
+
+/**
+ * Over TLS the request comes after a handshake the busy worker does only once it is free: the
+ * wait is the ClientHello's, which the TLS front reads at the accept. HTTPS on new connections,
+ * then HTTP/2 sessions of one stream each: every request that waited ~1.4 s is shed, the
+ * burning one served; without the option (HTTPS) all are served.
+ */
+test('--queue-timeout over TLS and HTTP/2: requests whose handshake waited past it are answered 503', { skip: noOpenssl }, async () => {
+  const pair = makeCert();
+  try {
+    const tlsArgs = ['--tls-cert', pair.cert, '--tls-key', pair.key];
+    for (const [name, client] of [['https', httpsGet], ['h2', h2Get]] as const) {
+      const on = await burst([...tlsArgs, '--queue-timeout', '500ms'], client);
+      assert.equal(on.busy, 200, name);
+      assert.deepEqual(on.statuses, Array(12).fill(503), `${name}: every request that waited ~1.4 s is shed`);
+      assert.equal(on.shed, 12, `${name}: marked, with Retry-After`);
+      assert.equal(on.counted, 12, `${name}: counted (totals.shed)`);
+      assert.match(on.log, /queue-timeout waited_ms=\d+ limit_ms=500/, name);
+    }
+    const off = await burst(tlsArgs, httpsGet);
+    assert.deepEqual(off.statuses, Array(12).fill(200), 'without the option the same requests are served');
+    assert.equal(off.counted, 0);
+  } finally {
+    rmSync(pair.dir, { recursive: true, force: true });
   }
 });

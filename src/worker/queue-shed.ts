@@ -12,11 +12,20 @@
  * the accept queue, then unread in this process. A request whose body is still arriving has a
  * young last segment and is never shed.
  *
+ * Over TLS the request itself comes only after the handshake, which the worker does once it is
+ * free: the wait is the ClientHello's. The TLS front reports each connection it accepts
+ * (`accepted`: TCP_INFO then, the ClientHello's age), and the connection's first request (or an
+ * HTTP/2 session's first stream) is judged by the time since its ClientHello arrived. HTTP/2
+ * streams go through the same judge as HTTP/1.1 requests (a 503 on the stream; the session
+ * stays).
+ *
  * Cost (only with the option on): one getsockopt (~2 µs) for the first request of each connection
  * (where a queue's wait lands: the accept queue) and for one keep-alive request in SAMPLE_EVERY;
  * one that waited half the limit puts the worker on watch, measuring every request for WATCH_MS.
+ * A TLS connection adds one getsockopt at its accept.
  */
 import type * as Http from 'node:http';
+import type { Socket } from 'node:net';
 import type { RepeatLog } from './repeat-log.js';
 
 /** While not on watch, the share of requests measured (a power of two). */
@@ -42,15 +51,35 @@ export class QueueShed {
     private readonly log: RepeatLog,
   ) {}
 
+  /** TLS connections accepted whose first request is not judged yet: fd -> when their ClientHello arrived (Date.now() ms). */
+  private readonly hello = new Map<number, number>();
+
+  /** A TLS connection accepted (before its handshake): when its first bytes (the ClientHello) arrived. */
+  accepted(raw: Socket): void {
+    const fd = (raw as unknown as FdSocket)._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return;
+    const age = this.dataAgeMs(fd);
+    if (age < 0) return;
+    const at = Date.now() - age;
+    this.hello.set(fd, at);
+    // (a new connection on the same fd may have replaced it already)
+    raw.once('close', () => { if (this.hello.get(fd) === at) this.hello.delete(fd); });
+  }
+
   /** Answers `res` with the 503 and returns true when the request waited past the limit. */
   judge(req: Http.IncomingMessage, res: Http.ServerResponse): boolean {
-    // a connection's first request (nothing written on it yet), a sample of the others, or all while on watch
-    if ((++this.n & (SAMPLE_EVERY - 1)) !== 0 && this.watchUntil === 0 && req.socket.bytesWritten !== 0) return false;
-    const now = Date.now();
-    if (this.watchUntil !== 0 && now > this.watchUntil) this.watchUntil = 0;
     const fd = (req.socket as unknown as FdSocket)._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return false;
-    const waited = this.dataAgeMs(fd);
+    const helloAt = this.hello.size !== 0 ? this.hello.get(fd) : undefined;
+    // a TLS connection's first request, a connection's first (nothing written on it yet), a sample of the others, or all while on watch
+    if (helloAt === undefined && (++this.n & (SAMPLE_EVERY - 1)) !== 0 && this.watchUntil === 0 && req.socket.bytesWritten !== 0) return false;
+    const now = Date.now();
+    if (this.watchUntil !== 0 && now > this.watchUntil) this.watchUntil = 0;
+    let waited = this.dataAgeMs(fd);
+    if (helloAt !== undefined) {
+      this.hello.delete(fd);
+      waited = Math.max(waited, now - helloAt);
+    }
     if (waited < this.limitMs / 2) return false;
     this.watchUntil = now + WATCH_MS;
     if (waited < this.limitMs) return false;

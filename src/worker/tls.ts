@@ -50,6 +50,8 @@ export type TlsFrontOptions = {
   sessionIdleMs: number;
   /** A handshake or a session ended: Connections checks whether the worker is empty. */
   onChange: () => void;
+  /** --queue-timeout: each connection as it is accepted, before its handshake (QueueShed.accepted). */
+  accepted?: (raw: net.Socket) => void;
   /** The TLS load board mapped (master/tls.ts TlsBoard): every worker's cell, ours, and the generation's range. */
   board?: { cells: Int32Array; base: number; slots: number; me: number };
   /** --metrics: an HTTP/2 response finished (its stream closed without a reset, headers sent): its status and ms since its request's headers. */
@@ -180,7 +182,12 @@ export class TlsFront implements Others {
     for (const m of own?.sni ?? []) {
       for (const name of m.names) f.addContext(name, { cert: m.cert, key: m.key, minVersion: 'TLSv1.2', ...(own?.ca ? { ca: own.ca } : {}) });
     }
-    f.on('connection', () => { this.handshakes++; this.post(); });
+    const accepted = this.o.accepted;
+    f.on('connection', (raw: net.Socket) => {
+      this.handshakes++;
+      this.post();
+      if (accepted !== undefined) accepted(raw);
+    });
     f.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
     f.on('tlsClientError', () => { this.handshakes--; this.post(); this.o.onChange(); });
     this.fronts.set(key, f);

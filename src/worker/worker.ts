@@ -241,6 +241,7 @@ class Worker {
     const h2 = cfg.http2 === 'off' ? undefined
       : own?.h2 ? { server: own.server as Http2SecureServer, allowHTTP1: own.allowHTTP1 }
         : this.app.http2 ? { listener: this.h2Listener() } : undefined;
+    const shedder = this.shedder;
     this.tls = new TlsFront({
       wire, h1: this.server, h2, appTls: own?.server as TlsServer | undefined,
       handshakeTimeoutMs: cfg.headersTimeout > 0 ? cfg.headersTimeout : 120_000,
@@ -249,6 +250,7 @@ class Worker {
       onChange: () => this.conns.changed(),
       board: this.mapBoard(),
       countResponse: this.metrics?.countH2,
+      accepted: shedder ? (raw) => shedder.accepted(raw) : undefined,
     });
     this.conns.attach(this.tls);
     // the app asked for TLS: every listener without TLS of its own gets the app's, never plain HTTP
@@ -288,6 +290,7 @@ class Worker {
     const conns = this.conns;
     const app = this.app.listener;
     const extras = this.extras();
+    const shed = this.shedder;
     // (the compat API's request and response stand in for http's: the app kinds served over
     // HTTP/2 are those known to use only what both have; see LoadedApp.http2)
     return (req, res) => {
@@ -296,6 +299,7 @@ class Worker {
       conns.requests++;
       if (conns.requests >= this.recycleAt) this.recycle();
       if (extras !== undefined && extras(r, w)) return;
+      if (shed !== undefined && shed.judge(r, w)) return;
       app(r, w);
     };
   }
