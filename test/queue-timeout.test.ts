@@ -9,26 +9,35 @@ import { startServer, cleanup, get, sleep, statusJson, waitFor, FIXTURES } from 
 import { makeCert, noOpenssl } from './helpers/cert.js';
 
 type Answer = { status: number; headers: Record<string, string | string[] | undefined> };
-type Client = (address: string, path: string) => Promise<Answer>;
+/** A request on a new connection; `sent` is called once the request is on its way (its handshake done). */
+type Client = (address: string, path: string, sent?: () => void) => Promise<Answer>;
+
+const plainGet: Client = (address, path, sent) => {
+  const answer = get(address, path);
+  sent?.();
+  return answer;
+};
 
 /** One HTTPS request on a new connection (a full handshake). */
-function httpsGet(address: string, path: string): Promise<Answer> {
+function httpsGet(address: string, path: string, sent?: () => void): Promise<Answer> {
   const m = /^(.*):(\d+)$/.exec(address)!;
   return new Promise((resolve, reject) => {
     const req = https.get({ host: m[1], port: Number(m[2]), path, agent: false, rejectUnauthorized: false }, (res) => {
       res.resume();
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
     });
+    req.on('finish', () => sent?.());
     req.on('error', reject);
   });
 }
 
 /** One HTTP/2 request on a new session. */
-function h2Get(address: string, path: string): Promise<Answer> {
+function h2Get(address: string, path: string, sent?: () => void): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`https://${address}`, { rejectUnauthorized: false });
     session.on('error', reject);
     const req = session.request({ ':path': path });
+    req.on('ready', () => sent?.());
     let head: http2.IncomingHttpHeaders = {};
     req.on('response', (h) => { head = h; });
     req.resume();
@@ -45,10 +54,14 @@ const APP = join(FIXTURES, 'core/crashy.mjs');
  * answered 503 (marked, with Retry-After) the moment the worker reads it; without it, every one
  * is served after the wait. Either way the burning request itself is served.
  */
-async function burst(extra: string[], client: Client = get): Promise<{ statuses: number[]; shed: number; busy: number; log: string; counted: number; metric: string }> {
+async function burst(extra: string[], client: Client = plainGet): Promise<{ statuses: number[]; shed: number; busy: number; log: string; counted: number; metric: string }> {
   const s = await startServer({ args: [APP, '--workers', '1', ...extra] });
   try {
-    const busy = client(s.address, '/?burn=1500');
+    // the others only once the burning request is on its way (a TLS handshake may take longer than the wait)
+    let sent = (): void => {};
+    const onItsWay = new Promise<void>((resolve) => { sent = resolve; });
+    const busy = client(s.address, '/?burn=1500', sent);
+    await onItsWay;
     await sleep(100);
     const answers = await Promise.all(Array.from({ length: 12 }, () => client(s.address, '/')));
     const b = await busy;

@@ -51,8 +51,8 @@ export class QueueShed {
     private readonly log: RepeatLog,
   ) {}
 
-  /** TLS connections accepted whose first request is not judged yet: fd -> when their ClientHello arrived (Date.now() ms). */
-  private readonly hello = new Map<number, number>();
+  /** TLS connections accepted whose first request is not judged yet, by fd: when their ClientHello arrived (Date.now() ms). */
+  private readonly hello = new Map<number, { at: number; raw: Socket }>();
 
   /** A TLS connection accepted (before its handshake): when its first bytes (the ClientHello) arrived. */
   accepted(raw: Socket): void {
@@ -60,17 +60,16 @@ export class QueueShed {
     if (typeof fd !== 'number' || fd < 0) return;
     const age = this.dataAgeMs(fd);
     if (age < 0) return;
-    const at = Date.now() - age;
-    this.hello.set(fd, at);
-    // (a new connection on the same fd may have replaced it already)
-    raw.once('close', () => { if (this.hello.get(fd) === at) this.hello.delete(fd); });
+    this.hello.set(fd, { at: Date.now() - age, raw });
+    // (the fd is free before its 'close' is emitted: a connection accepted since may hold it already)
+    raw.once('close', () => { if (this.hello.get(fd)?.raw === raw) this.hello.delete(fd); });
   }
 
   /** Answers `res` with the 503 and returns true when the request waited past the limit. */
   judge(req: Http.IncomingMessage, res: Http.ServerResponse): boolean {
     const fd = (req.socket as unknown as FdSocket)._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return false;
-    const helloAt = this.hello.size !== 0 ? this.hello.get(fd) : undefined;
+    const helloAt = this.hello.size !== 0 ? this.hello.get(fd)?.at : undefined;
     // a TLS connection's first request, a connection's first (nothing written on it yet), a sample of the others, or all while on watch
     if (helloAt === undefined && (++this.n & (SAMPLE_EVERY - 1)) !== 0 && this.watchUntil === 0 && req.socket.bytesWritten !== 0) return false;
     const now = Date.now();
