@@ -161,7 +161,7 @@ export type WorkerStats = {
   current?: { method: string; path: string; sinceMs: number };
   /** Static files: bytes of content held by the worker's file cache (never above --file-cache). */
   fileCacheBytes?: number;
-  /** The longest event-loop delay since the previous report (ms, monitorEventLoopDelay at 20 ms resolution). */
+  /** The longest event-loop delay since the previous report (ms, monitorEventLoopDelay at 100 ms resolution). */
   loopDelayMs?: number;
   /** The worker's resident memory (RSS, bytes) at this report. */
   rssBytes?: number;
