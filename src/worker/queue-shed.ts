@@ -36,7 +36,8 @@ const WATCH_MS = 1_000;
 /** The response header that marks a shed request (for clients, logs and tests). */
 export const SHED_HEADER = 'quiesce-shed';
 
-type FdSocket = { _handle?: { fd?: number } | null };
+/** A TLS socket's `_parent` is the TCP socket its server accepted (Node's own field, Node 20-24; null on a plain one). */
+type FdSocket = { _handle?: { fd?: number } | null; _parent?: Socket | null };
 
 export class QueueShed {
   /** Requests answered 503 since the start. */
@@ -51,8 +52,8 @@ export class QueueShed {
     private readonly log: RepeatLog,
   ) {}
 
-  /** TLS connections accepted whose first request is not judged yet, by fd: when their ClientHello arrived (Date.now() ms). */
-  private readonly hello = new Map<number, { at: number; raw: Socket }>();
+  /** TLS connections accepted whose first request is not judged yet (their TCP socket): when their ClientHello arrived (Date.now() ms). */
+  private readonly hello = new WeakMap<Socket, number>();
 
   /** A TLS connection accepted (before its handshake): when its first bytes (the ClientHello) arrived. */
   accepted(raw: Socket): void {
@@ -60,23 +61,23 @@ export class QueueShed {
     if (typeof fd !== 'number' || fd < 0) return;
     const age = this.dataAgeMs(fd);
     if (age < 0) return;
-    this.hello.set(fd, { at: Date.now() - age, raw });
-    // (the fd is free before its 'close' is emitted: a connection accepted since may hold it already)
-    raw.once('close', () => { if (this.hello.get(fd)?.raw === raw) this.hello.delete(fd); });
+    this.hello.set(raw, Date.now() - age);
   }
 
   /** Answers `res` with the 503 and returns true when the request waited past the limit. */
   judge(req: Http.IncomingMessage, res: Http.ServerResponse): boolean {
-    const fd = (req.socket as unknown as FdSocket)._handle?.fd;
+    const socket = req.socket as unknown as FdSocket;
+    const fd = socket._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return false;
-    const helloAt = this.hello.size !== 0 ? this.hello.get(fd)?.at : undefined;
+    const raw = socket._parent;
+    const helloAt = raw ? this.hello.get(raw) : undefined;
     // a TLS connection's first request, a connection's first (nothing written on it yet), a sample of the others, or all while on watch
     if (helloAt === undefined && (++this.n & (SAMPLE_EVERY - 1)) !== 0 && this.watchUntil === 0 && req.socket.bytesWritten !== 0) return false;
     const now = Date.now();
     if (this.watchUntil !== 0 && now > this.watchUntil) this.watchUntil = 0;
     let waited = this.dataAgeMs(fd);
-    if (helloAt !== undefined) {
-      this.hello.delete(fd);
+    if (raw && helloAt !== undefined) {
+      this.hello.delete(raw);
       waited = Math.max(waited, now - helloAt);
     }
     if (waited < this.limitMs / 2) return false;
