@@ -247,7 +247,7 @@ test('bad flags and config name the fault and exit 2', async () => {
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, want);
   }
-  const dir = (await import('node:fs')).mkdtempSync('/tmp/quiesce-cfg-');
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-cfg-'));
   const bad = join(dir, 'bad.json');
   writeFileSync(bad, JSON.stringify({ workers: 2, gracefulTimeot: 5 }));
   const r1 = await runCli(['configtest', '--config', bad]);

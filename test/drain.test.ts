@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { connect, type Socket } from 'node:net';
@@ -24,7 +25,7 @@ import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helper
 const user = (who: Who): 'nobody' | undefined => (who === 'nobody' ? 'nobody' : undefined);
 /** A fresh directory the server of `who` can make a unix socket in. */
 function sockDir(who: Who): string {
-  return who === 'nobody' ? nobodyDir() : mkdtempSync('/tmp/quiesce-unix-');
+  return who === 'nobody' ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-unix-'));
 }
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');

@@ -221,7 +221,9 @@ test('the control socket: a garbage line and an endless one get a clear refusal;
     const ask = (data: string | Buffer): Promise<string> => new Promise((resolve, reject) => {
       const c = net.connect(`${s.pidfile}.sock`);
       let out = '';
-      c.on('data', (d) => { out += d.toString(); });
+      // the answer is one line: once it is in, the client is done (an endless line's sender is
+      // not read on, so the connection would otherwise last until the master's idle timeout)
+      c.on('data', (d) => { out += d.toString(); if (out.includes('\n')) c.destroy(); });
       c.on('close', () => resolve(out));
       c.on('error', (e: NodeJS.ErrnoException) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? resolve(out) : reject(e)));
       c.setTimeout(15_000, () => c.destroy());

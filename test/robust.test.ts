@@ -62,7 +62,9 @@ function starveFds(pid: number, more: number): void {
 }
 
 test('a worker that cannot be forked (EMFILE) is a crash of its slot: backoff, logged, no ghost; reload and stop end', async () => {
-  const s = await startServer({ args: [PID_APP, '--workers', '1', '--respawn-backoff', '50ms', '--graceful-timeout', '2', '--kill-grace', '1'] });
+  // idle admin clients are let go after 5 s (10 s by default): they hold the fds until the failed
+  // reload below, then give them back
+  const s = await startServer({ args: [PID_APP, '--workers', '1', '--respawn-backoff', '50ms', '--graceful-timeout', '2', '--kill-grace', '1'], env: { QUIESCE_CLIENT_IDLE_MS: '5000' } });
   try {
     const before = fdCount(s.pid);
     // a client holding far more admin connections than the cap: the master keeps at most the cap
@@ -116,7 +118,7 @@ test('a stop while no worker can be forked ends (no ghost to wait for); stop --f
 });
 
 test('the control socket caps its connections and lets a silent client go', async () => {
-  const s = await startServer({ args: [PID_APP, '--workers', '1'] });
+  const s = await startServer({ args: [PID_APP, '--workers', '1'], env: { QUIESCE_CLIENT_IDLE_MS: '2000' } });
   try {
     const sock = s.pidfile + '.sock';
     const before = fdCount(s.pid);
@@ -128,8 +130,10 @@ test('the control socket caps its connections and lets a silent client go', asyn
     }
     await sleep(500);
     assert.ok(fdCount(s.pid) <= before + CONTROL_MAX_CONNECTIONS + 2, `control connections capped: ${fdCount(s.pid)} fds, ${before} before`);
-    // a verb gets through once the silent ones are let go (after 10 s each)
+    // a verb gets through once the silent ones are let go (after QUIESCE_CLIENT_IDLE_MS each), not before
+    const t0 = Date.now();
     await within(Promise.all(closed), 30_000, 'the silent control clients to be let go');
+    assert.ok(Date.now() - t0 >= 1_000, `the silent clients were let go after ${Date.now() - t0} ms, not after their idle time`);
     const st = await s.cli('status');
     assert.equal(st.code, 0, st.stderr);
     const stop = await s.cli('stop');

@@ -8,6 +8,7 @@ import { http } from '../shared/node-http.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { QuiesceError } from '../shared/errors.js';
 import { parseListen } from './listeners.js';
+import { CLIENT_IDLE_MS } from './control.js';
 
 /** The default --admin: ADMIN_AUTO_FIRST, or a free loopback port when that is taken. */
 export const ADMIN_AUTO = 'auto';
@@ -21,7 +22,7 @@ const OPEN_ROUTES = new Set(['/live', '/ready', '/']);
  * a connection is let go after ADMIN_IDLE_MS without a complete request or between requests.
  */
 export const ADMIN_MAX_CONNECTIONS = 64;
-export const ADMIN_IDLE_MS = 10_000;
+export const ADMIN_IDLE_MS = CLIENT_IDLE_MS;
 
 export type AdminRoute = (req: Http.IncomingMessage, res: Http.ServerResponse, url: URL) => void | Promise<void>;
 

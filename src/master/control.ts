@@ -6,7 +6,15 @@ import type { ControlReply, ControlRequest } from '../shared/control-protocol.js
 import { QuiesceError } from '../shared/errors.js';
 
 const MAX_REQUEST_BYTES = 64 * 1024;
-const REQUEST_LINE_TIMEOUT_MS = 10_000;
+/**
+ * How long the control socket and the admin listener wait on a silent client (no request line, no
+ * complete request, or nothing between requests) before letting it go: 10 s.
+ * QUIESCE_CLIENT_IDLE_MS (ms, 100-10000) shortens it, for the tests that wait for it.
+ */
+export const CLIENT_IDLE_MS = ((): number => {
+  const v = Number(process.env.QUIESCE_CLIENT_IDLE_MS);
+  return Number.isInteger(v) && v >= 100 && v <= 10_000 ? v : 10_000;
+})();
 /** Connections past this are closed at accept (each verb is one short connection; a stop's clients wait on theirs). */
 export const CONTROL_MAX_CONNECTIONS = 32;
 
@@ -41,7 +49,7 @@ export class ControlServer {
     socket.on('error', () => { /* a client that went away */ });
     const write = (r: ControlReply) => { if (!socket.destroyed) socket.write(JSON.stringify(r) + '\n'); };
     // a client that never sends its request line is let go; the answer itself may take long (a stop)
-    socket.setTimeout(REQUEST_LINE_TIMEOUT_MS, () => socket.destroy());
+    socket.setTimeout(CLIENT_IDLE_MS, () => socket.destroy());
     // nor one whose request line grows without end (a request is a few dozen bytes)
     let received = 0;
     const cap = (chunk: Buffer): void => {
