@@ -134,6 +134,8 @@ export interface ConfigFile {
   tlsCert?: string;
   /** PEM private key of tlsCert. */
   tlsKey?: string;
+  /** More certificates for the listeners that use tlsCert, each "CERT,KEY", chosen by the DNS names it carries (SNI). */
+  tlsSni?: string | string[];
   /** PEM CA certificates: clients must present a certificate they signed (mutual TLS). */
   tlsCa?: string;
   /** File holding the passphrase of an encrypted tlsKey (or QUIESCE_TLS_PASSPHRASE). */

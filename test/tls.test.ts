@@ -454,6 +454,28 @@ test('SNI: a listen entry with more certificates ("sni") serves each to clients 
   assert.match(t.err(), new RegExp(`sni.*the key ${wild.key.replace(/[.]/g, '\\.')} does not belong to the certificate ${a.cert.replace(/[.]/g, '\\.')}`));
 });
 
+test('SNI from the command line: --tls-sni CERT,KEY (repeatable) adds certificates to the --tls-cert listeners; a malformed one or one without --tls-cert is refused naming the flag', { skip: noOpenssl }, async () => {
+  const def = makeCert('root', 'default');
+  const a = makeCert('root', 'a.test', 'DNS:a.test');
+  const wild = makeCert('root', 'wild', 'DNS:*.b.test');
+  const s = await startServer({ args: [PID_APP, ...tlsArgs(def), '--tls-sni', `${a.cert},${a.key}`, '--tls-sni', `${wild.cert},${wild.key}`] });
+  try {
+    assert.equal((await handshake(s.address, { servername: 'a.test' })).cn, 'a.test');
+    assert.equal((await handshake(s.address, { servername: 'x.b.test' })).cn, 'wild');
+    assert.equal((await handshake(s.address, { servername: 'other.test' })).cn, 'default');
+    assert.match(s.err() + s.out(), /tls-certificate .*sni \*\.b\.test.*subject="CN=wild"/);
+  } finally {
+    await cleanup(s);
+  }
+  const { runCli } = await import('./helpers/server.js');
+  const bad = await runCli(['configtest', ...tlsArgs(def), '--tls-sni', a.cert]);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--tls-sni: not CERT,KEY/);
+  const alone = await runCli(['configtest', '--tls-sni', `${a.cert},${a.key}`]);
+  assert.equal(alone.code, 2, alone.stderr);
+  assert.match(alone.stderr, /--tls-sni certificates need a default one: give --tls-cert and --tls-key too/);
+});
+
 test('--admin-tls-cert/--admin-tls-key: the admin listener speaks HTTPS with its own certificate (plain HTTP is not answered there), the welcome page links to it as https; one without the other is refused', { skip: noOpenssl }, async () => {
   const app = makeCert('root', 'app');
   const adm = makeCert('root', 'admin');

@@ -130,6 +130,8 @@ export const SETTINGS = {
     doc: 'PEM certificate (its chain after it) for TLS on every --listen address (a config file\'s listen entry may have its own); read by the master at start and at each reload' },
   tlsKey: { flag: 'tls-key', kind: 'string', default: '', reload: true,
     doc: 'PEM private key of --tls-cert; encrypted keys take their passphrase from --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE' },
+  tlsSni: { flag: 'tls-sni', kind: 'list', default: [], reload: true,
+    doc: 'one more certificate for the listeners that use --tls-cert, as CERT,KEY (PEM files; an encrypted key takes its passphrase as --tls-key does): served to a client asking (SNI) for one of the DNS names it carries (subjectAltName, else its CN); repeatable' },
   tlsCa: { flag: 'tls-ca', kind: 'string', default: '', reload: true,
     doc: 'PEM CA certificates: clients must present a certificate they signed (mutual TLS)' },
   tlsPassphraseFile: { flag: 'tls-passphrase-file', kind: 'string', default: '', reload: true,
@@ -196,6 +198,14 @@ const listenEntry = v.strictObject({
 export type ListenEntry = v.InferOutput<typeof listenEntry>;
 /** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags; `sni`: its entry's more certificates. */
 export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
+
+/** A --tls-sni item: its certificate and key files, or undefined when it is not CERT,KEY. */
+function sniPair(x: string): { cert: string; key: string } | undefined {
+  const i = x.lastIndexOf(',');
+  const cert = x.slice(0, i).trim();
+  const key = x.slice(i + 1).trim();
+  return i > 0 && cert !== '' && key !== '' ? { cert, key } : undefined;
+}
 
 /** A list setting, where one item may be given alone as a string ("a" is ["a"]). */
 function oneOrList<T extends v.GenericSchema<unknown>>(item: T, message: v.ErrorMessage<v.ArrayIssue>) {
@@ -269,6 +279,7 @@ export const configSchema = v.strictObject({
   statusQuery: bool,
   tlsCert: str,
   tlsKey: str,
+  tlsSni: oneOrList(v.pipe(str, v.check((x) => sniPair(x) !== undefined, 'not CERT,KEY (a certificate file and its key file, comma-separated)')), got('not CERT,KEY or a list of them')),
   tlsCa: str,
   tlsPassphraseFile: str,
   http2: oneOf(['on', 'off']),
@@ -368,6 +379,9 @@ function crossCheck(cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { 
   if ((cfg.tlsCert === '') !== (cfg.tlsKey === '')) {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsCert')} and ${name('tlsKey')} go together: give both`);
   }
+  if (cfg.tlsSni.length > 0 && cfg.tlsCert === '') {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsSni')} certificates need a default one: give ${name('tlsCert')} and ${name('tlsKey')} too`);
+  }
   for (const e of Object.values(cfg.listenTls ?? {})) {
     if ((e.tlsCert === undefined) !== (e.tlsKey === undefined)) {
       throw new QuiesceError('CONFIG_INVALID', `${source}: listen entry ${JSON.stringify(e.address)}: tlsCert and tlsKey go together: give both`);
@@ -429,7 +443,11 @@ export function tlsFilesOf(cfg: Config, address: string): TlsFiles | undefined {
     return { cert: e.tlsCert, key: e.tlsKey, ca: e.tlsCa ?? cfg.tlsCa, passphraseFile, source: `listen entry ${JSON.stringify(address)}`, ...sni };
   }
   if (e?.tls === false || cfg.tlsCert === '') return undefined;
-  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: e?.sni?.length ? `--tls-cert/--tls-key with listen entry ${JSON.stringify(address)}` : '--tls-cert/--tls-key', ...sni };
+  // the entry's own "sni" list, else --tls-sni's
+  const flagSni = !e?.sni?.length && cfg.tlsSni.length > 0
+    ? { sni: cfg.tlsSni.map((x) => ({ ...sniPair(x)!, passphraseFile })) }
+    : sni;
+  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: e?.sni?.length ? `--tls-cert/--tls-key with listen entry ${JSON.stringify(address)}` : '--tls-cert/--tls-key', ...flagSni };
 }
 
 /** Merge: defaults, then the file, then flags. */
