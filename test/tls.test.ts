@@ -15,6 +15,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import tls from 'node:tls';
 import https from 'node:https';
+import http from 'node:http';
 import http2 from 'node:http2';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, stopServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
@@ -246,10 +247,11 @@ test('a start with a missing key file or a mismatched pair fails naming the file
   const a = makeCert();
   const b = makeCert();
   const { runCli } = await import('./helpers/server.js');
-  const missing = await runCli([PID_APP, '--listen', '127.0.0.1:0', '--admin', 'off', '--tls-cert', a.cert, '--tls-key', join(a.dir, 'nope.pem'), '--pidfile', join(a.dir, 'q.pid')]);
+  // (the --tls-* flags before --listen: they apply to every address)
+  const missing = await runCli([PID_APP, '--tls-cert', a.cert, '--tls-key', join(a.dir, 'nope.pem'), '--listen', '127.0.0.1:0', '--admin', 'off', '--pidfile', join(a.dir, 'q.pid')]);
   assert.notEqual(missing.code, 0);
   assert.match(missing.stderr, /--tls-cert\/--tls-key: key .*nope\.pem: ENOENT/);
-  const mismatch = await runCli([PID_APP, '--listen', '127.0.0.1:0', '--admin', 'off', '--tls-cert', a.cert, '--tls-key', b.key, '--pidfile', join(a.dir, 'q.pid')]);
+  const mismatch = await runCli([PID_APP, '--tls-cert', a.cert, '--tls-key', b.key, '--listen', '127.0.0.1:0', '--admin', 'off', '--pidfile', join(a.dir, 'q.pid')]);
   assert.notEqual(mismatch.code, 0);
   assert.match(mismatch.stderr, /does not belong to the certificate/);
   const checked = await runCli(['configtest', PID_APP, '--tls-cert', a.cert, '--tls-key', b.key]);
@@ -452,6 +454,30 @@ test('SNI: a listen entry with more certificates ("sni") serves each to clients 
   const exit = await waitExit(t);
   assert.notEqual(exit.code, 0);
   assert.match(t.err(), new RegExp(`sni.*the key ${wild.key.replace(/[.]/g, '\\.')} does not belong to the certificate ${a.cert.replace(/[.]/g, '\\.')}`));
+});
+
+test('--tls-* flags after --listen entries are theirs alone: TLS on those, plain HTTP on the others; a pair split or given twice there is refused naming the --listen', { skip: noOpenssl }, async () => {
+  const one = makeCert('root', 'one');
+  const sock = join(one.dir, 'plain.sock');
+  const s = await startServer({ args: [PID_APP, '--listen', '127.0.0.1:0', ...tlsArgs(one), '--listen', `unix:${sock}`] });
+  try {
+    assert.match(s.address, /^127\.0\.0\.1:\d+$/);
+    assert.equal((await handshake(s.address)).cn, 'one', 'the address before the flags speaks TLS');
+    const plain = await new Promise<string>((resolve, reject) => {
+      const r = http.get({ socketPath: sock, path: '/' }, (res) => { let b = ''; res.on('data', (d: Buffer) => { b += d.toString(); }); res.on('end', () => resolve(`${res.statusCode} ${b}`)); });
+      r.on('error', reject);
+    });
+    assert.match(plain, /^200 /, 'the address after them is plain HTTP');
+  } finally {
+    await cleanup(s);
+  }
+  const { runCli } = await import('./helpers/server.js');
+  const split = await runCli(['configtest', '--listen', '127.0.0.1:8443', '--tls-cert', one.cert, '--listen', '127.0.0.1:8080', '--tls-key', one.key]);
+  assert.equal(split.code, 2, split.stderr);
+  assert.match(split.stderr, /--tls-cert and --tls-key go together: give both after --listen 127\.0\.0\.1:8443/);
+  const twice = await runCli(['configtest', '--listen', '127.0.0.1:8443', ...tlsArgs(one), '--tls-cert', one.cert]);
+  assert.equal(twice.code, 2, twice.stderr);
+  assert.match(twice.stderr, /--tls-cert given twice after --listen 127\.0\.0\.1:8443/);
 });
 
 test('SNI from the command line: --tls-sni CERT,KEY (repeatable) adds certificates to the --tls-cert listeners; a malformed one or one without --tls-cert is refused naming the flag', { skip: noOpenssl }, async () => {

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { didYouMean } from '../shared/suggest.js';
-import { SETTINGS, defaults, loadConfigFile, merge, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
+import { SETTINGS, defaults, loadConfigFile, merge, sniPair, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
 import { EXIT, QuiesceError, appFailedMessage, errorMessage } from '../shared/errors.js';
 import { defaultPidfile } from '../master/pidfile.js';
 import { sendControl } from './client.js';
@@ -71,13 +71,76 @@ export function usage(): string {
 }
 
 /** Flags given on the command line, as raw settings (validated later together with the file). */
-function flagsToRaw(values: Record<string, unknown>, positional: string | undefined): RawConfig {
+function flagsToRaw(values: Record<string, unknown>, positional: string | undefined, tokens: readonly ArgToken[]): RawConfig {
   const raw: RawConfig = {};
   for (const [key, s] of Object.entries(SETTINGS) as Array<[Key, (typeof SETTINGS)[Key]]>) {
     const v = values[s.flag];
     if (v !== undefined) raw[key] = v;
   }
+  Object.assign(raw, listenTls(tokens));
   if (positional !== undefined) raw.app = positional;
+  return raw;
+}
+
+type ArgToken = { kind: string; name?: string; value?: string | undefined };
+/** The --tls-* flags that, given after --listen entries, are those entries' own (their config file key in a listen entry). */
+const ENTRY_TLS = { 'tls-cert': 'tlsCert', 'tls-key': 'tlsKey', 'tls-ca': 'tlsCa', 'tls-passphrase-file': 'tlsPassphraseFile', 'tls-sni': 'sni' } as const;
+type EntryTlsFlag = keyof typeof ENTRY_TLS;
+
+/**
+ * --tls-* flags given after --listen entries apply to those entries alone (the ones since the
+ * previous such flags), as a config file's listen entries with TLS of their own:
+ * `--listen 443 --tls-cert c.pem --tls-key k.pem --listen 80` serves 443 over TLS and 80 plain.
+ * Given before any --listen they apply to every address (the settings, as before). Returns the
+ * settings this changes: `listen` with such entries as objects, and the --tls-* settings from
+ * the flags before the first --listen alone; nothing when no --tls-* flag follows a --listen.
+ */
+function listenTls(tokens: readonly ArgToken[]): RawConfig {
+  const isTls = (n: string | undefined): n is EntryTlsFlag => n !== undefined && Object.hasOwn(ENTRY_TLS, n);
+  const options = tokens.filter((t) => t.kind === 'option');
+  const firstListen = options.findIndex((t) => t.name === 'listen');
+  if (firstListen < 0 || !options.slice(firstListen).some((t) => isTls(t.name))) return {};
+  type Group = { addresses: string[]; flags: Map<EntryTlsFlag, string[]> };
+  const groups: Group[] = [];
+  let pending: string[] = [];
+  let open: Group | undefined;
+  const addresses: string[] = [];
+  const global: Partial<Record<EntryTlsFlag, string[]>> = {};
+  for (const t of options) {
+    const value = t.value ?? '';
+    if (t.name === 'listen') {
+      open = undefined;
+      pending.push(value);
+      addresses.push(value);
+    } else if (isTls(t.name)) {
+      if (addresses.length === 0) { (global[t.name] ??= []).push(value); continue; }
+      if (!open) { open = { addresses: pending, flags: new Map() }; groups.push(open); pending = []; }
+      const given = open.flags.get(t.name) ?? [];
+      if (given.length > 0 && t.name !== 'tls-sni') throw new QuiesceError('USAGE', `--${t.name} given twice after --listen ${open.addresses.join(' --listen ')}`);
+      open.flags.set(t.name, [...given, value]);
+    }
+  }
+  const entryOf = new Map<string, Record<string, unknown>>();
+  for (const g of groups) {
+    const where = `after --listen ${g.addresses.join(' --listen ')}`;
+    if (g.flags.has('tls-cert') !== g.flags.has('tls-key')) throw new QuiesceError('USAGE', `--tls-cert and --tls-key go together: give both ${where}`);
+    const entry: Record<string, unknown> = {};
+    for (const [flag, vals] of g.flags) {
+      if (flag !== 'tls-sni') { entry[ENTRY_TLS[flag]] = vals[0]; continue; }
+      entry.sni = vals.map((x) => {
+        const pair = sniPair(x);
+        if (!pair) throw new QuiesceError('USAGE', `--tls-sni ${where}: not CERT,KEY (a certificate file and its key file, comma-separated), got ${JSON.stringify(x)}`);
+        return { tlsCert: pair.cert, tlsKey: pair.key };
+      });
+    }
+    for (const a of g.addresses) entryOf.set(a, { address: a, ...entry });
+  }
+  const raw: RawConfig = { listen: addresses.map((a) => entryOf.get(a) ?? a) };
+  for (const flag of Object.keys(ENTRY_TLS) as EntryTlsFlag[]) {
+    const key = (Object.entries(SETTINGS) as Array<[Key, (typeof SETTINGS)[Key]]>).find(([, s]) => s.flag === flag)![0];
+    const vals = global[flag];
+    raw[key] = vals === undefined ? undefined : flag === 'tls-sni' ? vals : vals[vals.length - 1];
+  }
   return raw;
 }
 
@@ -108,7 +171,7 @@ export async function cliMain(argv: string[]): Promise<number> {
   try {
     let parsed;
     try {
-      parsed = parseArgs({ args: negativeValues(rest, optionTable()), options: optionTable(), allowPositionals: true, strict: true });
+      parsed = parseArgs({ args: negativeValues(rest, optionTable()), options: optionTable(), allowPositionals: true, strict: true, tokens: true });
     } catch (err) {
       const flag = /Unknown option '--([^']+)'/.exec(errorMessage(err))?.[1];
       const hint = flag ? didYouMean(flag, Object.keys(optionTable()), (f) => `--${f}`) : '';
@@ -133,7 +196,7 @@ export async function cliMain(argv: string[]): Promise<number> {
       const why = badNode(node);
       if (why) throw new QuiesceError('USAGE', `--node ${values.node}: ${why}`);
     }
-    const flags = flagsToRaw(values, positionals[0]);
+    const flags = flagsToRaw(values, positionals[0], parsed.tokens);
     const configPath = values.config as string | undefined;
     switch (verb) {
       case 'start': return await runServer(flags, configPath);

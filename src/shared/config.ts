@@ -127,7 +127,7 @@ export const SETTINGS = {
   statusQuery: { flag: 'status-query', kind: 'bool', default: false, reload: true,
     doc: 'show requests in flight with their query strings on the status pages (default: paths only; a query may carry secrets)' },
   tlsCert: { flag: 'tls-cert', kind: 'string', default: '', reload: true,
-    doc: 'PEM certificate (its chain after it) for TLS on every --listen address (a config file\'s listen entry may have its own); read by the master at start and at each reload' },
+    doc: 'PEM certificate (its chain after it) for TLS on every --listen address, or, given after --listen entries, on those alone (as the other --tls-* flags; a config file\'s listen entry may have its own); read by the master at start and at each reload' },
   tlsKey: { flag: 'tls-key', kind: 'string', default: '', reload: true,
     doc: 'PEM private key of --tls-cert; encrypted keys take their passphrase from --tls-passphrase-file or QUIESCE_TLS_PASSPHRASE' },
   tlsSni: { flag: 'tls-sni', kind: 'list', default: [], reload: true,
@@ -200,7 +200,7 @@ export type ListenEntry = v.InferOutput<typeof listenEntry>;
 export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
 
 /** A --tls-sni item: its certificate and key files, or undefined when it is not CERT,KEY. */
-function sniPair(x: string): { cert: string; key: string } | undefined {
+export function sniPair(x: string): { cert: string; key: string } | undefined {
   const i = x.lastIndexOf(',');
   const cert = x.slice(0, i).trim();
   const key = x.slice(i + 1).trim();
@@ -447,7 +447,7 @@ export function tlsFilesOf(cfg: Config, address: string): TlsFiles | undefined {
   const flagSni = !e?.sni?.length && cfg.tlsSni.length > 0
     ? { sni: cfg.tlsSni.map((x) => ({ ...sniPair(x)!, passphraseFile })) }
     : sni;
-  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: e?.sni?.length ? `--tls-cert/--tls-key with listen entry ${JSON.stringify(address)}` : '--tls-cert/--tls-key', ...flagSni };
+  return { cert: cfg.tlsCert, key: cfg.tlsKey, ca: e?.tlsCa ?? cfg.tlsCa, passphraseFile: cfg.tlsPassphraseFile, source: e?.sni?.length ? `--tls-cert/--tls-key with listen entry ${JSON.stringify(address)}` : '--tls-cert/--tls-key', ...flagSni };
 }
 
 /** Merge: defaults, then the file, then flags. */
