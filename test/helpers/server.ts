@@ -38,9 +38,14 @@ export type Server = {
 /** `user: 'nobody'`: the master itself runs unprivileged (helpers/unprivileged.ts; the test must run as root). */
 export type StartOptions = { args?: string[]; cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean; waitReady?: boolean; user?: 'nobody' };
 
+/** Every server's directory, removed when the test file's process ends: cleanup() removes it sooner, but a test whose server failed to start may not call it. */
+const serverDirs: string[] = [];
+process.once('exit', () => { for (const d of serverDirs) rmSync(d, { recursive: true, force: true }); });
+
 export async function startServer(opts: StartOptions = {}): Promise<Server> {
   const nobody = opts.user === 'nobody';
   const dir = nobody ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-test-'));
+  serverDirs.push(dir);
   const pidfile = join(dir, 'quiesce.pid');
   let args = [CLI, '--pidfile', pidfile, '--admin', '127.0.0.1:0', '--access-log', 'off', ...(opts.args ?? [])];
   if (!args.includes('--listen') && !args.includes('--config')) args.push('--listen', '127.0.0.1:0');
