@@ -6,16 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { connect, type Socket } from 'node:net';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, waitFor, alive, get, sleep, FIXTURES } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
-import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helpers/unprivileged.js';
+import { asNobody, forNobody, skipFor, testDir, WHO, type Who } from './helpers/unprivileged.js';
 
 /**
  * Every drain test runs as root and as an unprivileged user (nobody, entered by the test: the
@@ -25,7 +24,7 @@ import { asNobody, forNobody, nobodyDir, skipFor, WHO, type Who } from './helper
 const user = (who: Who): 'nobody' | undefined => (who === 'nobody' ? 'nobody' : undefined);
 /** A fresh directory the server of `who` can make a unix socket in. */
 function sockDir(who: Who): string {
-  return who === 'nobody' ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-unix-'));
+  return testDir('quiesce-unix-', who);
 }
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');

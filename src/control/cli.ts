@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { didYouMean } from '../shared/suggest.js';
-import { SETTINGS, defaults, loadConfigFile, merge, sniPair, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
+import { NOT_SNI_PAIR, SETTINGS, defaults, loadConfigFile, merge, sniPair, validate, withAdminToken, type Config, type Key, type RawConfig } from '../shared/config.js';
 import { EXIT, QuiesceError, appFailedMessage, errorMessage } from '../shared/errors.js';
 import { defaultPidfile } from '../master/pidfile.js';
 import { sendControl } from './client.js';
@@ -83,8 +83,11 @@ function flagsToRaw(values: Record<string, unknown>, positional: string | undefi
 }
 
 type ArgToken = { kind: string; name?: string; value?: string | undefined };
-/** The --tls-* flags that, given after --listen entries, are those entries' own (their config file key in a listen entry). */
-const ENTRY_TLS = { 'tls-cert': 'tlsCert', 'tls-key': 'tlsKey', 'tls-ca': 'tlsCa', 'tls-passphrase-file': 'tlsPassphraseFile', 'tls-sni': 'sni' } as const;
+/** The --tls-* flags that, given after --listen entries, are those entries' own: their setting, and their key in a config file's listen entry. */
+const ENTRY_TLS = {
+  'tls-cert': ['tlsCert', 'tlsCert'], 'tls-key': ['tlsKey', 'tlsKey'], 'tls-ca': ['tlsCa', 'tlsCa'],
+  'tls-passphrase-file': ['tlsPassphraseFile', 'tlsPassphraseFile'], 'tls-sni': ['tlsSni', 'sni'],
+} as const satisfies Record<string, readonly [Key, string]>;
 type EntryTlsFlag = keyof typeof ENTRY_TLS;
 
 /**
@@ -126,10 +129,10 @@ function listenTls(tokens: readonly ArgToken[]): RawConfig {
     if (g.flags.has('tls-cert') !== g.flags.has('tls-key')) throw new QuiesceError('USAGE', `--tls-cert and --tls-key go together: give both ${where}`);
     const entry: Record<string, unknown> = {};
     for (const [flag, vals] of g.flags) {
-      if (flag !== 'tls-sni') { entry[ENTRY_TLS[flag]] = vals[0]; continue; }
+      if (flag !== 'tls-sni') { entry[ENTRY_TLS[flag][1]] = vals[0]; continue; }
       entry.sni = vals.map((x) => {
         const pair = sniPair(x);
-        if (!pair) throw new QuiesceError('USAGE', `--tls-sni ${where}: not CERT,KEY (a certificate file and its key file, comma-separated), got ${JSON.stringify(x)}`);
+        if (!pair) throw new QuiesceError('USAGE', `--tls-sni ${where}: ${NOT_SNI_PAIR}, got ${JSON.stringify(x)}`);
         return { tlsCert: pair.cert, tlsKey: pair.key };
       });
     }
@@ -137,9 +140,8 @@ function listenTls(tokens: readonly ArgToken[]): RawConfig {
   }
   const raw: RawConfig = { listen: addresses.map((a) => entryOf.get(a) ?? a) };
   for (const flag of Object.keys(ENTRY_TLS) as EntryTlsFlag[]) {
-    const key = (Object.entries(SETTINGS) as Array<[Key, (typeof SETTINGS)[Key]]>).find(([, s]) => s.flag === flag)![0];
     const vals = global[flag];
-    raw[key] = vals === undefined ? undefined : flag === 'tls-sni' ? vals : vals[vals.length - 1];
+    raw[ENTRY_TLS[flag][0]] = vals === undefined ? undefined : flag === 'tls-sni' ? vals : vals[vals.length - 1];
   }
   return raw;
 }

@@ -199,6 +199,9 @@ export type ListenEntry = v.InferOutput<typeof listenEntry>;
 /** TLS files of one listener, as given (paths): from its own listen entry or the --tls-* flags; `sni`: its entry's more certificates. */
 export type TlsFiles = { cert: string; key: string; ca: string; passphraseFile: string; source: string; sni?: Array<{ cert: string; key: string; passphraseFile: string }> };
 
+/** What a --tls-sni item that is not CERT,KEY is told. */
+export const NOT_SNI_PAIR = 'not CERT,KEY (a certificate file and its key file, comma-separated)';
+
 /** A --tls-sni item: its certificate and key files, or undefined when it is not CERT,KEY. */
 export function sniPair(x: string): { cert: string; key: string } | undefined {
   const i = x.lastIndexOf(',');
@@ -279,7 +282,7 @@ export const configSchema = v.strictObject({
   statusQuery: bool,
   tlsCert: str,
   tlsKey: str,
-  tlsSni: oneOrList(v.pipe(str, v.check((x) => sniPair(x) !== undefined, 'not CERT,KEY (a certificate file and its key file, comma-separated)')), got('not CERT,KEY or a list of them')),
+  tlsSni: oneOrList(v.pipe(str, v.check((x) => sniPair(x) !== undefined, NOT_SNI_PAIR)), got('not CERT,KEY or a list of them')),
   tlsCa: str,
   tlsPassphraseFile: str,
   http2: oneOf(['on', 'off']),

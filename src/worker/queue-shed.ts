@@ -67,14 +67,14 @@ export class QueueShed {
   /** Answers `res` with the 503 and returns true when the request waited past the limit. */
   judge(req: Http.IncomingMessage, res: Http.ServerResponse): boolean {
     const socket = req.socket as unknown as FdSocket;
-    const fd = socket._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) return false;
     const raw = socket._parent;
     const helloAt = raw ? this.hello.get(raw) : undefined;
     // a TLS connection's first request, a connection's first (nothing written on it yet), a sample of the others, or all while on watch
     if (helloAt === undefined && (++this.n & (SAMPLE_EVERY - 1)) !== 0 && this.watchUntil === 0 && req.socket.bytesWritten !== 0) return false;
     const now = Date.now();
     if (this.watchUntil !== 0 && now > this.watchUntil) this.watchUntil = 0;
+    const fd = socket._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return false;
     let waited = this.dataAgeMs(fd);
     if (raw && helloAt !== undefined) {
       this.hello.delete(raw);

@@ -3,13 +3,12 @@
  * process started here is ended by pid in `stop()`/`kill()`, and `cleanup()` checks none is left.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
 import net from 'node:net';
-import { asNobody, forNobody, nobodyDir } from './unprivileged.js';
+import { asNobody, forNobody, testDir } from './unprivileged.js';
 import type { StatusSnapshot } from '../../src/master/status/types.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -38,14 +37,9 @@ export type Server = {
 /** `user: 'nobody'`: the master itself runs unprivileged (helpers/unprivileged.ts; the test must run as root). */
 export type StartOptions = { args?: string[]; cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean; waitReady?: boolean; user?: 'nobody' };
 
-/** Every server's directory, removed when the test file's process ends: cleanup() removes it sooner, but a test whose server failed to start may not call it. */
-const serverDirs: string[] = [];
-process.once('exit', () => { for (const d of serverDirs) rmSync(d, { recursive: true, force: true }); });
-
 export async function startServer(opts: StartOptions = {}): Promise<Server> {
   const nobody = opts.user === 'nobody';
-  const dir = nobody ? nobodyDir() : mkdtempSync(join(tmpdir(), 'quiesce-test-'));
-  serverDirs.push(dir);
+  const dir = testDir('quiesce-test-', nobody ? 'nobody' : 'root');
   const pidfile = join(dir, 'quiesce.pid');
   let args = [CLI, '--pidfile', pidfile, '--admin', '127.0.0.1:0', '--access-log', 'off', ...(opts.args ?? [])];
   if (!args.includes('--listen') && !args.includes('--config')) args.push('--listen', '127.0.0.1:0');

@@ -54,6 +54,20 @@ export function nobodyDir(): string {
   return dir;
 }
 
+/** The directories testDir made, removed when the test file's process ends. */
+const made: string[] = [];
+
+/**
+ * A fresh temp directory `who`'s server can use (nobody's own for nobody), removed when the test
+ * file's process ends (its servers are gone by then; cleanup() may remove it sooner): a test file
+ * run alone, outside test/run.mjs's scratch dir, leaves nothing in /tmp.
+ */
+export function testDir(prefix: string, who: Who = 'root'): string {
+  const dir = who === 'nobody' ? nobodyDir() : mkdtempSync(join(tmpdir(), prefix));
+  if (made.push(dir) === 1) process.once('exit', () => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
+  return dir;
+}
+
 let root: string | undefined;
 
 /** Where nobody finds the project: ROOT itself when it can read it, else this run's mirror. */
