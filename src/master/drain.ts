@@ -5,7 +5,7 @@
  * handshake in progress. So: (1) gate — new SYNs are dropped (new clients retransmit and then get
  * ECONNREFUSED) while handshakes in progress still complete: by the listener's reuseport group
  * (no privilege needed) or a socket filter (native/gate.ts); a unix socket path is unlinked;
- * (2) drain — each worker takes its load-weighted share of the kernel queue and closes
+ * (2) drain — each worker takes its share of the kernel queue (levelled by load) and closes
  * its own fd in the same tick; the master takes the rest and hands it over, until the kernel
  * itself says no handshake is in progress and the queue is empty; (3) close — the master re-checks
  * a moment later (a late syncookie handshake) and closes last.
@@ -34,6 +34,10 @@ export type DrainReport = {
   rounds: number;
   gateToCloseMs: number;
   perWorker: Record<number, number>;
+  /** Each worker's requests in flight when the drain began (its last stats): what weighs its share. */
+  inflightAtGate: Record<number, number>;
+  /** When each worker answered its drain message, ms after the gate (a busy one reads it late: the master took its share meanwhile). */
+  ackMs: Record<number, number>;
   cappedOut: boolean;
   /** How long the gated listeners waited for late SYN-cookie handshakes (0: no cookies lately). */
   cookieHoldMs: number;
@@ -58,7 +62,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
   const started = Date.now();
   const report: DrainReport = {
     mode: '', queuedAtGate: 0, acceptedInDrain: 0, leftAtClose: 0, lost: 0,
-    handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, cappedOut: false, cookieHoldMs: 0,
+    handedOverByMaster: 0, rounds: 0, gateToCloseMs: 0, perWorker: {}, inflightAtGate: {}, ackMs: {}, cappedOut: false, cookieHoldMs: 0,
   };
   // a socket the service manager keeps is not gated or drained: workers and master let go of it,
   // which resets nothing, and its queue waits for the next instance
@@ -86,7 +90,7 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     //    close your own fd (closing a fd that is not the last one leaves the queue alone). A busy
     //    worker holds the listener only until it reads this one message, not until it has served
     //    what it accepted.
-    const acks = askWorkersToDrain(open, workers, native, report);
+    const acks = askWorkersToDrain(open, workers, native, report, started);
     let acked = false;
     void acks.then(() => { acked = true; });
     // 3. the master, never busy and owner of the last fd, takes the rest (handshakes completing
@@ -146,7 +150,9 @@ export async function drainAndClose(listeners: Listener[], workers: WorkerProc[]
     ms: report.gateToCloseMs, queued_at_gate: report.queuedAtGate, accepted_in_drain: report.acceptedInDrain,
     handed_over: report.handedOverByMaster, left_at_close: report.leftAtClose, lost: report.lost || undefined, rounds: report.rounds, mode: report.mode,
     cookie_hold_ms: report.cookieHoldMs || undefined,
-    per_worker: Object.entries(report.perWorker).map(([pid, n]) => `${pid}:${n}`).join(',') || undefined,
+    per_worker: pidList(report.perWorker),
+    inflight_at_gate: pidList(report.inflightAtGate),
+    ack_ms: pidList(report.ackMs),
   });
   if (open.some((l) => l.drainMode === 'fallback')) {
     log.alert('drain-fallback', { left_at_close: report.leftAtClose, native: native !== undefined, note: 'no gate: connections the kernel held at close were reset (counted as cut)' });
@@ -172,22 +178,43 @@ function settled(l: Listener, native: Native): boolean {
   return l.spec.kind === 'unix' || kernelDrained(native, l.fd, l.port, l.family);
 }
 
-/** Each live worker gets its share of each listener's queue (weighted by how idle it is) and closes its fd. */
-async function askWorkersToDrain(open: Listener[], workers: WorkerProc[], native: Native, report: DrainReport): Promise<void> {
+/**
+ * Shares of `queued` new connections that bring every worker's load (its requests in flight plus
+ * its share) as near one level as whole connections go: the least loaded fill up first, a worker
+ * already above the level gets none. (The first cut weighted shares by 1/(1+inflight): 1 request
+ * in flight against 0 halved a worker's share of a 500-deep queue.)
+ */
+export function levelShares(queued: number, loads: readonly number[]): number[] {
+  const order = loads.map((_, i) => i).sort((a, b) => loads[a]! - loads[b]!);
+  let level = 0;
+  let sum = 0;
+  for (let k = 0; k < order.length; k++) {
+    sum += loads[order[k]!]!;
+    level = (queued + sum) / (k + 1);
+    const next = order[k + 1];
+    if (next === undefined || level <= loads[next]!) break;
+  }
+  return loads.map((l) => Math.max(0, Math.floor(level - l)));
+}
+
+/** Each live worker gets its share of each listener's queue (levelShares, by its requests in flight) and closes its fd. */
+async function askWorkersToDrain(open: Listener[], workers: WorkerProc[], native: Native, report: DrainReport, started: number): Promise<void> {
   const live = workers.filter((w) => w.alive);
   if (live.length === 0) return;
-  const weights = live.map((w) => 1 / (1 + w.stats.inflight));
-  const total = weights.reduce((a, b) => a + b, 0);
+  for (const w of live) report.inflightAtGate[w.pid] = w.stats.inflight;
+  const loads = live.map((w) => w.stats.inflight);
   const asks: Array<Promise<void>> = [];
   for (const l of open) {
     // a unix socket has no queue figure: a fixed batch each, the master takes the rest
     const queued = l.spec.kind === 'tcp' ? native.acceptQueue(l.fd).queued : UNIX_BATCH * live.length;
+    const shares = levelShares(queued, loads);
     live.forEach((w, i) => {
-      const max = Math.min(BATCH_MAX, Math.floor((queued * weights[i]!) / total));
+      const max = Math.min(BATCH_MAX, shares[i]!);
       asks.push(w.ask<Extract<ToMaster, { t: 'accepted' }>>((seq) => ({ t: 'drain-accept', id: l.id, max, close: true, seq }), WORKER_ACK_MS).then((r) => {
         if (!r) return;
         report.acceptedInDrain += r.n;
         report.perWorker[w.pid] = (report.perWorker[w.pid] ?? 0) + r.n;
+        report.ackMs[w.pid] = Date.now() - started;
       }));
     });
   }
@@ -215,6 +242,11 @@ function handOver(l: Listener, native: Native, workers: WorkerProc[], report: Dr
     report.handedOverByMaster++;
     w.handedOver++;
   }
+}
+
+/** `PID:n,PID:n` for the log, or undefined when empty. */
+function pidList(byPid: Record<number, number>): string | undefined {
+  return Object.entries(byPid).map(([pid, n]) => `${pid}:${n}`).join(',') || undefined;
 }
 
 function sleep(ms: number): Promise<void> {
