@@ -142,6 +142,8 @@ export interface ConfigFile {
   tlsPassphraseFile?: string;
   /** HTTP/2 over TLS by ALPN: "on" (default) or "off". */
   http2?: 'on' | 'off';
+  /** "on": the listeners without TLS also speak HTTP/2 in the clear to clients with prior knowledge (h2c), told from HTTP/1.1 by its preface. Default "off". */
+  h2c?: 'on' | 'off';
 }
 
 /** A listen address with TLS of its own (or `tls: false`: plain HTTP even with tlsCert set). */

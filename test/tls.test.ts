@@ -21,6 +21,7 @@ import { runProbe, type ProbeResult } from '../src/probe/index.js';
 import { startServer, stopServer, cleanup, waitExit, waitFor, within, get, statusJson, sleep, FIXTURES, type Server } from './helpers/server.js';
 import { listenQueue } from './helpers/kernel.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
+import { assertH2ThroughReload, assertH2ThroughStop, h2Through } from './helpers/h2-load.js';
 import { asNobody, forNobody, skipFor, WHO } from './helpers/unprivileged.js';
 import { makeCert, noOpenssl, type CertPair } from './helpers/cert.js';
 
@@ -155,22 +156,13 @@ for (const who of WHO) {
 }
 
 /** HTTP/2 sessions with many streams each, `at` a stop or a reload. */
-async function h2Through(s: Server, atS: number, run: () => unknown, durationS = atS + 1.5): Promise<ProbeResult> {
-  return runProbe({ target: `https://${s.address}`, http2: true, keepalive: 6, streams: 16, path: '/?sleep=20', durationS, timeoutS: 15, commands: [{ atS, run }] });
-}
 
 for (const who of WHO) {
   test(`HTTP/2 as ${who}: 6 sessions x 16 concurrent streams through a stop: every stream ok or refused (GOAWAY / REFUSED_STREAM), none cut`, { skip: noOpenssl || skipFor(who) }, async () => {
     const p = makeCert(who);
     const s = await startServer({ args: [PID_APP, ...tlsArgs(p)], user: who === 'nobody' ? 'nobody' : undefined });
     try {
-      const probe = await h2Through(s, 1.0, () => process.kill(s.pid, 'SIGTERM'));
-      console.log(`# h2 through a stop (${who}): ${summary(probe)}`);
-      assertNothingCut(probe);
-      // (a floor, not a rate: at load 17 the sessions took most of the second before the stop: 96 ok)
-      assert.ok(probe.ok > 30, `streams served before and through the stop: ${summary(probe)}`);
-      assert.equal((await waitExit(s)).code, 0);
-      assert.match(s.err(), /cut=0/);
+      await assertH2ThroughStop(s, `https://${s.address}`, `h2 (${who})`);
     } finally {
       await cleanup(s);
     }
@@ -181,7 +173,7 @@ test('HTTP/2 through a stop with a lame duck (--drain-delay 1): sessions get GOA
   const p = makeCert();
   const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--drain-delay', '1'] });
   try {
-    const probe = await h2Through(s, 0.8, () => process.kill(s.pid, 'SIGTERM'), 3.5);
+    const probe = await h2Through(`https://${s.address}`, 0.8, () => process.kill(s.pid, 'SIGTERM'), 3.5);
     console.log(`# h2 through a lame duck and a stop: ${summary(probe)}`);
     assertNothingCut(probe);
     assert.ok(probe.ok > 100, summary(probe));
@@ -195,16 +187,7 @@ test('HTTP/2: 6 sessions x 16 concurrent streams through a reload: every stream 
   const p = makeCert();
   const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--reload-soak', '300ms', '--expose-generation'] });
   try {
-    let reload = '';
-    const done = new AbortController(); // the load goes on until 1.5 s after the reload finished
-    const probe = await runProbe({
-      target: `https://${s.address}`, http2: true, keepalive: 6, streams: 16, path: '/?sleep=20', durationS: 20, timeoutS: 15, signal: done.signal,
-      commands: [{ atS: 0.8, run: async () => { const r = await s.cli('reload'); reload = `${r.code} ${r.stdout}${r.stderr}`; setTimeout(() => done.abort(), 1500); } }],
-    });
-    console.log(`# h2 through a reload: ${summary(probe)}; generations ${JSON.stringify(probe.generations)}`);
-    assert.match(reload, /^0 quiesce: reloaded/);
-    assertNothingCut(probe);
-    assert.ok((probe.generations['2'] ?? 0) > 0, `generation 2 served: ${JSON.stringify(probe.generations)}`);
+    await assertH2ThroughReload(s, `https://${s.address}`, 'h2');
   } finally {
     await cleanup(s);
   }
@@ -398,7 +381,7 @@ test('an app calling listen() on its own https.Server is served over TLS with it
     assert.equal(curl(['--http2', `https://${h.address}/`]).out, 'h2-app 2.0\n');
     assert.equal(curl(['--http1.1', `https://${h.address}/`]).out, 'h2-app 1.1\n');
     // its sessions drain as ours do: a stop under HTTP/2 load cuts nothing
-    const probe = await h2Through(h, 0.8, () => process.kill(h.pid, 'SIGTERM'));
+    const probe = await h2Through(`https://${h.address}`, 0.8, () => process.kill(h.pid, 'SIGTERM'));
     assertNothingCut(probe);
     assert.equal((await waitExit(h)).code, 0);
   } finally {

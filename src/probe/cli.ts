@@ -12,7 +12,8 @@ export const USAGE = `usage: quiesce probe --target [https://]HOST:PORT|[v6]:POR
                      [--admin [https://]HOST:PORT [--admin-ca FILE]]
 
   --target        https://HOST:PORT speaks TLS (HTTP/1.1, or HTTP/2 with --http2; the certificate is not checked)
-  --http2         HTTP/2: each keep-alive client is a session of --streams concurrent streams (default 1);
+  --http2         HTTP/2 (over TLS with https://, else h2c: in the clear, prior knowledge): each keep-alive
+                  client is a session of --streams concurrent streams (default 1);
                   REFUSED_STREAM and GOAWAY count as refused, a stream reset mid-response as cut
   --rate N        open N new connections per second, one request each (Connection: close)
   --keepalive K   K clients sending requests back to back on persistent connections

@@ -63,7 +63,7 @@ export function normalizeOptions(opts: ProbeOptions): Settings {
   checkNumber('maxRequests', maxRequests, 1, 10_000_000, true);
   const streams = opts.streams ?? 1;
   checkNumber('--streams', streams, 1, 1000, true);
-  check(!opts.http2 || (target.kind === 'tcp' && target.tls === true), '--http2: needs an https:// target');
+  check(!opts.http2 || target.kind === 'tcp', '--http2: needs a TCP target (https://HOST:PORT over TLS, HOST:PORT for h2c)');
   const commands = opts.commands ?? [];
   for (const c of commands) {
     checkNumber('--at', c.atS, 0, durationS);

@@ -1,10 +1,10 @@
-// HTTP/2 load (an https:// target with --http2): sessions carrying concurrent streams, each stream
+// HTTP/2 load (--http2: over TLS with an https:// target, in the clear with prior knowledge, h2c, with HOST:PORT): sessions carrying concurrent streams, each stream
 // classified as a request is. A stream the server refused (REFUSED_STREAM: sent after its GOAWAY)
 // or one the session could no longer open (GOAWAY received) is refused; a stream reset, or its
 // session gone, before its response was complete is cut (H2_RESET).
 import http2 from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
-import type { Socket } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { tlsOptions, type Exchange, type SocketGauge } from './connection.js';
 import type { LoadContext } from './load.js';
 import type { Target } from './types.js';
@@ -21,11 +21,12 @@ class Session {
   error?: string;
   streams = 0;
   constructor(target: Extract<Target, { kind: 'tcp' }>, gauge: SocketGauge) {
-    const authority = target.family === 6 ? `https://[${target.host}]:${target.port}` : `https://${target.host}:${target.port}`;
+    const scheme = target.tls ? 'https' : 'http';
+    const authority = target.family === 6 ? `${scheme}://[${target.host}]:${target.port}` : `${scheme}://${target.host}:${target.port}`;
     gauge.open++;
     this.s = http2.connect(authority, {
       createConnection: () => {
-        const sock = tlsConnect(tlsOptions(target, 'h2'));
+        const sock = target.tls ? tlsConnect(tlsOptions(target, 'h2')) : createConnection({ host: target.host, port: target.port, family: target.family, noDelay: true });
         sock.once('connect', () => { this.established = true; });
         return sock as unknown as Socket;
       },

@@ -138,6 +138,8 @@ export const SETTINGS = {
     doc: 'file holding the passphrase of an encrypted --tls-key (or the QUIESCE_TLS_PASSPHRASE environment variable; never on the command line)' },
   http2: { flag: 'http2', kind: 'string', default: 'on', reload: true,
     doc: 'HTTP/2 over TLS, chosen by ALPN (h2, else http/1.1), for the apps that speak it (Node listeners, fetch handlers, http2 servers); "off": HTTP/1.1 only' },
+  h2c: { flag: 'h2c', kind: 'string', default: 'off', reload: true,
+    doc: '"on": the listeners without TLS also speak HTTP/2 in the clear to clients that know it beforehand (prior knowledge, RFC 9113 3.3: a balancer or proxy speaking h2c to its backends), told from HTTP/1.1 by the connection preface, for the apps that speak HTTP/2; HTTP/1.1 on the same port is unchanged (no Upgrade: h2c)' },
 } as const satisfies Record<string, Setting>;
 
 /** The most warm spares --spare-worker takes. */
@@ -286,6 +288,7 @@ export const configSchema = v.strictObject({
   tlsCa: str,
   tlsPassphraseFile: str,
   http2: oneOf(['on', 'off']),
+  h2c: oneOf(['on', 'off']),
   /** The positional argument: an app module, a directory, or '' for the bundled site. */
   app: str,
 });
@@ -381,6 +384,9 @@ function crossCheck(cfg: Omit<v.InferOutput<typeof configSchema>, 'listen'> & { 
   }
   if ((cfg.tlsCert === '') !== (cfg.tlsKey === '')) {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsCert')} and ${name('tlsKey')} go together: give both`);
+  }
+  if (cfg.h2c === 'on' && cfg.http2 === 'off') {
+    throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('h2c')} on is HTTP/2, which ${name('http2')} off turns off: give one of them`);
   }
   if (cfg.tlsSni.length > 0 && cfg.tlsCert === '') {
     throw new QuiesceError('CONFIG_INVALID', `${source}: ${name('tlsSni')} certificates need a default one: give ${name('tlsCert')} and ${name('tlsKey')} too`);

@@ -174,7 +174,7 @@ export type WorkerStats = {
   protocols?: Record<Protocol, { connections: number; requests: number }>;
 };
 
-export const PROTOCOLS = ['http/1.1', 'https/1.1', 'h2'] as const;
+export const PROTOCOLS = ['http/1.1', 'https/1.1', 'h2', 'h2c'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
 /**

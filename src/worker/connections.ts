@@ -295,6 +295,18 @@ export class Connections {
     }
   }
 
+  /** The connection leaves HTTP/1 for a session counted elsewhere (h2c: the TLS front's sessions): forgotten here, as if never accepted. */
+  release(socket: Socket): void {
+    socket.removeListener('close', this.onSocketClose);
+    this.accepted--;
+    this.open.delete(socket);
+    const conn = this.conns.get(socket);
+    if (conn) {
+      clearTimeout(conn.idleTimer);
+      this.conns.delete(socket);
+    }
+  }
+
   /** The app took over the socket (WebSocket, CONNECT): it leaves HTTP, we keep counting it. */
   upgrade(req: IncomingMessage, socket: Duplex): void {
     if ((socket as Socket).destroyed) return;

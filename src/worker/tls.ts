@@ -36,7 +36,8 @@ export type H2Listener = (req: http2.Http2ServerRequest, res: http2.Http2ServerR
 export type ProtocolCounts = { connections: number; requests: number };
 
 export type TlsFrontOptions = {
-  wire: TlsWire;
+  /** The generation's TLS material; undefined when no listener speaks TLS (h2c alone). */
+  wire: TlsWire | undefined;
   /** The worker's http.Server: HTTP/1.1 over TLS goes there. */
   h1: Http.Server;
   /** HTTP/2: our handler for its requests, or the app's own HTTP/2 server; undefined = HTTP/1.1 only. */
@@ -54,6 +55,10 @@ export type TlsFrontOptions = {
   accepted?: (raw: net.Socket) => void;
   /** The TLS load board mapped (master/tls.ts TlsBoard): every worker's cell, ours, and the generation's range. */
   board?: { cells: Int32Array; base: number; slots: number; me: number };
+  /** --h2c on: the listeners without TLS take HTTP/2 with prior knowledge (takeH2c); needs our own HTTP/2 listener (`h2.listener`). */
+  h2c?: boolean;
+  /** A connection leaves the http.Server for an h2c session: Connections forgets it (Connections.release). */
+  release?: (socket: net.Socket) => void;
   /** --metrics: an HTTP/2 response finished (its stream closed without a reset, headers sent): its status and ms since its request's headers. */
   countResponse?: (status: number, ms: number) => void;
 };
@@ -82,8 +87,16 @@ export function ticketKeysAt(secret: string, period: number): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64'), Buffer.alloc(0), `quiesce session tickets ${period}`, 48));
 }
 
-/** An HTTP/2 session's record: its streams in flight (each with its start, performance.now() with --metrics, else 0), how many it opened, and since when it is idle (sweepIdle). */
-type SessionRec = { front: TlsFront; streams: Map<http2.ServerHttp2Stream, number>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number };
+/** HTTP/2's connection preface: Node's HTTP/1 parser stops once it has read all of it (HPE_PAUSED_H2_UPGRADE). */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** The events node:http listens for on a connection's socket (its listeners are internal: all of them go, ours were let go first). */
+const HTTP1_SOCKET_EVENTS = ['data', 'end', 'close', 'drain', 'error', 'timeout', 'pause', 'resume'] as const;
+/** What takeH2c needs of Node's HTTP/1 parser on the socket (node:http's own, undocumented; Node 20-24). */
+type ParserOfSocket = { _consumed?: boolean; unconsume?: () => void; remove?: () => void };
+type Http1Socket = net.Socket & { parser?: ParserOfSocket | null; _handle?: { _consumed?: boolean } | null; encrypted?: boolean };
+
+/** An HTTP/2 session's record (its protocol's counts: h2 or h2c): its streams in flight (each with its start, performance.now() with --metrics, else 0), how many it opened, and since when it is idle (sweepIdle). */
+type SessionRec = { front: TlsFront; counts: ProtocolCounts; streams: Map<http2.ServerHttp2Stream, number>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number };
 const kRec = Symbol('quiesce.session');
 /** A session we follow, with its record. */
 type TrackedSession = http2.ServerHttp2Session & { [kRec]?: SessionRec };
@@ -118,6 +131,8 @@ function hookStreamEnd(stream: http2.ServerHttp2Stream): boolean {
 export class TlsFront implements Others {
   private readonly fronts = new Map<number | 'app', tls.Server>();
   private readonly h2server?: http2.Http2SecureServer;
+  /** --h2c on: the cleartext HTTP/2 server the preface's connections go to (never listens). */
+  private readonly h2cServer?: http2.Http2Server;
   private handshakes = 0;
   private readonly sessions = new Map<http2.ServerHttp2Session, SessionRec>();
   /** Whether streams' ends are hooked (hookStreamEnd, at the first stream); where not, each stream gets a 'close' listener. */
@@ -127,14 +142,15 @@ export class TlsFront implements Others {
   private graceMs = 1000;
   readonly tlsH1: ProtocolCounts = { connections: 0, requests: 0 };
   readonly h2: ProtocolCounts = { connections: 0, requests: 0 };
+  readonly h2c: ProtocolCounts = { connections: 0, requests: 0 };
   /** Writing our load on the board (until retiring: then -1, and peers no longer count us). */
   private posting: boolean;
-  /** The session ticket keys of the current period, and the rotation's timer. */
-  private ticketKeys: Buffer;
+  /** The session ticket keys of the current period (none without TLS), and the rotation's timer. */
+  private ticketKeys?: Buffer;
   private rotation?: NodeJS.Timeout;
 
   constructor(private readonly o: TlsFrontOptions) {
-    this.ticketKeys = this.rotateTickets();
+    if (o.wire) this.rotateTickets();
     this.posting = o.board !== undefined;
     this.post();
     const h2 = o.h2;
@@ -142,16 +158,52 @@ export class TlsFront implements Others {
       // ours: each stream is followed from the request listener (a second 'stream' listener beside
       // the compat API's made Node copy the listener array at every stream)
       const listener = h2.listener;
-      this.h2server = http2.createSecureServer({ allowHTTP1: false });
-      this.h2server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      const onRequest = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void => {
         this.stream(req.stream);
         listener(req, res);
-      });
+      };
+      if (o.wire) this.h2server = http2.createSecureServer({ allowHTTP1: false }).on('request', onRequest);
+      if (o.h2c) {
+        this.h2cServer = http2.createServer().on('request', onRequest);
+        this.h2cServer.on('session', (s: http2.ServerHttp2Session) => this.session(s, this.h2c));
+      }
     } else if (h2) {
       this.h2server = h2.server;
       this.h2server.on('stream', (stream: http2.ServerHttp2Stream) => this.stream(stream));
     }
-    this.h2server?.on('session', (s: http2.ServerHttp2Session) => this.session(s));
+    this.h2server?.on('session', (s: http2.ServerHttp2Session) => this.session(s, this.h2));
+  }
+
+  /** Whether h2c is served (--h2c on, and an app that speaks HTTP/2). */
+  get cleartextH2(): boolean { return this.h2cServer !== undefined; }
+
+  /**
+   * h2c: a connection of the http.Server whose first bytes were HTTP/2's preface (`err`, the
+   * parser's HPE_PAUSED_H2_UPGRADE, after all 24 bytes of it) leaves HTTP/1 as Node's own upgrade
+   * path lets a socket go: the parser stops reading it and leaves the server's list of
+   * connections, node:http's listeners go, and the preface with what followed it in the same read
+   * goes back in front of the socket, where the new session reads it first (Node's http2 reads a
+   * socket's buffered bytes at its start). False (nothing touched: the caller answers the bad
+   * request it is then) when h2c is off, over TLS, or this Node lacks a part of it.
+   */
+  takeH2c(socket: net.Socket, err: { rawPacket?: unknown; bytesParsed?: unknown }): boolean {
+    const s = socket as Http1Socket;
+    const parser = s.parser;
+    const raw = err.rawPacket;
+    const at = err.bytesParsed;
+    if (this.h2cServer === undefined || s.encrypted === true || s.destroyed || !Buffer.isBuffer(raw) || typeof at !== 'number' || at > raw.length
+      || !parser || typeof parser.remove !== 'function' || (parser._consumed === true && typeof parser.unconsume !== 'function')) return false;
+    this.o.release?.(socket);
+    if (parser._consumed === true) { parser.unconsume!(); parser._consumed = false; }
+    parser.remove();
+    s.parser = null;
+    for (const ev of HTTP1_SOCKET_EVENTS) socket.removeAllListeners(ev);
+    if (s._handle) s._handle._consumed = false;
+    // neither flowing nor paused (as node:http leaves an upgraded socket): the bytes wait in its buffer
+    (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+    socket.unshift(Buffer.concat([PREFACE, raw.subarray(at)]));
+    this.h2cServer.emit('connection', socket);
+    return true;
   }
 
   /** Whether HTTP/2 is offered. */
@@ -162,7 +214,7 @@ export class TlsFront implements Others {
     const key = ctx ?? 'app';
     let f = this.fronts.get(key);
     if (f) return f;
-    const own = ctx === undefined ? undefined : this.o.wire.contexts[ctx];
+    const own = ctx === undefined ? undefined : this.o.wire?.contexts[ctx];
     const base: tls.TlsOptions = own
       ? { cert: own.cert, key: own.key, ...(own.ca ? { ca: own.ca, requestCert: true, rejectUnauthorized: true } : {}) }
       : this.o.appTls ? optionsOf(this.o.appTls) : {};
@@ -212,7 +264,7 @@ export class TlsFront implements Others {
    * (every worker derives the same keys from the master's secret, so all switch together).
    */
   private rotateTickets(): Buffer {
-    const { ticketSecret, ticketPeriodMs } = this.o.wire;
+    const { ticketSecret, ticketPeriodMs } = this.o.wire!;
     const now = Date.now();
     const period = Math.floor(now / ticketPeriodMs);
     this.ticketKeys = ticketKeysAt(ticketSecret, period);
@@ -250,16 +302,16 @@ export class TlsFront implements Others {
     return own > min + 1;
   }
 
-  private session(s: http2.ServerHttp2Session): void {
-    const rec: SessionRec = { front: this, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now() };
+  private session(s: http2.ServerHttp2Session, counts: ProtocolCounts): void {
+    const rec: SessionRec = { front: this, counts, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now() };
     this.sessions.set(s, rec);
     (s as TrackedSession)[kRec] = rec;
-    this.h2.connections++;
+    counts.connections++;
     s.on('error', () => { /* a client gone mid-session: its streams are closed with it */ });
     s.once('close', () => {
       clearTimeout(rec.timer);
       this.sessions.delete(s);
-      this.h2.connections--;
+      counts.connections--;
       this.post();
       this.o.onChange();
     });
@@ -268,8 +320,8 @@ export class TlsFront implements Others {
 
   private stream(stream: http2.ServerHttp2Stream): void {
     const rec = (stream.session as TrackedSession | undefined)?.[kRec];
-    this.h2.requests++;
-    if (rec === undefined) return; // (its session is gone already)
+    if (rec === undefined) { this.h2.requests++; return; } // (its session is gone already)
+    rec.counts.requests++;
     rec.streams.set(stream, this.o.countResponse ? performance.now() : 0);
     rec.seen++;
     if (this.endHooked === undefined) {

@@ -140,7 +140,7 @@ class Worker {
     if (cfg.user) {
       // quiesce's own modules the app path imports on demand are loaded while still privileged:
       // installed where --user cannot read (a clone in /root), they would not load after the drop
-      await preloadOwnModules(this.boot.listeners.some((l) => l.tls !== undefined));
+      await preloadOwnModules(this.boot.listeners.some((l) => l.tls !== undefined) || cfg.h2c === 'on');
       try {
         const n = loadNative();
         if (!n.ok) throw new Error(`native syscalls unavailable: ${n.reason}`);
@@ -176,7 +176,11 @@ class Worker {
     if (cfg.metrics === 'on') this.metrics = new RequestMetrics(this.server);
     this.server.on('connection', (s: net.Socket) => this.conns.add(s));
     this.server.on('request', this.requestListener());
-    this.server.on('clientError', (err: Error, socket: net.Socket) => answerClientError(err, socket, this.badRequests));
+    this.server.on('clientError', (err: Error & { code?: string; rawPacket?: Buffer; bytesParsed?: number }, socket: net.Socket) => {
+      // --h2c on: HTTP/2's preface, which Node's HTTP/1 parser stops at, hands the connection to HTTP/2
+      if (err.code === 'HPE_PAUSED_H2_UPGRADE' && this.tls?.takeH2c(socket, err)) return;
+      answerClientError(err, socket, this.badRequests);
+    });
     this.app.attach?.(this.server);
     if (this.app.upgrade) this.server.on('upgrade', this.app.upgrade);
     try {
@@ -230,11 +234,17 @@ class Worker {
   private async setUpTls(): Promise<void> {
     const own = this.app.ownTls;
     const listeners = [...this.listeners.values()];
-    if (!own && !listeners.some((l) => l.info.tls !== undefined)) return;
-    const wire = await this.askTls();
+    const cfg = this.boot.config;
+    // --h2c on: HTTP/2 in the clear, for an app served over HTTP/2 (ours: not an adopted server of its own)
+    const h2c = cfg.h2c === 'on' && cfg.http2 !== 'off' && this.app.http2 === true && !own?.h2;
+    const tlsServed = own !== undefined || listeners.some((l) => l.info.tls !== undefined);
+    if (!tlsServed && !h2c) {
+      if (cfg.h2c === 'on') this.log('warn', 'h2c-off', { note: 'the app does not speak HTTP/2 (Express, Koa, Fastify, an adopted server): h2c clients get 400' });
+      return;
+    }
+    const wire = tlsServed ? await this.askTls() : undefined;
     const { TlsFront, PacedAccept } = await tlsModule();
     if (process.env.QUIESCE_TLS_PACED !== 'off') this.pacedAccept = PacedAccept;
-    const cfg = this.boot.config;
     if (own?.h2 && !own.allowHTTP1 && cfg.http2 === 'off') {
       throw Object.assign(new Error('the app serves an HTTP/2-only server (http2.createSecureServer without allowHTTP1) and --http2 is off: turn it on, or give the app allowHTTP1'), { code: 'APP_ADOPT_FAILED' });
     }
@@ -250,13 +260,15 @@ class Worker {
       onChange: () => this.conns.changed(),
       board: this.mapBoard(),
       countResponse: this.metrics?.countH2,
+      h2c,
+      release: (socket) => this.conns.release(socket),
       accepted: shedder ? (raw) => shedder.accepted(raw) : undefined,
     });
     this.conns.attach(this.tls);
     // the app asked for TLS: every listener without TLS of its own gets the app's, never plain HTTP
     for (const l of listeners) if (l.info.tls !== undefined || own) l.front = this.tls.front(l.info.tls);
     const ids = listeners.filter((l) => l.front).map((l) => l.info.id);
-    this.log('info', 'tls', { listeners: ids.join(','), http2: this.tls.http2, app_tls: own !== undefined });
+    this.log('info', 'tls', { listeners: ids.join(','), http2: this.tls.http2, h2c: this.tls.cleartextH2, app_tls: own !== undefined });
   }
 
   /** The TLS load board the master shares (master/tls.ts TlsBoard), mapped; none without it or the native module. */
@@ -671,8 +683,8 @@ class Worker {
   /** Connections open and requests served by protocol (only when TLS is served: the plain path counts nothing more). */
   private protocols(t: TlsFront): NonNullable<WorkerStats['protocols']> {
     const c = this.conns;
-    const h1 = { connections: c.size - t.open - t.tlsH1.connections, requests: c.requests - t.h2.requests - t.tlsH1.requests };
-    return { 'http/1.1': h1, 'https/1.1': { ...t.tlsH1 }, h2: { ...t.h2 } };
+    const h1 = { connections: c.size - t.open - t.tlsH1.connections, requests: c.requests - t.h2.requests - t.h2c.requests - t.tlsH1.requests };
+    return { 'http/1.1': h1, 'https/1.1': { ...t.tlsH1 }, h2: { ...t.h2 }, h2c: { ...t.h2c } };
   }
 }
 

@@ -1,0 +1,169 @@
+/**
+ * HTTP/2 in the clear (--h2c on): prior-knowledge clients (a balancer speaking h2c to its backends)
+ * get HTTP/2 on a plain listener, told from HTTP/1.1 by the connection preface, while HTTP/1.1 on
+ * the same port is unchanged; off by default. Its sessions keep the promise as HTTP/2 over TLS
+ * does: through a stop and a reload every stream ends ok or refused (GOAWAY / REFUSED_STREAM),
+ * none cut. Clients are Node's own http2 and http, and the probe.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { runProbe } from '../src/probe/index.js';
+import { startServer, cleanup, waitExit, statusJson, runCli, FIXTURES } from './helpers/server.js';
+import { assertNothingCut, summary } from './helpers/outcomes.js';
+import { assertH2ThroughReload, assertH2ThroughStop } from './helpers/h2-load.js';
+import { skipFor, WHO } from './helpers/unprivileged.js';
+
+const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+
+/** One HTTP/2 request in the clear with prior knowledge: its status, body and the session's protocol. */
+function h2cGet(address: string, path = '/'): Promise<{ status: number; body: string; alpn: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://${address}`);
+    session.once('error', reject);
+    const req = session.request({ ':path': path });
+    let status = 0;
+    let body = '';
+    req.once('response', (h) => { status = Number(h[':status']); });
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => { body += d; });
+    req.once('error', reject);
+    req.once('end', () => { const alpn = session.alpnProtocol; session.close(); resolve({ status, body, alpn }); });
+    req.end();
+  });
+}
+
+/**
+ * A proxy to `address` that passes the client's first 16 bytes, then the rest 50 ms later: the
+ * preface reaches the server in two reads. Resolves its own address and a closer.
+ */
+function splittingProxy(address: string): Promise<{ address: string; close: () => void }> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const socks = new Set<net.Socket>();
+  const proxy = net.createServer((c) => {
+    const up = net.connect({ host, port });
+    socks.add(c).add(up);
+    let first = true;
+    c.on('data', (d: Buffer) => {
+      if (!first) { up.write(d); return; }
+      first = false;
+      up.write(d.subarray(0, 16));
+      c.pause();
+      setTimeout(() => { up.write(d.subarray(16)); c.resume(); }, 50);
+    });
+    up.pipe(c);
+    c.on('error', () => up.destroy());
+    up.on('error', () => c.destroy());
+  });
+  return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve({
+    address: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
+    close: () => { for (const x of socks) x.destroy(); proxy.close(); },
+  })));
+}
+
+/** One HTTP/1.1 request: status, body and the response's HTTP version. */
+function h1Get(address: string, path = '/'): Promise<{ status: number; body: string; version: string }> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  return new Promise((resolve, reject) => {
+    http.get({ host, port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body, version: res.httpVersion }));
+    }).once('error', reject);
+  });
+}
+
+/** The first bytes the server answers to HTTP/2's preface (and an empty SETTINGS frame). */
+function prefaceAnswer(address: string): Promise<string> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port }, () => s.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])));
+    let got = '';
+    s.setTimeout(5_000, () => s.destroy(new Error('no answer to the preface within 5 s')));
+    s.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+    s.once('close', () => resolve(got));
+    s.once('error', reject);
+  });
+}
+
+
+test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port, counted apart by protocol; off by default the preface is answered 400', async () => {
+  const s = await startServer({ args: [PID_APP, '--h2c', 'on'] });
+  try {
+    const h2 = await h2cGet(s.address, '/a');
+    assert.equal(h2.status, 200);
+    assert.match(h2.body, /^\d+\n$/);
+    assert.equal(h2.alpn, 'h2c', 'Node\'s client names a session in the clear h2c');
+    // a preface that reaches the server in two reads
+    const proxy = await splittingProxy(s.address);
+    try {
+      assert.equal((await h2cGet(proxy.address, '/b')).status, 200);
+    } finally {
+      proxy.close();
+    }
+    const h1 = await h1Get(s.address, '/c');
+    assert.equal(h1.status, 200);
+    assert.equal(h1.version, '1.1');
+    // the probe's h2c sessions: many streams each
+    const probe = await runProbe({ target: s.address, http2: true, keepalive: 2, streams: 8, path: '/', durationS: 0.6, timeoutS: 10 });
+    assert.equal(probe.ok, probe.sent, summary(probe));
+    assert.ok(probe.ok > 20, summary(probe));
+    let st = await statusJson(s);
+    for (let i = 0; i < 20 && (st.protocols?.h2c.requests ?? 0) < probe.ok + 2; i++) { await new Promise((r) => setTimeout(r, 150)); st = await statusJson(s); }
+    assert.equal(st.protocols?.h2c.requests, probe.ok + 2, JSON.stringify(st.protocols));
+    assert.equal(st.protocols?.['http/1.1'].requests, 1, JSON.stringify(st.protocols));
+    assert.match(s.err(), /tls listeners=.* h2c=true/);
+  } finally {
+    await cleanup(s);
+  }
+  const off = await startServer({ args: [PID_APP, '--workers', '1'] });
+  try {
+    assert.match(await prefaceAnswer(off.address), /^HTTP\/1\.1 400 /);
+    assert.equal((await h1Get(off.address)).status, 200);
+  } finally {
+    await cleanup(off);
+  }
+});
+
+test('--h2c on with an app that does not speak HTTP/2 (Express) says so and serves HTTP/1.1; --h2c on with --http2 off, or a bad value, is refused naming the flags', async () => {
+  const s = await startServer({ args: [join(FIXTURES, 'apps/express-export.mjs'), '--h2c', 'on', '--workers', '1'] });
+  try {
+    assert.match(s.err(), /h2c-off .*does not speak HTTP\/2/);
+    const h1 = await h1Get(s.address);
+    assert.equal(h1.status, 200);
+    assert.match(h1.body, /hello from express/);
+    assert.match(await prefaceAnswer(s.address), /^HTTP\/1\.1 400 /);
+  } finally {
+    await cleanup(s);
+  }
+  const both = await runCli([PID_APP, '--h2c', 'on', '--http2', 'off', '--listen', '127.0.0.1:0']);
+  assert.equal(both.code, 2, both.stderr);
+  assert.match(both.stderr, /--h2c on is HTTP\/2, which --http2 off turns off/);
+  const bad = await runCli([PID_APP, '--h2c', 'maybe', '--listen', '127.0.0.1:0']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--h2c/);
+});
+
+for (const who of WHO) {
+  test(`h2c as ${who}: 6 sessions x 16 concurrent streams through a stop: every stream ok or refused (GOAWAY / REFUSED_STREAM), none cut`, { skip: skipFor(who) }, async () => {
+    const s = await startServer({ args: [PID_APP, '--h2c', 'on'], user: who === 'nobody' ? 'nobody' : undefined });
+    try {
+      await assertH2ThroughStop(s, s.address, `h2c (${who})`);
+    } finally {
+      await cleanup(s);
+    }
+  });
+}
+
+test('h2c: 6 sessions x 16 concurrent streams through a reload: every stream ok or refused, none cut; the new generation serves after it', async () => {
+  const s = await startServer({ args: [PID_APP, '--h2c', 'on', '--reload-soak', '300ms', '--expose-generation'] });
+  try {
+    await assertH2ThroughReload(s, s.address, 'h2c');
+  } finally {
+    await cleanup(s);
+  }
+});
