@@ -399,3 +399,14 @@ test('resolveAppSpec: none → site, directory → dir, file → module (realpat
   );
   assert.throws(() => resolveAppSpec('/dev/null', '/', statics), (err: unknown) => err instanceof AppError && err.code === 'APP_NOT_FOUND');
 });
+
+test('the master and a plain app worker load no undici (nor its http2, zlib) (an ESM import of node:http would on Node >= 22)', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const script = `
+    await import(${JSON.stringify(fileURLToPath(new URL('../src/master/master.js', import.meta.url)))});
+    await import(${JSON.stringify(fileURLToPath(new URL('../src/worker/worker.js', import.meta.url)))});
+    const heavy = process.moduleLoadList.filter((m) => /\\b(http2|zlib)\\b|undici/.test(m));
+    process.stdout.write(JSON.stringify(heavy));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  assert.deepEqual(JSON.parse(out), [], `on ${process.version}`);
+});

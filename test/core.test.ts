@@ -352,17 +352,6 @@ test('CLI verbs against a running server and against none; a second instance on 
   }
 });
 
-test('the master and a plain app worker load no undici (nor its http2, zlib) (an ESM import of node:http would on Node >= 22)', async () => {
-  const { execFileSync } = await import('node:child_process');
-  const script = `
-    await import(${JSON.stringify(join(ROOT, 'dist/src/master/master.js'))});
-    await import(${JSON.stringify(join(ROOT, 'dist/src/worker/worker.js'))});
-    const heavy = process.moduleLoadList.filter((m) => /\\b(http2|zlib)\\b|undici/.test(m));
-    process.stdout.write(JSON.stringify(heavy));`;
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
-  assert.deepEqual(JSON.parse(out), [], `on ${process.version}`);
-});
-
 test('configtest loads the app as a worker would and fails with the error the start gives; init() only with --init', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-configtest-'));
   try {

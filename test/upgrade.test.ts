@@ -115,7 +115,7 @@ async function stopStartControl(): Promise<void> {
   try {
     let restarted: Promise<Server> | undefined;
     const probe = await runProbe({
-      target: s.address, path: BURN, rate: 700, keepalive: 8, durationS: 6, timeoutS: 15,
+      target: s.address, path: BURN, rate: 700, keepalive: 8, durationS: 3.5, timeoutS: 15,
       commands: [{ atS: 1.0, run: () => {
         process.kill(s.pid, 'SIGTERM');
         restarted = s.exited.then(() => startServer({ args: [...args, '--listen', s.address] }));
