@@ -201,8 +201,10 @@ class Worker {
     // (a warm spare listens only once promoted: 'serve')
     if (!this.retireStarted && !this.spare) this.listenAll();
     // every listener is TLS: the http.Server never listens, but sets up what Node does at its
-    // 'listening' (its list of connections, the headers and request timeout checks)
-    if (this.tls && !this.server.listening) this.server.emit('listening');
+    // 'listening' (its list of connections, the headers and request timeout checks); with a plain
+    // one it listens (now, or once a spare is promoted), and a second 'listening' would start
+    // Node's timeout checks twice
+    if (this.tls && !this.server.listening && [...this.listeners.values()].every((l) => l.front !== undefined)) this.server.emit('listening');
     this.ready = true;
     for (const { socket, id } of this.early.splice(0)) this.dispatch(id, socket);
     this.send({ t: 'ready', pid: process.pid });
@@ -238,10 +240,8 @@ class Worker {
     // --h2c on: HTTP/2 in the clear, for an app served over HTTP/2 (ours: not an adopted server of its own)
     const h2c = cfg.h2c === 'on' && cfg.http2 !== 'off' && this.app.http2 === true && !own?.h2;
     const tlsServed = own !== undefined || listeners.some((l) => l.info.tls !== undefined);
-    if (!tlsServed && !h2c) {
-      if (cfg.h2c === 'on') this.log('warn', 'h2c-off', { note: 'the app does not speak HTTP/2 (Express, Koa, Fastify, an adopted server): h2c clients get 400' });
-      return;
-    }
+    if (cfg.h2c === 'on' && !h2c) this.log('warn', 'h2c-off', { note: 'the app does not speak HTTP/2 (Express, Koa, Fastify, an adopted server): h2c clients get 400' });
+    if (!tlsServed && !h2c) return;
     const wire = tlsServed ? await this.askTls() : undefined;
     const { TlsFront, PacedAccept } = await tlsModule();
     if (process.env.QUIESCE_TLS_PACED !== 'off') this.pacedAccept = PacedAccept;
