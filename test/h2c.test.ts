@@ -112,9 +112,15 @@ test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port,
     const probe = await runProbe({ target: s.address, http2: true, keepalive: 2, streams: 8, path: '/', durationS: 0.6, timeoutS: 10 });
     assert.equal(probe.ok, probe.sent, summary(probe));
     assert.ok(probe.ok > 20, summary(probe));
+    // and `quiesce probe --http2` with a HOST:PORT target (no https://) speaks h2c
+    const cli = await runCli(['probe', '--target', s.address, '--http2', '--keepalive', '1', '--duration', '0.3', '--json']);
+    assert.equal(cli.code, 0, cli.stderr);
+    const viaCli = JSON.parse(cli.stdout) as { ok: number; sent: number };
+    assert.ok(viaCli.ok > 0 && viaCli.ok === viaCli.sent, cli.stdout);
+    const h2cRequests = probe.ok + viaCli.ok + 2;
     let st = await statusJson(s);
-    for (let i = 0; i < 20 && (st.protocols?.h2c.requests ?? 0) < probe.ok + 2; i++) { await new Promise((r) => setTimeout(r, 150)); st = await statusJson(s); }
-    assert.equal(st.protocols?.h2c.requests, probe.ok + 2, JSON.stringify(st.protocols));
+    for (let i = 0; i < 20 && (st.protocols?.h2c.requests ?? 0) < h2cRequests; i++) { await new Promise((r) => setTimeout(r, 150)); st = await statusJson(s); }
+    assert.equal(st.protocols?.h2c.requests, h2cRequests, JSON.stringify(st.protocols));
     assert.equal(st.protocols?.['http/1.1'].requests, 1, JSON.stringify(st.protocols));
     assert.match(s.err(), /tls listeners=.* h2c=true/);
   } finally {
