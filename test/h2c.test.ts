@@ -11,13 +11,37 @@ import { join } from 'node:path';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { runProbe } from '../src/probe/index.js';
 import { startServer, cleanup, waitExit, statusJson, runCli, FIXTURES } from './helpers/server.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { assertH2ThroughReload, assertH2ThroughStop } from './helpers/h2-load.js';
-import { skipFor, WHO } from './helpers/unprivileged.js';
+import { skipFor, testDir, WHO } from './helpers/unprivileged.js';
 
 const PID_APP = join(FIXTURES, 'core/pid-app.mjs');
+const noHaproxy = spawnSync('haproxy', ['-v']).status === 0 ? false : 'haproxy is not installed';
+
+/** A loopback port free a moment ago (for a program that cannot say which port it took). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().once('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address() as net.AddressInfo; srv.close(() => resolve(port)); });
+  });
+}
+
+/** Resolves once `port` accepts a connection (100 tries, 100 ms apart). */
+async function accepting(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect({ host: '127.0.0.1', port }, () => { c.destroy(); resolve(true); });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing accepts on 127.0.0.1:${port}`);
+}
 
 /** One HTTP/2 request in the clear with prior knowledge: its status, body and the session's protocol. */
 function h2cGet(address: string, path = '/'): Promise<{ status: number; body: string; alpn: string | undefined }> {
@@ -170,6 +194,42 @@ test('h2c: 6 sessions x 16 concurrent streams through a reload: every stream ok 
   try {
     await assertH2ThroughReload(s, s.address, 'h2c');
   } finally {
+    await cleanup(s);
+  }
+});
+
+test('behind HAProxy speaking h2c to it (server ... proto h2, retry-on conn-failure empty-response): reloads under load answer every client request in full, responses streaming through the reload too; none refused or failed (sessions ended at once instead: cut)', { skip: noHaproxy }, async () => {
+  const s = await startServer({ args: [PID_APP, '--h2c', 'on', '--reload-soak', '300ms', '--expose-generation'] });
+  const port = await freePort();
+  const cfg = join(testDir('quiesce-haproxy-', 'root'), 'haproxy.cfg');
+  writeFileSync(cfg, [
+    'defaults', '  mode http', '  timeout connect 2s', '  timeout client 30s', '  timeout server 30s',
+    '  retries 3', '  retry-on conn-failure empty-response',
+    'frontend f', `  bind 127.0.0.1:${port}`, '  default_backend b',
+    'backend b', `  server q ${s.address} proto h2`, '',
+  ].join('\n'));
+  const haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let errors = '';
+  haproxy.stderr!.on('data', (d: Buffer) => { errors += d.toString(); });
+  try {
+    await accepting(port);
+    for (let i = 0; i < 2; i++) {
+      let reload = '';
+      const probe = await runProbe({
+        target: `127.0.0.1:${port}`, path: '/?stream=40', rate: 150, keepalive: 12, durationS: 2.5, timeoutS: 15,
+        commands: [{ atS: 0.7, run: async () => { const r = await s.cli('reload'); reload = `${r.code} ${r.stdout}${r.stderr}`; } }],
+      });
+      console.log(`# behind HAProxy (h2c), reload ${i + 1}: ${summary(probe)}; generations ${JSON.stringify(probe.generations)}`);
+      assert.match(reload, /^0 quiesce: reloaded/);
+      assert.equal(probe.ok, probe.sent, `every client request answered 200 through the reload: ${summary(probe)}\n${errors}`);
+      assert.ok((probe.generations[String(i + 2)] ?? 0) > 0, `generation ${i + 2} served: ${JSON.stringify(probe.generations)}`);
+    }
+    const st = await statusJson(s);
+    assert.ok((st.protocols?.h2c.requests ?? 0) > 0, `HAProxy spoke h2c: ${JSON.stringify(st.protocols)}`);
+    assert.equal(st.protocols?.['http/1.1'].requests, 0, `and no HTTP/1.1: ${JSON.stringify(st.protocols)}`);
+  } finally {
+    haproxy.kill('SIGKILL');
+    await new Promise((r) => (haproxy.exitCode !== null || haproxy.signalCode !== null ? r(undefined) : haproxy.once('exit', r)));
     await cleanup(s);
   }
 });
