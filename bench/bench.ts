@@ -31,8 +31,8 @@ type Scenario = {
   /** Static rows: the least ratio to nginx wanted (issue 18), if any. */
   vsNginx?: number;
   share?: boolean;
-  /** Over TLS (one ECDSA P-256 certificate for all): HTTP/1.1 (wrk), or HTTP/2 (h2load). node:cluster runs https.createServer (http2.createSecureServer for h2), nginx answers from its config. */
-  tls?: 'h1' | 'h2';
+  /** Over TLS (one ECDSA P-256 certificate for all): HTTP/1.1 (wrk), or HTTP/2 (h2load); h2c: HTTP/2 in the clear with prior knowledge (h2load; quiesce --h2c on). node:cluster runs https.createServer (http2.createSecureServer for h2, http2.createServer for h2c), nginx answers from its config. */
+  tls?: 'h1' | 'h2' | 'h2c';
 };
 
 const SCENARIOS: Scenario[] = [
@@ -49,6 +49,7 @@ const SCENARIOS: Scenario[] = [
   { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h1' },
   { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, log: false, target: 'same', tls: 'h1' },
   { id: 'h2', label: 'hello over HTTP/2 (10 streams per session)', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h2' },
+  { id: 'h2c', label: 'hello over HTTP/2 in the clear, h2c (10 streams per session)', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h2c' },
 ];
 
 const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
@@ -70,9 +71,9 @@ async function main(): Promise<void> {
   if (scenarios.length === 0 && !only?.has('stats')) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')},stats`);
 
   const www = benchSite('quiesce-bench-data-');
-  const cert = scenarios.some((s) => s.tls) ? benchCert() : undefined;
+  const cert = scenarios.some((s) => s.tls && s.tls !== 'h2c') ? benchCert() : undefined;
   const h2gen = h2loadGen();
-  if (!h2gen && scenarios.some((s) => s.tls === 'h2')) process.stderr.write('bench: no h2load (apt-get install nghttp2-client): the HTTP/2 row is skipped\n');
+  if (!h2gen && scenarios.some((s) => s.tls === 'h2' || s.tls === 'h2c')) process.stderr.write('bench: no h2load (apt-get install nghttp2-client): the HTTP/2 rows are skipped\n');
   const work = dirname(www);
   const nginx = nginxBinary();
   if (!nginx && scenarios.some((s) => s.static)) process.stderr.write('bench: no nginx binary found (apt-get install nginx): the static rows run without nginx\n');
@@ -85,19 +86,20 @@ async function main(): Promise<void> {
   const t0 = performance.now();
 
   for (const s of scenarios) {
-    if (s.tls === 'h2' && !h2gen) continue;
-    const g = s.tls === 'h2' ? h2gen! : gen;
+    const h2 = s.tls === 'h2' || s.tls === 'h2c';
+    if (h2 && !h2gen) continue;
+    const g = h2 ? h2gen! : gen;
     log(`${s.id}: starting servers`);
     const app = s.app ? join(APPS, s.app) : www;
     const logFile = (n: string) => (s.log ? join(work, `${s.id}-${n}-access.log`) : undefined);
     const started: Running[] = [];
     // static rows: bare Node (a prefork http.Server answering from memory) as the floor of any Node server
     const names: readonly ServerName[] = [...SERVERS, ...((s.static || s.tls) && nginx ? ['nginx' as const] : []), ...(s.static ? ['bare' as const] : [])];
-    const tls = s.tls ? { tls: cert!, http2: s.tls === 'h2' } : {};
+    const tls = s.tls === 'h2c' ? { http2: true } : s.tls ? { tls: cert!, http2: s.tls === 'h2' } : {};
     let servers: Partial<Record<ServerName, Running>>;
     try {
       const [q, rr, none, ngx, bareNode] = await Promise.all([
-        startQuiesce({ app, accessLog: logFile('quiesce'), extra: s.tls ? ['--tls-cert', cert!.cert, '--tls-key', cert!.key] : [] }).then((x) => (started.push(x), x)),
+        startQuiesce({ app, accessLog: logFile('quiesce'), extra: s.tls === 'h2c' ? ['--h2c', 'on'] : s.tls ? ['--tls-cert', cert!.cert, '--tls-key', cert!.key] : [] }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'rr', accessLog: logFile('rr'), ...tls }).then((x) => (started.push(x), x)),
         startCluster({ ...(s.static ? { static: www } : { app }), sched: 'none', accessLog: logFile('none'), ...tls }).then((x) => (started.push(x), x)),
         names.includes('nginx') ? startNginx({ root: www, ...tls, hello: s.tls !== undefined }).then((x) => (started.push(x), x)) : undefined,
@@ -119,9 +121,9 @@ async function main(): Promise<void> {
       rrPrimary = Math.max(rrPrimary, rssKiB(rrServer.pid));
     }, 100);
     try {
-      const url = (n: ServerName) => `${s.tls ? 'https' : 'http'}://127.0.0.1:${servers[n]!.port}${s.path}`;
+      const url = (n: ServerName) => `${s.tls && s.tls !== 'h2c' ? 'https' : 'http'}://127.0.0.1:${servers[n]!.port}${s.path}`;
       // h2load: fewer sessions, each with 10 streams
-      const conns = s.tls === 'h2' ? Math.max(1, Math.round(connections / 5)) : connections;
+      const conns = h2 ? Math.max(1, Math.round(connections / 5)) : connections;
       if (warmupS > 0) for (const n of names) await g.run({ url: url(n), durationS: warmupS, connections: conns, threads, close: s.close });
       const before = s.share ? await quiesceWorkers(q) : [];
       const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [], bare: [] } as Record<ServerName, LoadResult[]>;
@@ -245,7 +247,8 @@ async function main(): Promise<void> {
   if (rows.some((r) => r.s.tls)) {
     out.push('- TLS rows: one self-signed ECDSA P-256 certificate for every server; quiesce with --tls-cert/--tls-key (ALPN h2 and http/1.1), node:cluster workers with https.createServer ' +
       '(http2.createSecureServer with allowHTTP1 for the HTTP/2 row), nginx with `listen ssl` (and `http2`) answering the same body from its config (`return 200`: no app runs there, the ratio prices the protocol work alone). ' +
-      `HTTP/1.1 rows by ${gen.name} (new connection: Connection: close, a full handshake each, no resumption); HTTP/2 by h2load (${Math.max(1, Math.round(connections / 5))} sessions x 10 streams; its latency column is the mean).`);
+      `HTTP/1.1 rows by ${gen.name} (new connection: Connection: close, a full handshake each, no resumption); HTTP/2 by h2load (${Math.max(1, Math.round(connections / 5))} sessions x 10 streams; its latency column is the mean). ` +
+      'The h2c row: no TLS; quiesce with --h2c on, node:cluster workers with http2.createServer, nginx with `listen … http2` (h2c with prior knowledge, as h2load speaks it to an http:// URL).');
   }
   for (const n of notes) out.push(`- ${n}`);
   out.push(`- bench took ${Math.round((performance.now() - t0) / 1000)} s`);

@@ -74,8 +74,9 @@ if (cluster.isPrimary) {
   const log = values['access-log'] ? createWriteStream(values['access-log'], { flags: 'a' }) : undefined;
   const listener = log ? withAccessLog(handler, log) : handler;
   const tls = values['tls-cert'] ? { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key'] ?? '') } : undefined;
-  // TLS: https.createServer, or http2.createSecureServer taking HTTP/1.1 too (--http2)
-  const server = !tls ? http.createServer(listener)
+  // TLS: https.createServer, or http2.createSecureServer taking HTTP/1.1 too (--http2); in the
+  // clear with --http2: http2.createServer (h2c, prior knowledge)
+  const server = !tls ? (values.http2 ? http2.createServer(listener as unknown as Parameters<typeof http2.createServer>[1]) : http.createServer(listener))
     : values.http2 ? http2.createSecureServer({ ...tls, allowHTTP1: true }, listener as unknown as Parameters<typeof http2.createSecureServer>[1])
       : https.createServer(tls, listener);
   // Same connection timeouts as quiesce's defaults (keep-alive 5 s).

@@ -299,7 +299,8 @@ function canConnect(port: number): Promise<boolean> {
  * keep-alive without a request limit (as quiesce), in the foreground; resolves once it accepts.
  */
 /**
- * nginx serving `root`; with `tls`, over TLS on that certificate (HTTP/2 too with `http2`), and
+ * nginx serving `root`; with `tls`, over TLS on that certificate (HTTP/2 too with `http2`; without
+ * `tls`, `http2` is h2c with prior knowledge on that port, as `listen … http2` is in nginx 1.22), and
  * `hello` answers every request with the bench app's body from nginx itself (`return 200`): the
  * TLS rows compare the protocol work, nginx has no Node app to run.
  */
@@ -321,7 +322,7 @@ export async function startNginx(o: { root: string; workers?: number; timeoutMs?
     o.tls
       ? `  server { listen 127.0.0.1:${port} ssl${o.http2 ? ' http2' : ''}; ssl_certificate ${o.tls.cert}; ssl_certificate_key ${o.tls.key}; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m; root ${o.root};` +
         `${o.hello ? ' location / { default_type text/plain; add_header x-pid $pid; return 200 "hello world\\n"; }' : ''} }`
-      : `  server { listen 127.0.0.1:${port}; root ${o.root}; }`,
+      : `  server { listen 127.0.0.1:${port}${o.http2 ? ' http2' : ''}; root ${o.root};${o.hello ? ' location / { default_type text/plain; add_header x-pid $pid; return 200 "hello world\\n"; }' : ''} }`,
     '}', ''].join('\n'));
   const r = spawnServer('nginx', [bin, '-e', 'stderr', '-p', dir, '-c', conf], dir, join(dir, 'nginx.pid'), dir);
   r.port = port;
@@ -340,7 +341,7 @@ export async function startNginx(o: { root: string; workers?: number; timeoutMs?
 }
 
 export type ClusterOptions = { app?: string; static?: string; sched: 'rr' | 'none'; workers?: number; accessLog?: string; closeOnTerm?: boolean;
-  /** https.createServer on this pair (http2.createSecureServer with allowHTTP1 when `http2`). */
+  /** https.createServer on this pair (http2.createSecureServer with allowHTTP1 when `http2`); without a pair, `http2`: http2.createServer (h2c). */
   tls?: TlsPair; http2?: boolean };
 
 /** A certificate and its key (PEM files). */
