@@ -8,13 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { runProbe } from '../src/probe/index.js';
-import { startServer, cleanup, waitExit, statusJson, runCli, FIXTURES } from './helpers/server.js';
+import { startServer, cleanup, waitExit, waitFor, get, statusJson, runCli, FIXTURES } from './helpers/server.js';
 import { assertNothingCut, summary } from './helpers/outcomes.js';
 import { assertH2ThroughReload, assertH2ThroughStop } from './helpers/h2-load.js';
 import { skipFor, testDir, WHO } from './helpers/unprivileged.js';
@@ -30,17 +29,18 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Resolves once `port` accepts a connection (100 tries, 100 ms apart). */
-async function accepting(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect({ host: '127.0.0.1', port }, () => { c.destroy(); resolve(true); });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing accepts on 127.0.0.1:${port}`);
+/** Whether `port` accepts a connection now. */
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port }, () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** HOST and PORT of a HOST:PORT address. */
+function hostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  return { host: address.slice(0, i), port: Number(address.slice(i + 1)) };
 }
 
 /** One HTTP/2 request in the clear with prior knowledge: its status, body and the session's protocol. */
@@ -65,7 +65,7 @@ function h2cGet(address: string, path = '/'): Promise<{ status: number; body: st
  * preface reaches the server in two reads. Resolves its own address and a closer.
  */
 function splittingProxy(address: string): Promise<{ address: string; close: () => void }> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const { host, port } = hostPort(address);
   const socks = new Set<net.Socket>();
   const proxy = net.createServer((c) => {
     const up = net.connect({ host, port });
@@ -88,22 +88,9 @@ function splittingProxy(address: string): Promise<{ address: string; close: () =
   })));
 }
 
-/** One HTTP/1.1 request: status, body and the response's HTTP version. */
-function h1Get(address: string, path = '/'): Promise<{ status: number; body: string; version: string }> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    http.get({ host, port, path, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { body += d; });
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, body, version: res.httpVersion }));
-    }).once('error', reject);
-  });
-}
-
 /** The first bytes the server answers to HTTP/2's preface (and an empty SETTINGS frame). */
 function prefaceAnswer(address: string): Promise<string> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const { host, port } = hostPort(address);
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port }, () => s.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])));
     let got = '';
@@ -129,7 +116,7 @@ test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port,
     } finally {
       proxy.close();
     }
-    const h1 = await h1Get(s.address, '/c');
+    const h1 = await get(s.address, '/c');
     assert.equal(h1.status, 200);
     assert.equal(h1.version, '1.1');
     // the probe's h2c sessions: many streams each
@@ -142,8 +129,9 @@ test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port,
     const viaCli = JSON.parse(cli.stdout) as { ok: number; sent: number };
     assert.ok(viaCli.ok > 0 && viaCli.ok === viaCli.sent, cli.stdout);
     const h2cRequests = probe.ok + viaCli.ok + 2;
-    let st = await statusJson(s);
-    for (let i = 0; i < 20 && (st.protocols?.h2c.requests ?? 0) < h2cRequests; i++) { await new Promise((r) => setTimeout(r, 150)); st = await statusJson(s); }
+    // (the workers report every 500 ms)
+    await waitFor(async () => ((await statusJson(s)).protocols?.h2c.requests ?? 0) >= h2cRequests, 3_000, 'the h2c requests in the status', 150).catch(() => undefined);
+    const st = await statusJson(s);
     assert.equal(st.protocols?.h2c.requests, h2cRequests, JSON.stringify(st.protocols));
     assert.equal(st.protocols?.['http/1.1'].requests, 1, JSON.stringify(st.protocols));
     assert.match(s.err(), /tls listeners=.* h2c=true/);
@@ -153,7 +141,7 @@ test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port,
   const off = await startServer({ args: [PID_APP, '--workers', '1'] });
   try {
     assert.match(await prefaceAnswer(off.address), /^HTTP\/1\.1 400 /);
-    assert.equal((await h1Get(off.address)).status, 200);
+    assert.equal((await get(off.address)).status, 200);
   } finally {
     await cleanup(off);
   }
@@ -163,7 +151,7 @@ test('--h2c on with an app that does not speak HTTP/2 (Express) says so and serv
   const s = await startServer({ args: [join(FIXTURES, 'apps/express-export.mjs'), '--h2c', 'on', '--workers', '1'] });
   try {
     assert.match(s.err(), /h2c-off .*does not speak HTTP\/2/);
-    const h1 = await h1Get(s.address);
+    const h1 = await get(s.address);
     assert.equal(h1.status, 200);
     assert.match(h1.body, /hello from express/);
     assert.match(await prefaceAnswer(s.address), /^HTTP\/1\.1 400 /);
@@ -212,7 +200,7 @@ test('behind HAProxy speaking h2c to it (server ... proto h2, retry-on conn-fail
   let errors = '';
   haproxy.stderr!.on('data', (d: Buffer) => { errors += d.toString(); });
   try {
-    await accepting(port);
+    await waitFor(() => connects(port), 10_000, `haproxy to accept on 127.0.0.1:${port}`, 100);
     for (let i = 0; i < 2; i++) {
       let reload = '';
       const probe = await runProbe({

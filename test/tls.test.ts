@@ -155,8 +155,6 @@ for (const who of WHO) {
   });
 }
 
-/** HTTP/2 sessions with many streams each, `at` a stop or a reload. */
-
 for (const who of WHO) {
   test(`HTTP/2 as ${who}: 6 sessions x 16 concurrent streams through a stop: every stream ok or refused (GOAWAY / REFUSED_STREAM), none cut`, { skip: noOpenssl || skipFor(who) }, async () => {
     const p = makeCert(who);

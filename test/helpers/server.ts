@@ -142,14 +142,14 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** One request on a new connection; resolves status, headers and body, or rejects with the socket error. */
-export function get(address: string, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+export function get(address: string, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; version: string }> {
   const m = /^(.*):(\d+)$/.exec(address)!;
   return new Promise((resolve, reject) => {
     const req = http.request({ host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), path, agent: false, headers: { connection: 'close', ...headers } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, version: res.httpVersion }));
       res.on('error', reject);
     });
     req.setTimeout(30_000, () => req.destroy(new Error('timeout')));
