@@ -134,6 +134,8 @@ test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port,
     const st = await statusJson(s);
     assert.equal(st.protocols?.h2c.requests, h2cRequests, JSON.stringify(st.protocols));
     assert.equal(st.protocols?.['http/1.1'].requests, 1, JSON.stringify(st.protocols));
+    // the bytes the h2c sessions sent are counted (each response at least a HEADERS and a DATA frame, 9 bytes of frame header each, and the body; the one HTTP/1.1 response is ~150 bytes)
+    assert.ok(st.totals.bytesSent >= h2cRequests * 25, `bytes sent ${st.totals.bytesSent} for ${h2cRequests} h2c responses`);
     assert.match(s.err(), /tls listeners=.* h2c=true/);
   } finally {
     await cleanup(s);

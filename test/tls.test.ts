@@ -591,6 +591,8 @@ test('request metrics count HTTP/2 responses (status class and latency) as they 
     await sleep(1_200);
     const st = await statusJson(s);
     assert.equal(st.protocols?.h2.requests, probe.sent, JSON.stringify(st.protocols));
+    // the bytes the sessions sent are counted (HTTP/2 frames before TLS: each response a HEADERS and a DATA frame at least, 9 bytes of frame header each, and the body)
+    assert.ok(st.totals.bytesSent >= probe.ok * 25, `bytes sent ${st.totals.bytesSent} for ${probe.ok} h2 responses`);
     assert.equal(st.totals.responses, probe.ok + 1, `counted ${JSON.stringify(st.totals.responsesByClass)} vs ${summary(probe)} and one HTTPS/1.1`);
     assert.equal(st.totals.responsesByClass['5xx'], (probe.ok_by_status['500'] ?? 0) + h1Is500, JSON.stringify(st.totals.responsesByClass));
     assert.equal(st.totals.responsesByClass['2xx'], (probe.ok_by_status['200'] ?? 0) + 1 - h1Is500, JSON.stringify(st.totals.responsesByClass));

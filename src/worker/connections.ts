@@ -81,6 +81,8 @@ export interface Others {
   readonly open: number;
   /** Requests (streams) in flight. */
   readonly inflight: number;
+  /** Bytes sent on them since the start (HTTP/2 sessions: what Connections does not see). */
+  readonly bytesSent: number;
   /**
    * Lame duck (`retiring` false: those open now are asked to go, as every response carries
    * Connection: close) or retiring (all of them, and those that come after): wind down (HTTP/2:
@@ -489,7 +491,7 @@ export class Connections {
     }
     const req = best?.req;
     return {
-      inflight, completed: this.requests - inflight - this.aborted, bytesSent: this.bytesSent, state,
+      inflight, completed: this.requests - inflight - this.aborted, bytesSent: this.bytesSent + (this.others?.bytesSent ?? 0), state,
       stateMs: ready ? now - this.shown.since : undefined,
       current: best ? { method: req?.method ?? '-', path: shownPath(req?.url, withQuery), sinceMs: since === Infinity ? 0 : now - since } : undefined,
     };

@@ -97,8 +97,8 @@ const HTTP1_SOCKET_EVENTS = ['data', 'end', 'close', 'drain', 'error', 'timeout'
 type ParserOfSocket = { _consumed?: boolean; unconsume?: () => void; remove?: () => void };
 type Http1Socket = net.Socket & { parser?: ParserOfSocket | null; _handle?: { _consumed?: boolean } | null; encrypted?: boolean };
 
-/** An HTTP/2 session's record (its protocol's counts: h2 or h2c): its streams in flight (each with its start, performance.now() with --metrics, else 0), how many it opened, and since when it is idle (sweepIdle). */
-type SessionRec = { front: TlsFront; counts: ProtocolCounts; streams: Map<http2.ServerHttp2Stream, number>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number };
+/** An HTTP/2 session's record (its protocol's counts: h2 or h2c): its streams in flight (each with its start, performance.now() with --metrics, else 0), how many it opened, since when it is idle (sweepIdle), and its socket (the bytes it sent). */
+type SessionRec = { front: TlsFront; counts: ProtocolCounts; streams: Map<http2.ServerHttp2Stream, number>; seen: number; shut: boolean; timer?: NodeJS.Timeout; seenAtSweep: number; activeAt: number; socket: net.Socket | undefined };
 const kRec = Symbol('quiesce.session');
 /** A session we follow, with its record. */
 type TrackedSession = http2.ServerHttp2Session & { [kRec]?: SessionRec };
@@ -137,6 +137,10 @@ export class TlsFront implements Others {
   private readonly h2cServer?: http2.Http2Server;
   private handshakes = 0;
   private readonly sessions = new Map<http2.ServerHttp2Session, SessionRec>();
+  /** The socket being handed to an HTTP/2 server: its 'session' event comes within the hand-over, and takes it. */
+  private handing?: net.Socket;
+  /** What the sessions closed so far sent (their sockets' bytesWritten: HTTP/2 frames, before TLS, as HTTP/1.1 over TLS counts). */
+  private closedBytes = 0;
   /** Whether streams' ends are hooked (hookStreamEnd, at the first stream); where not, each stream gets a 'close' listener. */
   private endHooked?: boolean;
   /** Lame duck: the sessions open at its start were asked to go; retiring: every session, new ones included. */
@@ -204,7 +208,7 @@ export class TlsFront implements Others {
     // neither flowing nor paused (as node:http leaves an upgraded socket): the bytes wait in its buffer
     (socket as { readableFlowing: boolean | null }).readableFlowing = null;
     socket.unshift(Buffer.concat([PREFACE, raw.subarray(at)]));
-    this.h2cServer.emit('connection', socket);
+    this.handTo(this.h2cServer, 'connection', socket);
     return true;
   }
 
@@ -250,7 +254,7 @@ export class TlsFront implements Others {
 
   private secured(s: tls.TLSSocket): void {
     // hand it on first, then stop counting its handshake: the worker is never seen empty between
-    if (s.alpnProtocol === 'h2' && this.h2server) this.h2server.emit('secureConnection', s);
+    if (s.alpnProtocol === 'h2' && this.h2server) this.handTo(this.h2server, 'secureConnection', s);
     else {
       this.tlsH1.connections++;
       s.once('close', () => { this.tlsH1.connections--; this.post(); });
@@ -259,6 +263,12 @@ export class TlsFront implements Others {
     this.handshakes--;
     this.post();
     this.o.onChange();
+  }
+
+  /** Hand `socket` to an HTTP/2 server (which makes its session within this call: session() takes the socket). */
+  private handTo(server: net.Server, event: 'connection' | 'secureConnection', socket: net.Socket): void {
+    this.handing = socket;
+    try { server.emit(event, socket); } finally { this.handing = undefined; }
   }
 
   /**
@@ -305,7 +315,8 @@ export class TlsFront implements Others {
   }
 
   private session(s: http2.ServerHttp2Session, counts: ProtocolCounts): void {
-    const rec: SessionRec = { front: this, counts, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now() };
+    const rec: SessionRec = { front: this, counts, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now(), socket: this.handing };
+    this.handing = undefined;
     this.sessions.set(s, rec);
     (s as TrackedSession)[kRec] = rec;
     counts.connections++;
@@ -313,6 +324,7 @@ export class TlsFront implements Others {
     s.once('close', () => {
       clearTimeout(rec.timer);
       this.sessions.delete(s);
+      this.closedBytes += rec.socket?.bytesWritten ?? 0;
       counts.connections--;
       this.post();
       this.o.onChange();
@@ -404,6 +416,13 @@ export class TlsFront implements Others {
   get inflight(): number {
     let n = 0;
     for (const rec of this.sessions.values()) n += rec.streams.size;
+    return n;
+  }
+
+  /** Bytes the HTTP/2 sessions sent, closed and open (read with the stats, not per request). */
+  get bytesSent(): number {
+    let n = this.closedBytes;
+    for (const rec of this.sessions.values()) n += rec.socket?.bytesWritten ?? 0;
     return n;
   }
 
