@@ -151,6 +151,8 @@ export class TlsFront implements Others {
   readonly h2c: ProtocolCounts = { connections: 0, requests: 0 };
   /** Writing our load on the board (until retiring: then -1, and peers no longer count us). */
   private posting: boolean;
+  /** Told when our count falls (a connection or handshake of ours ended): a stepped-back PacedAccept looks again (eased). */
+  private readonly easing = new Set<() => void>();
   /** The session ticket keys of the current period (none without TLS), and the rotation's timer. */
   private ticketKeys?: Buffer;
   private rotation?: NodeJS.Timeout;
@@ -247,7 +249,7 @@ export class TlsFront implements Others {
       if (accepted !== undefined) accepted(raw);
     });
     f.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
-    f.on('tlsClientError', () => { this.handshakes--; this.post(); this.o.onChange(); });
+    f.on('tlsClientError', () => { this.handshakes--; this.post(); this.eased(); this.o.onChange(); });
     this.fronts.set(key, f);
     return f;
   }
@@ -257,7 +259,7 @@ export class TlsFront implements Others {
     if (s.alpnProtocol === 'h2' && this.h2server) this.handTo(this.h2server, 'secureConnection', s);
     else {
       this.tlsH1.connections++;
-      s.once('close', () => { this.tlsH1.connections--; this.post(); });
+      s.once('close', () => { this.tlsH1.connections--; this.post(); this.eased(); });
       this.o.h1.emit('connection', s);
     }
     this.handshakes--;
@@ -290,6 +292,13 @@ export class TlsFront implements Others {
   private post(): void {
     const b = this.o.board;
     if (b && this.posting) b.cells[b.me] = this.handshakes + this.sessions.size + this.tlsH1.connections;
+  }
+
+  /** Call `fn` whenever our count falls (PacedAccept.eased). */
+  onEased(fn: () => void): void { this.easing.add(fn); }
+
+  private eased(): void {
+    for (const fn of this.easing) fn();
   }
 
   /** A mark of the peers' cells (see PacedAccept): changes when any of them does. */
@@ -327,6 +336,7 @@ export class TlsFront implements Others {
       this.closedBytes += rec.socket?.bytesWritten ?? 0;
       counts.connections--;
       this.post();
+      this.eased();
       this.o.onChange();
     });
     if (this.winding === 'retiring') this.windSession(s);
@@ -538,7 +548,20 @@ export class PacedAccept {
     this.next = setImmediate(() => { this.next = undefined; this.resume(); });
   }
 
-  /** Listen again, unless we are crowded: then look again in a ms, for CROWDED_WAIT_MS at most. */
+  /**
+   * Our own count fell (a connection of ours ended: TlsFront.onEased): stepped back and no longer
+   * crowded, listen again now. With connections that end within a few ms (a new connection per
+   * request), this, not the look every ms, ends most steps back.
+   */
+  eased(): void {
+    if (this.stopped || this.server || this.next || this.wait === undefined || this.waitingSince === 0 || this.crowded()) return;
+    clearTimeout(this.wait);
+    this.wait = undefined;
+    this.waitingSince = 0;
+    this.start();
+  }
+
+  /** Listen again, unless we are crowded: then look again in a ms (or sooner: eased), for CROWDED_WAIT_MS at most. */
   private resume(): void {
     if (this.stopped) return;
     const now = Date.now();

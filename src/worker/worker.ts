@@ -338,7 +338,9 @@ class Worker {
       l.paced = new this.pacedAccept(l.info.fd, backlog, (fd) => native.dupCloexec(fd), l.front,
         (err) => this.log('error', 'accept-failed', { listener: l.info.id, error: errorMessage(err) }),
         () => tls?.crowded() ?? false, () => tls?.peerMark() ?? 0, !this.noDelayInherited);
-      l.paced.start();
+      const paced = l.paced;
+      tls?.onEased(() => paced.eased());
+      paced.start();
       l.server = l.front;
     } else if (l.front) {
       l.front.listen({ fd: l.info.fd }, backlog);
