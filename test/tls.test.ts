@@ -327,7 +327,7 @@ test('a session resumed on either worker, after a reload too; ticket keys rotate
 });
 
 // (as nobody too: the board is a memfd the master makes and each worker maps, no privilege asked)
-for (const who of WHO) test(`HTTP/2 sessions opened in a burst spread over the workers as ${who} (a worker holding more than its least loaded peer + 1 stops accepting: the load board)`, { skip: noOpenssl || noH2load || skipFor(who) }, async () => {
+for (const who of WHO) test(`HTTP/2 sessions opened in a burst spread over the workers as ${who} (a worker holding more than its least loaded peer, by half as many again + 1, stops accepting: the load board)`, { skip: noOpenssl || noH2load || skipFor(who) }, async () => {
   const p = makeCert(who);
   const s = await startServer({ args: [PID_APP, ...tlsArgs(p), '--workers', '2'], user: who === 'nobody' ? 'nobody' : undefined });
   try {

@@ -332,7 +332,7 @@ class Worker {
     // argument for an { fd } handle (an options object's `backlog` is ignored there and 511 used)
     const backlog = this.boot.config.backlog;
     if (l.front && this.native && this.pacedAccept) {
-      // a worker holding more TLS connections than its least loaded peer + 1 stops accepting (tls.ts)
+      // a worker holding more TLS connections than its least loaded peer (by half as many again + 1) stops accepting (tls.ts)
       const native = this.native;
       const tls = this.tls;
       l.paced = new this.pacedAccept(l.info.fd, backlog, (fd) => native.dupCloexec(fd), l.front,
