@@ -312,10 +312,12 @@ export class TlsFront implements Others {
 
   /**
    * Whether we hold more than the least loaded peer of the generation, by half as many again plus
-   * one (so that it, not we, should take the next connection): 6 against 4 is spread enough, 7
-   * against 4 is not. At the counts of a busy handshake row (~25 each, connections ending every
-   * ms) a margin of 1 was crossed all the time by connections ending alone, and each step back
-   * (a listening handle closed and made again) cost: ~4% of that row's throughput against 1.5x.
+   * one (so that it, not we, should take the next connection): 2 against 0, 5 against 2 or 8
+   * against 4 are too many, one fewer is spread enough (a burst of 10 ends 6/4 at worst). At the
+   * counts of a busy handshake row (~25 each, connections ending every ms) a margin of 1 was
+   * crossed all the time by connections ending alone, and each step back (a listening handle
+   * closed and made again) cost: that row read 0.93-0.96x of libuv's own accepting, 0.99x with
+   * this margin.
    */
   crowded(): boolean {
     const b = this.o.board;
