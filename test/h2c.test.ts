@@ -102,6 +102,73 @@ function prefaceAnswer(address: string): Promise<string> {
 }
 
 
+/** An HTTP/2 frame: type, flags, stream id and payload. */
+function h2Frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/** A GET request's header block (HPACK: :method GET, :scheme http, :path and :authority as literals). */
+function getBlock(path: string): Buffer {
+  return Buffer.concat([Buffer.from([0x82, 0x86, 0x44, path.length]), Buffer.from(path), Buffer.from([0x41, 9]), Buffer.from('localhost')]);
+}
+
+/**
+ * A client written frame by frame, that does not answer PINGs: it opens stream 1 (a response
+ * streaming for 600 ms), runs `wind` once the response has begun, and on the session's first
+ * GOAWAY opens stream 3, as a client does that sent it before it read the GOAWAY. What it saw:
+ * whether stream 1 ended in full, the first GOAWAY's last stream id, and how long after sending
+ * stream 3 it knew 3 was not processed (a GOAWAY naming a lower last stream, or REFUSED_STREAM).
+ */
+function openStreamAtGoaway(address: string, wind: () => void): Promise<{ firstEnded: boolean; firstLastId: number; refusedAfterMs: number | undefined; answered3: boolean }> {
+  const { host, port } = hostPort(address);
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host, port });
+    let buf = Buffer.alloc(0);
+    let firstEnded = false;
+    let firstLastId = -1;
+    let sent3At = 0;
+    let refusedAfterMs: number | undefined;
+    let answered3 = false;
+    let winding = false;
+    const done = (): void => { clearTimeout(timer); c.destroy(); resolve({ firstEnded, firstLastId, refusedAfterMs, answered3 }); };
+    const timer = setTimeout(done, 5_000);
+    c.once('error', reject);
+    c.once('close', done);
+    c.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2Frame(4, 0, 0), h2Frame(1, 5, 1, getBlock('/?stream=600'))]));
+    const refused = (): void => { if (sent3At > 0 && refusedAfterMs === undefined) refusedAfterMs = Date.now() - sent3At; };
+    c.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) break;
+        const [type, flags] = [buf[3]!, buf[4]!];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === 4 && !(flags & 1)) c.write(h2Frame(4, 1, 0)); // SETTINGS: ack (PINGs go unanswered)
+        if (type === 1 && id === 1 && !winding) { winding = true; wind(); }
+        if (type === 1 && id === 3) answered3 = true;
+        if (type === 0 && id === 1 && (flags & 1)) firstEnded = true;
+        if (type === 3 && id === 3 && payload.readUInt32BE(0) === 7) refused();
+        if (type === 7) {
+          const last = payload.readUInt32BE(0) & 0x7fffffff;
+          if (firstLastId < 0) {
+            firstLastId = last;
+            sent3At = Date.now();
+            c.write(h2Frame(1, 5, 3, getBlock('/')));
+          }
+          if (last < 3) refused();
+        }
+      }
+    });
+  });
+}
+
 test('--h2c on: HTTP/2 with prior knowledge and HTTP/1.1 on the same plain port, counted apart by protocol; off by default the preface is answered 400', async () => {
   const s = await startServer({ args: [PID_APP, '--h2c', 'on'] });
   try {
@@ -178,6 +245,24 @@ for (const who of WHO) {
     }
   });
 }
+
+test('a stream a client sent before it read the GOAWAY of a stop is known refused at once (a client that does not answer PINGs too), and the stream in flight ends in full', async () => {
+  const s = await startServer({ args: [PID_APP, '--h2c', 'on', '--workers', '1'] });
+  let stopping: Promise<unknown> | undefined;
+  try {
+    const r = await openStreamAtGoaway(s.address, () => { stopping = s.cli('stop'); });
+    assert.ok(r.firstEnded, `stream 1 (in flight at the stop) ended in full: ${JSON.stringify(r)}`);
+    assert.ok(!r.answered3, `stream 3 (after the GOAWAY) was not served: ${JSON.stringify(r)}`);
+    // (two GOAWAYs, the highest stream id first, then the real one after a PING round trip,
+    // kept stream 3 waiting for the PING's answer, here 1 s: nghttp2 ignores new streams once
+    // any GOAWAY is sent)
+    assert.ok(r.refusedAfterMs !== undefined && r.refusedAfterMs < 300, `stream 3 known refused within 300 ms: ${JSON.stringify(r)}`);
+    await stopping;
+    await waitExit(s, 10_000);
+  } finally {
+    await cleanup(s);
+  }
+});
 
 test('h2c: 6 sessions x 16 concurrent streams through a reload: every stream ok or refused, none cut; the new generation serves after it', async () => {
   const s = await startServer({ args: [PID_APP, '--h2c', 'on', '--reload-soak', '300ms', '--expose-generation'] });

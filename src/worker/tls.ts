@@ -10,10 +10,10 @@
  *
  * What Connections cannot see is counted here, in its `size`: handshakes in progress (a connection
  * accepted before the gate finishes its handshake and is served) and HTTP/2 sessions. The drain
- * of a session (at a lame duck or a retirement): a GOAWAY asking for no new stream and refusing
- * none, then a PING whose answer proves the client read it; then close(), whose GOAWAY names the
- * last stream it will serve: the streams in flight finish, a client's stream after it is refused
- * (REFUSED_STREAM, which clients retry), and the session ends when its last stream does. A session that has not opened a stream yet (its
+ * of a session (at a lame duck or a retirement): close(), whose GOAWAY names the last stream it
+ * will serve: the streams in flight finish, a client's stream after it is refused (above the
+ * GOAWAY's last stream id: not processed, which clients retry), and the session ends when its
+ * last stream does (shut). A session that has not opened a stream yet (its
  * handshake just ended) is given the idle grace for its first one, as an idle keep-alive
  * connection is. A lame duck asks the sessions open at its start to go (their clients come back on
  * new connections, which serve until the retirement); retiring, every session goes, those whose
@@ -87,8 +87,6 @@ export function ticketKeysAt(secret: string, period: number): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64'), Buffer.alloc(0), `quiesce session tickets ${period}`, 48));
 }
 
-/** The highest HTTP/2 stream id (2^31 - 1): a GOAWAY naming it refuses no stream. */
-const MAX_STREAM_ID = 2 ** 31 - 1;
 /** HTTP/2's connection preface: Node's HTTP/1 parser stops once it has read all of it (HPE_PAUSED_H2_UPGRADE). */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** The events node:http listens for on a connection's socket (its listeners are internal: all of them go, ours were let go first). */
@@ -398,25 +396,21 @@ export class TlsFront implements Others {
   }
 
   /**
-   * The graceful shutdown of RFC 9113 6.8, in two GOAWAYs: the first names the highest stream id
-   * (no new streams, please; none of those already on their way is refused), a PING round trip
-   * proves the client read it (every stream it sent before is in), then close(): the second
-   * GOAWAY names the last stream we process, and the streams in flight finish. (One GOAWAY naming
-   * the last stream processed so far refused, with REFUSED_STREAM, the streams the client had sent
-   * meanwhile: behind HAProxy 2.6, whose retry-on has no refused-stream, 1-3 client requests per
-   * reload met a closed connection.)
+   * The graceful shutdown of a session: close(), whose GOAWAY names the last stream processed; the
+   * streams in flight finish, and a stream the client sent before it read the GOAWAY is known to
+   * it as not processed (above that id: refused, which clients retry) as soon as it reads it.
+   * Not RFC 9113 6.8's two GOAWAYs (the highest stream id first, then the real one after a PING
+   * round trip): Node's HTTP/2 (nghttp2) ignores every new stream once any GOAWAY is sent, so the
+   * first one's promise to process those on their way was not kept, and they waited the round
+   * trip (a second when the client did not answer the PING) to be refused all the same. Only
+   * nghttp2's shutdown notice keeps streams coming, and Node does not expose it.
    */
   private shut(s: http2.ServerHttp2Session): void {
     const rec = this.sessions.get(s);
     if (!rec || rec.shut || s.closed || s.destroyed) return;
     rec.shut = true;
     clearTimeout(rec.timer);
-    s.goaway(http2.constants.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
-    let done = false;
-    const close = (): void => { if (!done) { done = true; if (!s.closed && !s.destroyed) s.close(); } };
-    const timer = setTimeout(close, 1000).unref();
-    const pinged = s.ping(() => { clearTimeout(timer); close(); });
-    if (!pinged) { clearTimeout(timer); close(); }
+    s.close();
   }
 
   private windSession(s: http2.ServerHttp2Session): void {
