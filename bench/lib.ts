@@ -275,7 +275,8 @@ export function nginxBinary(): string | undefined {
   } catch { return undefined; }
 }
 
-function freePort(): Promise<number> {
+/** A loopback port free a moment ago. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -18,7 +18,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { runProbe, type Outcome } from '../src/probe/index.js';
 import {
-  APPS, ROOT, alive, descendants, envLine, flags, fmt, killTree, median, onExit, percentile, quiesceCli, runCmd, sleep,
+  APPS, ROOT, alive, descendants, envLine, flags, fmt, freePort, killTree, median, onExit, percentile, quiesceCli, runCmd, sleep,
   startQuiesce, table, tempDir, track, treeRssKiB, untrack, type Running, runBench
 } from './lib.js';
 
@@ -50,17 +50,6 @@ type ReloadRun = {
   exitCode: number | null;
   cmdOut: string;
 };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function waitHttp(port: number, ms: number): Promise<void> {
   const deadline = Date.now() + ms;

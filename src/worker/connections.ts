@@ -199,12 +199,8 @@ export class Connections {
   private socketClosed(socket: Socket): void {
     this.closed++;
     if (this.list === null) this.open.delete(socket);
-    const conn = this.conns.get(socket);
+    const conn = this.forget(socket);
     this.bytesSent += socket.bytesWritten - (conn?.counted ?? 0);
-    if (conn) {
-      clearTimeout(conn.idleTimer);
-      this.conns.delete(socket);
-    }
     if (conn && this.tracked) {
       for (const res of conn.inflight) (res as Tracked)[CONN] = undefined; // their 'close' counts nothing more
       this.inflightCount -= conn.inflight.length;
@@ -302,11 +298,17 @@ export class Connections {
     socket.removeListener('close', this.onSocketClose);
     this.accepted--;
     this.open.delete(socket);
+    this.forget(socket);
+  }
+
+  /** Drop the connection's record, if it has one (its idle timer with it); returns it. */
+  private forget(socket: Socket): Conn | undefined {
     const conn = this.conns.get(socket);
     if (conn) {
       clearTimeout(conn.idleTimer);
       this.conns.delete(socket);
     }
+    return conn;
   }
 
   /** The app took over the socket (WebSocket, CONNECT): it leaves HTTP, we keep counting it. */

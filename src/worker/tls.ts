@@ -331,7 +331,6 @@ export class TlsFront implements Others {
 
   private session(s: http2.ServerHttp2Session, counts: ProtocolCounts): void {
     const rec: SessionRec = { front: this, counts, streams: new Map(), seen: 0, shut: false, timer: undefined, seenAtSweep: 0, activeAt: Date.now(), socket: this.handing };
-    this.handing = undefined;
     this.sessions.set(s, rec);
     (s as TrackedSession)[kRec] = rec;
     counts.connections++;

@@ -119,6 +119,22 @@ export function alive(pid: number): boolean {
   try { return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); } catch { return false; }
 }
 
+/** A loopback port free a moment ago (for a program that cannot say which port it took). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().once('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address() as net.AddressInfo; srv.close(() => resolve(port)); });
+  });
+}
+
+/** Whether `port` on 127.0.0.1 accepts a connection now. */
+export function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port }, () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
