@@ -47,7 +47,7 @@ const SCENARIOS: Scenario[] = [
   { id: 'express', label: 'Express app, keep-alive', app: 'express.mjs', path: '/', close: false, log: false, target: 'same' },
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false, log: false, target: 'same' },
   { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h1' },
-  { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, log: false, target: 'same', tls: 'h1' },
+  { id: 'tls-close', label: 'hello over TLS, new connection per request (every other one resumed)', app: 'hello.mjs', path: '/', close: true, log: false, target: 'same', tls: 'h1' },
   { id: 'h2', label: 'hello over HTTP/2 (10 streams per session)', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h2' },
   { id: 'h2c', label: 'hello over HTTP/2 in the clear, h2c (10 streams per session)', app: 'hello.mjs', path: '/', close: false, log: false, target: 'same', tls: 'h2c' },
 ];
@@ -247,7 +247,7 @@ async function main(): Promise<void> {
   if (rows.some((r) => r.s.tls)) {
     out.push('- TLS rows: one self-signed ECDSA P-256 certificate for every server; quiesce with --tls-cert/--tls-key (ALPN h2 and http/1.1), node:cluster workers with https.createServer ' +
       '(http2.createSecureServer with allowHTTP1 for the HTTP/2 row), nginx with `listen ssl` (and `http2`) answering the same body from its config (`return 200`: no app runs there, the ratio prices the protocol work alone). ' +
-      `HTTP/1.1 rows by ${gen.name} (new connection: Connection: close, a full handshake each, no resumption); HTTP/2 by h2load (${Math.max(1, Math.round(connections / 5))} sessions x 10 streams; its latency column is the mean). ` +
+      `HTTP/1.1 rows by ${gen.name} (new connection: Connection: close; wrk resumes the TLS session on every other one, a full handshake on the rest, alike for every server); HTTP/2 by h2load (${Math.max(1, Math.round(connections / 5))} sessions x 10 streams; its latency column is the mean). ` +
       'The h2c row: no TLS; quiesce with --h2c on, node:cluster workers with http2.createServer, nginx with `listen … http2` (h2c with prior knowledge, as h2load speaks it to an http:// URL).');
   }
   for (const n of notes) out.push(`- ${n}`);

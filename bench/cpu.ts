@@ -19,7 +19,9 @@
  * its http://ADDR; ready when the output matches --ready, by default quiesce's "ready" line or a
  * "listening on" line of bench/bare-prefork.js or bench/cluster-server.js) are compared the same
  * way: how the costs in docs/STATUS.md were found, with env switches in a scratch build. --https
- * loads both over TLS (wrk, no session resumption: each new connection is a full handshake), --h2
+ * loads both over TLS (wrk: a new connection resumes the previous one's TLS session every other
+ * time, a full handshake the rest, measured with `isSessionReused()` on quiesce and node:cluster
+ * alike), --h2
  * over HTTP/2 (h2load, 10 sessions of 10 streams).
  *
  * The TLS rows (tls-ka, tls-close: https.createServer under node:cluster; h2: h2load against
@@ -50,7 +52,7 @@ const ROWS: Row[] = [
   { id: 'hono', label: 'Hono app, keep-alive', app: 'hono.mjs', path: '/', close: false },
   // HTTP/1.1 over TLS (an ECDSA P-256 certificate, as npm run bench): node:cluster runs https.createServer
   { id: 'tls-ka', label: 'hello over TLS, keep-alive', app: 'hello.mjs', path: '/', close: false, tls: true },
-  { id: 'tls-close', label: 'hello over TLS, new connection (full handshake) per request', app: 'hello.mjs', path: '/', close: true, tls: true },
+  { id: 'tls-close', label: 'hello over TLS, new connection per request (every other one resumed)', app: 'hello.mjs', path: '/', close: true, tls: true },
   // HTTP/2 over TLS, h2load: 10 sessions of 10 concurrent streams; node:cluster runs http2.createSecureServer
   { id: 'h2', label: 'hello over HTTP/2 (h2load, 10 sessions x 10 streams)', app: 'hello.mjs', path: '/', close: false, tls: true, h2: true },
 ];

@@ -1,22 +1,42 @@
 // The worker's connection tracking (src/worker/connections.ts) on a real http.Server with real
-// sockets, wired as the worker wires it, in both of its ways of finding the open connections while
-// serving: the http.Server's own list, and its own Set (what it falls back to on a Node without
-// that list). Counts, the idle sweep, and retiring.
+// sockets, wired as the worker wires it, both with Node's own list of connections taken off (the
+// sweep judges the headers and request timeouts) and with it kept (what a Node whose list the
+// worker does not know gets: Node's check judges them). Counts, the idle sweep, the timeouts, and
+// retiring.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { Connections } from '../src/worker/connections.js';
+import { rawAnswer } from '../src/worker/client-errors.js';
 import { sleep, waitFor, within } from './helpers/server.js';
 
-type Rig = { conns: Connections; port: number; release: () => void; close: () => Promise<void> };
+type Rig = { conns: Connections; server: http.Server; port: number; release: () => void; close: () => Promise<void> };
+type Timeouts = 'ours' | 'node';
 
-/** A server wired like the worker's; `/hold` answers only when release() is called. */
-async function rig(list: 'node' | 'own'): Promise<Rig> {
+/**
+ * A server wired like the worker's; `/hold` answers only when release() is called. 'node': Node's
+ * own connection tracking is kept on it under another name, so Connections does not find it (as
+ * on a Node it does not know). Headers timeout 500 ms, request timeout 1 s; Node checks every 100 ms.
+ */
+async function rig(timeouts: Timeouts): Promise<Rig> {
   const conns = new Connections();
-  const server = http.createServer({ keepAliveTimeout: 0 });
-  conns.watch(list === 'node' ? server : {}); // an object without the list: the fallback
+  const server = http.createServer({ keepAliveTimeout: 0, headersTimeout: 500, requestTimeout: 1_000, connectionsCheckingInterval: 100 });
+  if (timeouts === 'node') {
+    const tracking = server.listeners('listening').find((f) => f.name === 'setupConnectionsTracking');
+    assert.ok(tracking, "this Node's http.Server tracks its connections at 'listening'");
+    server.removeListener('listening', tracking as () => void);
+    server.on('listening', function kept(this: http.Server) { (tracking as (this: http.Server) => void).call(this); });
+  }
+  conns.watch(server);
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)); });
   server.on('connection', (s: Socket) => conns.add(s));
+  // as the worker's (client-errors.ts answerClientError, without its log)
+  server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable) rawAnswer(socket, 408);
+    else socket.destroy();
+  });
   const held: http.ServerResponse[] = [];
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (conns.tracking) conns.request(req, res);
@@ -28,9 +48,10 @@ async function rig(list: 'node' | 'own'): Promise<Rig> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     conns,
+    server,
     port: (server.address() as AddressInfo).port,
     release: () => { for (const res of held.splice(0)) { res.setHeader('content-length', '5'); res.end('held\n'); } },
-    close: () => { server.closeAllConnections(); return new Promise((resolve) => server.close(() => resolve())); },
+    close: () => { for (const s of sockets) s.destroy(); return new Promise((resolve) => server.close(() => resolve())); },
   };
 }
 
@@ -75,9 +96,22 @@ async function idleAndBusy(r: Rig): Promise<{ idle: Client; busy: Client; held: 
   return { idle, busy, held };
 }
 
-for (const list of ['node', 'own'] as const) {
-  test(`${list} list: open connections, a request in flight, the state and the exact bytes sent`, { timeout: 15_000 }, async () => {
-    const r = await rig(list);
+/** A connection that writes what it is given and records when its first answer byte came, and all it read until its close. */
+type Raw = { socket: Socket; answeredAt: () => number; text: () => string; closed: Promise<void> };
+async function raw(port: number): Promise<Raw> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+  let at = 0;
+  let text = '';
+  socket.on('data', (d: Buffer) => { if (at === 0) at = Date.now(); text += d.toString('latin1'); });
+  socket.on('error', () => { /* judged by the test */ });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return { socket, answeredAt: () => at, text: () => text, closed };
+}
+
+for (const timeouts of ['node', 'ours'] as const) {
+  test(`${timeouts} timeouts: open connections, a request in flight, the state and the exact bytes sent`, { timeout: 15_000 }, async () => {
+    const r = await rig(timeouts);
     try {
       const cs = await Promise.all([client(r.port), client(r.port), client(r.port)]);
       await cs[0]!.ask('/');
@@ -113,8 +147,8 @@ for (const list of ['node', 'own'] as const) {
     }
   });
 
-  test(`${list} list: the idle sweep closes a connection idle past the limit, never one with a request in flight`, { timeout: 15_000 }, async () => {
-    const r = await rig(list);
+  test(`${timeouts} timeouts: the idle sweep closes a connection idle past the limit, never one with a request in flight`, { timeout: 15_000 }, async () => {
+    const r = await rig(timeouts);
     try {
       const { idle, busy, held } = await idleAndBusy(r);
       const started = Date.now();
@@ -134,8 +168,8 @@ for (const list of ['node', 'own'] as const) {
     }
   });
 
-  test(`${list} list: retiring answers what is in flight with Connection: close, closes idle connections after the grace, then reports empty once`, { timeout: 15_000 }, async () => {
-    const r = await rig(list);
+  test(`${timeouts} timeouts: retiring answers what is in flight with Connection: close, closes idle connections after the grace, then reports empty once`, { timeout: 15_000 }, async () => {
+    const r = await rig(timeouts);
     try {
       const { idle, busy, held } = await idleAndBusy(r);
       let empty = 0;
@@ -153,6 +187,38 @@ for (const list of ['node', 'own'] as const) {
       assert.equal(empty, 1);
       assert.equal(r.conns.size, 0);
     } finally {
+      await r.close();
+    }
+  });
+
+  test(`${timeouts} timeouts: a head or a body that stops coming gets 408 past its timeout; a slow answer and an idle connection do not`, { timeout: 15_000 }, async () => {
+    const r = await rig(timeouts);
+    const sweep = setInterval(() => r.conns.sweepIdle(10_000, 10_000), 100);
+    try {
+      const listed = Object.getOwnPropertySymbols(r.server).some((x) => x.description === 'http.server.connections' && (r.server as unknown as Record<symbol, unknown>)[x] != null);
+      assert.equal(listed, timeouts === 'node', "Node's own list of connections is there only when kept");
+      const idle = await client(r.port);
+      await idle.ask('/');
+      const slow = await client(r.port);
+      const held = slow.ask('/hold');
+      const head = await raw(r.port);
+      const body = await raw(r.port);
+      const t0 = Date.now();
+      head.socket.write('GET / HTTP/1.1\r\nhost: x\r\n');
+      body.socket.write('POST /hold HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc');
+      await within(Promise.all([head.closed, body.closed]), 5_000, 'the two stalled requests answered and closed');
+      assert.match(head.text(), /^HTTP\/1\.1 408 /, 'the stalled head');
+      assert.match(body.text(), /^HTTP\/1\.1 408 /, 'the stalled body');
+      const headMs = head.answeredAt() - t0;
+      const bodyMs = body.answeredAt() - t0;
+      assert.ok(headMs >= 500 && headMs < 2_500, `head answered after ${headMs} ms (headers timeout 500 ms)`);
+      assert.ok(bodyMs >= 1_000 && bodyMs < 3_000, `body answered after ${bodyMs} ms (request timeout 1 s; its head was in)`);
+      assert.ok(!idle.socket.destroyed, 'the idle keep-alive connection stays (the sweep\'s keep-alive limit judges it)');
+      assert.ok(!slow.socket.destroyed, 'the connection waiting for its answer stays');
+      r.release();
+      assert.match(await within(held, 2_000, 'answer to /hold'), /^HTTP\/1\.1 200/);
+    } finally {
+      clearInterval(sweep);
       await r.close();
     }
   });

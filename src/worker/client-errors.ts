@@ -62,15 +62,27 @@ export function rawAnswer(socket: net.Socket, status: ClientErrorStatus | 503, h
 /**
  * Where Node's parser has no `headersCompleted()` (Node 24), the worker follows the two parser
  * callbacks that bound a request's head instead: slot 0 (kOnMessageBegin, left empty by
- * node:http) marks a message begun, slot 2 (kOnHeadersComplete, node:http's
- * parserOnHeadersComplete, 9 arguments) its headers done. Costs one call per request, on such a
- * Node only; parsers are pooled across connections, so each connection resets the mark.
+ * node:http) marks a message begun, and when, slot 2 (kOnHeadersComplete, node:http's
+ * parserOnHeadersComplete, 9 arguments) its headers done. Costs one call and a clock read per
+ * request, on such a Node only; parsers are pooled across connections, so each connection resets
+ * the mark.
  */
 const IN_HEAD = Symbol('quiesce.inHead');
+const BEGUN_AT = Symbol('quiesce.begunAt');
 type Callback = (this: HookedParser, ...args: unknown[]) => unknown;
-type HookedParser = { [slot: number]: Callback | null | undefined; [IN_HEAD]?: boolean; headersCompleted?: () => boolean };
+type HookedParser = {
+  [slot: number]: Callback | null | undefined;
+  [IN_HEAD]?: boolean;
+  [BEGUN_AT]?: number;
+  /** Node 18-20: false from a message's first byte until its headers end (see ServerSocket). */
+  headersCompleted?: () => boolean;
+  /** Node 18-20: ms since the parser's last message began (0 before any). */
+  duration?: () => number;
+  /** node:http's request being parsed, or the last one (its `complete` once all of it is in). */
+  incoming?: { complete: boolean } | null;
+};
 let nodeHeadersComplete: Callback | undefined;
-function messageBegin(this: HookedParser): void { this[IN_HEAD] = true; }
+function messageBegin(this: HookedParser): void { this[IN_HEAD] = true; this[BEGUN_AT] = Date.now(); }
 function headersComplete(this: HookedParser, a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown {
   this[IN_HEAD] = false;
   return nodeHeadersComplete!.call(this, a, b, c, d, e, f, g, h, i);
@@ -93,5 +105,36 @@ export function watchHead(socket: net.Socket): void {
 export function midRequest(socket: net.Socket): boolean {
   const p = (socket as ServerSocket).parser as HookedParser | null | undefined;
   if (!p || socket.bytesRead === 0) return false;
+  return inHead(p);
+}
+
+function inHead(p: HookedParser): boolean {
   return typeof p.headersCompleted === 'function' ? !p.headersCompleted() : p[IN_HEAD] === true;
+}
+
+/**
+ * Whether the request on this new connection (after watchHead) can be followed: when it began,
+ * whether its head or its body is coming (`receiving`). Node 18-20's parser tells; Node 24's is
+ * followed through watchHead's callbacks. False for a parser we do not know (a future Node).
+ */
+export function followable(socket: net.Socket): boolean {
+  const p = (socket as ServerSocket).parser as HookedParser | null | undefined;
+  if (!p) return false;
+  if (typeof p.headersCompleted === 'function') return typeof p.duration === 'function';
+  return p[0] === messageBegin && p[2] === headersComplete;
+}
+
+/**
+ * The request still coming in on this connection: whether its head (else its body) is, and since
+ * when (ms since its first byte); undefined when none is (no byte yet, between requests, or the
+ * whole request is in). What Node's own headers and request timeouts read (its connections list:
+ * a message begun and not complete).
+ */
+export function receiving(socket: net.Socket): { head: boolean; ms: number } | undefined {
+  const p = (socket as ServerSocket).parser as HookedParser | null | undefined;
+  if (!p || socket.bytesRead === 0) return undefined;
+  const head = inHead(p);
+  if (!head && (p.incoming == null || p.incoming.complete)) return undefined;
+  const ms = typeof p.duration === 'function' ? p.duration() : p[BEGUN_AT] !== undefined ? Date.now() - p[BEGUN_AT] : undefined;
+  return ms === undefined ? undefined : { head, ms };
 }

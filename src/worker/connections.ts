@@ -20,10 +20,10 @@
  * connection-per-request one (docs/STATUS.md).
  */
 import type { Socket } from 'node:net';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WorkerState } from '../shared/ipc.js';
-import { midRequest, rawAnswer, watchHead } from './client-errors.js';
+import { followable, midRequest, rawAnswer, receiving, watchHead } from './client-errors.js';
 import { withoutQuery } from './app-errors.js';
 
 /** http.Server's socket: the response being written on it, if any (Node internal, see above). */
@@ -46,18 +46,26 @@ type Conn = {
   /** socket.bytesRead at the last idle sweep, and when a sweep last saw the connection active. */
   lastRead: number;
   activeAt: number;
+  /** Its request was past --headers-timeout or --request-timeout and answered so (sweepIdle). */
+  timedOut?: boolean;
 };
 
 /**
- * The http.Server's own list of its open HTTP connections (Node internal, the one
- * `closeIdleConnections()` reads: `.all()` gives their parsers, each with its `.socket`). A socket
- * leaves it when upgraded. Missing (a future Node), the connections are kept in a Set instead.
+ * What the http.Server does at its 'listening' to keep its own list of connections (Node internal,
+ * Node 18-24): a native ordered set of their parsers that each one leaves and joins again at every
+ * request's start and end (four tree operations and two clock reads per request), read once a
+ * second for its headers and request timeouts and by `closeIdleConnections()`. That list cost
+ * 3.3% of a worker's CPU per hello-world request in keep-alive, 4.3% over TLS
+ * (`bench:cpu --a/--b`, 6 and 5 pairs, every pair over): the worker does without it (`watch`),
+ * keeps its open connections in a Set, and judges the two timeouts in its sweep instead
+ * (`sweepIdle`), from what each connection's parser tells (client-errors.ts `receiving`).
  */
-type NodeConnections = { all(): Array<{ socket: Socket | null }> };
-function nodeConnections(server: object): NodeConnections | undefined {
-  const sym = Object.getOwnPropertySymbols(server).find((x) => x.description === 'http.server.connections');
-  const list = sym ? (server as Record<symbol, unknown>)[sym] : undefined;
-  return list && typeof (list as NodeConnections).all === 'function' ? (list as NodeConnections) : undefined;
+const NODE_TRACKING = 'setupConnectionsTracking';
+type Tracking = (this: Server) => void;
+
+/** What Node's check gives a request past --headers-timeout or --request-timeout (its `onRequestTimeout`): the server's 'clientError'. */
+function requestTimeout(): Error {
+  return Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
 }
 
 /** The response an untracked connection is writing now. */
@@ -100,12 +108,12 @@ type Tracked = ServerResponse & { [CONN]?: Conn };
 export class Connections {
   /** Records: tracked, every open connection; plain, those open at the last walk, and upgraded ones. */
   private readonly conns = new Map<Socket, Conn>();
-  /**
-   * Where plain mode finds the open connections: the http.Server's list, looked up at the first
-   * connection (Node makes it when the server starts listening), else (null) this Set.
-   */
-  private server?: object;
-  private list?: NodeConnections | null;
+  /** The http.Server watched, and Node's own tracking of its connections when taken off it (watch). */
+  private server?: Server;
+  private nodeTracking?: Tracking;
+  /** Whether the sweep judges --headers-timeout and --request-timeout (Node's check is off: watch). */
+  private ownTimeouts = false;
+  /** Every open HTTP/1 connection (plain mode walks it). */
   private readonly open = new Set<Socket>();
   private closed = 0;
   /** Tracked mode: responses in flight on a connection without a record (none expected; kept exact). */
@@ -137,9 +145,31 @@ export class Connections {
     this.onSocketClose = function (this: Socket) { self.socketClosed(this); };
   }
 
-  /** Read the open connections from this http.Server's own list (call once, before it serves). */
-  watch(server: object): void {
+  /**
+   * Follow this http.Server's connections (call once, before it listens): Node's own list of them
+   * is taken off (NODE_TRACKING), and the sweep judges its timeouts, read from the server's
+   * `headersTimeout` and `requestTimeout` as Node's check reads them. Node's list comes back at
+   * the first connection whose request cannot be followed (a parser we do not know), or when Node
+   * has no such step (a future Node): then its check judges them, as before.
+   */
+  watch(server: Server): void {
     this.server = server;
+    const tracking = server.listeners('listening').find((f) => f.name === NODE_TRACKING) as Tracking | undefined;
+    if (tracking === undefined) return;
+    server.removeListener('listening', tracking);
+    this.nodeTracking = tracking;
+    this.ownTimeouts = true;
+  }
+
+  /** Node's list of connections and its timeout check, back on the server (a connection we cannot follow). */
+  private giveBackTimeouts(): void {
+    const server = this.server;
+    const tracking = this.nodeTracking;
+    this.ownTimeouts = false;
+    this.nodeTracking = undefined;
+    if (server === undefined || tracking === undefined) return;
+    if (server.listening) tracking.call(server);
+    else server.on('listening', tracking);
   }
 
   /** Count and wind `others` with these connections (TLS handshakes, HTTP/2 sessions). */
@@ -165,12 +195,12 @@ export class Connections {
     this.accepted++;
     socket.on('close', this.onSocketClose);
     watchHead(socket);
-    // (a connection handed over while the app loaded comes before any listen(): no list, ever)
-    if (this.list === undefined) this.list = (this.server && nodeConnections(this.server)) ?? null;
+    if (this.ownTimeouts && !followable(socket)) this.giveBackTimeouts();
+    this.open.add(socket);
     if (this.tracked) {
       const conn = this.know(socket);
       if (this.retiring) this.scheduleIdleClose(conn);
-    } else if (this.list === null) this.open.add(socket);
+    }
   }
 
   /** The connection's record, made on first sight. */
@@ -186,19 +216,13 @@ export class Connections {
 
   /** Every open connection's record, made for those that have none yet (plain mode). */
   private walk(): IterableIterator<Conn> {
-    if (!this.tracked) {
-      if (this.list) {
-        for (const p of this.list.all()) if (p.socket && !p.socket.destroyed) this.know(p.socket);
-      } else {
-        for (const socket of this.open) this.know(socket);
-      }
-    }
+    if (!this.tracked) for (const socket of this.open) this.know(socket);
     return this.conns.values();
   }
 
   private socketClosed(socket: Socket): void {
     this.closed++;
-    if (this.list === null) this.open.delete(socket);
+    this.open.delete(socket);
     const conn = this.forget(socket);
     this.bytesSent += socket.bytesWritten - (conn?.counted ?? 0);
     if (conn && this.tracked) {
@@ -275,14 +299,18 @@ export class Connections {
    * keep-alive timer costs ~7% of a hello-world request): a connection that read nothing since the
    * last sweep and has no response in flight is idle since that sweep; it is closed once idle for
    * `keepAliveMs` (`firstRequestMs` before its first request). 0 = never. Never closes earlier than
-   * the limit; at most one sweep later.
+   * the limit; at most one sweep later. With Node's list of connections taken off (watch), the
+   * same walk judges the headers and request timeouts (pastTimeout).
    */
   sweepIdle(keepAliveMs: number, firstRequestMs: number): void {
     const now = Date.now();
+    const server = this.server;
+    const timeouts = this.ownTimeouts && server !== undefined && (server.headersTimeout > 0 || server.requestTimeout > 0);
     for (const conn of this.walk()) {
+      if (timeouts && !conn.timedOut && !conn.upgraded && this.pastTimeout(conn, server)) continue;
       const read = conn.socket.bytesRead;
-      // a request partly received (a client pausing inside its headers) is not idle: Node's
-      // --headers-timeout judges it
+      // a request partly received (a client pausing inside its headers) is not idle: the headers
+      // timeout judges it (pastTimeout, or Node's check)
       if (read !== conn.lastRead || conn.upgraded || conn.inflight.length > 0 || current(conn) || midRequest(conn.socket)) {
         conn.lastRead = read;
         conn.activeAt = now;
@@ -291,6 +319,24 @@ export class Connections {
       const limit = read === 0 ? firstRequestMs : keepAliveMs;
       if (limit > 0 && now - conn.activeAt >= limit) conn.socket.destroy();
     }
+  }
+
+  /**
+   * Node's headers and request timeouts, judged as its check does (which the worker took off:
+   * watch): a request whose head is still coming past `headersTimeout`, or any part of it past
+   * `requestTimeout` (ms since its first byte; 0 = no limit), gets the server's 'clientError'
+   * (ERR_HTTP_REQUEST_TIMEOUT: 408, client-errors.ts), once. Found at most one sweep (<= 1 s)
+   * late, as Node's check, once a second, finds it.
+   */
+  private pastTimeout(conn: Conn, server: Server): boolean {
+    const r = receiving(conn.socket);
+    if (r === undefined) return false;
+    const headers = server.headersTimeout;
+    const request = server.requestTimeout;
+    if (!((r.head && headers > 0 && r.ms > headers) || (request > 0 && r.ms > request))) return false;
+    conn.timedOut = true;
+    server.emit('clientError', requestTimeout(), conn.socket);
+    return true;
   }
 
   /** The connection leaves HTTP/1 for a session counted elsewhere (h2c: the TLS front's sessions): forgotten here, as if never accepted. */

@@ -165,8 +165,10 @@ class Worker {
       // Node re-arms a timer on every response for this (~7% of a hello-world request): the
       // worker sweeps idle connections itself (Connections.sweepIdle) and keeps the header.
       keepAliveTimeout: 0,
-      // how often Node checks the headers and request timeouts (its default, 30 s, lets a 60 s
-      // --headers-timeout run to 90 s); a native walk of the connections, once a second
+      // the worker judges the headers and request timeouts in its sweep (Connections.watch: Node's
+      // list of connections costs 3-4% of a request); where Node keeps its own check (a Node whose
+      // list the worker does not know), once a second (its default, 30 s, lets a 60 s
+      // --headers-timeout run to 90 s)
       connectionsCheckingInterval: 1_000,
       // --metrics: each response carries its start time from its construction (request-metrics.ts)
       // (typed as the base class: the server's type is Server<IncomingMessage, ServerResponse>)
@@ -200,10 +202,10 @@ class Worker {
     // serve the connections the master handed over from the kernel's queue, then retire.
     // (a warm spare listens only once promoted: 'serve')
     if (!this.retireStarted && !this.spare) this.listenAll();
-    // every listener is TLS: the http.Server never listens, but sets up what Node does at its
-    // 'listening' (its list of connections, the headers and request timeout checks); with a plain
-    // one it listens (now, or once a spare is promoted), and a second 'listening' would start
-    // Node's timeout checks twice
+    // every listener is TLS: the http.Server never listens, but tells its 'listening' listeners
+    // (the app's, and Node's list of connections where the worker left it: Connections.watch);
+    // with a plain one it listens (now, or once a spare is promoted), and a second 'listening'
+    // would start Node's timeout checks twice
     if (this.tls && !this.server.listening && [...this.listeners.values()].every((l) => l.front !== undefined)) this.server.emit('listening');
     this.ready = true;
     for (const { socket, id } of this.early.splice(0)) this.dispatch(id, socket);
