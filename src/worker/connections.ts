@@ -161,15 +161,17 @@ export class Connections {
     this.ownTimeouts = true;
   }
 
-  /** Node's list of connections and its timeout check, back on the server (a connection we cannot follow). */
+  /**
+   * Node's list of connections and its timeout check, back on the server (a connection we cannot
+   * follow), at once: a server whose listeners are all TLS never listens (the worker tells its
+   * 'listening' once, before it serves), and one that does has listened by now.
+   */
   private giveBackTimeouts(): void {
     const server = this.server;
     const tracking = this.nodeTracking;
     this.ownTimeouts = false;
     this.nodeTracking = undefined;
-    if (server === undefined || tracking === undefined) return;
-    if (server.listening) tracking.call(server);
-    else server.on('listening', tracking);
+    if (server !== undefined && tracking !== undefined) tracking.call(server);
   }
 
   /** Count and wind `others` with these connections (TLS handshakes, HTTP/2 sessions). */
