@@ -108,11 +108,12 @@ type Tracked = ServerResponse & { [CONN]?: Conn };
 export class Connections {
   /** Records: tracked, every open connection; plain, those open at the last walk, and upgraded ones. */
   private readonly conns = new Map<Socket, Conn>();
-  /** The http.Server watched, and Node's own tracking of its connections when taken off it (watch). */
+  /**
+   * The http.Server watched, and Node's own tracking of its connections while taken off it
+   * (watch): then the sweep judges --headers-timeout and --request-timeout.
+   */
   private server?: Server;
   private nodeTracking?: Tracking;
-  /** Whether the sweep judges --headers-timeout and --request-timeout (Node's check is off: watch). */
-  private ownTimeouts = false;
   /** Every open HTTP/1 connection (plain mode walks it). */
   private readonly open = new Set<Socket>();
   private closed = 0;
@@ -158,7 +159,6 @@ export class Connections {
     if (tracking === undefined) return;
     server.removeListener('listening', tracking);
     this.nodeTracking = tracking;
-    this.ownTimeouts = true;
   }
 
   /**
@@ -169,7 +169,6 @@ export class Connections {
   private giveBackTimeouts(): void {
     const server = this.server;
     const tracking = this.nodeTracking;
-    this.ownTimeouts = false;
     this.nodeTracking = undefined;
     if (server !== undefined && tracking !== undefined) tracking.call(server);
   }
@@ -197,7 +196,7 @@ export class Connections {
     this.accepted++;
     socket.on('close', this.onSocketClose);
     watchHead(socket);
-    if (this.ownTimeouts && !followable(socket)) this.giveBackTimeouts();
+    if (this.nodeTracking !== undefined && !followable(socket)) this.giveBackTimeouts();
     this.open.add(socket);
     if (this.tracked) {
       const conn = this.know(socket);
@@ -307,7 +306,7 @@ export class Connections {
   sweepIdle(keepAliveMs: number, firstRequestMs: number): void {
     const now = Date.now();
     const server = this.server;
-    const timeouts = this.ownTimeouts && server !== undefined && (server.headersTimeout > 0 || server.requestTimeout > 0);
+    const timeouts = this.nodeTracking !== undefined && server !== undefined && (server.headersTimeout > 0 || server.requestTimeout > 0);
     for (const conn of this.walk()) {
       if (timeouts && !conn.timedOut && !conn.upgraded && this.pastTimeout(conn, server)) continue;
       const read = conn.socket.bytesRead;

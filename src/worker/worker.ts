@@ -205,7 +205,7 @@ class Worker {
     // every listener is TLS: the http.Server never listens, but tells its 'listening' listeners
     // (the app's, and Node's list of connections where the worker left it: Connections.watch);
     // with a plain one it listens (now, or once a spare is promoted), and a second 'listening'
-    // would start Node's timeout checks twice
+    // would start Node's timeout check twice where Node keeps it
     if (this.tls && !this.server.listening && [...this.listeners.values()].every((l) => l.front !== undefined)) this.server.emit('listening');
     this.ready = true;
     for (const { socket, id } of this.early.splice(0)) this.dispatch(id, socket);
