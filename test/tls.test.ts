@@ -82,7 +82,7 @@ test('HTTPS and HTTP/2 answered on a TLS listener; ALPN picks h2 for curl --http
     assert.match(h1.out, /^\d+\n 1\.1$/, h1.err);
     // Node's https client offers no ALPN at all: HTTP/1.1
     const viaNode = await new Promise<string>((resolve, reject) => {
-      https.get(url, { rejectUnauthorized: false }, (res) => { let b = ''; res.on('data', (d) => { b += d; }); res.on('end', () => resolve(`${res.httpVersion} ${b.trim()}`)); }).on('error', reject);
+      https.get(url, { rejectUnauthorized: false, agent: false }, (res) => { let b = ''; res.on('data', (d) => { b += d; }); res.on('end', () => resolve(`${res.httpVersion} ${b.trim()}`)); }).on('error', reject);
     });
     assert.match(viaNode, /^1\.1 \d+$/);
     assert.equal((await handshake(s.address, { alpn: ['h2', 'http/1.1'] })).alpn, 'h2');
@@ -92,6 +92,8 @@ test('HTTPS and HTTP/2 answered on a TLS listener; ALPN picks h2 for curl --http
     // requests by protocol on the status page and /metrics (one h2 request by curl, two HTTP/1.1 over TLS)
     const st = await waitFor(async () => { const j = await statusJson(s); return (j.protocols?.h2.requests ?? 0) >= 1 && (j.protocols?.['https/1.1'].requests ?? 0) >= 2 ? j : undefined; }, 5000, 'requests by protocol in the status');
     assert.equal(st?.protocols?.['http/1.1'].requests, 0);
+    // and the HTTP/1.1 connections over TLS, all closed by now, are no longer counted open (nor on the load board)
+    await waitFor(async () => (await statusJson(s)).protocols?.['https/1.1'].connections === 0 || undefined, 5000, 'no HTTP/1.1 connection over TLS open');
     const metrics = (await get(s.admin, '/metrics')).body;
     assert.match(metrics, /quiesce_requests_by_protocol_total\{protocol="h2"\} [1-9]/);
   } finally {

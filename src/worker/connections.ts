@@ -99,6 +99,11 @@ export interface Others {
   wind(idleGraceMs: number, retiring: boolean): void;
   /** Graceful timeout: end what is left; returns how many requests were forced. */
   force(): number;
+  /**
+   * An HTTP/1.1 connection over TLS (one the front handed to the http.Server) closed: told from
+   * this class's own 'close' listener, so that such a connection carries one listener of ours.
+   */
+  h1Closed(): void;
 }
 
 /** A response's connection, kept on the response itself: no hashing of a new object per request. */
@@ -223,6 +228,7 @@ export class Connections {
 
   private socketClosed(socket: Socket): void {
     this.closed++;
+    if ((socket as Socket & { encrypted?: boolean }).encrypted === true) this.others?.h1Closed();
     this.open.delete(socket);
     const conn = this.forget(socket);
     this.bytesSent += socket.bytesWritten - (conn?.counted ?? 0);

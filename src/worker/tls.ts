@@ -256,13 +256,21 @@ export class TlsFront implements Others {
     // hand it on first, then stop counting its handshake: the worker is never seen empty between
     if (s.alpnProtocol === 'h2' && this.h2server) this.handTo(this.h2server, 'secureConnection', s);
     else {
+      // its end is told by Connections' own 'close' listener (h1Closed): a second listener, a
+      // `once` at that, cost every connection its wrapper and a search of the listeners at the close
       this.tlsH1.connections++;
-      s.once('close', () => { this.tlsH1.connections--; this.post(); this.eased(); });
       this.o.h1.emit('connection', s);
     }
     this.handshakes--;
     this.post();
     this.o.onChange();
+  }
+
+  /** An HTTP/1.1 connection of ours ended (Connections, see Others). */
+  h1Closed(): void {
+    this.tlsH1.connections--;
+    this.post();
+    this.eased();
   }
 
   /** Hand `socket` to an HTTP/2 server (which makes its session within this call: session() takes the socket). */
@@ -522,7 +530,7 @@ export class PacedAccept {
       this.accepted++;
       // the front counts its handshake at once (the board with it): then, crowded, stop here
       this.to.emit('connection', socket);
-      if (this.server === s && Date.now() >= this.ignoreUntil && this.crowded()) this.pause();
+      if (this.server === s && !this.ignoring() && this.crowded()) this.pause();
     });
     s.on('error', (err: Error) => { this.onError(err); this.retry(s); });
     let fd: number;
@@ -536,6 +544,14 @@ export class PacedAccept {
     this.server = s;
     // (the backlog as the second argument: for an { fd } handle Node ignores the options' one and uses 511)
     s.listen({ fd }, this.backlog);
+  }
+
+  /** Whether it accepts without looking at the board now (a stuck peer: resume); no clock read per connection when not. */
+  private ignoring(): boolean {
+    if (this.ignoreUntil === 0) return false;
+    if (Date.now() < this.ignoreUntil) return true;
+    this.ignoreUntil = 0;
+    return false;
   }
 
   private retry(s: net.Server): void {
