@@ -22,6 +22,7 @@ import { answerClientError } from './client-errors.js';
 import { kernelDrained, loadNative, type Native } from '../native/index.js';
 import { gateTcp } from '../native/gate.js';
 import { closeAtOnce } from './close-at-once.js';
+import { quickEnd } from './quick-end.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { RequestMetrics, TimedResponse } from './request-metrics.js';
 import { getHeapStatistics } from 'node:v8';
@@ -705,5 +706,6 @@ function noDelayOnListeners(native: Native | undefined, listeners: readonly List
 
 export async function workerMain(): Promise<void> {
   closeAtOnce();
+  quickEnd();
   await new Worker().start();
 }
