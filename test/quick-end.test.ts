@@ -31,15 +31,24 @@ async function serve(seen: Seen[]): Promise<{ server: http.Server; port: number 
   return { server, port: (server.address() as AddressInfo).port };
 }
 
-/** Everything read on `sock` until `n` responses (counted by their status lines) are in. */
+/** Everything read on `sock` until `n` responses (counted by their status lines) are in; its listeners go with the answer. */
 function responses(sock: Socket, n: number): Promise<string> {
-  return within(new Promise((resolve, reject) => {
-    let text = '';
-    const done = (): void => { if ((text.match(/HTTP\/1\.1 200 /g) ?? []).length >= n && text.endsWith('\n')) resolve(text); };
-    sock.on('data', (c: Buffer) => { text += c.toString('latin1'); done(); });
-    sock.on('error', reject);
-    sock.on('close', () => reject(new Error(`connection closed after: ${text}`)));
-  }), 5_000, `${n} responses`);
+  let text = '';
+  let settle: ((err?: Error) => void) | undefined;
+  const onData = (c: Buffer): void => {
+    text += c.toString('latin1');
+    if ((text.match(/HTTP\/1\.1 200 /g) ?? []).length >= n && text.endsWith('\n')) settle?.();
+  };
+  const onError = (err: Error): void => settle?.(err);
+  const onClose = (): void => settle?.(new Error(`connection closed after: ${text}`));
+  const got = new Promise<string>((resolve, reject) => {
+    settle = (err) => {
+      sock.off('data', onData).off('error', onError).off('close', onClose);
+      if (err) reject(err); else resolve(text);
+    };
+  });
+  sock.on('data', onData).on('error', onError).on('close', onClose);
+  return within(got, 5_000, `${n} responses`);
 }
 
 /** quickEnd installed, a server (serve) and one connection to it for `body`; the connection and the server are closed after it, failed or not. */
@@ -64,7 +73,6 @@ test('quickEnd: a complete request nobody listens to is ended and destroyed when
       const got = responses(sock, 1);
       sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
       assert.match(await got, new RegExp(`GET ${path}\\n$`));
-      sock.removeAllListeners('data'); sock.removeAllListeners('close');
     }
     const both = responses(sock, 2);
     sock.write('GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -81,7 +89,6 @@ test("quickEnd: a request with a listener, an unread body, or a body not all in 
       const got = responses(sock, 1);
       sock.write(raw);
       assert.match(await got, new RegExp(`${path}\\n$`), path);
-      sock.removeAllListeners('data'); sock.removeAllListeners('close');
     };
     // a listener: Node's 'end' and 'close' come
     await ask('GET /listen HTTP/1.1\r\nHost: x\r\n\r\n', '/listen');
@@ -95,12 +102,10 @@ test("quickEnd: a request with a listener, an unread body, or a body not all in 
     sock.write('b'.repeat(big));
     sock.write('GET /after-big HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match(await gotBig, /POST \/big\n[\s\S]*GET \/after-big\n$/);
-    sock.removeAllListeners('data'); sock.removeAllListeners('close');
     // answered before its body is all in: the rest comes after the response
     const gotPartial = responses(sock, 1);
     sock.write(`POST /partial HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345`);
     assert.match(await gotPartial, /POST \/partial\n$/);
-    sock.removeAllListeners('data'); sock.removeAllListeners('close');
     sock.write('67890');
     await ask('GET /after-partial HTTP/1.1\r\nHost: x\r\n\r\n', '/after-partial');
     sock.destroy();

@@ -45,7 +45,7 @@ function closeReadable(req: Dumpable): void {
 }
 
 /** Whether `req` can be ended at once: all of it read by the parser, nothing buffered, never read, no listener. */
-function idle(req: Dumpable): boolean {
+function untouched(req: Dumpable): boolean {
   const st = req._readableState;
   return req.complete && req._dumped !== true && req._consuming !== true && req._eventsCount === 0 && st !== undefined && st.length === 0;
 }
@@ -59,7 +59,7 @@ export function quickEnd(): boolean {
   installed = true;
   const helper = typeof proto._dumpAndCloseReadable === 'function' ? proto._dumpAndCloseReadable : undefined;
   proto._dump = function (this: Dumpable): void {
-    if (idle(this)) {
+    if (untouched(this)) {
       if (helper !== undefined) helper.call(this);
       else closeReadable(this);
       // a Node whose stream state did not take it (other field names): its own way

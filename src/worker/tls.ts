@@ -583,7 +583,7 @@ export class PacedAccept {
   private resume(): void {
     if (this.stopped) return;
     const now = Date.now();
-    if (now >= this.ignoreUntil && this.crowded()) {
+    if (!this.ignoring() && this.crowded()) {
       if (this.waitingSince === 0) { this.waitingSince = now; this.peersAt = this.peers(); }
       const waited = now - this.waitingSince;
       const moved = this.peers() !== this.peersAt;
