@@ -137,9 +137,12 @@ export function readTls(cfg: Config, texts: readonly string[], env: NodeJS.Proce
 /**
  * How long one set of session ticket keys encrypts new tickets: 12 hours (Caddy's rotation; a
  * ticket's lifetime is Node's default 300 s session timeout, so one period outlives every ticket
- * it issued by far). Node's tls.Server holds one key set at a time (setTicketKeys; OpenSSL's ticket
- * key callback, which could keep the previous key for decryption, is not exposed): a ticket issued
- * in the last 300 s before a rotation gets a full handshake after it, never an error.
+ * it issued by far). Node's tls.Server holds one key set at a time (setTicketKeys). OpenSSL's ticket
+ * key callback, which could keep the previous key for decryption, reaches JavaScript only through an
+ * undocumented internal of the secure context (`enableTicketKeyCallback`/`onticketkeycallback`), a
+ * call into JS for every ticket issued or read: not used, as it costs every handshake for the ~0.7%
+ * of tickets issued in the last 300 s before a rotation, which get a full handshake after it, never
+ * an error.
  * QUIESCE_TLS_TICKET_PERIOD_MS overrides it (the tests rotate in seconds).
  */
 export const TICKET_PERIOD_MS = 12 * 3600 * 1000;
