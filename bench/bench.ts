@@ -10,10 +10,15 @@
  * against the better of two node:cluster rows leans below 1.0x when all three are equal (the larger
  * of two noisy medians); more rounds shrink that lean. Targets are shown, not
  * enforced; the exit code is non-zero only when the bench itself fails.
+ *
+ * --pin: the load generator on CPU 0 and every process of every server (master, workers,
+ * node:cluster's primary, nginx's master) on CPU 1, so that a server's throughput is what one CPU
+ * gives it, not what the load generator (one wrk thread takes 65-90% of a core here) and the
+ * machine's other work leave it: how the TLS rows resolve a few percent (docs/STATUS.md).
  */
 import { dirname, join } from 'node:path';
 import {
-  APPS, bareNodeRssKiB, benchCert, benchSite, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startBareStatic, startCluster, startNginx, startQuiesce, table,
+  APPS, bareNodeRssKiB, benchCert, benchSite, canPin, pinTree, rssAnonKiB, envLine, flags, fmt, median, nginxBinary, quiesceWorkers, rssKiB, sleep, startBareStatic, startCluster, startNginx, startQuiesce, table,
   type Running, type WorkerStat, runBench
 } from './lib.js';
 import { h2loadGen, pickLoadGen, shareText, tallyPids, type LoadResult } from './loadgen.js';
@@ -56,8 +61,8 @@ const SERVERS = ['quiesce', 'cluster-RR', 'cluster-NONE'] as const;
 type ServerName = (typeof SERVERS)[number] | 'nginx' | 'bare';
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2), { quick: 'bool', rounds: 'num', duration: 'num', connections: 'num', threads: 'num', loadgen: 'str', only: 'str', help: 'bool' });
-  if (f.help) { process.stdout.write('usage: npm run bench -- [--quick] [--rounds N] [--duration S] [--connections C] [--threads T] [--loadgen wrk|autocannon] [--only ID,…]\n'); return; }
+  const f = flags(process.argv.slice(2), { quick: 'bool', rounds: 'num', duration: 'num', connections: 'num', threads: 'num', loadgen: 'str', only: 'str', pin: 'bool', help: 'bool' });
+  if (f.help) { process.stdout.write('usage: npm run bench -- [--quick] [--rounds N] [--duration S] [--connections C] [--threads T] [--loadgen wrk|autocannon] [--only ID,…] [--pin]\n'); return; }
   const quick = f.quick === true;
   const rounds = Math.round((f.rounds as number | undefined) ?? (quick ? 1 : 5));
   const durationS = Math.max(1, Math.round((f.duration as number | undefined) ?? (quick ? 1 : 2))); // wrk takes whole seconds
@@ -67,6 +72,9 @@ async function main(): Promise<void> {
   const shareMs = quick ? 700 : 1000;
   const gen = pickLoadGen(f.loadgen as string | undefined);
   const only = typeof f.only === 'string' ? new Set(f.only.split(',')) : undefined;
+  if (f.pin === true && !canPin()) throw new Error('--pin needs 2 CPUs and taskset (util-linux)');
+  /** --pin: the CPU the load generator runs on (the servers on CPU 1). */
+  const loadCpu = f.pin === true ? 0 : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
   if (scenarios.length === 0 && !only?.has('stats')) throw new Error(`--only: none of ${SCENARIOS.map((s) => s.id).join(',')},stats`);
 
@@ -106,6 +114,7 @@ async function main(): Promise<void> {
         names.includes('bare') ? startBareStatic(www).then((x) => (started.push(x), x)) : undefined,
       ]);
       servers = { quiesce: q, 'cluster-RR': rr, 'cluster-NONE': none, ...(ngx ? { nginx: ngx } : {}), ...(bareNode ? { bare: bareNode } : {}) };
+      if (loadCpu !== undefined) for (const r of Object.values(servers)) pinTree(r.pid, 1);
     } catch (e) {
       for (const r of started) await r.kill();
       throw e;
@@ -124,13 +133,13 @@ async function main(): Promise<void> {
       const url = (n: ServerName) => `${s.tls && s.tls !== 'h2c' ? 'https' : 'http'}://127.0.0.1:${servers[n]!.port}${s.path}`;
       // h2load: fewer sessions, each with 10 streams
       const conns = h2 ? Math.max(1, Math.round(connections / 5)) : connections;
-      if (warmupS > 0) for (const n of names) await g.run({ url: url(n), durationS: warmupS, connections: conns, threads, close: s.close });
+      if (warmupS > 0) for (const n of names) await g.run({ url: url(n), durationS: warmupS, connections: conns, threads, close: s.close, cpu: loadCpu });
       const before = s.share ? await quiesceWorkers(q) : [];
       const res = { quiesce: [], 'cluster-RR': [], 'cluster-NONE': [], nginx: [], bare: [] } as Record<ServerName, LoadResult[]>;
       for (let r = 0; r < rounds; r++) {
         const order = names.map((_, i) => names[(i + r) % names.length]!);
         for (const n of order) {
-          const x = await g.run({ url: url(n), durationS, connections: conns, threads, close: s.close });
+          const x = await g.run({ url: url(n), durationS, connections: conns, threads, close: s.close, cpu: loadCpu });
           res[n].push(x);
           await sleep(50);
         }
@@ -189,7 +198,7 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`## quiesce vs node:cluster: throughput and latency (${new Date().toISOString()})`, '');
   out.push(`load generator: **${gen.name}**${gen.name === 'wrk' ? ` (-t ${threads} -c ${connections}; new connection per request: -H 'Connection: close')` : ` (${connections} connections)`}; ` +
-    `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback; ${envLine()}`, '');
+    `2 workers each; ${rounds} interleaved round(s) of ${durationS}s per server, medians; loopback${loadCpu !== undefined ? '; pinned: the load generator on CPU 0, every server process on CPU 1' : ''}; ${envLine()}`, '');
   const header = ['scenario', 'quiesce req/s', 'cluster-RR req/s', 'cluster-NONE req/s', 'ratio vs better cluster', 'per-round ratios min–max', 'nginx req/s', 'ratio vs nginx (per round)',
     'bare Node from memory req/s', 'bare Node vs nginx', 'p99 quiesce (h2: mean)', 'p99 RR', 'p99 NONE', 'quiesce master RSS', 'target'];
   const body: string[][] = [];

@@ -30,11 +30,9 @@
  * With --vs nginx, the static rows compare quiesce with nginx (1 worker, the config of `npm run
  * bench`) instead of node:cluster.
  */
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { APPS, benchCert, benchSite, childPids, cleanupAll, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
+import { APPS, benchCert, benchSite, canPin, childPids, cleanupAll, pin, envLine, flags, fmt, nginxBinary, startCluster, startCommand, startNginx, startQuiesce, table, type Running } from './lib.js';
 import { h2loadGen, hasWrk, pickLoadGen } from './loadgen.js';
 
 type Row = { id: string; label: string; app?: string; static?: boolean; path: string; close: boolean; tls?: boolean; h2?: boolean };
@@ -56,11 +54,6 @@ const ROWS: Row[] = [
   // HTTP/2 over TLS, h2load: 10 sessions of 10 concurrent streams; node:cluster runs http2.createSecureServer
   { id: 'h2', label: 'hello over HTTP/2 (h2load, 10 sessions x 10 streams)', app: 'hello.mjs', path: '/', close: false, tls: true, h2: true },
 ];
-
-function pin(pid: number, cpu: number): void {
-  const r = spawnSync('taskset', ['-a', '-pc', String(cpu), String(pid)], { stdio: 'ignore', timeout: 5_000 });
-  if (r.status !== 0) throw new Error(`taskset -a -pc ${cpu} ${pid} failed`);
-}
 
 /** The one worker of a server started with --workers 1, pinned (all its threads) to `cpu`; the parent to `parentCpu`. Returns the worker's pid. */
 function pinServer(s: Running, cpu: number, parentCpu: number): number {
@@ -94,7 +87,7 @@ async function main(): Promise<void> {
     return;
   }
   if ((f.a === undefined) !== (f.b === undefined)) throw new Error('--a and --b go together');
-  if (availableParallelism() < 2 || spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status !== 0 || !hasWrk()) {
+  if (!canPin() || !hasWrk()) {
     process.stdout.write('bench:cpu needs 2 CPUs, taskset (util-linux) and wrk: skipped\n');
     return;
   }

@@ -3,10 +3,10 @@
  * registry of every process started (all ended by pid on exit, SIGINT, SIGTERM or a crash),
  * /proc readings (RSS, process trees), statistics and markdown tables.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { availableParallelism, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runProbe } from '../src/probe/index.js';
@@ -121,6 +121,23 @@ export function childPids(ppid: number): number[] {
   const out: number[] = [];
   for (const d of readdirSync('/proc')) if (/^\d+$/.test(d) && ppidOf(d) === ppid) out.push(Number(d));
   return out;
+}
+
+/** Pin a process, all its threads, to `cpu` (taskset -a). */
+export function pin(pid: number, cpu: number): void {
+  const r = spawnSync('taskset', ['-a', '-pc', String(cpu), String(pid)], { stdio: 'ignore', timeout: 5_000 });
+  if (r.status !== 0) throw new Error(`taskset -a -pc ${cpu} ${pid} failed`);
+}
+
+/** Pin a process and its descendants (a master and its workers), all their threads, to `cpu`; bounded to 4 levels. */
+export function pinTree(pid: number, cpu: number, depth = 0): void {
+  pin(pid, cpu);
+  if (depth < 4) for (const c of childPids(pid)) pinTree(c, cpu, depth + 1);
+}
+
+/** Whether processes can be pinned apart: 2 CPUs or more and taskset (util-linux). */
+export function canPin(): boolean {
+  return availableParallelism() >= 2 && spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
 }
 
 /** VmRSS of a process in KiB (0 when gone). */
