@@ -43,7 +43,7 @@ function ask(sock: Socket, size: number): Promise<string> {
   });
 }
 
-test('closeAtOnce: a plain connection ending with its response is destroyed without the shutdown round, every byte delivered', async () => {
+test('closeAtOnce: a plain connection ending with its response is destroyed without the shutdown round, every byte delivered', { timeout: 30_000 }, async () => {
   assert.equal(closeAtOnce(), true);
   const server = http.createServer({ keepAliveTimeout: 0 });
   const seen: Seen[] = [];
@@ -93,7 +93,7 @@ async function relay(port: number): Promise<{ port: number; seen: Promise<{ type
   return { port: (front.address() as AddressInfo).port, seen, close: () => front.close() };
 }
 
-test('closeAtOnce: a TLS connection ending with its response sends close_notify and is closed without the TCP shutdown round, every byte delivered', { skip: noOpenssl }, async () => {
+test('closeAtOnce: a TLS connection ending with its response sends close_notify and is closed without the TCP shutdown round, every byte delivered', { skip: noOpenssl, timeout: 30_000 }, async () => {
   closeAtOnce();
   const pair = makeCert();
   const server = https.createServer({ key: readFileSync(pair.key), cert: readFileSync(pair.cert) });
