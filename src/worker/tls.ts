@@ -546,10 +546,10 @@ export class PacedAccept {
     s.listen({ fd }, this.backlog);
   }
 
-  /** Whether it accepts without looking at the board now (a stuck peer: resume); no clock read per connection when not. */
-  private ignoring(): boolean {
+  /** Whether it accepts without looking at the board now (a stuck peer: resume); no clock read per connection when not (`now`: a time the caller read already). */
+  private ignoring(now?: number): boolean {
     if (this.ignoreUntil === 0) return false;
-    if (Date.now() < this.ignoreUntil) return true;
+    if ((now ?? Date.now()) < this.ignoreUntil) return true;
     this.ignoreUntil = 0;
     return false;
   }
@@ -583,7 +583,7 @@ export class PacedAccept {
   private resume(): void {
     if (this.stopped) return;
     const now = Date.now();
-    if (!this.ignoring() && this.crowded()) {
+    if (!this.ignoring(now) && this.crowded()) {
       if (this.waitingSince === 0) { this.waitingSince = now; this.peersAt = this.peers(); }
       const waited = now - this.waitingSince;
       const moved = this.peers() !== this.peersAt;
